@@ -1,0 +1,16 @@
+// Package member holds the cluster membership as the agent sees it: plain data shared by every reconciler.
+package member
+
+import "net/netip"
+
+// Member is one node of the cluster.
+type Member struct {
+	// ID is the node's stable id (from SMBIOS UUID or MAC), lower-case hex; the sort key for rank and election.
+	ID string `json:"id"`
+	// Hostname is derived from ID (kiln-<first 8 hex of ID>).
+	Hostname string `json:"hostname"`
+	// Addr is the node's address on the cluster interface.
+	Addr netip.Addr `json:"addr"`
+	// Alive reports whether failure detection currently sees the node.
+	Alive bool `json:"alive"`
+}

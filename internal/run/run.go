@@ -1,0 +1,57 @@
+// Package run is kiln's one place that starts external programs, so every failure names its argv, exit code and stderr.
+package run
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+)
+
+// Error is a failed command: what ran, how it ended, and the end of what it said.
+type Error struct {
+	Argv     []string
+	ExitCode int
+	Stderr   string
+	Err      error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s: exit %d: %v: %s", strings.Join(e.Argv, " "), e.ExitCode, e.Err, e.Stderr)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// stderrTail bounds how much of stderr an error carries: enough for the tool's own message, not a whole log.
+const stderrTail = 2048
+
+// Cmd runs name with args and returns its stdout.
+func Cmd(ctx context.Context, name string, args ...string) ([]byte, error) {
+	return CmdIn(ctx, nil, name, args...)
+}
+
+// CmdIn is Cmd with stdin (nil for none).
+func CmdIn(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	c := exec.CommandContext(ctx, name, args...)
+	var stdout, stderr bytes.Buffer
+	c.Stdout, c.Stderr = &stdout, &stderr
+	if stdin != nil {
+		c.Stdin = bytes.NewReader(stdin)
+	}
+	if err := c.Run(); err != nil {
+		e := &Error{Argv: append([]string{name}, args...), ExitCode: -1, Err: err}
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			e.ExitCode = ee.ExitCode()
+		}
+		s := strings.TrimSpace(stderr.String())
+		if len(s) > stderrTail {
+			s = "…" + s[len(s)-stderrTail:]
+		}
+		e.Stderr = s
+		return stdout.Bytes(), e
+	}
+	return stdout.Bytes(), nil
+}
