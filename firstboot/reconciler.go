@@ -1,0 +1,54 @@
+// Package firstboot is the node agent: it runs reconcilers that turn the cluster config and the observed
+// membership into a formed cluster (swarm, gluster, VIP, firewall), and keeps them converged.
+package firstboot
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/kiln-project/kiln/firstboot/member"
+)
+
+// Reconciler converges one part of the node towards what the cluster state asks for.
+// Reconcile observes, compares with the desired state, and acts; it must be idempotent and safe to
+// interrupt at any point (a crash mid-way and a re-run must converge). It reports whether it changed anything.
+type Reconciler interface {
+	Name() string
+	Reconcile(ctx context.Context, s *State) (changed bool, err error)
+}
+
+// State is the agent's view of the world, rebuilt every pass by the agent loop before reconcilers run.
+type State struct {
+	// Self is this node.
+	Self member.Member
+	// Members are all known members, self included, sorted by ID. Alive tells who failure detection sees now.
+	Members []member.Member
+	// Expected is the cluster's expected size (config cluster.size).
+	Expected int
+	// ClusterName and VIP come from the cluster config.
+	ClusterName string
+	VIP         netip.Prefix
+	// Interface is the cluster interface name; Subnet its IPv4 network.
+	Interface string
+	Subnet    netip.Prefix
+	// Formation is the agreed formation record once one exists: who initialised, and the swarm join
+	// material (only ever carried over the encrypted membership channel).
+	Formation *Formation
+	// Initialiser reports whether this node won the right to initialise (election granted by a majority).
+	Initialiser bool
+	// Status collects what reconcilers report, for `kiln-firstboot status`.
+	Status map[string]string
+}
+
+// Formation is what the initialiser announces once the swarm exists.
+type Formation struct {
+	// SwarmID is the swarm cluster id; a node that sees a different one never joins it.
+	SwarmID string `json:"swarmID"`
+	// Initialiser is the node id that ran swarm init.
+	Initialiser string `json:"initialiser"`
+	// ManagerToken and WorkerToken are the swarm join tokens (secret).
+	ManagerToken string `json:"managerToken"`
+	WorkerToken  string `json:"workerToken"`
+	// ManagerAddrs are addresses of reachable managers (host:2377).
+	ManagerAddrs []string `json:"managerAddrs"`
+}
