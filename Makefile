@@ -1,0 +1,52 @@
+# kiln — build, test and benchmark entry points. See README.md.
+SHELL := /bin/bash
+GO ?= go
+OUT ?= out
+SPEC ?= images/node.yaml
+BIN := bin
+export CGO_ENABLED := 0
+# Reproducible agent binary: no build id, no paths, so the node layer's hash only moves when code does.
+GOFLAGS_BUILD := -trimpath -ldflags "-s -w -buildid="
+
+# Host packages kiln needs on a fresh Debian 12 machine (builder, lab, tests).
+DEB_PACKAGES := mmdebstrap squashfs-tools erofs-utils qemu-system-x86 qemu-utils ovmf dnsmasq-base \
+	mtools dosfstools docker.io iproute2 nftables openssh-client eatmydata zstd cpio \
+	systemd-boot-efi ca-certificates
+
+.PHONY: all deps build image test unit e2e lint chaos bench bench-build bench-lab bench-form bench-heal clean
+
+all: build
+
+# apt-get update runs once per machine (stamp), install is a no-op when everything is present.
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  [ -f /var/lib/apt/periodic/kiln-updated ] || { apt-get update && mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/kiln-updated; }; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/kiln ./cmd/kiln
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/kiln-firstboot ./cmd/kiln-firstboot
+
+# The main job: the default node image (out/node.raw, out/node.qcow2, manifest.json, SHA256SUMS).
+image: deps build
+	$(BIN)/kiln build $(SPEC) --out $(OUT)
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -count=1 -short ./...
+
+# Every test: unit tests, then the end-to-end ones (real image, real qemu VMs, real dockerd) one package at a time,
+# since two qemu guests under TCG on two cores would slow each other past their bounds.
+test: deps image lint
+	KILN_E2E=1 KILN_DOCKER_TESTS=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(BIN) \
+	  $(GO) test -p 1 -count=1 -timeout 85m ./...
+
+clean:
+	rm -rf $(BIN) $(OUT)
