@@ -1,0 +1,66 @@
+package qemu
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func testSpec() Spec {
+	return Spec{
+		Name: "kiln-demo-node1", MemoryMiB: 1536, CPUs: 1, Accel: AccelTCG,
+		OVMFCode: DefaultOVMFCode, OVMFVars: "/state/node1/OVMF_VARS.fd", Disk: "/state/node1/disk.qcow2",
+		MAC: "52:54:00:12:34:56", Tap: "tap1", UUID: "0b8f2e5c-1a2b-4c3d-8e4f-5a6b7c8d9e0f",
+		SerialLog: "/state/node1/serial.log", QMPSocket: "/state/node1/qmp.sock", PidFile: "/state/node1/qemu.pid",
+		ConfigFile: "/state/node1/config.yaml",
+	}
+}
+
+func TestArgsGolden(t *testing.T) {
+	multi := testSpec()
+	multi.CPUs = 2
+	multi.ConfigFile = ""
+	for name, s := range map[string]Spec{"tcg-1cpu": testSpec(), "tcg-2cpu-noconfig": multi} {
+		t.Run(name, func(t *testing.T) {
+			a, err := Args(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := strings.Join(a, "\n") + "\n"
+			golden := filepath.Join("testdata", name+".args")
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != string(want) {
+				t.Errorf("args differ from %s (run with -update to accept):\n%s", golden, got)
+			}
+		})
+	}
+}
+
+func TestArgsRejectsBadSpec(t *testing.T) {
+	s := testSpec()
+	s.MAC = "52:54:00:12:34"
+	s.UUID = "nope"
+	s.Accel = "hvf"
+	s.QMPSocket = "/" + strings.Repeat("x", 120)
+	_, err := Args(s)
+	if err == nil {
+		t.Fatal("want error")
+	}
+	for _, want := range []string{"mac:", "uuid:", "accel:", "qmp socket:"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
