@@ -1,0 +1,77 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/kiln-project/kiln/internal/run"
+	"github.com/kiln-project/kiln/lab/netns"
+)
+
+// sshConnectTimeout bounds one connection attempt. An address without a live host costs this long per probe.
+const sshConnectTimeout = 4
+
+// ExecResult is what a command in a node did.
+type ExecResult struct {
+	Stdout []byte
+	// Stderr is the tail of the command's stderr, kept only when it failed (internal/run keeps no more).
+	Stderr   string
+	ExitCode int
+}
+
+// ErrUnreachable means ssh could not reach or log in to the node (ssh's own exit code 255).
+var ErrUnreachable = errors.New("node unreachable over ssh")
+
+// Exec runs argv in the node as root over ssh, from inside the lab namespace with the lab key. The error is nil
+// whenever the command ran, whatever its exit code; ErrUnreachable when ssh could not get there.
+func (n *Node) Exec(ctx context.Context, argv ...string) (ExecResult, error) {
+	s, err := n.State()
+	if err != nil {
+		return ExecResult{}, err
+	}
+	return n.lab.ssh(ctx, s.Address, argv...)
+}
+
+func (l *Lab) ssh(ctx context.Context, addr string, argv ...string) (ExecResult, error) {
+	if len(argv) == 0 {
+		return ExecResult{}, errors.New("exec: no command")
+	}
+	args := []string{"ssh", "-i", l.keyPath(),
+		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+		// Host keys change with every reimage and replace; the lab network is private to this namespace.
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+		"-o", fmt.Sprintf("ConnectTimeout=%d", sshConnectTimeout),
+		"-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
+		"root@" + addr, "--"}
+	// ssh hands the remote shell one string: quote each word so the node runs exactly argv.
+	quoted := make([]string, len(argv))
+	for i, a := range argv {
+		quoted[i] = shellQuote(a)
+	}
+	args = append(args, strings.Join(quoted, " "))
+	out, err := netns.Exec(ctx, l.Namespace(), nil, args...)
+	if err == nil {
+		return ExecResult{Stdout: out}, nil
+	}
+	var re *run.Error
+	if !errors.As(err, &re) || re.ExitCode < 0 {
+		return ExecResult{}, fmt.Errorf("exec on %s: %w", addr, err)
+	}
+	if re.ExitCode == 255 {
+		return ExecResult{Stdout: out, Stderr: re.Stderr, ExitCode: 255},
+			fmt.Errorf("exec on %s: %w: %s", addr, ErrUnreachable, re.Stderr)
+	}
+	return ExecResult{Stdout: out, Stderr: re.Stderr, ExitCode: re.ExitCode}, nil
+}
+
+// shellQuote makes s one word for a POSIX shell.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+@%", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -1,0 +1,104 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/kiln-project/kiln/lab/qemu"
+)
+
+// bootPoll is the pause between two boot probes. Each probe is an ssh attempt bounded by sshConnectTimeout.
+const bootPoll = 2 * time.Second
+
+// WaitBooted waits until the node answers ssh (the lab key logged in and ran `true`), bounded by ctx. It fails
+// early, with the serial log tail, if the VM dies meanwhile. It returns the time since the node was started.
+func (n *Node) WaitBooted(ctx context.Context) (time.Duration, error) {
+	t := time.NewTicker(bootPoll)
+	defer t.Stop()
+	for {
+		s, err := n.State()
+		if err != nil {
+			return 0, err
+		}
+		if !n.Running() {
+			return 0, fmt.Errorf("node %s: VM not running while waiting for boot; serial tail:\n%s", n.name, n.SerialTail(20))
+		}
+		if _, err := n.lab.ssh(ctx, s.Address, "true"); err == nil {
+			d := time.Since(s.StartedAt)
+			n.lab.log.Info("node booted", "node", n.name, "address", s.Address, "after", d.Round(time.Second))
+			return d, nil
+		} else if !errors.Is(err, ErrUnreachable) && ctx.Err() == nil {
+			return 0, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("node %s: not booted (no ssh at %s): %w; serial tail:\n%s", n.name, s.Address, ctx.Err(), n.SerialTail(20))
+		case <-t.C:
+		}
+	}
+}
+
+// WaitBooted waits for every node concurrently; it returns each node's boot time by name.
+func (l *Lab) WaitBooted(ctx context.Context) (map[string]time.Duration, error) {
+	nodes, err := l.Nodes()
+	if err != nil {
+		return nil, err
+	}
+	times := make(map[string]time.Duration)
+	var mu sync.Mutex // guards times
+	err = forEach(nodes, func(n *Node) error {
+		d, err := n.WaitBooted(ctx)
+		mu.Lock()
+		times[n.name] = d
+		mu.Unlock()
+		return err
+	})
+	return times, err
+}
+
+// SerialTail is the last lines of the node's serial log ("" if none), for failure reports.
+func (n *Node) SerialTail(lines int) string {
+	f, err := os.Open(n.SerialLog())
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const maxTail = 64 << 10
+	if fi, err := f.Stat(); err == nil && fi.Size() > maxTail {
+		_, _ = f.Seek(-maxTail, io.SeekEnd)
+	}
+	b, _ := io.ReadAll(f)
+	b = bytes.TrimRight(b, "\r\n")
+	for i, cut := 0, len(b); i < lines; i++ {
+		j := bytes.LastIndexByte(b[:cut], '\n')
+		if j < 0 {
+			return string(b)
+		}
+		cut = j
+		if i == lines-1 {
+			return string(b[cut+1:])
+		}
+	}
+	return string(b)
+}
+
+// Power is the node's power state: "off" without a qemu process, else qemu's run state ("running", "paused",
+// "shutdown", …), or "unknown" if QMP does not answer.
+func (n *Node) Power(ctx context.Context) string {
+	if !n.Running() {
+		return "off"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := qemu.Status(ctx, n.lab.qmpSocket(NodeState{Name: n.name}))
+	if err != nil {
+		return "unknown"
+	}
+	return st
+}
