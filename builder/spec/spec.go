@@ -1,14 +1,16 @@
 // Package spec defines the declarative image spec (images/*.yaml): its types, strict decoding and validation.
 package spec
 
+import "time"
+
 // Spec is one image: what goes in it and which artifacts come out.
 type Spec struct {
 	// Name names the artifacts (out/<name>.raw) and seeds the disk's fixed GUIDs. [a-z0-9-]{1,40}
-	Name string `yaml:"name" json:"name"`
+	Name string `yaml:"name" json:"name" jsonschema:"required,pattern=^[a-z0-9-]+$,maxLength=40"`
 	// Distribution is where packages come from.
 	Distribution Distribution `yaml:"distribution" json:"distribution"`
 	// Packages are installed with their dependencies (no Recommends).
-	Packages []string `yaml:"packages" json:"packages"`
+	Packages []string `yaml:"packages" json:"packages" jsonschema:"required,minItems=1"`
 	// Firmware packages come from the non-free-firmware component; kept apart so they can be dropped for VMs.
 	Firmware []string `yaml:"firmware,omitempty" json:"firmware,omitempty"`
 	// Overlays are directory trees (relative to the spec file) copied over the root in the node layer, in order.
@@ -24,7 +26,7 @@ type Spec struct {
 	// Disk tunes the disk layout.
 	Disk Disk `yaml:"disk,omitempty" json:"disk,omitempty"`
 	// Formats lists the artifacts to write: raw, qcow2 (default both).
-	Formats []string `yaml:"formats,omitempty" json:"formats,omitempty"`
+	Formats []string `yaml:"formats,omitempty" json:"formats,omitempty" jsonschema:"enum=raw,enum=qcow2,default=raw,default=qcow2"`
 
 	// Dir is the directory of the spec file; relative paths resolve against it. Not part of the YAML.
 	Dir string `yaml:"-" json:"-"`
@@ -34,14 +36,14 @@ type Spec struct {
 
 // Distribution selects the Debian release and mirror.
 type Distribution struct {
-	// Suite is the Debian suite, e.g. bookworm.
-	Suite string `yaml:"suite" json:"suite"`
-	// Architecture is the Debian architecture; only amd64 today.
-	Architecture string `yaml:"architecture" json:"architecture"`
+	// Suite is the Debian suite, e.g. bookworm; default bookworm.
+	Suite string `yaml:"suite" json:"suite" jsonschema:"default=bookworm"`
+	// Architecture is the Debian architecture; only amd64 today (default).
+	Architecture string `yaml:"architecture" json:"architecture" jsonschema:"enum=amd64,default=amd64"`
 	// Mirror is the Debian mirror URL; default: the host's apt source for Debian, else http://deb.debian.org/debian.
 	Mirror string `yaml:"mirror,omitempty" json:"mirror,omitempty"`
 	// Snapshot pins snapshot.debian.org at a timestamp (20250520T000000Z); overrides Mirror.
-	Snapshot string `yaml:"snapshot,omitempty" json:"snapshot,omitempty"`
+	Snapshot string `yaml:"snapshot,omitempty" json:"snapshot,omitempty" jsonschema:"pattern=^[0-9]{8}T[0-9]{6}Z$"`
 	// Components are the archive components; default main, non-free-firmware.
 	Components []string `yaml:"components,omitempty" json:"components,omitempty"`
 }
@@ -55,9 +57,33 @@ type Kernel struct {
 // Disk tunes the disk layout.
 type Disk struct {
 	// ESPSizeMiB is the EFI System Partition size; default 256, minimum 64.
-	ESPSizeMiB int `yaml:"espSizeMiB,omitempty" json:"espSizeMiB,omitempty"`
+	ESPSizeMiB int `yaml:"espSizeMiB,omitempty" json:"espSizeMiB,omitempty" jsonschema:"minimum=64,maximum=4096,default=256"`
 	// Compression is the base layer's squashfs compressor: zstd (default) or xz.
-	Compression string `yaml:"compression,omitempty" json:"compression,omitempty"`
+	Compression string `yaml:"compression,omitempty" json:"compression,omitempty" jsonschema:"enum=zstd,enum=xz,default=zstd"`
 	// CompressionLevel is the compressor level; default 3 for zstd (fast builds, see docs/builder.md).
-	CompressionLevel int `yaml:"compressionLevel,omitempty" json:"compressionLevel,omitempty"`
+	CompressionLevel int `yaml:"compressionLevel,omitempty" json:"compressionLevel,omitempty" jsonschema:"minimum=0,maximum=22"`
+}
+
+// suiteRelease is the release day of each Debian suite kiln knows, the default SOURCE_DATE_EPOCH: a date
+// fixed by the spec (not by the build machine's clock or a git checkout's mtimes), and one that a newer
+// point release of the same suite does not change.
+var suiteRelease = map[string]int64{
+	"bullseye": 1628899200, // 2021-08-14
+	"bookworm": 1686355200, // 2023-06-10
+	"trixie":   1754697600, // 2025-08-09
+}
+
+// fallbackEpoch is for suites not in suiteRelease: bookworm's date, so unknown suites still build reproducibly.
+const fallbackEpoch = 1686355200
+
+// DefaultSourceDateEpoch is the timestamp recorded in the image when SOURCE_DATE_EPOCH is not set: the
+// snapshot's time if the spec pins one (the packages are exactly as of then), else the suite's release day.
+func (s *Spec) DefaultSourceDateEpoch() int64 {
+	if t, err := time.Parse("20060102T150405Z", s.Distribution.Snapshot); err == nil {
+		return t.Unix()
+	}
+	if e, ok := suiteRelease[s.Distribution.Suite]; ok {
+		return e
+	}
+	return fallbackEpoch
 }

@@ -1,0 +1,97 @@
+package builder
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/kiln-project/kiln/builder/cache"
+)
+
+// PackagesStage and PackageList locate the installed package list: the packages stage writes
+// "name<TAB>version" lines to packages.tsv at the top of its output directory.
+const (
+	PackagesStage = "packages"
+	PackageList   = "packages.tsv"
+)
+
+// Manifest is out/manifest.json: what was built, from what, and how the build went.
+type Manifest struct {
+	// Name is the spec's name; artifacts are <name>.<format>.
+	Name string `json:"name"`
+	// Spec is the spec file as given on the command line.
+	Spec string `json:"spec"`
+	// SourceDateEpoch is the timestamp recorded in the image (files, filesystems).
+	SourceDateEpoch int64 `json:"sourceDateEpoch"`
+	// Key is the last stage's cache key: a hash of every input of the build.
+	Key       string          `json:"key"`
+	Artifacts []Artifact      `json:"artifacts"`
+	Packages  []Package       `json:"packages"`
+	Stages    []StageManifest `json:"stages"`
+}
+
+// Artifact is one file written to the output directory.
+type Artifact struct {
+	File   string `json:"file"`
+	Format string `json:"format"`
+	SHA256 string `json:"sha256"`
+	// Size is the apparent size in bytes (what the disk will be).
+	Size int64 `json:"size"`
+	// Allocated is the bytes the sparse file really uses on the output's filesystem.
+	Allocated int64 `json:"allocated"`
+}
+
+// Package is one installed Debian package.
+type Package struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+}
+
+// StageManifest records one stage of the build.
+type StageManifest struct {
+	Name   string            `json:"name"`
+	Key    string            `json:"key"`
+	Inputs map[string]string `json:"inputs"`
+	// CacheHit reports whether the stage came from the cache in this build.
+	CacheHit bool `json:"cacheHit"`
+	// Why the stage ran (empty on a hit).
+	Why string `json:"why,omitempty"`
+	// Duration is this build's wall time for the stage, in seconds.
+	Duration cache.Duration `json:"duration"`
+	// BuildDuration is how long the cached output took to build, in seconds.
+	BuildDuration cache.Duration `json:"buildDuration"`
+}
+
+// readPackages parses packages.tsv; a missing file is an error (the manifest promises every package).
+func readPackages(path string) ([]Package, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("builder: package list: %w", err)
+	}
+	var pkgs []Package
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		name, version, ok := strings.Cut(line, "\t")
+		if !ok || name == "" || version == "" {
+			return nil, fmt.Errorf("builder: %s: line %d: want \"name<TAB>version\", got %q", path, n, line)
+		}
+		pkgs = append(pkgs, Package{Name: name, Version: version})
+	}
+	return pkgs, nil
+}
+
+// sha256sums renders artifacts in sha256sum(1) format, so `sha256sum -c SHA256SUMS` checks them.
+func sha256sums(arts []Artifact) []byte {
+	var b bytes.Buffer
+	for _, a := range arts {
+		fmt.Fprintf(&b, "%s  %s\n", a.SHA256, filepath.Base(a.File))
+	}
+	return b.Bytes()
+}

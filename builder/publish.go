@@ -1,0 +1,207 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Names the output directory reserves for itself.
+const (
+	ManifestFile = "manifest.json"
+	SumsFile     = "SHA256SUMS"
+	// tmpPrefix marks a publication in progress; one left by a killed build is removed by the next.
+	tmpPrefix = ".kiln-tmp-"
+	lockFile  = ".kiln.lock"
+)
+
+// publish writes files (name → content source) into out so that each path holds either its previous
+// content or its new one, never a partial file: everything is first written to a temp dir inside out
+// (same filesystem), synced, and only then renamed into place, in order. Cancelling ctx before the renames
+// leaves out as it was. A lock on out/.kiln.lock keeps two builds from publishing at once.
+func publish(ctx context.Context, out string, files []pubFile) error {
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return fmt.Errorf("builder: output: %w", err)
+	}
+	lf, err := os.OpenFile(filepath.Join(out, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("builder: output: %w", err)
+	}
+	defer lf.Close()
+	if err := waitFlock(ctx, lf); err != nil {
+		return fmt.Errorf("builder: output %s: %w", out, err)
+	}
+	// Under the lock, any temp dir is from a build that died.
+	stale, _ := filepath.Glob(filepath.Join(out, tmpPrefix+"*"))
+	for _, s := range stale {
+		os.RemoveAll(s)
+	}
+	tmp, err := os.MkdirTemp(out, tmpPrefix)
+	if err != nil {
+		return fmt.Errorf("builder: output: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+
+	for _, f := range files {
+		dst := filepath.Join(tmp, f.name)
+		var err error
+		switch {
+		case f.src != "":
+			err = copySparse(ctx, dst, f.src)
+		case f.render != nil:
+			var data []byte
+			if data, err = f.render(); err == nil {
+				err = writeSynced(dst, data)
+			}
+		default:
+			err = writeSynced(dst, f.data)
+		}
+		if err != nil {
+			return fmt.Errorf("builder: output %s: %w", f.name, err)
+		}
+		if f.written != nil {
+			if err := f.written(dst); err != nil {
+				return err
+			}
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("builder: output: %w", err)
+	}
+	// The renames take microseconds and are not interrupted by ctx: stopping halfway would mix builds.
+	for _, f := range files {
+		if err := os.Rename(filepath.Join(tmp, f.name), filepath.Join(out, f.name)); err != nil {
+			return fmt.Errorf("builder: output %s: %w", f.name, err)
+		}
+	}
+	return syncDir(out)
+}
+
+// pubFile is one file to publish: copied from src, or data, or rendered when its turn comes.
+type pubFile struct {
+	name   string
+	src    string
+	data   []byte
+	render func() ([]byte, error)
+	// written, if set, is called with the temp path once the file is complete (to measure it).
+	written func(path string) error
+}
+
+func waitFlock(ctx context.Context, f *os.File) error {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// copyChunk bounds how much is copied between two checks of ctx: a cancelled build stops within ~100 ms.
+const copyChunk = 64 << 20
+
+// copySparse copies src to dst keeping holes (SEEK_DATA/SEEK_HOLE), so a 4 GiB raw image with 600 MB of
+// data takes 600 MB in out/ too, and syncs dst.
+func copySparse(ctx context.Context, dst, src string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	size := fi.Size()
+	fd := int(in.Fd())
+	for off := int64(0); off < size; {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, syscall.ENXIO) {
+			break // only a hole is left
+		}
+		if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EOPNOTSUPP) {
+			data = off // the filesystem can't tell holes: copy everything
+		} else if err != nil {
+			return err
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			hole = size
+		}
+		for pos := data; pos < hole; {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			n := min(copyChunk, hole-pos)
+			if _, err := io.Copy(io.NewOffsetWriter(out, pos), io.NewSectionReader(in, pos, n)); err != nil {
+				return err
+			}
+			pos += n
+		}
+		off = hole
+	}
+	if err := out.Truncate(size); err != nil {
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		return err
+	}
+	return out.Close()
+}
+
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("builder: output: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("builder: output: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// allocated is the bytes a file occupies on disk (st_blocks are 512-byte units whatever the fs block size).
+func allocated(path string) (int64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	return st.Blocks * 512, nil
+}
