@@ -1,0 +1,227 @@
+// Package config loads, validates and generates the cluster/node config (docs/design.md "Node configuration
+// sources"): a small strict YAML file that tells a node which cluster it belongs to and how to find its peers.
+package config
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultSize is the expected member count when the config leaves cluster.size out: the smallest cluster whose
+// replica-3 volume and swarm managers survive the loss of one node.
+const DefaultSize = 3
+
+// KeySize is the length in bytes of the cluster key; 32 bytes is the key size of the ciphers membership uses.
+const KeySize = 32
+
+// Config is one node's view of its cluster.
+type Config struct {
+	Cluster Cluster
+	// SSHAuthorizedKeys are added to root's keys at boot (through `kiln-firstboot ssh-keys`); empty means none.
+	SSHAuthorizedKeys []string
+	// Source names where the config came from ("fw_cfg", "esp", "image"); empty for a config not loaded
+	// from a Source (parsed or generated).
+	Source string
+}
+
+// Cluster is the cluster section.
+type Cluster struct {
+	// Name identifies the cluster: [a-z0-9-]{1,32}. Nodes ignore peers announcing another name.
+	Name string
+	// Key authenticates and encrypts everything nodes say to each other. Whoever holds it can join.
+	Key Key
+	// Size is the number of members the cluster expects (≥ 1, default 3): formation waits for a majority of it.
+	Size int
+	// VIP is the floating address and its prefix length; the zero Prefix means no VIP.
+	VIP netip.Prefix
+	// Interface is the cluster interface name; empty means "the interface with the default route, else the
+	// first with carrier" (decided by the agent, not here).
+	Interface string
+	// Peers are static peer addresses for networks without multicast (AWS); empty means discover.
+	Peers []netip.Addr
+}
+
+// Key is the cluster key.
+type Key [KeySize]byte
+
+// String returns the key in the file's encoding (standard base64).
+func (k Key) String() string { return base64.StdEncoding.EncodeToString(k[:]) }
+
+// namePattern is the cluster name syntax: it ends up in hostnames, volume names and log lines, so it stays
+// DNS-label-safe and short.
+var namePattern = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
+
+// file is the on-disk shape, decoded strictly (see decodeStrict). Pointers tell "absent" from "zero".
+type file struct {
+	Cluster           fileCluster `yaml:"cluster"`
+	SSHAuthorizedKeys []string    `yaml:"ssh_authorized_keys"`
+}
+
+type fileCluster struct {
+	Name      string   `yaml:"name"`
+	Key       string   `yaml:"key"`
+	Size      *int     `yaml:"size"`
+	VIP       string   `yaml:"vip"`
+	Interface string   `yaml:"interface"`
+	Peers     []string `yaml:"peers"`
+}
+
+// Parse decodes and validates a config file. Unknown keys are errors; every problem is reported with its
+// field path (errors.Join of all of them), so one round of editing fixes a file.
+func Parse(data []byte) (*Config, error) {
+	var f file
+	if err := decodeStrict(data, &f); err != nil {
+		return nil, err
+	}
+	return f.validate()
+}
+
+func (f *file) validate() (*Config, error) {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	c := &Config{SSHAuthorizedKeys: f.SSHAuthorizedKeys}
+	fc := f.Cluster
+
+	switch {
+	case fc.Name == "":
+		bad("cluster.name", "required")
+	case !namePattern.MatchString(fc.Name):
+		bad("cluster.name", "%q does not match [a-z0-9-]{1,32}", fc.Name)
+	default:
+		c.Cluster.Name = fc.Name
+	}
+
+	if fc.Key == "" {
+		bad("cluster.key", "required (base64 of %d random bytes; `kiln cluster new` makes one)", KeySize)
+	} else if k, err := base64.StdEncoding.DecodeString(fc.Key); err != nil {
+		bad("cluster.key", "not standard base64: %v", err)
+	} else if len(k) != KeySize {
+		bad("cluster.key", "decodes to %d bytes, want %d", len(k), KeySize)
+	} else {
+		copy(c.Cluster.Key[:], k)
+	}
+
+	c.Cluster.Size = DefaultSize
+	if fc.Size != nil {
+		if *fc.Size < 1 {
+			bad("cluster.size", "%d: must be at least 1", *fc.Size)
+		}
+		c.Cluster.Size = *fc.Size
+	}
+
+	if fc.VIP != "" {
+		p, err := netip.ParsePrefix(fc.VIP)
+		switch {
+		case err != nil:
+			bad("cluster.vip", "want address/prefix like 192.168.1.250/24: %v", err)
+		case !p.Addr().Is4():
+			bad("cluster.vip", "%s: only IPv4 VIPs are supported (keepalived VRRPv2)", fc.VIP)
+		case p.Bits() == 0 || p.Bits() == 32:
+			bad("cluster.vip", "%s: prefix must be the LAN's prefix (1..31), not /%d", fc.VIP, p.Bits())
+		case p.Masked().Addr() == p.Addr():
+			bad("cluster.vip", "%s: is the network address, not a host address", fc.VIP)
+		default:
+			c.Cluster.VIP = p
+		}
+	}
+
+	// Interface names follow the kernel's rules (IFNAMSIZ 16 incl. NUL, no '/', no whitespace).
+	if i := fc.Interface; i != "" {
+		if len(i) > 15 || strings.ContainsAny(i, "/: \t\n") || i == "." || i == ".." {
+			bad("cluster.interface", "%q is not a valid interface name", i)
+		}
+		c.Cluster.Interface = i
+	}
+
+	for n, s := range fc.Peers {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			bad(fmt.Sprintf("cluster.peers[%d]", n), "want an IP address: %v", err)
+			continue
+		}
+		c.Cluster.Peers = append(c.Cluster.Peers, a.Unmap())
+	}
+
+	for n, k := range f.SSHAuthorizedKeys {
+		// A key is one line of authorized_keys; a newline would let one entry smuggle in a second line.
+		if strings.TrimSpace(k) == "" || strings.ContainsAny(k, "\r\n") {
+			bad(fmt.Sprintf("ssh_authorized_keys[%d]", n), "must be one non-empty authorized_keys line")
+		}
+	}
+
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+// New generates a fresh config with a random key (for `kiln cluster new`).
+func New(name string) (*Config, error) {
+	c := &Config{Cluster: Cluster{Name: name, Size: DefaultSize}}
+	if _, err := rand.Read(c.Cluster.Key[:]); err != nil {
+		return nil, fmt.Errorf("config: random key: %w", err)
+	}
+	return c, nil
+}
+
+// Validate checks a config built in code (flags) the way Parse checks a file.
+func (c *Config) Validate() error {
+	data, err := c.Marshal()
+	if err != nil {
+		return err
+	}
+	_, err = Parse(data)
+	return err
+}
+
+// Marshal renders the config in the documented file format, comments included, so a printed config explains
+// itself to whoever edits it next.
+func (c *Config) Marshal() ([]byte, error) {
+	var b bytes.Buffer
+	q := func(v any) string {
+		out, err := yaml.Marshal(v)
+		if err != nil {
+			panic(err) // strings and ints always marshal
+		}
+		return strings.TrimSuffix(string(out), "\n")
+	}
+	vip := ""
+	if c.Cluster.VIP.IsValid() {
+		vip = c.Cluster.VIP.String()
+	}
+	peers := make([]string, 0, len(c.Cluster.Peers))
+	for _, p := range c.Cluster.Peers {
+		peers = append(peers, p.String())
+	}
+	keys := c.SSHAuthorizedKeys
+	if keys == nil {
+		keys = []string{}
+	}
+	fmt.Fprintf(&b, "cluster:\n")
+	fmt.Fprintf(&b, "  name: %s  # [a-z0-9-]{1,32}\n", q(c.Cluster.Name))
+	fmt.Fprintf(&b, "  key: %s  # secret: whoever has it can join\n", q(c.Cluster.Key.String()))
+	fmt.Fprintf(&b, "  size: %d  # expected members\n", c.Cluster.Size)
+	fmt.Fprintf(&b, "  vip: %s  # floating address/prefix; empty: none\n", q(vip))
+	fmt.Fprintf(&b, "  interface: %s  # empty: the default-route interface, else the first with carrier\n", q(c.Cluster.Interface))
+	fmt.Fprintf(&b, "  peers: %s  # static peer addresses (no multicast, e.g. AWS)\n", flow(peers))
+	fmt.Fprintf(&b, "ssh_authorized_keys: %s  # added to root's keys\n", flow(keys))
+	return b.Bytes(), nil
+}
+
+// flow renders a list as a one-line flow sequence. JSON strings are valid YAML and, unlike plain scalars,
+// stay intact when they contain flow indicators (", [ ] { }"), which key comments may.
+func flow(items []string) string {
+	out, _ := json.Marshal(items) // []string always marshals
+	return string(out)
+}

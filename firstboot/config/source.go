@@ -1,0 +1,98 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// Source is one place a config can come from. Load returns the raw file, or an error wrapping fs.ErrNotExist
+// when the source holds no config (so the next source is tried); any other error stops the search, because
+// a config that exists but can't be read must not be silently replaced by a lower-priority one.
+type Source interface {
+	Name() string
+	Load(ctx context.Context) ([]byte, error)
+}
+
+// Paths of the sources inside a node (docs/design.md); Sources joins them under a root for tests.
+const (
+	FwCfgPath   = "/sys/firmware/qemu_fw_cfg/by_name/opt/kiln/config/raw"
+	ESPFile     = "kiln/cluster.yaml"
+	ImagePath   = "/usr/lib/kiln/cluster.yaml"
+	ESPPartName = "esp"
+)
+
+// Sources returns the node's config sources in priority order, with every path under root ("/" on a node).
+// A later source (EC2 user-data) goes into this list.
+func Sources(root string) []Source {
+	return []Source{
+		File{SourceName: "fw_cfg", Path: filepath.Join(root, FwCfgPath)},
+		ESP{Root: root},
+		File{SourceName: "image", Path: filepath.Join(root, ImagePath)},
+	}
+}
+
+// ErrNotFound means no source holds a config: the node waits for one and forms nothing.
+var ErrNotFound = errors.New("no cluster config (fw_cfg opt/kiln/config, ESP kiln/cluster.yaml, " + ImagePath + ")")
+
+// Error is a config that was found but could not be read or is invalid. The agent reports it in status and
+// does nothing else: a node with a broken config must not join, form or change anything.
+type Error struct {
+	// Source names the source the config came from.
+	Source string
+	Err    error
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("config from %s: %v", e.Source, e.Err) }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Load returns the config of the first source that has one, with Config.Source set. It returns ErrNotFound
+// when none has one, and an *Error when the first one found is unreadable or invalid.
+func Load(ctx context.Context, sources []Source) (*Config, error) {
+	for _, s := range sources {
+		data, err := s.Load(ctx)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, &Error{Source: s.Name(), Err: err}
+		}
+		c, err := Parse(data)
+		if err != nil {
+			return nil, &Error{Source: s.Name(), Err: err}
+		}
+		c.Source = s.Name()
+		return c, nil
+	}
+	return nil, ErrNotFound
+}
+
+// File is a source that is a plain file (fw_cfg's sysfs entry, the image default).
+type File struct {
+	SourceName string
+	Path       string
+}
+
+func (f File) Name() string { return f.SourceName }
+
+func (f File) Load(ctx context.Context) ([]byte, error) {
+	return readLimited(f.Path)
+}
+
+// readLimited reads at most MaxSize+1 bytes, so Parse can say "too large" without the whole file in memory.
+func readLimited(path string) ([]byte, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	data, err := io.ReadAll(io.LimitReader(fh, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return data, nil
+}
