@@ -38,6 +38,16 @@ type State struct {
 	Initialiser bool
 	// Status collects what reconcilers report, for `kiln-firstboot status`.
 	Status map[string]string
+
+	// Announce is output: set by the swarm reconciler on a node that is an active swarm manager, it is the
+	// formation record this node can vouch for right now (swarm id, current join tokens, reachable manager
+	// addresses; Initialiser copied from Formation, or this node after it ran swarm init). nil when this node
+	// cannot vouch for one. The agent broadcasts it when it differs from Formation (e.g. right after init, or
+	// when the manager set changed), so joiners never depend on one fixed seed.
+	Announce *Formation
+	// SwarmActive is output: set by the swarm reconciler when this node is verified as a ready swarm member
+	// (the gluster reconciler waits for it before probing peers, so storage forms after the swarm).
+	SwarmActive bool
 }
 
 // Formation is what the initialiser announces once the swarm exists.
