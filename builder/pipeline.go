@@ -132,11 +132,10 @@ func (p *Pipeline) Run(ctx context.Context) (res *Result, err error) {
 		parent = keys[i]
 	}
 
-	res = &Result{}
+	held := &Result{}
 	defer func() {
 		if err != nil {
-			res.Close()
-			res = nil
+			held.Close()
 		}
 	}()
 	outputs := map[string]string{}
@@ -165,7 +164,7 @@ func (p *Pipeline) Run(ctx context.Context) (res *Result, err error) {
 			obs.StageDone(r, err)
 			return nil, fmt.Errorf("builder: stage %s: %w", name, err)
 		}
-		res.entries = append(res.entries, e)
+		held.entries = append(held.entries, e)
 		r.Hit, r.Why, r.BuildDuration, r.Dir = e.Hit, e.Why, time.Duration(e.Meta.Duration), e.Out()
 		if e.Hit {
 			slog.Info("cache hit", "key", short(keys[i]))
@@ -173,11 +172,11 @@ func (p *Pipeline) Run(ctx context.Context) (res *Result, err error) {
 			slog.Info("built", "key", short(keys[i]), "duration", r.Duration.Round(time.Millisecond))
 		}
 		obs.StageDone(r, nil)
-		res.Stages = append(res.Stages, r)
+		held.Stages = append(held.Stages, r)
 		outputs[name] = e.Out()
 		parent = keys[i]
 	}
-	return res, nil
+	return held, nil
 }
 
 func stageNames(stages []Stage) string {

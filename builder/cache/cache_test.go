@@ -1,0 +1,174 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// pinnedKey is Key("node", {a:1, b:2}, "p") under formatVersion 1.
+const pinnedKey = "b624690f9a0c8c705ff6fe187b27f82b47a30d681be6221ef40fc6a8ca356cd1"
+
+func TestKeyStable(t *testing.T) {
+	a := Key("node", map[string]string{"a": "1", "b": "2"}, "p")
+	b := Key("node", map[string]string{"b": "2", "a": "1"}, "p")
+	if a != b {
+		t.Fatal("key depends on map order")
+	}
+	// Pinned: a change here invalidates every user's cache, so it must be deliberate (bump formatVersion).
+	if a != pinnedKey {
+		t.Errorf("key = %s, want %s", a, pinnedKey)
+	}
+	for name, other := range map[string]string{
+		"stage":  Key("disk", map[string]string{"a": "1", "b": "2"}, "p"),
+		"input":  Key("node", map[string]string{"a": "1", "b": "3"}, "p"),
+		"added":  Key("node", map[string]string{"a": "1", "b": "2", "c": ""}, "p"),
+		"parent": Key("node", map[string]string{"a": "1", "b": "2"}, "q"),
+		// The JSON encoding keeps "a"+"b=c" apart from "a=b"+"c": no separator ambiguity.
+		"split": Key("node", map[string]string{"a": "1\",\"b\":\"2"}, "p"),
+	} {
+		if other == a {
+			t.Errorf("changing the %s keeps the key", name)
+		}
+	}
+	if Key("x", nil, "") != Key("x", map[string]string{}, "") {
+		t.Error("nil and empty inputs differ")
+	}
+}
+
+// TestConcurrentSameKey: builds of one key at once (goroutines here; each opens its own lock file
+// description, so they exclude each other exactly as processes do) run the stage once and leave one entry.
+func TestConcurrentSameKey(t *testing.T) {
+	c, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := Request{Stage: "packages", Inputs: map[string]string{"packages": "systemd"}}
+	var built atomic.Int32
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	entries := make([]*Entry, 8)
+	errs := make([]error, 8)
+	for i := range entries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			entries[i], errs[i] = c.Get(context.Background(), req, func(ctx context.Context, dir string) error {
+				built.Add(1)
+				<-release // hold the exclusive lock until every goroutine has started
+				return os.WriteFile(filepath.Join(dir, "rootfs"), []byte("tree"), 0o644)
+			})
+		}()
+	}
+	close(release)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("build %d: %v", i, err)
+		}
+		defer entries[i].Close()
+	}
+	if n := built.Load(); n != 1 {
+		t.Errorf("stage ran %d times, want 1", n)
+	}
+	hits := 0
+	for _, e := range entries {
+		if e.Hit {
+			hits++
+		}
+		if e.Dir() != entries[0].Dir() {
+			t.Errorf("entries differ: %s vs %s", e.Dir(), entries[0].Dir())
+		}
+	}
+	if hits != len(entries)-1 {
+		t.Errorf("%d hits, want %d", hits, len(entries)-1)
+	}
+	dirs, _ := os.ReadDir(filepath.Join(c.Root(), "stages", "packages"))
+	if len(dirs) != 1 || dirs[0].Name() != Key("packages", req.Inputs, "") {
+		t.Errorf("stage dir holds %v, want exactly the entry", dirs)
+	}
+}
+
+// TestFailedBuildLeavesNothing: an error or cancellation leaves no entry and no temp dir; the next try builds.
+func TestFailedBuildLeavesNothing(t *testing.T) {
+	c, _ := Open(t.TempDir())
+	req := Request{Stage: "disk", Inputs: map[string]string{"x": "1"}}
+	boom := errors.New("boom")
+	_, err := c.Get(context.Background(), req, func(ctx context.Context, dir string) error {
+		os.WriteFile(filepath.Join(dir, "half.raw"), []byte("half"), 0o644)
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v", err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(c.Root(), "stages", "disk", "*")); len(m) != 0 {
+		t.Fatalf("left behind: %v", m)
+	}
+	e, err := c.Get(context.Background(), req, func(ctx context.Context, dir string) error {
+		return os.WriteFile(filepath.Join(dir, "disk.raw"), []byte("full"), 0o644)
+	})
+	if err != nil || e.Hit || e.Why != "first build of this stage" {
+		t.Fatalf("second try: %+v %v", e, err)
+	}
+	e.Close()
+}
+
+// TestDamagedEntryRebuilt: deleting part of an entry by hand makes it a miss, not a broken hit.
+func TestDamagedEntryRebuilt(t *testing.T) {
+	c, _ := Open(t.TempDir())
+	req := Request{Stage: "base", Inputs: map[string]string{"x": "1"}}
+	build := func(ctx context.Context, dir string) error {
+		os.WriteFile(filepath.Join(dir, "a"), []byte("a"), 0o644)
+		return os.WriteFile(filepath.Join(dir, "b"), []byte("b"), 0o644)
+	}
+	e, err := c.Get(context.Background(), req, build)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	os.Remove(filepath.Join(e.Out(), "b"))
+	e, err = c.Get(context.Background(), req, build)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if e.Hit || !strings.HasPrefix(e.Why, "entry damaged") {
+		t.Errorf("hit=%v why=%q", e.Hit, e.Why)
+	}
+	if _, err := os.Stat(filepath.Join(e.Out(), "b")); err != nil {
+		t.Error("not rebuilt")
+	}
+}
+
+// TestSumsCached: the digest is computed once and stored; a changed file is hashed again.
+func TestSumsCached(t *testing.T) {
+	c, _ := Open(t.TempDir())
+	e, err := c.Get(context.Background(), Request{Stage: "formats"}, func(ctx context.Context, dir string) error {
+		return os.WriteFile(filepath.Join(dir, "x.raw"), []byte("abc"), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	s, err := e.Sums()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+	if s["x.raw"].SHA256 != abc {
+		t.Fatalf("sum = %+v", s)
+	}
+	if _, err := os.Stat(filepath.Join(e.Dir(), "sums.json")); err != nil {
+		t.Fatal("sums.json not stored")
+	}
+	os.WriteFile(filepath.Join(e.Out(), "x.raw"), []byte("abcd"), 0o644)
+	s, _ = e.Sums()
+	if s["x.raw"].SHA256 == abc || s["x.raw"].Size != 4 {
+		t.Errorf("stale sum trusted: %+v", s)
+	}
+}
