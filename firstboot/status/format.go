@@ -1,0 +1,64 @@
+package status
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Format writes s for a human: the few lines that say whether the cluster formed and, if not, why.
+// now is used for the age of the report, which tells a stuck agent from a busy one.
+func Format(w io.Writer, s *Status, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	p := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s:\t%s\n", k, fmt.Sprintf(format, args...)) }
+	p("node", "%s (%s)", s.Hostname, s.NodeID)
+	p("phase", "%s", s.Phase)
+	if s.ConfigError != "" {
+		p("config error", "%s", s.ConfigError)
+	} else {
+		p("cluster", "%s (config from %s)", orDash(s.Cluster), orDash(s.ConfigSource))
+	}
+	alive := 0
+	for _, m := range s.Members {
+		if m.Alive {
+			alive++
+		}
+	}
+	p("members", "%d alive / %d known / %d expected", alive, len(s.Members), s.Expected)
+	for _, m := range s.Members {
+		state := "alive"
+		if !m.Alive {
+			state = "DOWN"
+		}
+		addr := "-"
+		if m.Addr.IsValid() {
+			addr = m.Addr.String()
+		}
+		fmt.Fprintf(tw, "\t  %s\t%s\t%s\n", m.Hostname, addr, state)
+	}
+	p("swarm", "%s", component(s.Swarm))
+	p("gluster", "%s", component(s.Gluster))
+	p("vip", "%s held by %s", orDash(s.VIP), orDash(s.VIPHolder))
+	if s.LastError != "" {
+		at := ""
+		if !s.LastErrorAt.IsZero() {
+			at = fmt.Sprintf(" (%s ago)", now.Sub(s.LastErrorAt).Round(time.Second))
+		}
+		p("last error", "%s%s", s.LastError, at)
+	}
+	p("updated", "%s ago", now.Sub(s.UpdatedAt).Round(time.Second))
+	return tw.Flush()
+}
+
+func component(c Component) string {
+	return strings.TrimSpace(orDash(c.State) + " " + c.Detail)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
