@@ -48,8 +48,10 @@ func TestHandler(t *testing.T) {
 			wantFields: map[string]string{"STAGE": "ignite", "FILE_PATH": "/etc/x y"},
 		},
 		{
-			name:       "error level, reserved and odd names",
-			log:        func(l *slog.Logger) { l.Error("boom", "message", "x", "_secret", "y", "9lives", "z", "err", errors.New("e")) },
+			name: "error level, reserved and odd names",
+			log: func(l *slog.Logger) {
+				l.Error("boom", "message", "x", "_secret", "y", "9lives", "z", "err", errors.New("e"))
+			},
 			wantMsg:    "boom message=x _secret=y 9lives=z err=e",
 			wantPri:    journal.PriErr,
 			wantFields: map[string]string{"F_MESSAGE": "x", "SECRET": "y", "F_9LIVES": "z", "ERR": "e"},
