@@ -3,6 +3,7 @@ package layers
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 
@@ -13,6 +14,10 @@ import (
 
 // BaseImage is the base stage's output file.
 const BaseImage = "base.squashfs"
+
+// BaseDigest holds the sha256 of BaseImage, written once by the base stage so that the node stage can name the
+// base layer in image.json without reading it.
+const BaseDigest = "base.squashfs.sha256"
 
 // baseExcludes are left out of the base layer: the initrd is a build product that lives on the ESP (and in
 // the packages output); in the layer it would only add ~50 MB of already-compressed data.
@@ -69,7 +74,15 @@ func (b *Base) Run(ctx context.Context, env *builder.Env, dir string) error {
 	env.Progress(0, "mksquashfs")
 	o := b.options(env.SourceDateEpoch)
 	env.Log.Info("compressing the package tree", "compression", o.Compression, "level", o.Level)
-	if err := mksquashfs(ctx, filepath.Join(pkgs, rootfs.TreeDir), filepath.Join(dir, BaseImage), o); err != nil {
+	img := filepath.Join(dir, BaseImage)
+	if err := mksquashfs(ctx, filepath.Join(pkgs, rootfs.TreeDir), img, o); err != nil {
+		return fmt.Errorf("base: %w", err)
+	}
+	sum, err := hashFile(img)
+	if err != nil {
+		return fmt.Errorf("base: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, BaseDigest), []byte(sum+"\n"), 0o644); err != nil {
 		return fmt.Errorf("base: %w", err)
 	}
 	env.Progress(1, "done")

@@ -41,8 +41,8 @@ type ImageInfo struct {
 	Built string `json:"built"`
 	// NodeInputs is the sha256 of the node stage's inputs (agent, overlays, configs).
 	NodeInputs string `json:"node_inputs"`
-	// Base identifies the base layer: its stage output directory's name, the cache key.
-	Base string `json:"base"`
+	// BaseSHA256 identifies the base layer this node layer was built for.
+	BaseSHA256 string `json:"base_sha256"`
 }
 
 // Node is the stage that assembles the node layer from the spec's overlays, the agent and its configs.
@@ -140,13 +140,17 @@ func (n *Node) Run(ctx context.Context, env *builder.Env, dir string) error {
 			return fmt.Errorf("node: cluster config: %w", err)
 		}
 	}
+	baseSum, err := os.ReadFile(filepath.Join(env.Outputs["base"], BaseDigest))
+	if err != nil {
+		return fmt.Errorf("node: base layer digest: %w", err)
+	}
 	info := ImageInfo{
 		Name:         n.spec.Name,
 		Suite:        n.spec.Distribution.Suite,
 		Architecture: n.spec.Distribution.Architecture,
 		Built:        time.Unix(env.SourceDateEpoch, 0).UTC().Format(time.RFC3339),
 		NodeInputs:   hashInputs(inputs),
-		Base:         filepath.Base(env.Outputs["base"]),
+		BaseSHA256:   strings.TrimSpace(string(baseSum)),
 	}
 	data, err := json.MarshalIndent(info, "", "  ")
 	if err != nil {
@@ -317,4 +321,3 @@ func hashInputs(in map[string]string) string {
 	}
 	return hashBytes([]byte(b.String()))
 }
-

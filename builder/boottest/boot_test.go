@@ -1,0 +1,346 @@
+package boottest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kiln-project/kiln/builder"
+	"github.com/kiln-project/kiln/builder/cache"
+	"github.com/kiln-project/kiln/builder/disk"
+	"github.com/kiln-project/kiln/builder/layers"
+	"github.com/kiln-project/kiln/builder/output"
+	"github.com/kiln-project/kiln/builder/rootfs"
+	"github.com/kiln-project/kiln/builder/spec"
+)
+
+const (
+	// diskSize is the virtual size of the test disk: bigger than the image, so the state partition must be
+	// created in (and grow into) the remainder.
+	diskSize = 6 << 30
+	// bootTimeout bounds one boot to SSH through OVMF under TCG (~70 s measured; a busy 2-core host is slower).
+	bootTimeout = 6 * time.Minute
+	ovmfCode    = "/usr/share/OVMF/OVMF_CODE.fd"
+	ovmfVars    = "/usr/share/OVMF/OVMF_VARS.fd"
+)
+
+// TestBootImage builds the node image (images/node.yaml) and boots it in qemu (OVMF, TCG): read-only root,
+// state partition created on a bigger disk, services enabled, the agent ran, and state survives a reboot
+// while /etc does not.
+func TestBootImage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boot test: skipped with -short")
+	}
+	if os.Getenv("KILN_E2E") != "1" {
+		t.Skip("boot test: set KILN_E2E=1 (builds an image as root, boots it in qemu: minutes)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("boot test: needs root (mmdebstrap --mode=root)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	defer cancel()
+	work := t.TempDir()
+
+	raw := buildImage(ctx, t, work)
+	vm := startVM(ctx, t, work, raw)
+
+	t.Log("first boot: waiting for SSH")
+	firstBootID := vm.waitSSH(ctx, t, "")
+	t.Logf("first boot reached SSH after %s", vm.sinceStart())
+	out := vm.mustSSH(ctx, t, "systemctl is-system-running --wait; systemd-analyze time")
+	t.Logf("boot: %s", out)
+
+	// / is read-only by construction; /etc is writable.
+	if out, err := vm.ssh(ctx, "touch /usr/kiln-boottest"); err == nil || !strings.Contains(out, "Read-only file system") {
+		t.Errorf("touch /usr/kiln-boottest: want EROFS, got err=%v out=%q", err, out)
+	}
+	vm.mustSSH(ctx, t, "echo x >/etc/kiln-boottest-ephemeral")
+
+	// /var is the kiln-state partition, filling the disk's remainder.
+	out = vm.mustSSH(ctx, t, `dev=$(findmnt -no SOURCE /var); echo "$dev $(findmnt -no FSTYPE /var) $(lsblk -no PARTLABEL "$dev") $(lsblk -bdno SIZE "$dev")"`)
+	f := strings.Fields(out)
+	if len(f) != 4 || f[1] != "ext4" || f[2] != "kiln-state" {
+		t.Fatalf("/var: want an ext4 partition labelled kiln-state, got %q", out)
+	}
+	rawSize := fileSize(t, raw)
+	stateSize, _ := strconv.ParseInt(f[3], 10, 64)
+	if want := int64(diskSize) - rawSize; stateSize < want-(4<<20) || stateSize > want {
+		t.Errorf("kiln-state is %d bytes, want ≈ disk %d − image %d = %d", stateSize, int64(diskSize), rawSize, want)
+	}
+
+	// The cluster's software is installed and enabled (keepalived waits for the agent's configuration).
+	out = vm.mustSSH(ctx, t, "command -v dockerd glusterd keepalived; systemctl is-enabled docker glusterd keepalived kiln-firstboot ssh systemd-networkd")
+	t.Logf("services:\n%s", out)
+	if strings.Contains(out, "disabled") || strings.Count(out, "enabled") != 6 {
+		t.Errorf("want dockerd, glusterd, keepalived installed and every unit enabled, got:\n%s", out)
+	}
+	for _, u := range []string{"docker", "glusterd", "ssh", "systemd-networkd"} {
+		if out, err := vm.ssh(ctx, "systemctl is-active "+u); err != nil {
+			t.Errorf("%s is not active: %s", u, out)
+		}
+	}
+	// The agent ran: its own output (not systemd's) is in the journal.
+	out = vm.mustSSH(ctx, t, "journalctl -b -o cat _SYSTEMD_UNIT=kiln-firstboot.service | head -n 5")
+	if strings.TrimSpace(out) == "" {
+		t.Errorf("kiln-firstboot wrote nothing to the journal")
+	} else {
+		t.Logf("agent: %s", out)
+	}
+	// Nothing listens that the image did not mean to (rpcbind would come with Recommends).
+	out = vm.mustSSH(ctx, t, "ss -Hltnu")
+	t.Logf("listening:\n%s", out)
+	if strings.Contains(out, ":111 ") {
+		t.Errorf("rpcbind (port 111) listens")
+	}
+	// Identity is per node: no host key or machine-id came from the image.
+	machineID := strings.TrimSpace(vm.mustSSH(ctx, t, "cat /etc/machine-id; cmp /etc/machine-id /var/lib/kiln/machine-id >&2"))
+	if len(machineID) != 32 {
+		t.Fatalf("machine-id %q", machineID)
+	}
+	marker := randomHex(t)
+	vm.mustSSH(ctx, t, "echo "+marker+" >/var/lib/kiln/boottest-marker && sync")
+
+	t.Log("rebooting")
+	_, _ = vm.ssh(ctx, "systemctl reboot")
+	vm.waitSSH(ctx, t, firstBootID)
+	t.Logf("second boot reached SSH after %s", vm.sinceStart())
+	if out := strings.TrimSpace(vm.mustSSH(ctx, t, "cat /var/lib/kiln/boottest-marker")); out != marker {
+		t.Errorf("/var/lib/kiln/boottest-marker after reboot: %q, want %q", out, marker)
+	}
+	if out := strings.TrimSpace(vm.mustSSH(ctx, t, "cat /etc/machine-id")); out != machineID {
+		t.Errorf("machine-id changed across reboot: %q → %q", machineID, out)
+	}
+	if out, err := vm.ssh(ctx, "test -e /etc/kiln-boottest-ephemeral"); err == nil {
+		t.Errorf("/etc/kiln-boottest-ephemeral survived the reboot (%s): /etc must be reset every boot", out)
+	}
+	if out := vm.mustSSH(ctx, t, "lsblk -no PARTLABEL $(findmnt -no SOURCE /var)"); strings.TrimSpace(out) != "kiln-state" {
+		t.Errorf("/var after reboot: %q", out)
+	}
+}
+
+// buildImage builds images/node.yaml through the pipeline (sharing kiln's cache, so a later run or `kiln
+// build` reuses the stages) and returns the raw image. The agent is ./cmd/kiln-firstboot when it builds,
+// else the stub next to this test.
+func buildImage(ctx context.Context, t *testing.T, work string) string {
+	t.Helper()
+	s, err := spec.Load("../../images/node.yaml")
+	if err != nil {
+		t.Fatalf("load spec: %v", err)
+	}
+	agent := filepath.Join(work, layers.AgentName)
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", agent, "../../cmd/kiln-firstboot").CombinedOutput(); err != nil {
+		t.Logf("cmd/kiln-firstboot does not build (%v: %s); using the stub agent", err, bytes.TrimSpace(out))
+		if out, err := exec.CommandContext(ctx, "go", "build", "-o", agent, "./stubagent").CombinedOutput(); err != nil {
+			t.Fatalf("build stub agent: %v: %s", err, out)
+		}
+	}
+	s.Agent = agent
+	root, err := cache.DefaultDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cache.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	epoch, err := builder.SourceDateEpoch(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &builder.Pipeline{
+		Stages:          []builder.Stage{rootfs.New(s), layers.NewBase(s), layers.NewNode(s), disk.New(s), output.New(s)},
+		Cache:           c,
+		Log:             slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		SourceDateEpoch: epoch,
+	}
+	res, err := p.Run(ctx)
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	t.Cleanup(res.Close)
+	for _, r := range res.Stages {
+		t.Logf("stage %-8s hit=%-5v took %s (built in %s)", r.Name, r.Hit, r.Duration.Round(time.Millisecond), r.BuildDuration.Round(time.Second))
+	}
+	// Boot a copy-on-write overlay: the cached image stays untouched.
+	return filepath.Join(res.Output("formats"), s.Name+".raw")
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// vm is one qemu process booting the image.
+type vm struct {
+	cmd     *exec.Cmd
+	serial  string
+	key     string
+	port    int
+	started time.Time
+	exited  chan struct{}
+}
+
+func startVM(ctx context.Context, t *testing.T, work, raw string) *vm {
+	t.Helper()
+	overlay := filepath.Join(work, "disk.qcow2")
+	run(ctx, t, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", raw, overlay, strconv.Itoa(diskSize))
+	vars := filepath.Join(work, "OVMF_VARS.fd")
+	data, err := os.ReadFile(ovmfVars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(vars, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(work, "id_ed25519")
+	run(ctx, t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kiln-boottest", "-f", key)
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clusterKey := make([]byte, 32)
+	rand.Read(clusterKey)
+	config := filepath.Join(work, "config.yaml")
+	cfg := fmt.Sprintf("cluster:\n  name: boottest\n  key: %s\n  size: 1\n  vip: 10.0.2.250/24\nssh_authorized_keys:\n  - %s\n",
+		base64.StdEncoding.EncodeToString(clusterKey), strings.TrimSpace(string(pub)))
+	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	v := &vm{serial: filepath.Join(work, "serial.log"), key: key, port: port, exited: make(chan struct{})}
+	v.cmd = exec.Command("qemu-system-x86_64",
+		"-machine", "q35", "-accel", "tcg,thread=multi", "-smp", "2", "-m", "1536",
+		"-drive", "if=pflash,format=raw,readonly=on,file="+ovmfCode,
+		"-drive", "if=pflash,format=raw,file="+vars,
+		"-drive", "file="+overlay+",if=virtio,format=qcow2",
+		"-nic", fmt.Sprintf("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:%d-:22", port),
+		"-fw_cfg", "name=opt/kiln/config,file="+config,
+		"-serial", "file:"+v.serial, "-display", "none", "-monitor", "none",
+	)
+	var stderr bytes.Buffer
+	v.cmd.Stderr = &stderr
+	// Its own process group: killing it never reaches the test binary.
+	v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := v.cmd.Start(); err != nil {
+		t.Fatalf("start qemu: %v", err)
+	}
+	v.started = time.Now()
+	go func() { v.cmd.Wait(); close(v.exited) }()
+	t.Cleanup(func() {
+		_ = v.cmd.Process.Kill()
+		<-v.exited
+		if t.Failed() {
+			t.Logf("qemu stderr: %s", stderr.String())
+			t.Logf("serial console (last 80 lines):\n%s", tail(v.serial, 80))
+		}
+	})
+	return v
+}
+
+func (v *vm) sinceStart() time.Duration { return time.Since(v.started).Round(time.Second) }
+
+// ssh runs a command as root in the guest and returns its combined output.
+func (v *vm) ssh(ctx context.Context, command string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ssh", "-q", "-i", v.key, "-p", strconv.Itoa(v.port),
+		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+		"-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
+		"root@127.0.0.1", command).CombinedOutput()
+	return string(out), err
+}
+
+func (v *vm) mustSSH(ctx context.Context, t *testing.T, command string) string {
+	t.Helper()
+	out, err := v.ssh(ctx, command)
+	if err != nil {
+		t.Fatalf("ssh %q: %v: %s", command, err, out)
+	}
+	return out
+}
+
+// waitSSH polls until a root SSH login works in a boot other than notBootID, and returns the boot's id.
+func (v *vm) waitSSH(ctx context.Context, t *testing.T, notBootID string) string {
+	t.Helper()
+	deadline := time.Now().Add(bootTimeout)
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	var last string
+	for time.Now().Before(deadline) {
+		out, err := v.ssh(ctx, "cat /proc/sys/kernel/random/boot_id")
+		if id := strings.TrimSpace(out); err == nil && len(id) == 36 && id != notBootID {
+			return id
+		}
+		last = fmt.Sprintf("%v: %s", err, out)
+		select {
+		case <-v.exited:
+			t.Fatalf("qemu exited before SSH came up: %v", v.cmd.ProcessState)
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-tick.C:
+		}
+	}
+	t.Fatalf("no SSH login within %s (last: %s)", bootTimeout, last)
+	return ""
+}
+
+func run(ctx context.Context, t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.CommandContext(ctx, name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %v: %v: %s", name, args, err, out)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+func randomHex(t *testing.T) string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+func tail(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(string(data), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
