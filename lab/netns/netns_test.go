@@ -171,4 +171,3 @@ func TestPartitionTraffic(t *testing.T) {
 	}
 	check("healed", all(true, ab, ba, ha, ah, hb))
 }
-
