@@ -1,0 +1,67 @@
+package discovery
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+)
+
+// MetaLimit is memberlist's limit on node metadata (memberlist.MetaMaxSize).
+const MetaLimit = 512
+
+// Meta is the node metadata every member gossips with its alive messages: who it is and how far formation
+// got from its point of view. It is encrypted with the rest of the gossip but carries no secret anyway:
+// join tokens travel only in formation records (reliable messages and push/pull state).
+type Meta struct {
+	ID       string `json:"id"`
+	Hostname string `json:"h,omitempty"`
+	// Phase is the agent's phase (status.Phase values), for humans reading `status`.
+	Phase string `json:"p,omitempty"`
+	// Initialiser is the decided initialiser, once this node knows it: decisions spread through metadata
+	// too, so a node that missed the election still learns the outcome.
+	Initialiser string `json:"i,omitempty"`
+	// SwarmID is the formed swarm's id once this node holds a formation record: "a formation is announced".
+	SwarmID string `json:"s,omitempty"`
+}
+
+// EncodeMeta serialises m, refusing anything over the limit.
+func EncodeMeta(m Meta) ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: encode meta: %w", err)
+	}
+	if len(b) > MetaLimit {
+		return nil, fmt.Errorf("discovery: meta is %d bytes, limit %d", len(b), MetaLimit)
+	}
+	return b, nil
+}
+
+// DecodeMeta parses metadata received from the network. Unknown fields are ignored (a newer agent may add
+// some); the id must be valid and every string bounded.
+func DecodeMeta(b []byte) (Meta, error) {
+	var m Meta
+	if len(b) > MetaLimit {
+		return m, fmt.Errorf("discovery: meta is %d bytes, limit %d", len(b), MetaLimit)
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	if err := d.Decode(&m); err != nil {
+		return Meta{}, fmt.Errorf("discovery: decode meta: %w", err)
+	}
+	if d.More() {
+		return Meta{}, fmt.Errorf("discovery: decode meta: trailing data")
+	}
+	if err := validID(m.ID); err != nil {
+		return Meta{}, fmt.Errorf("discovery: meta: %w", err)
+	}
+	if m.Initialiser != "" {
+		if err := validID(m.Initialiser); err != nil {
+			return Meta{}, fmt.Errorf("discovery: meta initialiser: %w", err)
+		}
+	}
+	for _, s := range []string{m.Hostname, m.Phase, m.SwarmID} {
+		if len(s) > 128 {
+			return Meta{}, fmt.Errorf("discovery: meta field too long")
+		}
+	}
+	return m, nil
+}
