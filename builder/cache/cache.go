@@ -242,7 +242,7 @@ func (c *Cache) build(ctx context.Context, req Request, key, stageDir string, bu
 	if err != nil {
 		return Meta{}, fmt.Errorf("cache: %w", err)
 	}
-	defer os.RemoveAll(tmp) // a no-op after the rename
+	defer removeTree(tmp) // a no-op after the rename
 	out := filepath.Join(tmp, "out")
 	if err := os.Mkdir(out, 0o755); err != nil {
 		return Meta{}, fmt.Errorf("cache: %w", err)
@@ -271,7 +271,7 @@ func (c *Cache) build(ctx context.Context, req Request, key, stageDir string, bu
 		if err := os.Rename(dir, old); err != nil {
 			return Meta{}, fmt.Errorf("cache: %w", err)
 		}
-		defer os.RemoveAll(old)
+		defer removeTree(old)
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return Meta{}, fmt.Errorf("cache: %w", err)
@@ -390,7 +390,7 @@ func removeGlob(pattern string) error {
 		return fmt.Errorf("cache: %w", err)
 	}
 	for _, p := range paths {
-		if err := os.RemoveAll(p); err != nil {
+		if err := removeTree(p); err != nil {
 			return fmt.Errorf("cache: remove stale %s: %w", p, err)
 		}
 	}

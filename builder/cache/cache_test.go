@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // pinnedKey is Key("node", {a:1, b:2}, "p") under formatVersion 1.
@@ -170,5 +172,32 @@ func TestSumsCached(t *testing.T) {
 	s, _ = e.Sums()
 	if s["x.raw"].SHA256 == abc || s["x.raw"].Size != 4 {
 		t.Errorf("stale sum trusted: %+v", s)
+	}
+}
+
+// TestRemoveTreeDetachesMounts: a failed stage that left a mount in its temp tree (mmdebstrap's /proc)
+// must not make cleanup delete through the mount.
+func TestRemoveTreeDetachesMounts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount")
+	}
+	outside := t.TempDir()
+	keep := filepath.Join(outside, "keep")
+	os.WriteFile(keep, []byte("host file"), 0o644)
+	tree := filepath.Join(t.TempDir(), ".tmp-x")
+	mnt := filepath.Join(tree, "out", "proc")
+	os.MkdirAll(mnt, 0o755)
+	if err := unix.Mount(outside, mnt, "", unix.MS_BIND, ""); err != nil {
+		t.Skipf("bind mount: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	if err := removeTree(tree); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Fatalf("file behind the mount was deleted: %v", err)
+	}
+	if _, err := os.Stat(tree); !os.IsNotExist(err) {
+		t.Fatalf("tree not removed: %v", err)
 	}
 }
