@@ -1,0 +1,291 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/client"
+
+	"github.com/kiln-project/kiln/firstboot"
+	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/internal/run"
+)
+
+// node is one private dockerd in its own network namespace.
+type node struct {
+	m   member.Member
+	cli *client.Client
+}
+
+// needDocker skips unless KILN_DOCKER_TESTS=1 and the host can run private dockerds in namespaces.
+func needDocker(t *testing.T) {
+	t.Helper()
+	if os.Getenv("KILN_DOCKER_TESTS") != "1" {
+		t.Skip("set KILN_DOCKER_TESTS=1 to run swarm tests against real dockerds (needs root, dockerd, nsenter)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("KILN_DOCKER_TESTS=1 but not root: network namespaces need root")
+	}
+	for _, tool := range []string{"dockerd", "nsenter", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s: %v", tool, err)
+		}
+	}
+}
+
+func sh(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if _, err := run.Cmd(context.Background(), name, args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newLAN creates a hub namespace with a bridge and n node namespaces wired to it by veth pairs, node i at
+// 10.99.9.(11+i)/24, and starts a dockerd in each. dockerd runs under `nsenter --net` (not `ip netns exec`,
+// whose private /sys hides the cgroup mounts dockerd needs). Everything is stopped and removed in t.Cleanup.
+func newLAN(t *testing.T, n int) []node {
+	t.Helper()
+	tag := strconv.Itoa(os.Getpid() % 100000)
+	hub := "ksw-hub-" + tag
+	sh(t, "ip", "netns", "add", hub)
+	t.Cleanup(func() { run.Cmd(context.Background(), "ip", "netns", "del", hub) })
+	sh(t, "ip", "-n", hub, "link", "add", "br0", "type", "bridge")
+	sh(t, "ip", "-n", hub, "link", "set", "br0", "up")
+
+	base, err := os.MkdirTemp("", "ksw") // short: unix socket paths are limited to 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+
+	var nodes []node
+	for i := range n {
+		ns := fmt.Sprintf("ksw-%s-%d", tag, i)
+		sh(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { run.Cmd(context.Background(), "ip", "netns", "del", ns) })
+		sh(t, "ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", fmt.Sprintf("p%d", i), "netns", hub)
+		sh(t, "ip", "-n", hub, "link", "set", fmt.Sprintf("p%d", i), "master", "br0", "up")
+		addr := netip.AddrFrom4([4]byte{10, 99, 9, byte(11 + i)})
+		sh(t, "ip", "-n", ns, "addr", "add", addr.String()+"/24", "dev", "eth0")
+		sh(t, "ip", "-n", ns, "link", "set", "eth0", "up")
+		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		cli := startDockerd(t, ns, filepath.Join(base, strconv.Itoa(i)))
+		id := string(rune('a' + i))
+		nodes = append(nodes, node{m: member.Member{ID: id, Hostname: "kiln-" + id, Addr: addr, Alive: true}, cli: cli})
+	}
+	return nodes
+}
+
+func startDockerd(t *testing.T, ns, dir string) *client.Client {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "d.sock")
+	logf, err := os.Create(filepath.Join(dir, "dockerd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+ns, "dockerd",
+		"--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "x"),
+		"-H", "unix://"+sock, "--pidfile", filepath.Join(dir, "pid"),
+		"--bridge=none", "--iptables=false", "--ip6tables=false")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(exited) }()
+	t.Cleanup(func() {
+		// nsenter execs dockerd, so the pid we started is dockerd's; it stops its own containerd on SIGTERM.
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		// dockerd leaves the sandbox namespaces it bind-mounted under its exec-root behind.
+		unmountUnder(t, dir)
+		if t.Failed() {
+			if b, err := os.ReadFile(logf.Name()); err == nil {
+				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+				t.Logf("%s dockerd log tail:\n%s", ns, strings.Join(lines[max(0, len(lines)-15):], "\n"))
+			}
+		}
+	})
+	cli, err := client.NewClientWithOpts(client.WithHost("unix://"+sock), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := cli.Info(ctx)
+		cancel()
+		if err == nil {
+			return cli
+		}
+		select {
+		case <-exited:
+			t.Fatalf("dockerd in %s exited during start-up; see %s", ns, logf.Name())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dockerd in %s not answering after 60 s: %v", ns, err)
+		}
+		time.Sleep(200 * time.Millisecond) // poll interval while waiting for the daemon socket
+	}
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func testOptions() Options {
+	return Options{ReadyTimeout: 60 * time.Second, ControlTimeout: 5 * time.Second, PollInterval: 200 * time.Millisecond}
+}
+
+func reconcile(t *testing.T, r *Reconciler, s *firstboot.State, wantChanged bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	changed, err := r.Reconcile(ctx, s)
+	if err != nil {
+		t.Fatalf("%s: reconcile: %v", s.Self.ID, err)
+	}
+	if changed != wantChanged {
+		t.Fatalf("%s: reconcile changed = %v, want %v (status %q)", s.Self.ID, changed, wantChanged, s.Status["swarm"])
+	}
+}
+
+// nodeByAddr finds the swarm node entry advertising addr, as a manager sees it.
+func nodeByAddr(t *testing.T, cli *client.Client, addr netip.Addr) swarm.Node {
+	t.Helper()
+	nodes, err := cli.NodeList(context.Background(), swarm.NodeListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if n.Status.Addr == addr.String() {
+			return n
+		}
+	}
+	t.Fatalf("no swarm node advertises %s", addr)
+	return swarm.Node{}
+}
+
+func TestSwarmFormationRealDockerd(t *testing.T) {
+	needDocker(t)
+	nodes := newLAN(t, 3)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	members := []member.Member{a.m, b.m, c.m}
+	state := func(n node, initialiser bool, f *firstboot.Formation) *firstboot.State {
+		return &firstboot.State{Self: n.m, Members: members, Expected: 3, Initialiser: initialiser, Formation: f}
+	}
+	ra := NewWithOptions(a.cli, quiet(), testOptions())
+
+	// A node that did not win the election and has no formation waits.
+	rc := NewWithOptions(c.cli, quiet(), testOptions())
+	sc := state(c, false, nil)
+	reconcile(t, rc, sc, false)
+	if sc.Announce != nil || sc.SwarmActive {
+		t.Fatalf("waiting node announced %+v / active %v", sc.Announce, sc.SwarmActive)
+	}
+
+	// Init on the initialiser: it announces the formation.
+	sa := state(a, true, nil)
+	reconcile(t, ra, sa, true)
+	f := sa.Announce
+	if f == nil || f.SwarmID == "" || !strings.HasPrefix(f.ManagerToken, "SWMTKN-") || !strings.HasPrefix(f.WorkerToken, "SWMTKN-") {
+		t.Fatalf("initialiser announced %+v", f)
+	}
+	if f.Initialiser != "a" || len(f.ManagerAddrs) != 1 || f.ManagerAddrs[0] != "10.99.9.11:2377" {
+		t.Fatalf("announce = %+v, want initialiser a, managers [10.99.9.11:2377]", f)
+	}
+	// Idempotent, and restart-safe: a fresh reconciler on the same daemon changes nothing.
+	sa = state(a, true, f)
+	reconcile(t, ra, sa, false)
+	reconcile(t, NewWithOptions(a.cli, quiet(), testOptions()), state(a, true, f), false)
+
+	// B joins as a manager; verified from A's node list, not from the join call.
+	rb := NewWithOptions(b.cli, quiet(), testOptions())
+	sb := state(b, false, f)
+	reconcile(t, rb, sb, true)
+	nb := nodeByAddr(t, a.cli, b.m.Addr)
+	if nb.Spec.Role != swarm.NodeRoleManager || nb.Status.State != swarm.NodeStateReady ||
+		nb.ManagerStatus == nil || nb.ManagerStatus.Reachability != swarm.ReachabilityReachable {
+		t.Fatalf("B as seen by A: role %s state %s manager %+v", nb.Spec.Role, nb.Status.State, nb.ManagerStatus)
+	}
+	if sb.Announce == nil || sb.Announce.SwarmID != f.SwarmID || len(sb.Announce.ManagerAddrs) != 2 || sb.Announce.Initialiser != "a" {
+		t.Fatalf("B announces %+v", sb.Announce)
+	}
+	reconcile(t, rb, state(b, false, f), false)
+	reconcile(t, NewWithOptions(b.cli, quiet(), testOptions()), state(b, false, f), false)
+
+	// C arrives as a worker (as if it had joined when the cluster was larger); the leader promotes it
+	// because its rank makes it a manager.
+	ctx := context.Background()
+	err := c.cli.SwarmJoin(ctx, swarm.JoinRequest{
+		ListenAddr: "10.99.9.13:2377", AdvertiseAddr: "10.99.9.13", RemoteAddrs: []string{"10.99.9.11:2377"}, JoinToken: f.WorkerToken,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reconcile(t, rc, state(c, false, f), false) // a worker: active, nothing to do on its side
+	leader := ra
+	if n := nodeByAddr(t, a.cli, a.m.Addr); n.ManagerStatus == nil || !n.ManagerStatus.Leader {
+		leader = rb
+		reconcile(t, leader, state(b, false, f), true)
+	} else {
+		reconcile(t, leader, state(a, true, f), true)
+	}
+	if n := nodeByAddr(t, a.cli, c.m.Addr); n.Spec.Role != swarm.NodeRoleManager {
+		t.Fatalf("C not promoted: role %s", n.Spec.Role)
+	}
+	sc = state(c, false, f)
+	reconcile(t, rc, sc, false)
+	if !sc.SwarmActive || sc.Announce == nil || len(sc.Announce.ManagerAddrs) != 3 {
+		t.Fatalf("C after promotion: active %v announce %+v", sc.SwarmActive, sc.Announce)
+	}
+
+	// A formation naming another swarm is refused, never "fixed" by leaving.
+	bogus := *f
+	bogus.SwarmID = "0123456789abcdefghijklmno"
+	_, err = ra.Reconcile(ctx, state(a, true, &bogus))
+	if !errors.Is(err, ErrForeignSwarm) {
+		t.Fatalf("foreign formation: err = %v, want ErrForeignSwarm", err)
+	}
+	if info, err := a.cli.Info(ctx); err != nil || info.Swarm.LocalNodeState != swarm.LocalNodeStateActive {
+		t.Fatalf("A after foreign formation: state %s err %v", info.Swarm.LocalNodeState, err)
+	}
+}
+
+// unmountUnder lazily unmounts every mount point below dir (so the temp dir can be removed).
+func unmountUnder(t *testing.T, dir string) {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
+			if err := syscall.Unmount(f[1], syscall.MNT_DETACH); err != nil {
+				t.Logf("unmount %s: %v", f[1], err)
+			}
+		}
+	}
+}

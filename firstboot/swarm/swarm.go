@@ -1,0 +1,448 @@
+// Package swarm forms and keeps the node's Docker Swarm membership through the Docker API: init on the
+// initialiser, join everywhere else, promote members that should be managers, and verify every step against
+// what the swarm itself reports (a call's return value is never taken as proof).
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/api/types/system"
+
+	"github.com/kiln-project/kiln/firstboot"
+	"github.com/kiln-project/kiln/firstboot/member"
+)
+
+// DockerAPI is the part of github.com/docker/docker/client the reconciler uses (*client.Client satisfies it).
+type DockerAPI interface {
+	Info(ctx context.Context) (system.Info, error)
+	SwarmInit(ctx context.Context, req swarm.InitRequest) (string, error)
+	SwarmJoin(ctx context.Context, req swarm.JoinRequest) error
+	SwarmInspect(ctx context.Context) (swarm.Swarm, error)
+	NodeList(ctx context.Context, options swarm.NodeListOptions) ([]swarm.Node, error)
+	NodeUpdate(ctx context.Context, nodeID string, version swarm.Version, node swarm.NodeSpec) error
+}
+
+// MaxManagers is the number of managers kiln keeps: raft needs a majority, so 3/5/7 tolerate 1/2/3 failures;
+// beyond 7 every write waits on more peers for no gain in tolerance worth having, so further nodes are workers.
+const MaxManagers = 7
+
+// Port is swarm's control-plane port (raft, join).
+const Port = 2377
+
+// Options tune the reconciler's waits.
+type Options struct {
+	// ReadyTimeout bounds one wait for the node to become active and ready (default 90 s: a join can take 20 s
+	// to return and the node then needs raft catch-up and a dispatcher heartbeat before it shows Ready).
+	ReadyTimeout time.Duration
+	// ControlTimeout bounds the wait for a node that should be a manager to get its control plane (default
+	// 20 s: raft catch-up after a join or promotion takes a few seconds; a worker still awaiting promotion
+	// must not hold up the other reconcilers for long).
+	ControlTimeout time.Duration
+	// PollInterval is how often Info/NodeList are polled while waiting (default 250 ms).
+	PollInterval time.Duration
+}
+
+// Reconciler converges this node's swarm membership.
+type Reconciler struct {
+	cli  DockerAPI
+	log  *slog.Logger
+	opts Options
+}
+
+// New returns the swarm reconciler talking to dockerd through cli.
+func New(cli DockerAPI, log *slog.Logger) *Reconciler {
+	return NewWithOptions(cli, log, Options{})
+}
+
+// NewWithOptions is New with explicit waits (tests shorten them).
+func NewWithOptions(cli DockerAPI, log *slog.Logger, opts Options) *Reconciler {
+	if opts.ReadyTimeout == 0 {
+		opts.ReadyTimeout = 90 * time.Second
+	}
+	if opts.ControlTimeout == 0 {
+		opts.ControlTimeout = 20 * time.Second
+	}
+	if opts.PollInterval == 0 {
+		opts.PollInterval = 250 * time.Millisecond
+	}
+	return &Reconciler{cli: cli, log: log, opts: opts}
+}
+
+// Name implements firstboot.Reconciler.
+func (r *Reconciler) Name() string { return "swarm" }
+
+// ErrForeignSwarm means the node is active in a swarm other than the formation's. Leaving would destroy
+// whatever that swarm runs, so kiln never does it on its own: a human decides.
+var ErrForeignSwarm = errors.New("node is in a different swarm than the cluster's formation; refusing to leave automatically")
+
+// Role returns the role self should have: a manager among the first MaxManagers members by ID, else a worker.
+// All known members count (alive or not), so a member's failure does not reshuffle everyone's role.
+func Role(self string, members []member.Member) swarm.NodeRole {
+	if rank(self, members) < MaxManagers {
+		return swarm.NodeRoleManager
+	}
+	return swarm.NodeRoleWorker
+}
+
+func rank(id string, members []member.Member) int {
+	ids := make([]string, 0, len(members)+1)
+	for _, m := range members {
+		ids = append(ids, m.ID)
+	}
+	if !slices.Contains(ids, id) {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	return slices.Index(ids, id)
+}
+
+// Reconcile observes the local swarm state and moves it one step towards "active, ready, in the formation's
+// swarm, with the right role"; then, on the leader, promotes members that should be managers.
+func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, error) {
+	s.Announce, s.SwarmActive = nil, false
+	info, err := r.info(ctx)
+	if err != nil {
+		return false, err
+	}
+	changed := false
+	switch info.LocalNodeState {
+	case swarm.LocalNodeStatePending:
+		// A join is under way (ours, perhaps from before a restart): wait for it rather than start another.
+		r.log.Info("swarm: join pending, waiting")
+	case swarm.LocalNodeStateError, swarm.LocalNodeStateLocked:
+		status(s, "swarm: "+string(info.LocalNodeState)+" "+info.Error)
+		return false, fmt.Errorf("swarm: local node state %s: %s", info.LocalNodeState, info.Error)
+	case swarm.LocalNodeStateActive:
+	case swarm.LocalNodeStateInactive:
+		acted, err := r.form(ctx, s)
+		if err != nil || !acted {
+			return false, err
+		}
+		changed = true
+	default:
+		return false, fmt.Errorf("swarm: unknown local node state %q", info.LocalNodeState)
+	}
+
+	info, err = r.waitActive(ctx)
+	if err != nil {
+		return changed, err
+	}
+	if !info.ControlAvailable && Role(s.Self.ID, s.Members) == swarm.NodeRoleManager {
+		// A manager reports active before its raft member has caught up, and a promoted worker needs a moment
+		// to start its manager: give the control plane a bounded wait. If it does not come, this node is a
+		// worker awaiting promotion by the leader.
+		if ci, err := r.waitControl(ctx); err == nil {
+			info = ci
+		}
+	}
+	if s.Formation != nil && s.Formation.SwarmID != "" && info.Cluster != nil && info.Cluster.ID != s.Formation.SwarmID {
+		status(s, "swarm: foreign swarm "+info.Cluster.ID)
+		return changed, fmt.Errorf("swarm: in swarm %s, formation says %s: %w", info.Cluster.ID, s.Formation.SwarmID, ErrForeignSwarm)
+	}
+	if !info.ControlAvailable {
+		// A worker cannot list nodes; active with a reachable manager is what it can verify.
+		if len(info.RemoteManagers) == 0 {
+			return changed, fmt.Errorf("swarm: worker %s is active but knows no manager", info.NodeID)
+		}
+		s.SwarmActive = true
+		if Role(s.Self.ID, s.Members) == swarm.NodeRoleManager {
+			status(s, "worker "+info.NodeID+", awaiting promotion to manager")
+		} else {
+			status(s, "worker "+info.NodeID)
+		}
+		return changed, nil
+	}
+
+	nodes, err := r.waitReady(ctx, info.NodeID, true)
+	if err != nil {
+		return changed, err
+	}
+	if s.Formation == nil && !s.Initialiser {
+		// An active swarm nobody agreed on (left over on this disk?): never advertise it as the cluster's.
+		status(s, fmt.Sprintf("manager %s in swarm %s, which no formation names; not announcing or promoting", info.NodeID, clusterID(info)))
+		return changed, nil
+	}
+	s.SwarmActive = true
+	promoted, err := r.promote(ctx, s, info.NodeID, nodes)
+	if err != nil {
+		return changed, err
+	}
+	if promoted {
+		changed = true
+		if nodes, err = r.cli.NodeList(ctx, swarm.NodeListOptions{}); err != nil {
+			return changed, fmt.Errorf("swarm: list nodes: %w", err)
+		}
+	}
+	ann, err := r.announce(ctx, s, nodes)
+	if err != nil {
+		return changed, err
+	}
+	s.Announce = ann
+	status(s, fmt.Sprintf("manager %s swarm %s (%d managers)", info.NodeID, ann.SwarmID, len(ann.ManagerAddrs)))
+	return changed, nil
+}
+
+// form runs init or join from the inactive state. It reports whether it acted.
+func (r *Reconciler) form(ctx context.Context, s *firstboot.State) (bool, error) {
+	if !s.Self.Addr.IsValid() {
+		return false, errors.New("swarm: this node has no cluster address yet")
+	}
+	addr := s.Self.Addr.String()
+	listen := net.JoinHostPort(addr, strconv.Itoa(Port))
+	if s.Formation == nil {
+		if !s.Initialiser {
+			status(s, "waiting for formation")
+			return false, nil
+		}
+		r.log.Info("swarm: init", "advertise", addr)
+		id, err := r.cli.SwarmInit(ctx, swarm.InitRequest{ListenAddr: listen, AdvertiseAddr: addr, DataPathAddr: addr})
+		if err != nil {
+			return false, fmt.Errorf("swarm: init on %s: %w", addr, err)
+		}
+		r.log.Info("swarm: initialised", "node", id)
+		return true, nil
+	}
+
+	var remotes []string
+	for _, a := range s.Formation.ManagerAddrs {
+		if h, _, err := net.SplitHostPort(a); err == nil && h == addr {
+			continue // ourselves, e.g. a reimaged initialiser rejoining its own cluster
+		}
+		remotes = append(remotes, a)
+	}
+	if len(remotes) == 0 {
+		return false, errors.New("swarm: formation lists no manager other than this node")
+	}
+	role := Role(s.Self.ID, s.Members)
+	token := s.Formation.ManagerToken
+	if role == swarm.NodeRoleWorker {
+		token = s.Formation.WorkerToken
+	}
+	if token == "" {
+		return false, fmt.Errorf("swarm: formation carries no %s token", role)
+	}
+	r.log.Info("swarm: join", "role", role, "remotes", remotes, "advertise", addr)
+	err := r.cli.SwarmJoin(ctx, swarm.JoinRequest{
+		ListenAddr: listen, AdvertiseAddr: addr, DataPathAddr: addr, RemoteAddrs: remotes, JoinToken: token,
+	})
+	if err != nil {
+		// dockerd gives up waiting after 20 s ("Timeout was reached before node joined") but keeps joining in
+		// the background; only the state we observe next decides whether this failed.
+		info, ierr := r.info(ctx)
+		if ierr != nil || info.LocalNodeState == swarm.LocalNodeStateInactive {
+			return false, fmt.Errorf("swarm: join %v: %w", remotes, err)
+		}
+		r.log.Info("swarm: join call returned an error but the node is joining", "state", info.LocalNodeState, "err", err)
+	}
+	return true, nil
+}
+
+func (r *Reconciler) info(ctx context.Context) (swarm.Info, error) {
+	i, err := r.cli.Info(ctx)
+	if err != nil {
+		return swarm.Info{}, fmt.Errorf("swarm: docker info: %w", err)
+	}
+	return i.Swarm, nil
+}
+
+// poll calls f every PollInterval until it reports done or timeout passes; f's errors are kept for the report
+// (a daemon busy joining may fail a call or two).
+func (r *Reconciler) poll(ctx context.Context, what string, timeout time.Duration, f func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(r.opts.PollInterval)
+	defer t.Stop()
+	var last error
+	for {
+		done, err := f()
+		if done {
+			return nil
+		}
+		if err != nil {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("swarm: %s: not reached within %s (last error: %v)", what, timeout, last)
+		case <-t.C:
+		}
+	}
+}
+
+// waitActive waits until the local node is active.
+func (r *Reconciler) waitActive(ctx context.Context) (swarm.Info, error) {
+	return r.waitState(ctx, "local node active", r.opts.ReadyTimeout, false)
+}
+
+// waitControl waits until the local node is active with its control plane (manager) available.
+func (r *Reconciler) waitControl(ctx context.Context) (swarm.Info, error) {
+	return r.waitState(ctx, "manager control plane available", r.opts.ControlTimeout, true)
+}
+
+func (r *Reconciler) waitState(ctx context.Context, what string, timeout time.Duration, control bool) (swarm.Info, error) {
+	var info swarm.Info
+	err := r.poll(ctx, what, timeout, func() (bool, error) {
+		var err error
+		if info, err = r.info(ctx); err != nil {
+			return false, err
+		}
+		switch info.LocalNodeState {
+		case swarm.LocalNodeStateActive:
+			return info.ControlAvailable || !control, nil
+		case swarm.LocalNodeStatePending:
+			return false, nil
+		default:
+			return false, fmt.Errorf("state %s %s", info.LocalNodeState, info.Error)
+		}
+	})
+	return info, err
+}
+
+// waitReady waits until the node list (from this manager) shows self Ready and, for a manager, reachable.
+func (r *Reconciler) waitReady(ctx context.Context, self string, manager bool) ([]swarm.Node, error) {
+	var nodes []swarm.Node
+	err := r.poll(ctx, "node "+self+" ready in node list", r.opts.ReadyTimeout, func() (bool, error) {
+		var err error
+		if nodes, err = r.cli.NodeList(ctx, swarm.NodeListOptions{}); err != nil {
+			return false, err
+		}
+		for _, n := range nodes {
+			if n.ID != self {
+				continue
+			}
+			ready := n.Status.State == swarm.NodeStateReady
+			if manager {
+				ready = ready && n.ManagerStatus != nil && n.ManagerStatus.Reachability == swarm.ReachabilityReachable
+			}
+			return ready, nil
+		}
+		return false, nil
+	})
+	return nodes, err
+}
+
+// promote turns workers that should be managers into managers. Only the leader does it, so two managers do
+// not race on the same node object (the loser would get "update out of sequence").
+func (r *Reconciler) promote(ctx context.Context, s *firstboot.State, self string, nodes []swarm.Node) (bool, error) {
+	var leader bool
+	for _, n := range nodes {
+		if n.ID == self && n.ManagerStatus != nil && n.ManagerStatus.Leader {
+			leader = true
+		}
+	}
+	if !leader {
+		return false, nil
+	}
+	changed := false
+	for _, n := range Promotions(nodes, s.Members) {
+		spec := n.Spec
+		spec.Role = swarm.NodeRoleManager
+		r.log.Info("swarm: promote", "node", n.ID, "addr", n.Status.Addr)
+		if err := r.cli.NodeUpdate(ctx, n.ID, n.Version, spec); err != nil {
+			return changed, fmt.Errorf("swarm: promote %s (%s): %w", n.ID, n.Status.Addr, err)
+		}
+		changed = true
+	}
+	return changed, nil
+}
+
+// Promotions returns the ready workers whose member (matched by address) should be a manager, keeping the
+// manager count at most MaxManagers.
+func Promotions(nodes []swarm.Node, members []member.Member) []swarm.Node {
+	managers := 0
+	for _, n := range nodes {
+		if n.Spec.Role == swarm.NodeRoleManager {
+			managers++
+		}
+	}
+	var out []swarm.Node
+	for _, n := range nodes {
+		if managers >= MaxManagers {
+			break
+		}
+		if n.Spec.Role != swarm.NodeRoleWorker || n.Status.State != swarm.NodeStateReady {
+			continue
+		}
+		m, ok := memberByAddr(members, n.Status.Addr)
+		if !ok || Role(m.ID, members) != swarm.NodeRoleManager {
+			continue
+		}
+		out = append(out, n)
+		managers++
+	}
+	return out
+}
+
+func memberByAddr(members []member.Member, addr string) (member.Member, bool) {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return member.Member{}, false
+	}
+	for _, m := range members {
+		if m.Addr == a.Unmap() {
+			return m, true
+		}
+	}
+	return member.Member{}, false
+}
+
+// announce builds the formation record this manager vouches for: fresh tokens and the ready, reachable
+// managers' addresses.
+func (r *Reconciler) announce(ctx context.Context, s *firstboot.State, nodes []swarm.Node) (*firstboot.Formation, error) {
+	sw, err := r.cli.SwarmInspect(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("swarm: inspect: %w", err)
+	}
+	f := &firstboot.Formation{
+		SwarmID:      sw.ID,
+		Initialiser:  s.Self.ID,
+		ManagerToken: sw.JoinTokens.Manager,
+		WorkerToken:  sw.JoinTokens.Worker,
+		ManagerAddrs: ManagerAddrs(nodes),
+	}
+	if s.Formation != nil && s.Formation.Initialiser != "" {
+		f.Initialiser = s.Formation.Initialiser
+	}
+	return f, nil
+}
+
+// ManagerAddrs returns host:2377 of every ready, reachable manager, sorted.
+func ManagerAddrs(nodes []swarm.Node) []string {
+	var out []string
+	for _, n := range nodes {
+		if n.ManagerStatus == nil || n.ManagerStatus.Reachability != swarm.ReachabilityReachable || n.Status.State != swarm.NodeStateReady {
+			continue
+		}
+		addr := n.ManagerStatus.Addr // host:port the manager advertises for raft
+		if addr == "" {
+			addr = net.JoinHostPort(n.Status.Addr, strconv.Itoa(Port))
+		}
+		out = append(out, addr)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func status(s *firstboot.State, v string) {
+	if s.Status == nil {
+		s.Status = map[string]string{}
+	}
+	s.Status["swarm"] = v
+}
+
+func clusterID(info swarm.Info) string {
+	if info.Cluster == nil {
+		return "?"
+	}
+	return info.Cluster.ID
+}
