@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -269,6 +270,8 @@ func (l *Lab) Down(ctx context.Context) error {
 }
 
 func killAndWait(ctx context.Context, pids []int) error {
+	// Never ourselves: a thread of ours may be visiting the namespace (netns.Do).
+	pids = slices.DeleteFunc(pids, func(p int) bool { return p == os.Getpid() })
 	for _, p := range pids {
 		_ = syscall.Kill(p, syscall.SIGKILL)
 	}

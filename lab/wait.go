@@ -102,3 +102,25 @@ func (n *Node) Power(ctx context.Context) string {
 	}
 	return st
 }
+
+// WaitSerial waits until marker appears in the node's serial console output of its current boot (the log is
+// appended across boots; only what came after the last start counts), bounded by ctx.
+func (n *Node) WaitSerial(ctx context.Context, marker string) error {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s, err := n.State()
+		if err != nil {
+			return err
+		}
+		if b, err := os.ReadFile(n.SerialLog()); err == nil && int64(len(b)) >= s.SerialOffset &&
+			bytes.Contains(b[s.SerialOffset:], []byte(marker)) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node %s: no %q on the serial console: %w", n.name, marker, ctx.Err())
+		case <-t.C:
+		}
+	}
+}

@@ -137,14 +137,23 @@ func Links(name string) ([]string, error) {
 	return names, err
 }
 
-// Do runs fn on an OS thread switched into the named namespace. The thread stays locked and is thrown away when
-// fn returns, so the namespace switch can never leak into other goroutines.
+// Do runs fn on an OS thread switched into the named namespace, and switches the thread back afterwards. If
+// switching back fails the thread stays locked, and Go ends it with the goroutine, so a namespace switch never
+// leaks into other goroutines. (Go cannot end the process's main thread: that one must always be switched back,
+// or the whole process would count as living in the namespace.)
 func Do(name string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked on purpose: the goroutine's exit ends the thread
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- fmt.Errorf("netns: current namespace: %w", err)
+			return
+		}
+		defer orig.Close()
 		h, err := netns.GetFromName(name)
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("netns: open %s: %w", name, err)
 			return
 		}
@@ -153,8 +162,12 @@ func Do(name string, fn func() error) error {
 			errc <- fmt.Errorf("netns: enter %s: %w", name, err)
 			return
 		}
-		if err := fn(); err != nil {
-			errc <- fmt.Errorf("netns %s: %w", name, err)
+		ferr := fn()
+		if err := netns.Set(orig); err == nil {
+			runtime.UnlockOSThread()
+		}
+		if ferr != nil {
+			errc <- fmt.Errorf("netns %s: %w", name, ferr)
 			return
 		}
 		errc <- nil
