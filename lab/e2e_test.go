@@ -195,6 +195,16 @@ func TestE2E(t *testing.T) {
 	}
 	wg.Wait()
 
+	// An ACPI shutdown needs no reboot afterwards: cheap to check last.
+	stopStart := time.Now()
+	if err := n1.Stop(ctx); err != nil {
+		t.Error(err)
+	} else if p := n1.Power(ctx); p != "off" {
+		t.Errorf("node1 power after stop %q, want off", p)
+	} else {
+		t.Logf("node1 ACPI shutdown took %s", time.Since(stopStart).Round(time.Second))
+	}
+
 	if err := l.Down(ctx); err != nil {
 		t.Fatal(err)
 	}
