@@ -117,7 +117,10 @@ type fakeSystemd struct {
 	calls []string
 }
 
-func (f *fakeSystemd) DaemonReload(context.Context) error { f.calls = append(f.calls, "daemon-reload"); return nil }
+func (f *fakeSystemd) DaemonReload(context.Context) error {
+	f.calls = append(f.calls, "daemon-reload")
+	return nil
+}
 func (f *fakeSystemd) Start(_ context.Context, u string) error {
 	f.calls, f.state = append(f.calls, "start "+u), "active"
 	return nil
