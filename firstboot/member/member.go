@@ -7,7 +7,7 @@ import "net/netip"
 type Member struct {
 	// ID is the node's stable id (from SMBIOS UUID or MAC), lower-case hex; the sort key for rank and election.
 	ID string `json:"id"`
-	// Hostname is derived from ID (kiln-<first 8 hex of ID>).
+	// Hostname is derived from ID (identity.HostnameFor: kiln-<first 8 hex of sha256(ID)>).
 	Hostname string `json:"hostname"`
 	// Addr is the node's address on the cluster interface.
 	Addr netip.Addr `json:"addr"`
