@@ -25,12 +25,13 @@ const (
 	portSwarmManager = 2377
 	portSwarmGossip  = 7946
 	portVXLAN        = 4789
-	// glusterd's management ports, and the range glusterfsd bricks allocate from (base-port 49152; one port per
-	// brick, so 100 ports is far more than the one brick per volume kiln creates).
+	// glusterd's management ports, and the range glusterfsd bricks take their port from: glusterd's base-port
+	// 49152 to max-port 60999. GlusterFS 10 picks a port anywhere in it (a brick came up on 53929 in a test),
+	// not the lowest free one, so the whole range is opened (to members only).
 	portGlusterdFirst = 24007
 	portGlusterdLast  = 24008
 	portBrickFirst    = 49152
-	portBrickLast     = 49251
+	portBrickLast     = 60999
 )
 
 // Rules is everything the rendered ruleset depends on. Render is a pure function of it.

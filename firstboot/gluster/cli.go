@@ -1,0 +1,259 @@
+// Package gluster forms and keeps the replicated GlusterFS volume `data`: peers, volume, options, and the
+// /var/data mount on every node. The gluster CLI is wrapped once here (script mode, XML output).
+package gluster
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/kiln-project/kiln/internal/run"
+)
+
+// Runner runs `gluster --mode=script --xml args...` and returns stdout; its error may come with stdout too.
+type Runner func(ctx context.Context, args ...string) ([]byte, error)
+
+// HostRunner runs the host's gluster CLI through internal/run.
+func HostRunner(ctx context.Context, args ...string) ([]byte, error) {
+	return run.Cmd(ctx, "gluster", append([]string{"--mode=script", "--xml"}, args...)...)
+}
+
+// CLI is the typed gluster command set the reconciler uses.
+type CLI struct{ run Runner }
+
+// NewCLI wraps r.
+func NewCLI(r Runner) *CLI { return &CLI{run: r} }
+
+// OpError is a failure gluster reported in its XML (it often exits 0 while saying opRet -1).
+type OpError struct {
+	Errno  int
+	Errstr string
+}
+
+func (e *OpError) Error() string { return fmt.Sprintf("gluster: errno %d: %s", e.Errno, e.Errstr) }
+
+// errnoVolumeMissing is glusterd's GD_OP_ERRNO for "Volume does not exist" (observed on glusterfs 10.3).
+const errnoVolumeMissing = 30806
+
+// Peer is one entry of `peer status`.
+type Peer struct {
+	UUID      string
+	Hostname  string
+	Hostnames []string
+	Connected bool
+	State     string // stateStr, e.g. "Peer in Cluster"
+}
+
+// Names are every name the peer is known by.
+func (p Peer) Names() []string { return append([]string{p.Hostname}, p.Hostnames...) }
+
+// InCluster reports whether the peer is connected and fully accepted.
+func (p Peer) InCluster() bool { return p.Connected && p.State == "Peer in Cluster" }
+
+// Volume is one volume of `volume info`.
+type Volume struct {
+	Name    string
+	ID      string
+	Status  string // statusStr: Created, Started, Stopped
+	Type    string // typeStr: Replicate, Distribute, …
+	Replica int
+	Bricks  []string // host:path
+	Options map[string]string
+}
+
+// HealBrick is one brick of `volume heal <v> info`.
+type HealBrick struct {
+	Name    string
+	Status  string
+	Entries int // -1 when gluster printed "-" (brick not connected)
+}
+
+type cliOutput struct {
+	OpRet    int    `xml:"opRet"`
+	OpErrno  int    `xml:"opErrno"`
+	OpErrstr string `xml:"opErrstr"`
+	Output   string `xml:"output"`
+	Peers    []struct {
+		UUID      string   `xml:"uuid"`
+		Hostname  string   `xml:"hostname"`
+		Hostnames []string `xml:"hostnames>hostname"`
+		Connected int      `xml:"connected"`
+		StateStr  string   `xml:"stateStr"`
+	} `xml:"peerStatus>peer"`
+	Volumes []struct {
+		Name         string `xml:"name"`
+		ID           string `xml:"id"`
+		StatusStr    string `xml:"statusStr"`
+		TypeStr      string `xml:"typeStr"`
+		ReplicaCount int    `xml:"replicaCount"`
+		Bricks       []struct {
+			Name string `xml:"name"`
+		} `xml:"bricks>brick"`
+		Options []struct {
+			Name  string `xml:"name"`
+			Value string `xml:"value"`
+		} `xml:"options>option"`
+	} `xml:"volInfo>volumes>volume"`
+	HealBricks []struct {
+		Name    string `xml:"name"`
+		Status  string `xml:"status"`
+		Entries string `xml:"numberOfEntries"`
+	} `xml:"healInfo>bricks>brick"`
+}
+
+// parse decodes gluster's XML and turns opRet != 0 into an *OpError.
+func parse(out []byte) (*cliOutput, error) {
+	var c cliOutput
+	if err := xml.Unmarshal(out, &c); err != nil {
+		return nil, fmt.Errorf("gluster: decode XML output: %w", err)
+	}
+	if c.OpRet != 0 {
+		return &c, &OpError{Errno: c.OpErrno, Errstr: strings.TrimSpace(c.OpErrstr)}
+	}
+	return &c, nil
+}
+
+// ParsePeers decodes `peer status` (or `pool list`) output.
+func ParsePeers(out []byte) ([]Peer, error) {
+	c, err := parse(out)
+	if err != nil {
+		return nil, err
+	}
+	var ps []Peer
+	for _, p := range c.Peers {
+		ps = append(ps, Peer{UUID: p.UUID, Hostname: p.Hostname, Hostnames: p.Hostnames, Connected: p.Connected == 1, State: p.StateStr})
+	}
+	return ps, nil
+}
+
+// ParseVolumeInfo decodes `volume info <name>`; a missing volume is (nil, nil).
+func ParseVolumeInfo(out []byte) (*Volume, error) {
+	c, err := parse(out)
+	var oe *OpError
+	if errors.As(err, &oe) && (oe.Errno == errnoVolumeMissing || strings.Contains(oe.Errstr, "does not exist")) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(c.Volumes) == 0 {
+		return nil, nil
+	}
+	v := c.Volumes[0]
+	vol := &Volume{Name: v.Name, ID: v.ID, Status: v.StatusStr, Type: v.TypeStr, Replica: v.ReplicaCount, Options: map[string]string{}}
+	for _, b := range v.Bricks {
+		vol.Bricks = append(vol.Bricks, b.Name)
+	}
+	for _, o := range v.Options {
+		vol.Options[o.Name] = o.Value
+	}
+	return vol, nil
+}
+
+// ParseHealInfo decodes `volume heal <v> info`.
+func ParseHealInfo(out []byte) ([]HealBrick, error) {
+	c, err := parse(out)
+	if err != nil {
+		return nil, err
+	}
+	var bs []HealBrick
+	for _, b := range c.HealBricks {
+		n := -1
+		fmt.Sscan(strings.TrimSpace(b.Entries), &n)
+		bs = append(bs, HealBrick{Name: b.Name, Status: b.Status, Entries: n})
+	}
+	return bs, nil
+}
+
+// call runs args and decodes the XML, preferring gluster's own error text over the exit status.
+func (g *CLI) call(ctx context.Context, args ...string) ([]byte, error) {
+	out, err := g.run(ctx, args...)
+	if err != nil {
+		if _, perr := parse(out); perr != nil {
+			var oe *OpError
+			if errors.As(perr, &oe) {
+				return out, fmt.Errorf("gluster %s: %w", strings.Join(args, " "), oe)
+			}
+		}
+		return out, fmt.Errorf("gluster %s: %w", strings.Join(args, " "), err)
+	}
+	return out, nil
+}
+
+// op runs a command whose output carries nothing but success or failure.
+func (g *CLI) op(ctx context.Context, args ...string) error {
+	out, err := g.call(ctx, args...)
+	if err != nil {
+		return err
+	}
+	if _, err := parse(out); err != nil {
+		return fmt.Errorf("gluster %s: %w", strings.Join(args, " "), err)
+	}
+	return nil
+}
+
+// Peers returns the peers this node knows (itself excluded).
+func (g *CLI) Peers(ctx context.Context) ([]Peer, error) {
+	out, err := g.call(ctx, "peer", "status")
+	if err != nil {
+		return nil, err
+	}
+	ps, err := ParsePeers(out)
+	if err != nil {
+		return nil, fmt.Errorf("gluster peer status: %w", err)
+	}
+	return ps, nil
+}
+
+// Probe adds host to the trusted pool (a no-op for a known peer or this node).
+func (g *CLI) Probe(ctx context.Context, host string) error { return g.op(ctx, "peer", "probe", host) }
+
+// VolumeInfo returns the volume, or nil when it does not exist.
+func (g *CLI) VolumeInfo(ctx context.Context, name string) (*Volume, error) {
+	out, err := g.run(ctx, "volume", "info", name)
+	// gluster may exit non-zero for a missing volume while printing valid XML saying so: the XML decides.
+	v, perr := ParseVolumeInfo(out)
+	if perr == nil {
+		return v, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("gluster volume info %s: %w", name, err)
+	}
+	return nil, fmt.Errorf("gluster volume info %s: %w", name, perr)
+}
+
+// Create creates a volume with the given replica count over bricks (host:path). No `force`: the bricks live on
+// the state partition (/var), and gluster's refusal to put a brick on the root filesystem is a check worth
+// keeping (it fires when the state partition is missing).
+func (g *CLI) Create(ctx context.Context, name string, replica int, bricks []string) error {
+	args := []string{"volume", "create", name}
+	if replica > 1 {
+		args = append(args, "replica", fmt.Sprint(replica))
+	}
+	return g.op(ctx, append(args, bricks...)...)
+}
+
+// Set sets a volume option; volume "all" sets a cluster-wide one.
+func (g *CLI) Set(ctx context.Context, volume, key, value string) error {
+	return g.op(ctx, "volume", "set", volume, key, value)
+}
+
+// Start starts the volume.
+func (g *CLI) Start(ctx context.Context, name string) error {
+	return g.op(ctx, "volume", "start", name)
+}
+
+// HealInfo returns per-brick pending heal counts.
+func (g *CLI) HealInfo(ctx context.Context, name string) ([]HealBrick, error) {
+	out, err := g.call(ctx, "volume", "heal", name, "info")
+	if err != nil {
+		return nil, err
+	}
+	bs, err := ParseHealInfo(out)
+	if err != nil {
+		return nil, fmt.Errorf("gluster volume heal %s info: %w", name, err)
+	}
+	return bs, nil
+}

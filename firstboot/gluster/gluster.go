@@ -1,0 +1,411 @@
+package gluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/moby/sys/atomicwriter"
+
+	"github.com/kiln-project/kiln/firstboot"
+	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/sdunit"
+)
+
+// The volume, its bricks and its mount (docs/design.md: /var/data on every node, bricks on the state partition).
+const (
+	VolumeName = "data"
+	BrickPath  = "/var/lib/kiln/bricks/data/brick"
+	MountPoint = "/var/data"
+	// MountUnit is the unit name systemd derives from MountPoint; UnitPath is where the agent writes it
+	// (/run: regenerated every boot, nothing to clean up on a read-only root).
+	MountUnit = "var-data.mount"
+	UnitPath  = "/run/systemd/system/var-data.mount"
+)
+
+// Options are the volume options kiln sets; docs/cluster-services.md gives the reasons.
+func Options(members []member.Member) map[string]string {
+	allow := []string{"127.0.0.1"}
+	for _, a := range addrs(members) {
+		allow = append(allow, a.String())
+	}
+	return map[string]string{
+		// Client quorum: writes need 2 of 3 bricks, so a partitioned minority cannot diverge (split-brain).
+		"cluster.quorum-type": "auto",
+		// Server quorum: glusterd stops its bricks when it sees less than the ratio (set on "all") of the pool.
+		"cluster.server-quorum-type": "server",
+		// 5 s instead of 42 s: I/O on the survivors stalls this long after a node dies uncleanly.
+		"network.ping-timeout": "5",
+		// Only members (and local mounts) may talk to the bricks.
+		"auth.allow": strings.Join(allow, ","),
+	}
+}
+
+// ClusterOptions are set on the pseudo-volume "all".
+var ClusterOptions = map[string]string{"cluster.server-quorum-ratio": "51%"}
+
+// ActionKind names one step the reconciler can take against glusterd.
+type ActionKind string
+
+const (
+	ActProbe  ActionKind = "probe"
+	ActCreate ActionKind = "create"
+	ActSet    ActionKind = "set"
+	ActStart  ActionKind = "start"
+)
+
+// Action is one step; Plan returns them, Reconcile runs them.
+type Action struct {
+	Kind    ActionKind
+	Host    string   // probe
+	Replica int      // create
+	Bricks  []string // create
+	Key     string   // set
+	Value   string   // set
+}
+
+func (a Action) String() string {
+	switch a.Kind {
+	case ActProbe:
+		return "probe " + a.Host
+	case ActCreate:
+		return fmt.Sprintf("create replica %d %s", a.Replica, strings.Join(a.Bricks, " "))
+	case ActSet:
+		return "set " + a.Key + " " + a.Value
+	default:
+		return string(a.Kind)
+	}
+}
+
+// Observed is what glusterd reports on this node.
+type Observed struct {
+	Peers  []Peer
+	Volume *Volume // nil: no volume `data` (or this node is not in the pool yet)
+}
+
+// Coordinator is the member that probes peers and creates the volume: the swarm initialiser while it is alive,
+// else the lowest-ID alive member. Every node computes the same answer from the same membership.
+func Coordinator(s *firstboot.State) (member.Member, bool) {
+	alive := aliveMembers(s)
+	if s.Formation != nil {
+		for _, m := range alive {
+			if m.ID == s.Formation.Initialiser {
+				return m, true
+			}
+		}
+	}
+	if len(alive) == 0 {
+		return member.Member{}, false
+	}
+	return alive[0], true
+}
+
+// Plan is the pure decision: given the state and what glusterd reports, the next steps for this node.
+func Plan(s *firstboot.State, obs Observed) []Action {
+	coord, ok := Coordinator(s)
+	if !ok {
+		return nil
+	}
+	if coord.ID != s.Self.ID {
+		return planFollower(s, obs, coord)
+	}
+	var acts []Action
+	for _, m := range aliveMembers(s) {
+		if m.ID != s.Self.ID && findPeer(obs.Peers, m.Addr) == nil {
+			acts = append(acts, Action{Kind: ActProbe, Host: m.Addr.String()})
+		}
+	}
+	if obs.Volume == nil {
+		replica := min(3, max(s.Expected, 1))
+		// Bricks on the lowest-ID members that are in the pool; self is always in its own pool.
+		var ready []member.Member
+		for _, m := range aliveMembers(s) {
+			if m.ID == s.Self.ID {
+				ready = append(ready, m)
+			} else if p := findPeer(obs.Peers, m.Addr); p != nil && p.InCluster() {
+				ready = append(ready, m)
+			}
+		}
+		if len(ready) >= replica {
+			var bricks []string
+			for _, m := range ready[:replica] {
+				bricks = append(bricks, m.Addr.String()+":"+BrickPath)
+			}
+			acts = append(acts, Action{Kind: ActCreate, Replica: replica, Bricks: bricks})
+		}
+		return acts
+	}
+	want := Options(s.Members)
+	for _, k := range sortedKeys(want) {
+		if obs.Volume.Options[k] != want[k] {
+			acts = append(acts, Action{Kind: ActSet, Key: k, Value: want[k]})
+		}
+	}
+	if obs.Volume.Status != "Started" {
+		acts = append(acts, Action{Kind: ActStart})
+	}
+	return acts
+}
+
+// planFollower: the lowest-ID other member probes the coordinator back once it is in the pool, so the
+// coordinator is known by its address rather than by whatever name the first probe recorded (glusterdocs#706).
+func planFollower(s *firstboot.State, obs Observed, coord member.Member) []Action {
+	if len(obs.Peers) == 0 || findPeer(obs.Peers, coord.Addr) != nil {
+		return nil
+	}
+	for _, m := range aliveMembers(s) {
+		if m.ID != coord.ID {
+			if m.ID == s.Self.ID {
+				return []Action{{Kind: ActProbe, Host: coord.Addr.String()}}
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// Reconciler converges glusterd and the /var/data mount.
+type Reconciler struct {
+	cli     *CLI
+	systemd sdunit.Manager
+	root    string // prefix for files the reconciler writes (brick dir, unit file); "" on a node
+	log     *slog.Logger
+	// clusterOptionsSet records that ClusterOptions were applied by this process: they are not visible in
+	// `volume info`, so they are re-applied once per agent start (idempotent) rather than observed.
+	clusterOptionsSet bool
+}
+
+// New returns the gluster reconciler. root prefixes the paths it writes ("" on a node; a temp dir in tests).
+func New(cli *CLI, systemd sdunit.Manager, root string, log *slog.Logger) *Reconciler {
+	return &Reconciler{cli: cli, systemd: systemd, root: root, log: log}
+}
+
+// Name implements firstboot.Reconciler.
+func (r *Reconciler) Name() string { return "gluster" }
+
+// maxRounds bounds observe→plan→act rounds in one pass (probe, create, set, start: four are enough).
+const maxRounds = 5
+
+// Reconcile runs after the swarm is verified: it converges the pool and volume (coordinator), then mounts.
+func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, error) {
+	if !s.SwarmActive {
+		status(s, "waiting for swarm")
+		return false, nil
+	}
+	// The brick's parent must exist before the coordinator creates the volume; every node makes its own.
+	if err := os.MkdirAll(filepath.Join(r.root, filepath.Dir(BrickPath)), 0o755); err != nil {
+		return false, fmt.Errorf("gluster: brick directory: %w", err)
+	}
+	changed := false
+	var obs Observed
+	for round := 0; ; round++ {
+		var err error
+		if obs, err = r.observe(ctx); err != nil {
+			return changed, err
+		}
+		acts := Plan(s, obs)
+		if len(acts) == 0 {
+			break
+		}
+		if round == maxRounds {
+			return changed, fmt.Errorf("gluster: not converged after %d rounds, next: %v", maxRounds, acts)
+		}
+		for _, a := range acts {
+			r.log.Info("gluster: "+a.String(), "volume", VolumeName)
+			if err := r.act(ctx, a); err != nil {
+				return changed, err
+			}
+			changed = true
+		}
+	}
+	if coord, _ := Coordinator(s); coord.ID == s.Self.ID && obs.Volume != nil && !r.clusterOptionsSet {
+		for _, k := range sortedKeys(ClusterOptions) {
+			if err := r.cli.Set(ctx, "all", k, ClusterOptions[k]); err != nil {
+				return changed, fmt.Errorf("gluster: set all %s: %w", k, err)
+			}
+		}
+		r.clusterOptionsSet = true
+	}
+	if obs.Volume == nil || obs.Volume.Status != "Started" {
+		status(s, fmt.Sprintf("forming: %d peers, volume not started", len(obs.Peers)))
+		return changed, nil
+	}
+	mounted, err := r.mount(ctx, s)
+	if err != nil {
+		return changed, err
+	}
+	status(s, fmt.Sprintf("volume %s started (%s, replica %d), %d peers, /var/data mounted", VolumeName, obs.Volume.Type, obs.Volume.Replica, len(obs.Peers)))
+	return changed || mounted, nil
+}
+
+func (r *Reconciler) observe(ctx context.Context) (Observed, error) {
+	peers, err := r.cli.Peers(ctx)
+	if err != nil {
+		return Observed{}, err
+	}
+	vol, err := r.cli.VolumeInfo(ctx, VolumeName)
+	if err != nil {
+		return Observed{}, err
+	}
+	return Observed{Peers: peers, Volume: vol}, nil
+}
+
+func (r *Reconciler) act(ctx context.Context, a Action) error {
+	var err error
+	switch a.Kind {
+	case ActProbe:
+		err = r.cli.Probe(ctx, a.Host)
+	case ActCreate:
+		err = r.cli.Create(ctx, VolumeName, a.Replica, a.Bricks)
+	case ActSet:
+		err = r.cli.Set(ctx, VolumeName, a.Key, a.Value)
+	case ActStart:
+		err = r.cli.Start(ctx, VolumeName)
+	default:
+		err = fmt.Errorf("unknown action %q", a.Kind)
+	}
+	if err != nil {
+		return fmt.Errorf("gluster: %s: %w", a, err)
+	}
+	return nil
+}
+
+// mount writes the mount unit when it differs, reloads systemd, and starts the mount if it is not active.
+func (r *Reconciler) mount(ctx context.Context, s *firstboot.State) (bool, error) {
+	unit := RenderMountUnit(s.Self.Addr, backupServers(s))
+	path := filepath.Join(r.root, UnitPath)
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("gluster: read %s: %w", path, err)
+	}
+	changed := false
+	if !bytes.Equal(old, []byte(unit)) {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return false, fmt.Errorf("gluster: %w", err)
+		}
+		if err := atomicwriter.WriteFile(path, []byte(unit), 0o644); err != nil {
+			return false, fmt.Errorf("gluster: write %s: %w", path, err)
+		}
+		if err := r.systemd.DaemonReload(ctx); err != nil {
+			return true, fmt.Errorf("gluster: %w", err)
+		}
+		changed = true
+	}
+	state, err := r.systemd.ActiveState(ctx, MountUnit)
+	if err != nil {
+		return changed, fmt.Errorf("gluster: %w", err)
+	}
+	if state != "active" {
+		if err := os.MkdirAll(filepath.Join(r.root, MountPoint), 0o755); err != nil {
+			return changed, fmt.Errorf("gluster: mount point: %w", err)
+		}
+		r.log.Info("gluster: mounting", "unit", MountUnit, "was", state)
+		if err := r.systemd.Start(ctx, MountUnit); err != nil {
+			return changed, fmt.Errorf("gluster: mount %s: %w", MountPoint, err)
+		}
+		changed = true
+	}
+	return changed, nil
+}
+
+// RenderMountUnit returns the var-data.mount unit. The volfile comes from this node's glusterd; if that is
+// down the client asks the backup servers, so a node can mount while its own glusterd restarts.
+func RenderMountUnit(self netip.Addr, backups []netip.Addr) string {
+	opts := []string{"_netdev"}
+	if len(backups) > 0 {
+		var bs []string
+		for _, b := range backups {
+			bs = append(bs, b.String())
+		}
+		opts = append([]string{"backup-volfile-servers=" + strings.Join(bs, ":")}, opts...)
+	}
+	return fmt.Sprintf(`# Generated by kiln-firstboot: the GlusterFS volume %[1]s on every node.
+[Unit]
+Description=kiln shared volume %[1]s
+Requires=glusterd.service
+After=glusterd.service network-online.target
+Wants=network-online.target
+
+[Mount]
+What=%[2]s:/%[1]s
+Where=%[3]s
+Type=glusterfs
+Options=%[4]s
+TimeoutSec=90
+`, VolumeName, self, MountPoint, strings.Join(opts, ","))
+}
+
+// backupServers are the other members' addresses (alive or not: the list is only tried in order).
+func backupServers(s *firstboot.State) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range addrs(s.Members) {
+		if a != s.Self.Addr.Unmap() {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func aliveMembers(s *firstboot.State) []member.Member {
+	var out []member.Member
+	seenSelf := false
+	for _, m := range s.Members {
+		if m.ID == s.Self.ID {
+			seenSelf = true
+			out = append(out, s.Self) // self is alive by definition
+			continue
+		}
+		if m.Alive && m.Addr.IsValid() {
+			out = append(out, m)
+		}
+	}
+	if !seenSelf && s.Self.ID != "" {
+		out = append(out, s.Self)
+	}
+	slices.SortFunc(out, func(a, b member.Member) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+func findPeer(peers []Peer, addr netip.Addr) *Peer {
+	for i, p := range peers {
+		if slices.Contains(p.Names(), addr.String()) {
+			return &peers[i]
+		}
+	}
+	return nil
+}
+
+func addrs(members []member.Member) []netip.Addr {
+	var out []netip.Addr
+	for _, m := range members {
+		if m.Addr.IsValid() {
+			out = append(out, m.Addr.Unmap())
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
+
+func sortedKeys(m map[string]string) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+func status(s *firstboot.State, v string) {
+	if s.Status == nil {
+		s.Status = map[string]string{}
+	}
+	s.Status["gluster"] = v
+}

@@ -1,0 +1,278 @@
+package gluster
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/kiln-project/kiln/firstboot"
+	"github.com/kiln-project/kiln/firstboot/member"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files under testdata/")
+
+func fixture(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "cli", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestParseRealOutput(t *testing.T) {
+	ps, err := ParsePeers(fixture(t, "peer-status.xml"))
+	if err != nil || len(ps) != 0 {
+		t.Fatalf("empty peer status: %v %v", ps, err)
+	}
+	ps, err = ParsePeers(fixture(t, "peer-status-two.xml"))
+	if err != nil || len(ps) != 2 || !ps[0].InCluster() || ps[1].InCluster() || ps[0].Hostnames[0] != "10.77.0.12" {
+		t.Fatalf("two peers: %+v %v", ps, err)
+	}
+	v, err := ParseVolumeInfo(fixture(t, "volinfo-missing.xml"))
+	if err != nil || v != nil {
+		t.Fatalf("missing volume: %+v %v", v, err)
+	}
+	v, err = ParseVolumeInfo(fixture(t, "volinfo-r3.xml"))
+	if err != nil || v.Name != "r3" || v.Status != "Started" || v.Replica != 3 || len(v.Bricks) != 3 || v.Type != "Replicate" {
+		t.Fatalf("r3: %+v %v", v, err)
+	}
+	v, err = ParseVolumeInfo(fixture(t, "volinfo.xml"))
+	if err != nil || v.Options["network.ping-timeout"] != "5" || v.Bricks[0] != "10.99.6.11:/tmp/kglb/brick" {
+		t.Fatalf("data: %+v %v", v, err)
+	}
+	hs, err := ParseHealInfo(fixture(t, "heal-r3.xml"))
+	if err != nil || len(hs) != 3 || hs[0].Entries != 0 || hs[0].Status != "Connected" {
+		t.Fatalf("heal: %+v %v", hs, err)
+	}
+	// gluster exits 0 with opRet -1: the XML carries the failure.
+	for _, f := range []string{"probe-unreach.xml", "create-noforce.xml", "start-again.xml", "heal.xml"} {
+		_, err := parse(fixture(t, f))
+		var oe *OpError
+		if !errors.As(err, &oe) || oe.Errstr == "" {
+			t.Errorf("%s: err = %v, want an OpError", f, err)
+		}
+	}
+	if _, err := parse(fixture(t, "probe-self.xml")); err != nil {
+		t.Errorf("probe of self is success: %v", err)
+	}
+}
+
+func FuzzParsers(f *testing.F) {
+	entries, _ := os.ReadDir(filepath.Join("testdata", "cli"))
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".xml") {
+			f.Add(fixture(f, e.Name()))
+		}
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		ParsePeers(in)
+		ParseVolumeInfo(in)
+		ParseHealInfo(in)
+	})
+}
+
+var (
+	mA = member.Member{ID: "a", Addr: netip.MustParseAddr("10.77.0.11"), Alive: true}
+	mB = member.Member{ID: "b", Addr: netip.MustParseAddr("10.77.0.12"), Alive: true}
+	mC = member.Member{ID: "c", Addr: netip.MustParseAddr("10.77.0.13"), Alive: true}
+)
+
+func st(self member.Member, ms ...member.Member) *firstboot.State {
+	return &firstboot.State{Self: self, Members: ms, Expected: 3, SwarmActive: true, Formation: &firstboot.Formation{Initialiser: "a"}}
+}
+
+func peer(m member.Member, inCluster bool) Peer {
+	p := Peer{Hostname: m.Addr.String(), Connected: inCluster, State: "Peer in Cluster"}
+	if !inCluster {
+		p.State = "Probe Sent to Peer"
+	}
+	return p
+}
+
+func TestPlan(t *testing.T) {
+	brick := func(m member.Member) string { return m.Addr.String() + ":" + BrickPath }
+	started := &Volume{Status: "Started", Options: Options([]member.Member{mA, mB, mC})}
+	deadB := mB
+	deadB.Alive = false
+	cases := []struct {
+		name string
+		s    *firstboot.State
+		obs  Observed
+		want []string
+	}{
+		{"coordinator probes everyone", st(mA, mA, mB, mC), Observed{}, []string{"probe 10.77.0.12", "probe 10.77.0.13"}},
+		{"probed but not yet in cluster: no create", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, false)}}, nil},
+		{"all in: create replica 3", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}},
+			[]string{"create replica 3 " + brick(mA) + " " + brick(mB) + " " + brick(mC)}},
+		{"only two of three members: wait", st(mA, mA, mB), Observed{Peers: []Peer{peer(mB, true)}}, nil},
+		{"created: options then start", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Volume: &Volume{Status: "Created", Options: map[string]string{}}},
+			[]string{"set auth.allow 127.0.0.1,10.77.0.11,10.77.0.12,10.77.0.13", "set cluster.quorum-type auto", "set cluster.server-quorum-type server", "set network.ping-timeout 5", "start"}},
+		{"converged: nothing", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Volume: started}, nil},
+		{"follower b probes the coordinator back", st(mB, mA, mB, mC), Observed{Peers: []Peer{{Hostname: "kiln-a", Connected: true, State: "Peer in Cluster"}}}, []string{"probe 10.77.0.11"}},
+		{"follower c does not", st(mC, mA, mB, mC), Observed{Peers: []Peer{{Hostname: "kiln-a", Connected: true}}}, nil},
+		{"follower not yet in a pool waits", st(mB, mA, mB, mC), Observed{}, nil},
+		{"dead coordinator: next lowest alive takes over", func() *firstboot.State {
+			dead := mA
+			dead.Alive = false
+			return st(mB, dead, mB, mC)
+		}(), Observed{Peers: []Peer{peer(mA, false), peer(mC, true)}, Volume: started}, nil},
+		{"dead member is not probed", st(mA, mA, deadB, mC), Observed{Peers: []Peer{peer(mC, true)}}, nil},
+		{"single-node cluster: plain volume", &firstboot.State{Self: mA, Members: []member.Member{mA}, Expected: 1}, Observed{},
+			[]string{"create replica 1 " + brick(mA)}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var got []string
+			for _, a := range Plan(c.s, c.obs) {
+				got = append(got, a.String())
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("Plan =\n  %q\nwant\n  %q", got, c.want)
+			}
+		})
+	}
+}
+
+func TestRenderMountUnitGolden(t *testing.T) {
+	got := RenderMountUnit(mA.Addr, []netip.Addr{mB.Addr, mC.Addr})
+	path := filepath.Join("testdata", "var-data.mount")
+	if *update {
+		os.WriteFile(path, []byte(got), 0o644)
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Errorf("mount unit differs from %s:\n%s", path, got)
+	}
+	if !strings.Contains(RenderMountUnit(mA.Addr, nil), "Options=_netdev\n") {
+		t.Error("no backups: options should be just _netdev")
+	}
+}
+
+// fakeGlusterd plays glusterd for the CLI: a pool, one volume, and a log of what was run.
+type fakeGlusterd struct {
+	peers   []string
+	created bool
+	started bool
+	opts    map[string]string
+	ran     []string
+}
+
+func (f *fakeGlusterd) run(_ context.Context, args ...string) ([]byte, error) {
+	f.ran = append(f.ran, strings.Join(args, " "))
+	ok := `<cliOutput><opRet>0</opRet><opErrno>0</opErrno><opErrstr/></cliOutput>`
+	switch {
+	case args[0] == "peer" && args[1] == "status":
+		var b strings.Builder
+		b.WriteString(`<cliOutput><opRet>0</opRet><peerStatus>`)
+		for _, p := range f.peers {
+			b.WriteString(`<peer><hostname>` + p + `</hostname><connected>1</connected><stateStr>Peer in Cluster</stateStr></peer>`)
+		}
+		b.WriteString(`</peerStatus></cliOutput>`)
+		return []byte(b.String()), nil
+	case args[0] == "peer" && args[1] == "probe":
+		f.peers = append(f.peers, args[2])
+		return []byte(ok), nil
+	case args[0] == "volume" && args[1] == "info":
+		if !f.created {
+			return []byte(`<cliOutput><opRet>-1</opRet><opErrno>30806</opErrno><opErrstr>Volume does not exist</opErrstr></cliOutput>`), nil
+		}
+		status := "Created"
+		if f.started {
+			status = "Started"
+		}
+		var b strings.Builder
+		b.WriteString(`<cliOutput><opRet>0</opRet><volInfo><volumes><volume><name>data</name><statusStr>` + status + `</statusStr><typeStr>Replicate</typeStr><replicaCount>3</replicaCount><options>`)
+		for k, v := range f.opts {
+			b.WriteString(`<option><name>` + k + `</name><value>` + v + `</value></option>`)
+		}
+		b.WriteString(`</options></volume></volumes></volInfo></cliOutput>`)
+		return []byte(b.String()), nil
+	case args[0] == "volume" && args[1] == "create":
+		f.created, f.opts = true, map[string]string{}
+		return []byte(ok), nil
+	case args[0] == "volume" && args[1] == "set":
+		if args[2] == "data" {
+			f.opts[args[3]] = args[4]
+		}
+		return []byte(ok), nil
+	case args[0] == "volume" && args[1] == "start":
+		f.started = true
+		return []byte(ok), nil
+	}
+	return nil, errors.New("fake glusterd: unexpected " + strings.Join(args, " "))
+}
+
+type fakeSystemd struct {
+	active map[string]bool
+	calls  []string
+}
+
+func (f *fakeSystemd) DaemonReload(context.Context) error { f.calls = append(f.calls, "daemon-reload"); return nil }
+func (f *fakeSystemd) Start(_ context.Context, u string) error {
+	f.calls, f.active[u] = append(f.calls, "start "+u), true
+	return nil
+}
+func (f *fakeSystemd) ReloadOrRestart(_ context.Context, u string) error { return nil }
+func (f *fakeSystemd) ActiveState(_ context.Context, u string) (string, error) {
+	if f.active[u] {
+		return "active", nil
+	}
+	return "inactive", nil
+}
+
+func TestReconcileFormsAndMountsThenIsIdempotent(t *testing.T) {
+	g := &fakeGlusterd{}
+	sd := &fakeSystemd{active: map[string]bool{}}
+	root := t.TempDir()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	r := New(NewCLI(g.run), sd, root, log)
+	s := st(mA, mA, mB, mC)
+
+	s.SwarmActive = false
+	if changed, err := r.Reconcile(context.Background(), s); err != nil || changed || len(g.ran) != 0 {
+		t.Fatalf("before swarm: changed=%v err=%v ran=%v", changed, err, g.ran)
+	}
+	s.SwarmActive = true
+	changed, err := r.Reconcile(context.Background(), s)
+	if err != nil || !changed {
+		t.Fatalf("first pass: changed=%v err=%v", changed, err)
+	}
+	if !g.started || g.opts["network.ping-timeout"] != "5" || !slices.Contains(g.ran, "volume set all cluster.server-quorum-ratio 51%") {
+		t.Fatalf("not formed: %+v", g)
+	}
+	unit, err := os.ReadFile(filepath.Join(root, UnitPath))
+	if err != nil || !strings.Contains(string(unit), "backup-volfile-servers=10.77.0.12:10.77.0.13") {
+		t.Fatalf("unit: %s %v", unit, err)
+	}
+	if !slices.Equal(sd.calls, []string{"daemon-reload", "start var-data.mount"}) {
+		t.Fatalf("systemd calls %v", sd.calls)
+	}
+	if _, err := os.Stat(filepath.Join(root, "/var/lib/kiln/bricks/data")); err != nil {
+		t.Fatal(err)
+	}
+	// Second pass and a restarted agent: observe only (cluster options are re-applied once per process).
+	for i, rr := range []*Reconciler{r, New(NewCLI(g.run), sd, root, log)} {
+		g.ran, sd.calls = nil, nil
+		changed, err := rr.Reconcile(context.Background(), s)
+		if err != nil || changed || len(sd.calls) != 0 {
+			t.Fatalf("pass %d: changed=%v err=%v systemd=%v", i, changed, err, sd.calls)
+		}
+		for _, c := range g.ran {
+			if !strings.HasPrefix(c, "peer status") && !strings.HasPrefix(c, "volume info") && !strings.HasPrefix(c, "volume set all") {
+				t.Errorf("pass %d ran %q", i, c)
+			}
+		}
+	}
+}
