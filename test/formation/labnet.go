@@ -1,0 +1,158 @@
+package formation
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/kiln-project/kiln/firstboot/config"
+	"github.com/kiln-project/kiln/internal/run"
+	"github.com/kiln-project/kiln/lab"
+	"github.com/kiln-project/kiln/lab/netns"
+)
+
+// ExecStdin runs argv (one shell command line, already quoted) on n over ssh with stdin, the way lab.Node.Exec
+// does (same key, from inside the lab namespace); Node.Exec has no stdin. It returns stdout.
+func ExecStdin(ctx context.Context, l *lab.Lab, n *lab.Node, stdin []byte, command string) ([]byte, error) {
+	addr, err := n.Address()
+	if err != nil {
+		return nil, err
+	}
+	// The key path is the lab's documented layout (docs/lab.md: <dir>/id_ed25519).
+	out, err := netns.Exec(ctx, l.Namespace(), stdin, "ssh", "-i", filepath.Join(l.Dir(), "id_ed25519"),
+		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+		"-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=6",
+		"root@"+addr, "--", command)
+	if err != nil {
+		return out, fmt.Errorf("%s: %s: %w", n.Name(), command, err)
+	}
+	return out, nil
+}
+
+// BuildTestsvc compiles test/formation/testsvc as a static binary (CGO_ENABLED=0) and returns its bytes.
+func BuildTestsvc(ctx context.Context) ([]byte, error) {
+	dir, err := os.MkdirTemp("", "kiln-testsvc-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "testsvc")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w -buildid=", "-o", bin, "./test/formation/testsvc")
+	cmd.Dir = RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build testsvc: %w: %s", err, out)
+	}
+	return os.ReadFile(bin)
+}
+
+// TestsvcImage is the local image name the test service runs as.
+const TestsvcImage = "kiln/testsvc:e2e"
+
+// InstallTestsvc imports the one-file image tar as TestsvcImage on n (no registry exists anywhere: every node
+// gets the image the same way) and returns the image id.
+func InstallTestsvc(ctx context.Context, l *lab.Lab, n *lab.Node, tarball []byte) (string, error) {
+	out, err := ExecStdin(ctx, l, n, tarball,
+		`cat > /var/tmp/testsvc.tar && docker import --change 'ENTRYPOINT ["/testsvc"]' /var/tmp/testsvc.tar `+TestsvcImage+` && rm -f /var/tmp/testsvc.tar`)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// AddSource adds p to the lab bridge (idempotent), so probes can come from an address outside the lab subnet.
+func AddSource(ctx context.Context, ns string, p netip.Prefix) error {
+	if _, err := run.Cmd(ctx, "ip", "-n", ns, "addr", "replace", p.String(), "dev", lab.Bridge); err != nil {
+		return fmt.Errorf("add source %s in %s: %w", p, ns, err)
+	}
+	return nil
+}
+
+// HTTPGet does one GET http://addr:port/path from inside namespace ns (from src when valid) on a fresh
+// connection, and returns the status code and body. One connection per request, so each request is balanced
+// anew by the routing mesh.
+func HTTPGet(ctx context.Context, ns string, src, addr netip.Addr, port uint16, path string, timeout time.Duration) (code int, body string, err error) {
+	err = netns.Do(ns, func() error {
+		d := net.Dialer{Timeout: timeout}
+		if src.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+		}
+		target := netip.AddrPortFrom(addr, port).String()
+		c, err := d.DialContext(ctx, "tcp", target)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+target+path, nil)
+		if err != nil {
+			return err
+		}
+		req.Close = true
+		if err := req.Write(c); err != nil {
+			return fmt.Errorf("GET %s: %w", target, err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), req)
+		if err != nil {
+			return fmt.Errorf("GET %s: %w", target, err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if err != nil {
+			return fmt.Errorf("GET %s: body: %w", target, err)
+		}
+		code, body = resp.StatusCode, string(bytes.TrimSpace(b))
+		return nil
+	})
+	return code, body, err
+}
+
+// AddNodeWithConfig adds a node whose fw_cfg config carries clusterConfig instead of the lab's.
+//
+// The lab API has no per-node config: Add provisions the new node from the lab's own cluster config file
+// (<dir>/cluster.yaml), read when the node's config.yaml is written. So the file is swapped for the call and
+// restored afterwards; nodes already provisioned keep theirs (config.yaml is only rewritten on provision, i.e.
+// add, replace, reimage-free paths). Replace this with a lab API (e.g. Lab.AddWith) when one exists.
+func AddNodeWithConfig(ctx context.Context, l *lab.Lab, clusterConfig []byte) (*lab.Node, error) {
+	path := filepath.Join(l.Dir(), "cluster.yaml")
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("add foreign node: lab cluster config: %w", err)
+	}
+	if err := os.WriteFile(path, clusterConfig, 0o600); err != nil {
+		return nil, fmt.Errorf("add foreign node: %w", err)
+	}
+	n, addErr := l.Add(ctx)
+	if err := os.WriteFile(path, orig, 0o600); err != nil {
+		return n, fmt.Errorf("add foreign node: restore lab cluster config: %w", err)
+	}
+	if addErr != nil {
+		return nil, addErr
+	}
+	// Prove the swap did what we meant: the node's own config is the foreign one.
+	got, err := os.ReadFile(filepath.Join(l.Dir(), n.Name(), "config.yaml"))
+	if err != nil {
+		return n, fmt.Errorf("add foreign node: %w", err)
+	}
+	want, err := config.Parse(clusterConfig)
+	if err != nil {
+		return n, fmt.Errorf("add foreign node: %w", err)
+	}
+	if !bytes.Contains(got, []byte(want.Cluster.Key.String())) {
+		return n, fmt.Errorf("add foreign node: %s's config.yaml does not carry the foreign key", n.Name())
+	}
+	return n, nil
+}

@@ -1,0 +1,47 @@
+// Command testsvc is the service the formation proof deploys on the swarm: a static HTTP server that answers
+// every request with its hostname (swarm sets it to the node's, see the test), so a client can tell which node
+// served it. Built with CGO_ENABLED=0 and shipped alone in a docker image (no registry, no base image).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	addr := ":80"
+	if a := os.Getenv("TESTSVC_ADDR"); a != "" {
+		addr = a
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		log.Fatalf("testsvc: hostname: %v", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, host)
+	})
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	// PID 1 in a container ignores SIGTERM unless it handles it: stop cleanly so `docker service rm` is quick.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	log.Printf("testsvc: %s listening on %s", host, addr)
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Fatalf("testsvc: %v", err)
+	}
+}
