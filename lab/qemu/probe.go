@@ -89,9 +89,31 @@ func CreateDisk(ctx context.Context, backing, disk string, sizeGiB int) error {
 	if !filepath.IsAbs(backing) {
 		return fmt.Errorf("qemu: disk %s: backing %s is not absolute", disk, backing)
 	}
-	if _, err := run.Cmd(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", backing,
+	format, err := imageFormat(backing)
+	if err != nil {
+		return fmt.Errorf("qemu: disk %s: %w", disk, err)
+	}
+	if _, err := run.Cmd(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-F", format, "-b", backing,
 		disk, fmt.Sprintf("%dG", sizeGiB)); err != nil {
 		return fmt.Errorf("qemu: create disk %s: %w", disk, err)
 	}
 	return nil
+}
+
+// qcow2Magic starts every qcow2 file.
+var qcow2Magic = []byte("QFI\xfb")
+
+// imageFormat tells a qcow2 image (out/node.qcow2) from a raw one (out/node.raw) by its magic, so either can back
+// node disks; the format is always given to qemu explicitly, never probed by it.
+func imageFormat(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	head := make([]byte, len(qcow2Magic))
+	if _, err := f.ReadAt(head, 0); err == nil && bytes.Equal(head, qcow2Magic) {
+		return "qcow2", nil
+	}
+	return "raw", nil
 }
