@@ -86,7 +86,7 @@ func TestParseMarker(t *testing.T) {
 		"table inet kiln {\n\tcomment \"kiln sha256:00ff\"\n\tset x {": "kiln sha256:00ff",
 		"table inet kiln {\n\tset x {\n":                               "",
 		"table inet kiln {\n\tcomment \"somebody else\"\n":             "",
-		"\tcomment \"kiln sha256:\\\"x\"\n":                             "",
+		"\tcomment \"kiln sha256:\\\"x\"\n":                            "",
 		"":                                                             "",
 	} {
 		if got := ParseMarker([]byte(in)); got != want {

@@ -219,7 +219,10 @@ type fakeSystemd struct {
 	calls  []string
 }
 
-func (f *fakeSystemd) DaemonReload(context.Context) error { f.calls = append(f.calls, "daemon-reload"); return nil }
+func (f *fakeSystemd) DaemonReload(context.Context) error {
+	f.calls = append(f.calls, "daemon-reload")
+	return nil
+}
 func (f *fakeSystemd) Start(_ context.Context, u string) error {
 	f.calls, f.active[u] = append(f.calls, "start "+u), true
 	return nil

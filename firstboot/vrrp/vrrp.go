@@ -30,9 +30,8 @@ const Unit = "keepalived.service"
 // the agent's file, and does not start before the agent has written one (Debian's unit would start it at boot
 // with the empty /etc/keepalived/keepalived.conf, holding no VIP but logging errors).
 const DropIn = `[Unit]
-ConditionPathExists=
 ConditionFileNotEmpty=
-ConditionPathExists=/run/kiln/keepalived.conf
+ConditionFileNotEmpty=/run/kiln/keepalived.conf
 
 [Service]
 ExecStart=

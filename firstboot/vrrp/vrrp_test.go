@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/api/types/system"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
@@ -219,5 +221,26 @@ func TestHoldsVIPNetlink(t *testing.T) {
 	}
 	if _, err := HoldsVIP(h, "nosuch0", vip); err == nil {
 		t.Fatal("missing link: no error")
+	}
+}
+
+type infoAPI struct{ sw swarm.Info }
+
+func (f infoAPI) Info(context.Context) (system.Info, error) { return system.Info{Swarm: f.sw}, nil }
+
+func TestHealthy(t *testing.T) {
+	for _, c := range []struct {
+		sw swarm.Info
+		ok bool
+	}{
+		{swarm.Info{LocalNodeState: "active", ControlAvailable: true}, true},
+		{swarm.Info{LocalNodeState: "active", RemoteManagers: []swarm.Peer{{Addr: "10.0.0.1:2377"}}}, true},
+		{swarm.Info{LocalNodeState: "active"}, false},
+		{swarm.Info{LocalNodeState: "pending"}, false},
+		{swarm.Info{LocalNodeState: "inactive"}, false},
+	} {
+		if err := Healthy(context.Background(), infoAPI{c.sw}); (err == nil) != c.ok {
+			t.Errorf("%+v: err = %v, want ok=%v", c.sw, err, c.ok)
+		}
 	}
 }
