@@ -21,13 +21,23 @@ import (
 	"github.com/kiln-project/kiln/lab/netns"
 )
 
-// ExecStdin runs argv (one shell command line, already quoted) on n over ssh with stdin, the way lab.Node.Exec
-// does (same key, from inside the lab namespace); Node.Exec has no stdin. It returns stdout.
+// ExecStdin runs command (one shell command line, already quoted) on n over ssh with stdin, the way
+// lab.Node.Exec does (same key, from inside the lab namespace); Node.Exec has no stdin. It returns stdout.
 func ExecStdin(ctx context.Context, l *lab.Lab, n *lab.Node, stdin []byte, command string) ([]byte, error) {
 	addr, err := n.Address()
 	if err != nil {
 		return nil, err
 	}
+	out, err := SSH(ctx, l, addr, stdin, command)
+	if err != nil {
+		return out, fmt.Errorf("%s: %w", n.Name(), err)
+	}
+	return out, nil
+}
+
+// SSH runs command as root on whatever answers at addr (a node, or the VIP) with the lab's key, from inside
+// the lab namespace, and returns stdout.
+func SSH(ctx context.Context, l *lab.Lab, addr string, stdin []byte, command string) ([]byte, error) {
 	// The key path is the lab's documented layout (docs/lab.md: <dir>/id_ed25519).
 	out, err := netns.Exec(ctx, l.Namespace(), stdin, "ssh", "-i", filepath.Join(l.Dir(), "id_ed25519"),
 		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
@@ -35,7 +45,7 @@ func ExecStdin(ctx context.Context, l *lab.Lab, n *lab.Node, stdin []byte, comma
 		"-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=6",
 		"root@"+addr, "--", command)
 	if err != nil {
-		return out, fmt.Errorf("%s: %s: %w", n.Name(), command, err)
+		return out, fmt.Errorf("ssh %s: %s: %w", addr, command, err)
 	}
 	return out, nil
 }
