@@ -48,5 +48,13 @@ test: deps image lint
 	KILN_E2E=1 KILN_DOCKER_TESTS=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(BIN) \
 	  $(GO) test -p 1 -count=1 -timeout 85m ./...
 
+# Long suites and benchmarks: not part of make test.
+chaos: build
+	KILN_CHAOS=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(BIN) \
+	  $(GO) test -p 1 -count=1 -timeout 6h -run TestChaos -v ./test/formation/
+
+bench-form: build
+	$(GO) run ./test/formation/benchform -image $(OUT)/node.raw
+
 clean:
 	rm -rf $(BIN) $(OUT)
