@@ -54,8 +54,9 @@ const (
 	tailBytes = mib
 )
 
-// BaseCmdline is kiln's own kernel command line; the spec's arguments follow it.
-var BaseCmdline = []string{"BOOT=kiln", "console=tty0", "console=ttyS0,115200"}
+// BaseCmdline is kiln's own kernel command line; the spec's arguments follow it. initramfs-tools reads the
+// boot script's name from lowercase boot= (an uppercase BOOT= only lands in init's environment, which init resets).
+var BaseCmdline = []string{"boot=kiln", "console=tty0", "console=ttyS0,115200"}
 
 // Stage writes disk.raw.
 type Stage struct {
@@ -182,7 +183,6 @@ func (st *Stage) writeTable(path string, size int64, parts []Part) error {
 	if err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
-	defer d.Close()
 	table := &gpt.Table{
 		LogicalSectorSize:  sectorSize,
 		PhysicalSectorSize: sectorSize,
@@ -190,8 +190,9 @@ func (st *Stage) writeTable(path string, size int64, parts []Part) error {
 		ProtectiveMBR: true,
 		GUID:          GUID(st.spec.Name, ""),
 	}
-	for _, p := range parts {
+	for i, p := range parts {
 		table.Partitions = append(table.Partitions, &gpt.Partition{
+			Index: i + 1,
 			Start: uint64(p.Start / sectorSize),
 			End:   uint64((p.Start+p.Size)/sectorSize - 1),
 			Size:  uint64(p.Size),
@@ -201,6 +202,7 @@ func (st *Stage) writeTable(path string, size int64, parts []Part) error {
 		})
 	}
 	if err := d.Partition(table); err != nil {
+		d.Close()
 		return fmt.Errorf("write partition table: %w", err)
 	}
 	return d.Close()
@@ -238,7 +240,15 @@ func writeESP(image string, p Part, files []espFile, epoch time.Time) error {
 	if err != nil {
 		return fmt.Errorf("open %s: %w", image, err)
 	}
-	defer d.Close()
+	if err := formatESP(d, p, files, epoch); err != nil {
+		d.Close()
+		return err
+	}
+	// go-diskfs's Close panics when called twice: once, here.
+	return d.Close()
+}
+
+func formatESP(d *disk.Disk, p Part, files []espFile, epoch time.Time) error {
 	// go-diskfs stamps new entries with SOURCE_DATE_EPOCH when set, else the clock; Chtimes below fixes files,
 	// the variable fixes what Chtimes cannot reach (the "." and ".." entries of new directories).
 	restore := setEpochEnv(epoch)
@@ -292,7 +302,7 @@ func writeESP(image string, p Part, files []espFile, epoch time.Time) error {
 	if err := fsys.Close(); err != nil {
 		return fmt.Errorf("close FAT32: %w", err)
 	}
-	return d.Close()
+	return nil
 }
 
 // setEpochEnv sets SOURCE_DATE_EPOCH for go-diskfs and returns a function restoring the previous value. The
