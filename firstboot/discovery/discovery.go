@@ -110,11 +110,19 @@ type Discovery struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	// mu guards meta, known and joining.
+	// addr is the advertised gossip address, fixed at start. Cached because memberlist's LocalNode hands
+	// out a pointer it rewrites under its own lock.
+	addr netip.AddrPort
+
+	// mu guards meta, known and joining. It is a leaf lock: memberlist calls the delegates while holding
+	// its node lock, so no memberlist method may be called with mu held.
 	mu      sync.Mutex
 	meta    Meta
 	known   map[string]Peer
 	joining map[string]time.Time
+	// gossip is each member's memberlist address, copied in the event delegate (under memberlist's lock):
+	// the *Node values memberlist hands out are rewritten concurrently, so they are never read later.
+	gossip map[string]netip.AddrPort
 }
 
 // Start creates the memberlist, starts beacons and the seed loop, and returns at once: members appear as
@@ -141,6 +149,7 @@ func Start(ctx context.Context, cfg Config) (*Discovery, error) {
 		meta:    Meta{ID: cfg.NodeID, Hostname: cfg.Hostname},
 		known:   map[string]Peer{},
 		joining: map[string]time.Time{},
+		gossip:  map[string]netip.AddrPort{},
 	}
 	keyring, err := memberlist.NewKeyring(nil, keys.Gossip)
 	if err != nil {
@@ -171,6 +180,9 @@ func Start(ctx context.Context, cfg Config) (*Discovery, error) {
 		return nil, fmt.Errorf("discovery: start memberlist on %s:%d: %w", cfg.Bind, cfg.Port, err)
 	}
 	d.ml = ml
+	ln := ml.LocalNode()
+	a, _ := netip.AddrFromSlice(ln.Addr)
+	d.addr = netip.AddrPortFrom(a.Unmap(), ln.Port)
 	ctx, d.cancel = context.WithCancel(context.WithoutCancel(ctx))
 
 	if cfg.Beacon.Listen != "" {
@@ -202,11 +214,7 @@ func Start(ctx context.Context, cfg Config) (*Discovery, error) {
 }
 
 // Addr is the gossip address this node advertises.
-func (d *Discovery) Addr() netip.AddrPort {
-	n := d.ml.LocalNode()
-	a, _ := netip.AddrFromSlice(n.Addr)
-	return netip.AddrPortFrom(a.Unmap(), n.Port)
-}
+func (d *Discovery) Addr() netip.AddrPort { return d.addr }
 
 func (d *Discovery) selfBeacon() Beacon {
 	return Beacon{NameHash: d.keys.NameHash, NodeID: d.cfg.NodeID, Addr: d.Addr(), Time: time.Now()}
@@ -242,14 +250,11 @@ func (d *Discovery) seedLoop(ctx context.Context) {
 // join asks memberlist to join addr, in the background (a join is a TCP push/pull bounded by TCPTimeout),
 // at most once per 3 s per address, and not at all for a node id that is already a live member.
 func (d *Discovery) join(id, addr string) {
-	if id != "" {
-		for _, n := range d.ml.Members() {
-			if n.Name == id {
-				return
-			}
-		}
-	}
 	d.mu.Lock()
+	if p, ok := d.known[id]; id != "" && ok && p.Alive {
+		d.mu.Unlock()
+		return
+	}
 	if last, ok := d.joining[addr]; ok && time.Since(last) < 3*time.Second {
 		d.mu.Unlock()
 		return
@@ -330,15 +335,18 @@ func (d *Discovery) SetMeta(m Meta) error {
 
 // Send delivers body to member id over memberlist's reliable (TCP), encrypted channel.
 func (d *Discovery) Send(id string, body []byte) error {
-	for _, n := range d.ml.Members() {
-		if n.Name == id {
-			if err := d.ml.SendReliable(n, envelope(d.cfg.NodeID, body)); err != nil {
-				return fmt.Errorf("discovery: send to %s: %w", id, err)
-			}
-			return nil
-		}
+	d.mu.Lock()
+	p, ok := d.known[id]
+	addr := d.gossip[id]
+	d.mu.Unlock()
+	if !ok || !p.Alive || !addr.IsValid() {
+		return fmt.Errorf("discovery: send to %s: not a live member", id)
 	}
-	return fmt.Errorf("discovery: send to %s: not a live member", id)
+	n := &memberlist.Node{Name: id, Addr: addr.Addr().AsSlice(), Port: addr.Port()}
+	if err := d.ml.SendReliable(n, envelope(d.cfg.NodeID, body)); err != nil {
+		return fmt.Errorf("discovery: send to %s: %w", id, err)
+	}
+	return nil
 }
 
 // Close leaves the cluster (so others see a clean leave, not a failure) and stops everything.
@@ -424,6 +432,7 @@ func (e *eventDelegate) update(n *memberlist.Node, alive bool) {
 	old, seen := d.known[n.Name]
 	p := Peer{Member: member.Member{ID: n.Name, Hostname: meta.Hostname, Addr: addr.Unmap(), Alive: alive}, Meta: meta}
 	d.known[n.Name] = p
+	d.gossip[n.Name] = netip.AddrPortFrom(addr.Unmap(), n.Port)
 	d.mu.Unlock()
 	if n.Name != d.cfg.NodeID && (!seen || old.Alive != alive) {
 		if alive {

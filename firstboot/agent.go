@@ -1,0 +1,317 @@
+package firstboot
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/kiln-project/kiln/firstboot/config"
+	"github.com/kiln-project/kiln/firstboot/discovery"
+	"github.com/kiln-project/kiln/firstboot/election"
+	"github.com/kiln-project/kiln/firstboot/identity"
+	"github.com/kiln-project/kiln/firstboot/netif"
+	"github.com/kiln-project/kiln/firstboot/status"
+)
+
+// Options configure Run. Zero values take the production defaults, so `Run(ctx, Options{Logger: l,
+// Reconcilers: reconcilers.Default})` is the whole agent.
+type Options struct {
+	Logger *slog.Logger
+	// LoadConfig finds and validates the cluster config (default: config.Load over config.Sources("/")).
+	LoadConfig func(ctx context.Context) (*config.Config, error)
+	// Identity returns this node's id and hostname (default: identity.Get, read-only).
+	Identity func() (id, hostname string, err error)
+	// SelectInterface picks the cluster interface and address (default: netif.Select).
+	SelectInterface func(configured string, exclude netip.Addr) (netif.Choice, error)
+	// Reconcilers builds the ordered reconciler list once config, identity and interface are known. nil
+	// means none (the agent still discovers, elects and reports).
+	Reconcilers func(env Env) ([]Reconciler, error)
+	// StateDir holds election.json and formation.json (default /var/lib/kiln).
+	StateDir string
+	// StatusPath is the status file (default status.DefaultPath).
+	StatusPath string
+	// Notify sends an sd_notify state string (default: daemon.SdNotify; a no-op outside systemd).
+	Notify func(state string)
+	// Watchdog is the systemd watchdog interval; zero reads WATCHDOG_USEC (no watchdog when unset).
+	Watchdog time.Duration
+	// Discovery adjusts the discovery config before it starts (tests: ports, beacon targets, timings).
+	Discovery func(*discovery.Config)
+	// Election tunes the election timings.
+	Election election.Config
+	// PassInterval is the pause between reconcile passes when nothing happens (default 5 s); membership
+	// changes, decisions and formation records start a pass at once.
+	PassInterval time.Duration
+	// RetryInterval is the pause before retrying config, identity, interface or discovery setup (default 10 s).
+	RetryInterval time.Duration
+	// ReconcileTimeout bounds one reconciler call (default 5 min: a swarm join alone may wait 90 s).
+	ReconcileTimeout time.Duration
+}
+
+// Env is what building the reconcilers needs.
+type Env struct {
+	Config           *config.Config
+	NodeID, Hostname string
+	Net              netif.Choice
+	Logger           *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.LoadConfig == nil {
+		o.LoadConfig = func(ctx context.Context) (*config.Config, error) { return config.Load(ctx, config.Sources("/")) }
+	}
+	if o.Identity == nil {
+		log := o.Logger
+		o.Identity = func() (string, string, error) {
+			id, err := identity.Get(identity.Options{WaitNIC: 30 * time.Second, Log: log})
+			if err != nil {
+				return "", "", err
+			}
+			return id.ID, id.Hostname, nil
+		}
+	}
+	if o.SelectInterface == nil {
+		o.SelectInterface = netif.Select
+	}
+	if o.StateDir == "" {
+		o.StateDir = "/var/lib/kiln"
+	}
+	if o.StatusPath == "" {
+		o.StatusPath = status.DefaultPath
+	}
+	if o.Notify == nil {
+		o.Notify = func(s string) { _, _ = daemon.SdNotify(false, s) }
+	}
+	if o.Watchdog == 0 {
+		o.Watchdog, _ = daemon.SdWatchdogEnabled(false)
+	}
+	if o.PassInterval == 0 {
+		o.PassInterval = 5 * time.Second
+	}
+	if o.RetryInterval == 0 {
+		o.RetryInterval = 10 * time.Second
+	}
+	if o.ReconcileTimeout == 0 {
+		o.ReconcileTimeout = 5 * time.Minute
+	}
+	return o
+}
+
+// agent is one run of the node agent.
+type agent struct {
+	opts Options
+	log  *slog.Logger
+	cfg  *config.Config
+	id   string
+	host string
+	net  netif.Choice
+	disc *discovery.Discovery
+	recs []Reconciler
+	kick chan struct{}
+	// beat is the unix-nano time the reconcile loop last made progress; the watchdog stops when it stalls.
+	beat atomic.Int64
+	// sends tracks in-flight message sends so Run returns only after they stopped.
+	sends sync.WaitGroup
+
+	// mu guards el, rec and the request/conflict bookkeeping below: the control goroutine (election,
+	// messages) and the reconcile loop both read and change them.
+	mu         sync.Mutex
+	el         *election.Node
+	rec        *record
+	asked      map[string]time.Time
+	conflicted map[string]bool
+
+	// Reconcile-loop-only state.
+	everReady bool
+	lastErr   string
+	lastErrAt time.Time
+}
+
+// Run is the agent: it loads config and identity, picks the cluster interface, starts discovery, then
+// elects (once per cluster lifetime), and runs the reconcilers in order every pass until ctx ends. It
+// never returns an error for a problem it can wait out (no config yet, no network yet): it reports it in
+// the status file and retries, changing nothing. Every decision is persisted or re-observable, so the
+// process may be killed at any instant and started again.
+func Run(ctx context.Context, opts Options) error {
+	opts = opts.withDefaults()
+	a := &agent{opts: opts, log: opts.Logger, kick: make(chan struct{}, 1), asked: map[string]time.Time{}, conflicted: map[string]bool{}}
+	a.beat.Store(time.Now().UnixNano())
+	// Type=notify: ready means "running and reporting", not "cluster formed" (that may take minutes, or
+	// forever without a config; systemd must not time the start out and restart-loop us).
+	opts.Notify("READY=1\nSTATUS=starting")
+	defer opts.Notify("STOPPING=1")
+
+	if !a.setup(ctx) {
+		return nil
+	}
+	defer func() {
+		if err := a.disc.Close(); err != nil {
+			a.log.Warn("leave membership", "err", err)
+		}
+		a.sends.Wait()
+	}()
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); a.control(ctx) }()
+	a.reconcileLoop(ctx)
+	wg.Wait()
+	return nil
+}
+
+// setup gets config, identity, interface, election state, discovery and reconcilers, retrying each until
+// it works. It reports false when ctx ended first.
+func (a *agent) setup(ctx context.Context) bool {
+	retry := func(what string, f func() error) bool {
+		for {
+			err := f()
+			if err == nil {
+				return true
+			}
+			a.log.Warn("setup: retrying", "step", what, "err", err, "in", a.opts.RetryInterval)
+			select {
+			case <-ctx.Done():
+				return false
+			case <-time.After(a.opts.RetryInterval):
+			}
+		}
+	}
+	return retry("config", func() error {
+		cfg, err := a.opts.LoadConfig(ctx)
+		if err != nil {
+			a.writeStatus(&status.Status{Phase: status.PhaseConfigError, ConfigError: err.Error()}, "no usable cluster config: "+err.Error())
+			return err
+		}
+		a.cfg = cfg
+		return nil
+	}) && retry("identity", func() error {
+		id, host, err := a.opts.Identity()
+		if err != nil {
+			a.setupError(fmt.Errorf("identity: %w", err))
+			return err
+		}
+		a.id, a.host = id, host
+		a.log = a.log.With("node", id)
+		return nil
+	}) && retry("interface", func() error {
+		vip := a.cfg.Cluster.VIP.Addr()
+		c, err := a.opts.SelectInterface(a.cfg.Cluster.Interface, vip)
+		if err != nil {
+			a.setupError(err)
+			return err
+		}
+		a.net = c
+		a.log.Info("cluster interface", "dev", c.Interface, "addr", c.Addr, "subnet", c.Subnet, "reason", c.Reason)
+		return nil
+	}) && retry("state", a.loadState) && retry("discovery", func() error {
+		err := a.startDiscovery(ctx)
+		if err != nil {
+			a.setupError(err)
+		}
+		return err
+	}) && retry("reconcilers", func() error {
+		if a.opts.Reconcilers == nil {
+			return nil
+		}
+		recs, err := a.opts.Reconcilers(Env{Config: a.cfg, NodeID: a.id, Hostname: a.host, Net: a.net, Logger: a.log})
+		if err != nil {
+			err = fmt.Errorf("build reconcilers: %w", err)
+			a.setupError(err)
+			return err
+		}
+		a.recs = recs
+		return nil
+	})
+}
+
+func (a *agent) setupError(err error) {
+	a.writeStatus(&status.Status{Phase: status.PhaseStarting, LastError: err.Error(), LastErrorAt: time.Now().UTC()}, "starting: "+err.Error())
+}
+
+// loadState restores the election acceptor state and the formation record. A corrupt file is an error to
+// retry (and to fix by hand), never a reason to start over: starting over could vote twice.
+func (a *agent) loadState() error {
+	var p election.Persistent
+	if _, err := readJSON(filepath.Join(a.opts.StateDir, electionFile), &p); err != nil {
+		a.setupError(err)
+		return err
+	}
+	var r record
+	ok, err := readJSON(filepath.Join(a.opts.StateDir, formationFile), &r)
+	if err != nil {
+		a.setupError(err)
+		return err
+	}
+	a.el = election.New(a.id, a.cfg.Cluster.Size, p, a.opts.Election)
+	if ok {
+		if err := r.valid(); err != nil {
+			err = fmt.Errorf("%s: %w", formationFile, err)
+			a.setupError(err)
+			return err
+		}
+		a.rec = &r
+		_ = a.el.Learn(r.Initialiser)
+		a.log.Info("resuming formed cluster", "swarm", r.SwarmID, "initialiser", r.Initialiser)
+	} else if d := a.el.Decided(); d != "" {
+		a.log.Info("resuming: initialiser already decided", "initialiser", d)
+	}
+	return nil
+}
+
+func (a *agent) startDiscovery(ctx context.Context) error {
+	c := a.cfg.Cluster
+	dc := discovery.Config{
+		NodeID: a.id, Hostname: a.host, ClusterName: c.Name, Key: c.Key[:], Expected: c.Size,
+		Bind: a.net.Addr, Port: discovery.GossipPort,
+		LocalState: a.localState, MergeRemoteState: a.mergeRemoteState,
+		Logger: a.log,
+	}
+	for _, p := range c.Peers {
+		dc.Peers = append(dc.Peers, p.String())
+	}
+	dc.Beacon.Listen = fmt.Sprintf(":%d", discovery.BeaconPort)
+	if a.net.Broadcast.IsValid() {
+		dc.Beacon.Targets = []netip.AddrPort{netip.AddrPortFrom(a.net.Broadcast, discovery.BeaconPort)}
+	}
+	if a.opts.Discovery != nil {
+		a.opts.Discovery(&dc)
+	}
+	d, err := discovery.Start(ctx, dc)
+	if err != nil {
+		return err
+	}
+	a.disc = d
+	a.publishMeta(status.PhaseDiscovering)
+	return nil
+}
+
+// wake asks the reconcile loop for a pass now.
+func (a *agent) wake() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (a *agent) writeStatus(st *status.Status, summary string) {
+	st.NodeID, st.Hostname = a.id, a.host
+	if a.cfg != nil {
+		st.Cluster, st.ConfigSource, st.Expected = a.cfg.Cluster.Name, a.cfg.Source, a.cfg.Cluster.Size
+		if a.cfg.Cluster.VIP.IsValid() {
+			st.VIP = a.cfg.Cluster.VIP.String()
+		}
+	}
+	if err := status.Write(a.opts.StatusPath, st); err != nil {
+		a.log.Warn("write status", "err", err)
+	}
+	a.opts.Notify("STATUS=" + summary)
+}

@@ -1,0 +1,291 @@
+package firstboot
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/kiln-project/kiln/firstboot/discovery"
+	"github.com/kiln-project/kiln/firstboot/election"
+	"github.com/kiln-project/kiln/firstboot/status"
+)
+
+// Message kinds on the reliable, encrypted membership channel: the first byte of a message body.
+const (
+	msgElection      = 'e' // election.Msg (JSON)
+	msgFormation     = 'f' // record (JSON): the formation, join tokens included
+	msgFormationWant = 'q' // "send me your formation record" (empty)
+)
+
+// controlTick is how often the control goroutine advances the election: fine-grained against the
+// election's second-scale round timeout and backoff.
+const controlTick = 250 * time.Millisecond
+
+// control runs beside the reconcile loop so the election keeps answering while a reconciler waits on a
+// slow swarm join: a voter that stops answering for 90 s would stall everyone's formation.
+func (a *agent) control(ctx context.Context) {
+	tick := time.NewTicker(controlTick)
+	defer tick.Stop()
+	var lastDog time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-a.disc.Messages():
+			a.onMessage(m)
+		case <-a.disc.Events():
+			a.step()
+			a.wake()
+		case now := <-tick.C:
+			a.step()
+			if a.opts.Watchdog > 0 && now.Sub(lastDog) >= a.opts.Watchdog/3 && !a.stalled(now) {
+				a.opts.Notify("WATCHDOG=1")
+				lastDog = now
+			}
+		}
+	}
+}
+
+// stalled reports whether the reconcile loop has made no progress for longer than a reconciler may take:
+// then the watchdog stops being fed and systemd restarts the agent.
+func (a *agent) stalled(now time.Time) bool {
+	return now.Sub(time.Unix(0, a.beat.Load())) > a.opts.ReconcileTimeout+time.Minute
+}
+
+// view is the election's input from the membership: who is alive, whether any member announces a formed
+// swarm, and any initialiser a member announces as decided.
+func (a *agent) view() (election.View, string) {
+	var v election.View
+	var announcer string
+	for _, p := range a.disc.Peers() {
+		if !p.Alive {
+			continue
+		}
+		v.Alive = append(v.Alive, p.ID)
+		if p.Meta.Initialiser != "" && p.ID != a.id {
+			v.Learned = p.Meta.Initialiser
+		}
+		if p.Meta.SwarmID != "" && p.ID != a.id {
+			v.Formed, announcer = true, p.ID
+		}
+	}
+	return v, announcer
+}
+
+// step advances the election and asks for a missing formation record.
+func (a *agent) step() {
+	v, announcer := a.view()
+	a.mu.Lock()
+	v.Formed = v.Formed || a.rec != nil
+	before := a.el.Decided()
+	out := a.el.Tick(time.Now(), v)
+	if v.Learned != "" && a.el.Decided() != v.Learned {
+		a.log.Error("a member announces another initialiser than the one decided here", "decided", a.el.Decided(), "announced", v.Learned)
+	}
+	ok := a.persistElection()
+	want := a.rec == nil && announcer != "" && time.Since(a.asked[announcer]) > 3*time.Second
+	if want {
+		a.asked[announcer] = time.Now()
+	}
+	decided := a.el.Decided()
+	a.mu.Unlock()
+	if ok {
+		a.deliver(out)
+	}
+	if want {
+		a.send(announcer, []byte{msgFormationWant})
+	}
+	if decided != before {
+		a.onDecided(decided)
+	}
+}
+
+func (a *agent) onDecided(d string) {
+	a.log.Info("initialiser decided", "initialiser", d, "self", d == a.id)
+	a.wake()
+}
+
+// persistElection writes the acceptor state if it changed. It reports false when that failed: then the
+// step's messages must not be sent, since a promise that is not on disk could be forgotten by a restart
+// and given twice. Called with a.mu held.
+func (a *agent) persistElection() bool {
+	if !a.el.Dirty() {
+		return true
+	}
+	if err := writeJSON(filepath.Join(a.opts.StateDir, electionFile), a.el.Persistent()); err != nil {
+		a.log.Error("persist election state; not answering", "err", err)
+		return false
+	}
+	return true
+}
+
+// deliver sends election messages, handling those addressed to this node in place.
+func (a *agent) deliver(out []election.Msg) {
+	for len(out) > 0 {
+		m := out[0]
+		out = out[1:]
+		if m.To != a.id {
+			body, err := json.Marshal(m)
+			if err != nil {
+				continue
+			}
+			a.send(m.To, append([]byte{msgElection}, body...))
+			continue
+		}
+		v, _ := a.view()
+		a.mu.Lock()
+		v.Formed = v.Formed || a.rec != nil
+		before := a.el.Decided()
+		more := a.el.Handle(time.Now(), m, v)
+		ok := a.persistElection()
+		after := a.el.Decided()
+		a.mu.Unlock()
+		if ok {
+			out = append(out, more...)
+		}
+		if after != before {
+			a.onDecided(after)
+		}
+	}
+}
+
+// send delivers body to a member in the background: a reliable send dials TCP and may wait for a dead
+// node's timeout, which must not hold up the election. Every protocol on top retries on its own timer.
+func (a *agent) send(to string, body []byte) {
+	a.sends.Add(1)
+	go func() {
+		defer a.sends.Done()
+		if err := a.disc.Send(to, body); err != nil {
+			a.log.Debug("send", "to", to, "kind", string(body[0]), "err", err)
+		}
+	}()
+}
+
+func (a *agent) onMessage(m discovery.Message) {
+	if len(m.Body) == 0 {
+		return
+	}
+	body := m.Body[1:]
+	switch m.Body[0] {
+	case msgElection:
+		var em election.Msg
+		if err := json.Unmarshal(body, &em); err != nil || em.From != m.From || em.To != a.id {
+			a.log.Warn("dropped malformed election message", "from", m.From, "err", err)
+			return
+		}
+		a.deliver([]election.Msg{em})
+	case msgFormation:
+		var r record
+		if err := json.Unmarshal(body, &r); err != nil {
+			a.log.Warn("dropped malformed formation record", "from", m.From, "err", err)
+			return
+		}
+		a.merge(r, m.From)
+	case msgFormationWant:
+		a.mu.Lock()
+		r := a.rec
+		a.mu.Unlock()
+		if r != nil {
+			if b, err := json.Marshal(r); err == nil {
+				a.send(m.From, append([]byte{msgFormation}, b...))
+			}
+		}
+	default:
+		a.log.Warn("dropped message of unknown kind", "from", m.From, "kind", m.Body[0])
+	}
+}
+
+// localState is this node's share of memberlist's encrypted push/pull: its formation record, so a node
+// that joins (or missed the announcement) gets it on its first exchange.
+func (a *agent) localState(join bool) []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.rec == nil {
+		return nil
+	}
+	b, _ := json.Marshal(a.rec)
+	return b
+}
+
+func (a *agent) mergeRemoteState(buf []byte, join bool) {
+	var r record
+	if err := json.Unmarshal(buf, &r); err != nil {
+		a.log.Warn("ignored malformed formation record in push/pull", "err", err)
+		return
+	}
+	a.merge(r, "push/pull")
+}
+
+// merge adopts a formation record heard from another node: the first one if this node has none, a newer
+// version of the same swarm's record, and never a record of another swarm (that would mean two
+// initialisers, which the election rules out; it is logged as the error it is).
+func (a *agent) merge(r record, from string) {
+	if err := r.valid(); err != nil {
+		a.log.Warn("ignored invalid formation record", "from", from, "err", err)
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case a.rec == nil:
+		if d := a.el.Decided(); d != "" && d != r.Initialiser {
+			a.log.Error("formation record names another initialiser than the one decided here; adopting the record",
+				"decided", d, "record", r.Initialiser)
+		}
+		_ = a.el.Learn(r.Initialiser)
+		a.persistElection()
+		a.adopt(&r, "formation adopted", from)
+	case a.rec.SwarmID != r.SwarmID:
+		if !a.conflicted[r.SwarmID] {
+			a.conflicted[r.SwarmID] = true
+			a.log.Error("ignored formation record of another swarm", "from", from, "ours", a.rec.SwarmID, "theirs", r.SwarmID, "theirs_initialiser", r.Initialiser)
+		}
+	case r.Updated.After(a.rec.Updated) && !sameRecord(a.rec, &r):
+		a.adopt(&r, "formation record refreshed", from)
+	}
+}
+
+// adopt stores r as the formation (persisted first) and starts a pass. Called with a.mu held.
+func (a *agent) adopt(r *record, msg, from string) bool {
+	if err := writeJSON(filepath.Join(a.opts.StateDir, formationFile), r); err != nil {
+		a.log.Error("persist formation record", "err", err)
+		return false
+	}
+	a.rec = r
+	a.log.Info(msg, "from", from, "swarm", r.SwarmID, "initialiser", r.Initialiser, "managers", r.ManagerAddrs)
+	a.wake()
+	return true
+}
+
+func sameRecord(x, y *record) bool {
+	return x.SwarmID == y.SwarmID && x.Initialiser == y.Initialiser && x.ManagerToken == y.ManagerToken &&
+		x.WorkerToken == y.WorkerToken && slices.Equal(x.ManagerAddrs, y.ManagerAddrs)
+}
+
+// broadcastRecord sends the record to every live member (the fast path; push/pull is the safety net).
+func (a *agent) broadcastRecord(r *record) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return
+	}
+	for _, p := range a.disc.Peers() {
+		if p.Alive && p.ID != a.id {
+			a.send(p.ID, append([]byte{msgFormation}, b...))
+		}
+	}
+}
+
+// publishMeta gossips this node's phase and what it knows of the formation.
+func (a *agent) publishMeta(phase status.Phase) {
+	a.mu.Lock()
+	m := discovery.Meta{Phase: string(phase), Initialiser: a.el.Decided()}
+	if a.rec != nil {
+		m.SwarmID = a.rec.SwarmID
+	}
+	a.mu.Unlock()
+	if err := a.disc.SetMeta(m); err != nil {
+		a.log.Warn("publish metadata", "err", err)
+	}
+}

@@ -1,0 +1,243 @@
+package firstboot
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/kiln-project/kiln/firstboot/election"
+	"github.com/kiln-project/kiln/firstboot/status"
+)
+
+// PhaseElecting is reported while a majority is in view and the initialiser is being chosen (the status
+// package's phases are open-ended; this one is the agent's).
+const PhaseElecting status.Phase = "electing"
+
+// result is what one reconciler did in one pass.
+type result struct {
+	name    string
+	changed bool
+	err     error
+	took    time.Duration
+}
+
+func (a *agent) reconcileLoop(ctx context.Context) {
+	t := time.NewTicker(a.opts.PassInterval)
+	defer t.Stop()
+	for {
+		a.pass(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.kick:
+		case <-t.C:
+		}
+	}
+}
+
+// pass builds the State, runs every reconciler in order, adopts what the swarm reconciler announces, and
+// reports. A reconciler's error does not stop the ones after it: each one decides from State whether it
+// can act (gluster waits for SwarmActive), and the status shows every failure at once.
+func (a *agent) pass(ctx context.Context) {
+	a.beat.Store(time.Now().UnixNano())
+	s := a.state()
+	results := make([]result, 0, len(a.recs))
+	for _, r := range a.recs {
+		if ctx.Err() != nil {
+			return
+		}
+		results = append(results, a.run(ctx, r, s))
+		a.beat.Store(time.Now().UnixNano())
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	if s.Announce != nil {
+		a.takeAnnounce(s)
+	}
+	phase := a.phase(s, results)
+	a.publishMeta(phase)
+	a.report(s, phase, results)
+}
+
+// state snapshots the membership, decision and formation into a fresh State.
+func (a *agent) state() *State {
+	c := a.cfg.Cluster
+	s := &State{Expected: c.Size, ClusterName: c.Name, VIP: c.VIP, Interface: a.net.Interface, Subnet: a.net.Subnet,
+		Status: map[string]string{}}
+	for _, p := range a.disc.Peers() {
+		m := p.Member
+		if m.ID == a.id {
+			s.Self = m
+		}
+		s.Members = append(s.Members, m) // Peers is sorted by ID
+	}
+	a.mu.Lock()
+	if a.rec != nil {
+		f := a.rec.Formation
+		f.ManagerAddrs = append([]string(nil), f.ManagerAddrs...)
+		s.Formation = &f
+	}
+	s.Initialiser = a.el.Decided() == a.id
+	a.mu.Unlock()
+	return s
+}
+
+// run calls one reconciler with a deadline, turning a panic into an error: one broken reconciler must not
+// take the agent (and with it the membership and the VIP) down.
+func (a *agent) run(ctx context.Context, r Reconciler, s *State) (res result) {
+	res.name = r.Name()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, a.opts.ReconcileTimeout)
+	defer cancel()
+	defer func() {
+		res.took = time.Since(start)
+		if p := recover(); p != nil {
+			res.err = fmt.Errorf("%s: panic: %v", res.name, p)
+			a.log.Error("reconciler panicked", "reconciler", res.name, "panic", p, "stack", string(debug.Stack()))
+		}
+		switch {
+		case res.err != nil:
+			a.log.Warn("reconcile failed", "reconciler", res.name, "err", res.err, "took", res.took)
+		case res.changed:
+			a.log.Info("reconciled", "reconciler", res.name, "changed", true, "took", res.took)
+		}
+	}()
+	res.changed, res.err = r.Reconcile(ctx, s)
+	return res
+}
+
+// takeAnnounce turns the swarm reconciler's Announce into the formation record: the first one only on the
+// decided initialiser, later ones only as refreshes of the same swarm.
+func (a *agent) takeAnnounce(s *State) {
+	ann := *s.Announce
+	a.mu.Lock()
+	var out *record
+	switch {
+	case a.rec == nil && a.el.Decided() == a.id:
+		ann.Initialiser = a.id
+		r := &record{Formation: ann, Updated: time.Now().UTC(), Origin: a.id}
+		if err := r.valid(); err != nil {
+			a.log.Warn("swarm announce incomplete; not forming yet", "err", err)
+		} else if a.adopt(r, "formation announced", a.id) {
+			out = r
+		}
+	case a.rec == nil:
+		// Only the decided initialiser may create the record; a swarm on any other node is not the cluster's.
+		a.log.Warn("ignored swarm announce: this node is not the initialiser and has no formation", "swarm", ann.SwarmID)
+	case a.rec.SwarmID != ann.SwarmID:
+		a.log.Error("ignored swarm announce of another swarm", "ours", a.rec.SwarmID, "announced", ann.SwarmID)
+	default:
+		ann.Initialiser = a.rec.Initialiser
+		r := &record{Formation: ann, Updated: time.Now().UTC(), Origin: a.id}
+		if !sameRecord(a.rec, r) && r.valid() == nil && a.adopt(r, "formation record refreshed", a.id) {
+			out = r
+		}
+	}
+	a.mu.Unlock()
+	if out != nil {
+		a.broadcastRecord(out)
+	}
+}
+
+func (a *agent) phase(s *State, results []result) status.Phase {
+	alive := 0
+	for _, m := range s.Members {
+		if m.Alive {
+			alive++
+		}
+	}
+	failed := false
+	for _, r := range results {
+		failed = failed || r.err != nil
+	}
+	a.mu.Lock()
+	decided, proposing := a.el.Decided(), a.el.Proposing()
+	a.mu.Unlock()
+	switch {
+	case s.Formation == nil && decided == "" && alive < election.Majority(s.Expected) && !proposing:
+		return status.PhaseDiscovering
+	case s.Formation == nil && decided == "":
+		return PhaseElecting
+	case s.Formation == nil || (!a.everReady && (failed || alive < s.Expected)):
+		return status.PhaseForming
+	case failed || alive < s.Expected:
+		return status.PhaseDegraded
+	}
+	a.everReady = true
+	return status.PhaseReady
+}
+
+func (a *agent) report(s *State, phase status.Phase, results []result) {
+	st := &status.Status{Phase: phase, Members: s.Members, Reconcilers: map[string]string{}}
+	maps.Copy(st.Reconcilers, s.Status)
+	var errs []string
+	for _, r := range results {
+		switch {
+		case r.err != nil:
+			st.Reconcilers[r.name] = "error: " + r.err.Error()
+			errs = append(errs, r.err.Error())
+		case st.Reconcilers[r.name] == "" && r.changed:
+			st.Reconcilers[r.name] = "changed"
+		case st.Reconcilers[r.name] == "":
+			st.Reconcilers[r.name] = "ok"
+		}
+	}
+	st.Swarm = component(results, "swarm", s.Status["swarm"])
+	if st.Swarm.State == "" {
+		switch {
+		case s.SwarmActive:
+			st.Swarm.State = "active"
+		case s.Formation == nil:
+			st.Swarm.State = "waiting"
+		default:
+			st.Swarm.State = "joining"
+		}
+	}
+	st.Gluster = component(results, "gluster", s.Status["gluster"])
+	st.VIPHolder = s.Status["vipHolder"]
+	if len(errs) > 0 {
+		a.lastErr, a.lastErrAt = strings.Join(errs, "; "), time.Now().UTC()
+	}
+	st.LastError, st.LastErrorAt = a.lastErr, a.lastErrAt
+
+	alive := 0
+	for _, m := range s.Members {
+		if m.Alive {
+			alive++
+		}
+	}
+	summary := fmt.Sprintf("%s: %d/%d members", phase, alive, s.Expected)
+	if s.Formation != nil {
+		summary += ", swarm " + short(s.Formation.SwarmID)
+	} else if s.Initialiser {
+		summary += ", initialising"
+	}
+	if len(errs) > 0 {
+		summary += fmt.Sprintf(", %d reconciler errors", len(errs))
+	}
+	a.writeStatus(st, summary)
+}
+
+func component(results []result, name, detail string) status.Component {
+	for _, r := range results {
+		if r.name != name {
+			continue
+		}
+		if r.err != nil {
+			return status.Component{State: "error", Detail: r.err.Error()}
+		}
+		return status.Component{Detail: detail}
+	}
+	return status.Component{State: "none", Detail: detail}
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

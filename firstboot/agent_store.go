@@ -1,0 +1,97 @@
+package firstboot
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Files under Options.StateDir (/var/lib/kiln). Both hold what must survive a crash at any instant: the
+// election acceptor state (written before any reply leaves the node) and the formation record (which
+// carries the join tokens, hence 0600).
+const (
+	electionFile  = "election.json"
+	formationFile = "formation.json"
+)
+
+// record is the persisted and gossiped formation: the Formation plus what merging needs.
+type record struct {
+	Formation
+	// Updated orders refreshes of the same swarm's record (new manager list, rotated tokens); clocks may
+	// differ between nodes, which only delays a refresh, never mixes swarms.
+	Updated time.Time `json:"updated"`
+	// Origin is the node that produced this version, for logs.
+	Origin string `json:"origin"`
+}
+
+func (r *record) valid() error {
+	switch {
+	case r.SwarmID == "":
+		return errors.New("formation record without swarm id")
+	case r.Initialiser == "":
+		return errors.New("formation record without initialiser")
+	case r.ManagerToken == "" || r.WorkerToken == "":
+		return errors.New("formation record without join tokens")
+	case len(r.ManagerAddrs) == 0:
+		return errors.New("formation record without manager addresses")
+	}
+	return nil
+}
+
+// writeJSON writes v to path atomically with mode 0600: temp file in the same directory, fsync, rename,
+// fsync of the directory, so after a crash the file is either the old or the new version.
+func writeJSON(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	_, err = tmp.Write(append(data, '\n'))
+	if err == nil {
+		err = tmp.Chmod(0o600)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// readJSON reads path into v; a missing file leaves v untouched and reports false.
+func readJSON(path string, v any) (bool, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return false, fmt.Errorf("decode %s: %w", path, err)
+	}
+	return true, nil
+}

@@ -1,0 +1,377 @@
+package firstboot
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kiln-project/kiln/firstboot/config"
+	"github.com/kiln-project/kiln/firstboot/discovery"
+	"github.com/kiln-project/kiln/firstboot/netif"
+	"github.com/kiln-project/kiln/firstboot/status"
+)
+
+// world is a fake Docker shared by the test's nodes: which swarm each node's daemon is in survives an
+// agent restart (as /var/lib/docker does), and every swarm init is counted.
+type world struct {
+	mu        sync.Mutex
+	inits     []string          // node ids that ran swarm init
+	nodeSwarm map[string]string // node id → swarm id
+}
+
+// fakeSwarm behaves like the swarm reconciler's contract: init only on the Initialiser without a
+// formation, join the formation's swarm otherwise, announce once active as a manager.
+type fakeSwarm struct {
+	w  *world
+	id string
+	// onInit runs right after a swarm init (a crash injection point); its error is returned.
+	onInit func() error
+}
+
+func (f *fakeSwarm) Name() string { return "swarm" }
+
+func (f *fakeSwarm) Reconcile(ctx context.Context, s *State) (bool, error) {
+	f.w.mu.Lock()
+	changed := false
+	sid := f.w.nodeSwarm[f.id]
+	switch {
+	case sid == "" && s.Formation == nil && !s.Initialiser:
+		f.w.mu.Unlock()
+		s.Status["swarm"] = "waiting for formation"
+		return false, nil
+	case sid == "" && s.Formation == nil:
+		f.w.inits = append(f.w.inits, f.id)
+		sid = fmt.Sprintf("swarm-%d-%s", len(f.w.inits), f.id)
+		f.w.nodeSwarm[f.id] = sid
+		changed = true
+		if f.onInit != nil {
+			f.w.mu.Unlock()
+			if err := f.onInit(); err != nil {
+				return true, err
+			}
+			f.w.mu.Lock()
+		}
+	case sid == "":
+		sid = s.Formation.SwarmID
+		f.w.nodeSwarm[f.id] = sid
+		changed = true
+	}
+	var managers []string
+	for id, other := range f.w.nodeSwarm {
+		if other == sid {
+			managers = append(managers, id+":2377")
+		}
+	}
+	f.w.mu.Unlock()
+	if s.Formation != nil && s.Formation.SwarmID != sid {
+		return changed, fmt.Errorf("swarm: in %s, formation says %s", sid, s.Formation.SwarmID)
+	}
+	if s.Formation == nil && !s.Initialiser {
+		return changed, nil
+	}
+	s.SwarmActive = true
+	s.Announce = &Formation{SwarmID: sid, ManagerToken: "SWMTKN-1-manager-secret", WorkerToken: "SWMTKN-1-worker-secret", ManagerAddrs: managers}
+	s.Status["swarm"] = "manager in " + sid
+	return changed, nil
+}
+
+// orderCheck records the order reconcilers ran in, and what the previous one left in State.
+type orderCheck struct {
+	name string
+	log  *[]string
+	mu   *sync.Mutex
+}
+
+func (o orderCheck) Name() string { return o.name }
+func (o orderCheck) Reconcile(ctx context.Context, s *State) (bool, error) {
+	o.mu.Lock()
+	*o.log = append(*o.log, fmt.Sprintf("%s(active=%v)", o.name, s.SwarmActive))
+	if len(*o.log) > 50 {
+		*o.log = (*o.log)[len(*o.log)-50:]
+	}
+	o.mu.Unlock()
+	return false, nil
+}
+
+type testCluster struct {
+	t       *testing.T
+	w       *world
+	key     config.Key
+	ips     []string
+	ids     []string
+	port    int
+	beacon  int
+	dirs    []string
+	cancels []context.CancelFunc
+	done    []chan struct{}
+	logs    []*syncBuf
+	order   []string
+	orderMu sync.Mutex
+	onInit  map[string]func() error
+	cfgErr  atomic.Pointer[error]
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func freePort(t *testing.T, network, ip string) int {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp4", ip+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port
+	}
+	l, err := net.Listen("tcp4", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func newCluster(t *testing.T, base int) *testCluster {
+	c := &testCluster{t: t, w: &world{nodeSwarm: map[string]string{}}, ids: []string{"a1", "b2", "c3"}, onInit: map[string]func() error{}}
+	for i := range 3 {
+		c.ips = append(c.ips, fmt.Sprintf("127.0.0.%d", base+i))
+		c.dirs = append(c.dirs, t.TempDir())
+		c.logs = append(c.logs, &syncBuf{})
+	}
+	c.key[0] = 42
+	c.port = freePort(t, "tcp", c.ips[0])
+	c.beacon = freePort(t, "udp", c.ips[0])
+	c.cancels = make([]context.CancelFunc, 3)
+	c.done = make([]chan struct{}, 3)
+	t.Cleanup(func() {
+		for i := range c.cancels {
+			c.stop(i)
+		}
+		if t.Failed() {
+			for i, l := range c.logs {
+				t.Logf("--- log of %s:\n%s", c.ids[i], l.String())
+			}
+		}
+	})
+	return c
+}
+
+var testTuning = discovery.Tuning{ProbeInterval: 200 * time.Millisecond, ProbeTimeout: 100 * time.Millisecond, SuspicionMult: 2,
+	SuspicionMaxTimeoutMult: 3, GossipInterval: 50 * time.Millisecond, PushPullInterval: time.Second}
+
+func (c *testCluster) options(i int) Options {
+	var targets []netip.AddrPort
+	for _, ip := range c.ips {
+		targets = append(targets, netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(c.beacon)))
+	}
+	id, ip := c.ids[i], c.ips[i]
+	return Options{
+		Logger: slog.New(slog.NewTextHandler(c.logs[i], &slog.HandlerOptions{Level: slog.LevelInfo})),
+		LoadConfig: func(ctx context.Context) (*config.Config, error) {
+			if e := c.cfgErr.Load(); e != nil {
+				return nil, *e
+			}
+			return &config.Config{Cluster: config.Cluster{Name: "garage", Key: c.key, Size: 3}, Source: "test"}, nil
+		},
+		Identity: func() (string, string, error) { return id, "kiln-" + id, nil },
+		SelectInterface: func(string, netip.Addr) (netif.Choice, error) {
+			return netif.Choice{Interface: "lo", Addr: netip.MustParseAddr(ip), Subnet: netip.MustParsePrefix("127.0.0.0/8"), Reason: "test"}, nil
+		},
+		Reconcilers: func(env Env) ([]Reconciler, error) {
+			return []Reconciler{
+				orderCheck{name: "firewall", log: &c.order, mu: &c.orderMu},
+				&fakeSwarm{w: c.w, id: env.NodeID, onInit: c.onInit[env.NodeID]},
+				orderCheck{name: "gluster", log: &c.order, mu: &c.orderMu},
+			}, nil
+		},
+		StateDir:   c.dirs[i],
+		StatusPath: filepath.Join(c.dirs[i], "run", "status.json"),
+		Notify:     func(string) {},
+		Discovery: func(dc *discovery.Config) {
+			dc.Port = c.port
+			dc.Tuning = &testTuning
+			dc.Beacon = discovery.BeaconConfig{Listen: fmt.Sprintf("%s:%d", ip, c.beacon), Targets: targets, Interval: 100 * time.Millisecond}
+		},
+		PassInterval:  300 * time.Millisecond,
+		RetryInterval: 50 * time.Millisecond,
+	}
+}
+
+func (c *testCluster) start(i int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	c.cancels[i], c.done[i] = cancel, done
+	opts := c.options(i)
+	go func() {
+		defer close(done)
+		if err := Run(ctx, opts); err != nil {
+			c.t.Errorf("Run %s: %v", c.ids[i], err)
+		}
+	}()
+}
+
+func (c *testCluster) stop(i int) {
+	if c.cancels[i] != nil {
+		c.cancels[i]()
+		<-c.done[i]
+		c.cancels[i] = nil
+	}
+}
+
+func (c *testCluster) status(i int) *status.Status {
+	st, err := status.Read(filepath.Join(c.dirs[i], "run", "status.json"))
+	if err != nil {
+		return &status.Status{}
+	}
+	return st
+}
+
+func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(25 * time.Millisecond) // poll interval
+	}
+}
+
+// converged reports whether every node is ready, in one swarm, with the same formation record.
+func (c *testCluster) converged() bool {
+	c.w.mu.Lock()
+	defer c.w.mu.Unlock()
+	var sid string
+	for i, id := range c.ids {
+		st := c.status(i)
+		if st.Phase != status.PhaseReady || c.w.nodeSwarm[id] == "" || (sid != "" && c.w.nodeSwarm[id] != sid) {
+			return false
+		}
+		sid = c.w.nodeSwarm[id]
+	}
+	return true
+}
+
+func (c *testCluster) checkOneInit() {
+	c.t.Helper()
+	c.w.mu.Lock()
+	defer c.w.mu.Unlock()
+	if len(c.w.inits) != 1 {
+		c.t.Fatalf("swarm init ran %d times: %v", len(c.w.inits), c.w.inits)
+	}
+}
+
+func TestAgentsFormOneSwarm(t *testing.T) {
+	c := newCluster(t, 71)
+	for i := range 3 {
+		c.start(i)
+	}
+	waitUntil(t, 30*time.Second, "3 nodes ready in one swarm", c.converged)
+	c.checkOneInit()
+	if init := c.w.inits[0]; init != "a1" {
+		t.Errorf("initialiser %s, want the lowest id a1 (all booted together)", init)
+	}
+	for i := range 3 {
+		p := filepath.Join(c.dirs[i], formationFile)
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v, want 0600", p, fi.Mode().Perm())
+		}
+		raw, _ := os.ReadFile(filepath.Join(c.dirs[i], "run", "status.json"))
+		if bytes.Contains(raw, []byte("SWMTKN")) {
+			t.Errorf("status.json of %s leaks a join token", c.ids[i])
+		}
+		st := c.status(i)
+		if len(st.Members) != 3 || st.Members[0].ID != "a1" || st.Members[2].ID != "c3" || !st.Members[1].Alive {
+			t.Errorf("status members %+v", st.Members)
+		}
+		if st.Swarm.State != "active" || !strings.Contains(st.Reconcilers["swarm"], "manager in swarm-1-a1") {
+			t.Errorf("status swarm %+v reconcilers %v", st.Swarm, st.Reconcilers)
+		}
+	}
+	c.orderMu.Lock()
+	order := strings.Join(c.order, " ")
+	c.orderMu.Unlock()
+	if !strings.Contains(order, "firewall(active=false) gluster(active=true)") {
+		t.Errorf("reconcilers did not run in order firewall, swarm, gluster with State passed along: %s", order)
+	}
+
+	// A member crash shows as degraded on the others; its return makes them ready again.
+	c.stop(2)
+	waitUntil(t, 15*time.Second, "degraded after a member stops", func() bool {
+		return c.status(0).Phase == status.PhaseDegraded && c.status(1).Phase == status.PhaseDegraded
+	})
+	c.start(2)
+	waitUntil(t, 30*time.Second, "ready again after it restarts", c.converged)
+	c.checkOneInit()
+}
+
+// TestAgentCrashAfterInitConverges kills the initialiser right after swarm init, before it could announce
+// the formation, and starts it again: it must resume as the initialiser, announce the swarm it made, and
+// nobody else may initialise meanwhile. A second node is restarted mid-formation too.
+func TestAgentCrashAfterInitConverges(t *testing.T) {
+	c := newCluster(t, 81)
+	var crashed atomic.Bool
+	c.onInit["a1"] = func() error {
+		if crashed.CompareAndSwap(false, true) {
+			c.cancels[0]()
+			return errors.New("crashed after init")
+		}
+		return nil
+	}
+	for i := range 3 {
+		c.start(i)
+	}
+	waitUntil(t, 30*time.Second, "the initialiser to crash after init", crashed.Load)
+	<-c.done[0]
+	c.cancels[0] = nil
+	// b2 restarts while the cluster has an initialiser but no formation.
+	c.stop(1)
+	if st := c.status(2); st.Phase == status.PhaseReady {
+		t.Fatalf("c3 ready without a formation: %+v", st)
+	}
+	c.start(1)
+	c.start(0)
+	waitUntil(t, 30*time.Second, "3 nodes ready in one swarm after the crash", c.converged)
+	c.checkOneInit()
+}
+
+// TestAgentWaitsForConfig: without a usable config the agent reports it and touches nothing; once a config
+// appears it proceeds.
+func TestAgentWaitsForConfig(t *testing.T) {
+	c := newCluster(t, 91)
+	bad := errors.New("config from esp: cluster.key: required")
+	c.cfgErr.Store(&bad)
+	c.start(0)
+	waitUntil(t, 10*time.Second, "config-error status", func() bool {
+		st := c.status(0)
+		return st.Phase == status.PhaseConfigError && strings.Contains(st.ConfigError, "cluster.key: required")
+	})
+	if _, err := os.Stat(filepath.Join(c.dirs[0], electionFile)); err == nil {
+		t.Fatal("election state written without a config")
+	}
+	c.cfgErr.Store(nil)
+	waitUntil(t, 10*time.Second, "discovering once the config is there", func() bool {
+		return c.status(0).Phase == status.PhaseDiscovering
+	})
+}
