@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,21 +151,24 @@ func Run(ctx context.Context, opts Options) error {
 	opts.Notify("READY=1\nSTATUS=starting")
 	defer opts.Notify("STOPPING=1")
 
-	if !a.setup(ctx) {
-		return nil
+	var wg sync.WaitGroup
+	if a.opts.Watchdog > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.watchdog(ctx) }()
 	}
-	defer func() {
+	if a.setup(ctx) {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.control(ctx) }()
+		a.reconcileLoop(ctx)
+	}
+	// ctx has ended: stop our goroutines first, then leave the membership they use.
+	wg.Wait()
+	if a.disc != nil {
 		if err := a.disc.Close(); err != nil {
 			a.log.Warn("leave membership", "err", err)
 		}
 		a.sends.Wait()
-	}()
-
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); a.control(ctx) }()
-	a.reconcileLoop(ctx)
-	wg.Wait()
+	}
 	return nil
 }
 
@@ -173,6 +177,7 @@ func Run(ctx context.Context, opts Options) error {
 func (a *agent) setup(ctx context.Context) bool {
 	retry := func(what string, f func() error) bool {
 		for {
+			a.beat.Store(time.Now().UnixNano()) // waiting for config is progress, not a hang
 			err := f()
 			if err == nil {
 				return true
@@ -313,5 +318,6 @@ func (a *agent) writeStatus(st *status.Status, summary string) {
 	if err := status.Write(a.opts.StatusPath, st); err != nil {
 		a.log.Warn("write status", "err", err)
 	}
-	a.opts.Notify("STATUS=" + summary)
+	// sd_notify separates assignments by newlines: a multi-line error (errors.Join) must become one line.
+	a.opts.Notify("STATUS=" + strings.Join(strings.Fields(summary), " "))
 }

@@ -28,7 +28,6 @@ const controlTick = 250 * time.Millisecond
 func (a *agent) control(ctx context.Context) {
 	tick := time.NewTicker(controlTick)
 	defer tick.Stop()
-	var lastDog time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -38,11 +37,26 @@ func (a *agent) control(ctx context.Context) {
 		case <-a.disc.Events():
 			a.step()
 			a.wake()
-		case now := <-tick.C:
+		case <-tick.C:
 			a.step()
-			if a.opts.Watchdog > 0 && now.Sub(lastDog) >= a.opts.Watchdog/3 && !a.stalled(now) {
+		}
+	}
+}
+
+// watchdog feeds systemd's watchdog every Watchdog/3 while the agent makes progress (setup retries and
+// reconcile passes both count).
+func (a *agent) watchdog(ctx context.Context) {
+	t := time.NewTicker(a.opts.Watchdog / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if !a.stalled(now) {
 				a.opts.Notify("WATCHDOG=1")
-				lastDog = now
+			} else {
+				a.log.Error("reconcile loop stalled; no longer feeding the watchdog", "since", time.Unix(0, a.beat.Load()))
 			}
 		}
 	}

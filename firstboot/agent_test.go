@@ -120,6 +120,9 @@ type testCluster struct {
 	orderMu sync.Mutex
 	onInit  map[string]func() error
 	cfgErr  atomic.Pointer[error]
+	// notes records every sd_notify state sent, per node.
+	notesMu sync.Mutex
+	notes   map[string][]string
 }
 
 type syncBuf struct {
@@ -149,7 +152,8 @@ func freePort(t *testing.T, network, ip string) int {
 }
 
 func newCluster(t *testing.T, base int) *testCluster {
-	c := &testCluster{t: t, w: &world{nodeSwarm: map[string]string{}}, ids: []string{"a1", "b2", "c3"}, onInit: map[string]func() error{}}
+	c := &testCluster{t: t, w: &world{nodeSwarm: map[string]string{}}, ids: []string{"a1", "b2", "c3"}, onInit: map[string]func() error{},
+		notes: map[string][]string{}}
 	for i := range 3 {
 		c.ips = append(c.ips, fmt.Sprintf("127.0.0.%d", base+i))
 		c.dirs = append(c.dirs, t.TempDir())
@@ -203,7 +207,12 @@ func (c *testCluster) options(i int) Options {
 		},
 		StateDir:   c.dirs[i],
 		StatusPath: filepath.Join(c.dirs[i], "run", "status.json"),
-		Notify:     func(string) {},
+		Notify: func(st string) {
+			c.notesMu.Lock()
+			c.notes[id] = append(c.notes[id], st)
+			c.notesMu.Unlock()
+		},
+		Watchdog: 150 * time.Millisecond,
 		Discovery: func(dc *discovery.Config) {
 			dc.Port = c.port
 			dc.Tuning = &testTuning
@@ -370,6 +379,14 @@ func TestAgentWaitsForConfig(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(c.dirs[0], electionFile)); err == nil {
 		t.Fatal("election state written without a config")
 	}
+	// systemd sees the agent ready (so it is not restarted in a loop), the reason in STATUS, and a fed
+	// watchdog while it waits.
+	waitUntil(t, 5*time.Second, "READY, STATUS and WATCHDOG notifications", func() bool {
+		c.notesMu.Lock()
+		defer c.notesMu.Unlock()
+		all := strings.Join(c.notes["a1"], "\n")
+		return strings.Contains(all, "READY=1") && strings.Contains(all, "STATUS=no usable cluster config") && strings.Contains(all, "WATCHDOG=1")
+	})
 	c.cfgErr.Store(nil)
 	waitUntil(t, 10*time.Second, "discovering once the config is there", func() bool {
 		return c.status(0).Phase == status.PhaseDiscovering
