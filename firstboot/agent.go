@@ -31,6 +31,8 @@ type Options struct {
 	Identity func() (id, hostname string, err error)
 	// SelectInterface picks the cluster interface and address (default: netif.Select).
 	SelectInterface func(configured string, exclude netip.Addr) (netif.Choice, error)
+	// HoldsVIP reports whether the cluster interface carries the VIP now (default: netif.HasAddr).
+	HoldsVIP func(dev string, vip netip.Addr) (bool, error)
 	// Reconcilers builds the ordered reconciler list once config, identity and interface are known. nil
 	// means none (the agent still discovers, elects and reports).
 	Reconcilers func(env Env) ([]Reconciler, error)
@@ -82,6 +84,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.SelectInterface == nil {
 		o.SelectInterface = netif.Select
+	}
+	if o.HoldsVIP == nil {
+		o.HoldsVIP = netif.HasAddr
 	}
 	if o.StateDir == "" {
 		o.StateDir = "/var/lib/kiln"
@@ -295,7 +300,7 @@ func (a *agent) startDiscovery(ctx context.Context) error {
 		return err
 	}
 	a.disc = d
-	a.publishMeta(status.PhaseDiscovering)
+	a.publishMeta(status.PhaseDiscovering, false)
 	return nil
 }
 

@@ -291,10 +291,10 @@ func (a *agent) broadcastRecord(r *record) {
 	}
 }
 
-// publishMeta gossips this node's phase and what it knows of the formation.
-func (a *agent) publishMeta(phase status.Phase) {
+// publishMeta gossips this node's phase, what it knows of the formation, and whether it holds the VIP.
+func (a *agent) publishMeta(phase status.Phase, holdsVIP bool) {
 	a.mu.Lock()
-	m := discovery.Meta{Phase: string(phase), Initialiser: a.el.Decided()}
+	m := discovery.Meta{Phase: string(phase), Initialiser: a.el.Decided(), VIP: holdsVIP}
 	if a.rec != nil {
 		m.SwarmID = a.rec.SwarmID
 	}

@@ -59,8 +59,15 @@ func (a *agent) pass(ctx context.Context) {
 		a.takeAnnounce(s)
 	}
 	phase := a.phase(s, results)
-	a.publishMeta(phase)
-	a.report(s, phase, results)
+	holds := false
+	if vip := a.cfg.Cluster.VIP; vip.IsValid() {
+		var err error
+		if holds, err = a.opts.HoldsVIP(a.net.Interface, vip.Addr()); err != nil {
+			a.log.Warn("observe VIP", "err", err)
+		}
+	}
+	a.publishMeta(phase, holds)
+	a.report(s, phase, results, holds)
 }
 
 // state snapshots the membership, decision and formation into a fresh State.
@@ -171,7 +178,7 @@ func (a *agent) phase(s *State, results []result) status.Phase {
 	return status.PhaseReady
 }
 
-func (a *agent) report(s *State, phase status.Phase, results []result) {
+func (a *agent) report(s *State, phase status.Phase, results []result, holdsVIP bool) {
 	st := &status.Status{Phase: phase, Members: s.Members, Reconcilers: map[string]string{}}
 	maps.Copy(st.Reconcilers, s.Status)
 	var errs []string
@@ -198,7 +205,7 @@ func (a *agent) report(s *State, phase status.Phase, results []result) {
 		}
 	}
 	st.Gluster = component(results, "gluster", s.Status["gluster"])
-	st.VIPHolder = s.Status["vipHolder"]
+	st.VIPHolder = a.vipHolders(holdsVIP)
 	if len(errs) > 0 {
 		a.lastErr, a.lastErrAt = strings.Join(errs, "; "), time.Now().UTC()
 	}
@@ -220,6 +227,24 @@ func (a *agent) report(s *State, phase status.Phase, results []result) {
 		summary += fmt.Sprintf(", %d reconciler errors", len(errs))
 	}
 	a.writeStatus(st, summary)
+}
+
+// vipHolders names the members that hold the VIP, by their gossiped metadata and this node's own
+// observation; more than one name is a split brain the operator must see.
+func (a *agent) vipHolders(self bool) string {
+	var holders []string
+	for _, p := range a.disc.Peers() {
+		if p.ID == a.id {
+			if self {
+				holders = append(holders, a.host)
+			}
+			continue
+		}
+		if p.Alive && p.Meta.VIP {
+			holders = append(holders, p.Hostname)
+		}
+	}
+	return strings.Join(holders, ",")
 }
 
 func component(results []result, name, detail string) status.Component {

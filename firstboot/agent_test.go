@@ -192,9 +192,12 @@ func (c *testCluster) options(i int) Options {
 			if e := c.cfgErr.Load(); e != nil {
 				return nil, *e
 			}
-			return &config.Config{Cluster: config.Cluster{Name: "garage", Key: c.key, Size: 3}, Source: "test"}, nil
+			return &config.Config{Cluster: config.Cluster{Name: "garage", Key: c.key, Size: 3, VIP: netip.MustParsePrefix("192.0.2.250/24")}, Source: "test"}, nil
 		},
 		Identity: func() (string, string, error) { return id, "kiln-" + id, nil },
+		HoldsVIP: func(dev string, vip netip.Addr) (bool, error) {
+			return id == "b2" && dev == "lo" && vip == netip.MustParseAddr("192.0.2.250"), nil
+		},
 		SelectInterface: func(string, netip.Addr) (netif.Choice, error) {
 			return netif.Choice{Interface: "lo", Addr: netip.MustParseAddr(ip), Subnet: netip.MustParsePrefix("127.0.0.0/8"), Reason: "test"}, nil
 		},
@@ -318,6 +321,14 @@ func TestAgentsFormOneSwarm(t *testing.T) {
 			t.Errorf("status swarm %+v reconcilers %v", st.Swarm, st.Reconcilers)
 		}
 	}
+	waitUntil(t, 10*time.Second, "every node to name kiln-b2 as the VIP holder", func() bool {
+		for i := range 3 {
+			if c.status(i).VIPHolder != "kiln-b2" {
+				return false
+			}
+		}
+		return true
+	})
 	c.orderMu.Lock()
 	order := strings.Join(c.order, " ")
 	c.orderMu.Unlock()

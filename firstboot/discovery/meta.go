@@ -22,6 +22,9 @@ type Meta struct {
 	Initialiser string `json:"i,omitempty"`
 	// SwarmID is the formed swarm's id once this node holds a formation record: "a formation is announced".
 	SwarmID string `json:"s,omitempty"`
+	// VIP reports that this node holds the floating address right now (observed on its interface), so
+	// every node's status can name the holder, and two holders show up as what they are.
+	VIP bool `json:"v,omitempty"`
 }
 
 // EncodeMeta serialises m, refusing anything over the limit.

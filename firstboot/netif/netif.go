@@ -158,3 +158,21 @@ func isZeroMask(m []byte) bool {
 	}
 	return true
 }
+
+// HasAddr reports whether the interface named dev carries address a (e.g. whether this node holds the VIP).
+func HasAddr(dev string, a netip.Addr) (bool, error) {
+	l, err := netlink.LinkByName(dev)
+	if err != nil {
+		return false, fmt.Errorf("netif: link %s: %w", dev, err)
+	}
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return false, fmt.Errorf("netif: addresses of %s: %w", dev, err)
+	}
+	for _, ad := range addrs {
+		if ip, ok := netip.AddrFromSlice(ad.IP); ok && ip.Unmap() == a.Unmap() {
+			return true, nil
+		}
+	}
+	return false, nil
+}

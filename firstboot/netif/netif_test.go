@@ -78,3 +78,15 @@ func TestObserve(t *testing.T) {
 	}
 	t.Fatalf("no loopback among %+v", links)
 }
+
+func TestHasAddr(t *testing.T) {
+	if ok, err := HasAddr("lo", netip.MustParseAddr("127.0.0.1")); err != nil || !ok {
+		t.Fatalf("lo has 127.0.0.1: %v %v", ok, err)
+	}
+	if ok, err := HasAddr("lo", netip.MustParseAddr("192.0.2.77")); err != nil || ok {
+		t.Fatalf("lo has 192.0.2.77: %v %v", ok, err)
+	}
+	if _, err := HasAddr("nonexistent0", netip.MustParseAddr("127.0.0.1")); err == nil {
+		t.Fatal("no error for a missing link")
+	}
+}
