@@ -22,6 +22,7 @@ var commands = []func() *cobra.Command{
 	newIdentityCmd,
 	newIgniteCmd,
 	newSSHKeysCmd,
+	newHealthCmd,
 	newVersionCmd,
 }
 

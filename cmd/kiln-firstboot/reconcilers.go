@@ -1,12 +1,56 @@
 package main
 
 import (
+	"context"
+	"fmt"
+
+	"github.com/docker/docker/client"
+	"github.com/vishvananda/netlink"
+
 	"github.com/kiln-project/kiln/firstboot"
+	"github.com/kiln-project/kiln/firstboot/discovery"
+	"github.com/kiln-project/kiln/firstboot/firewall"
+	"github.com/kiln-project/kiln/firstboot/gluster"
+	"github.com/kiln-project/kiln/firstboot/sdunit"
+	"github.com/kiln-project/kiln/firstboot/swarm"
+	"github.com/kiln-project/kiln/firstboot/vrrp"
 )
 
-// reconcilers builds the agent's ordered reconciler list (firewall, swarm, gluster, vrrp) once config, identity
-// and the cluster interface are known. This is the one place that wires them; until they are wired the agent
-// still discovers, elects and reports status.
+// reconcilers builds the agent's ordered reconciler list once config, identity and the cluster interface are
+// known. Order matters: the firewall first (cluster ports open to members only before any service listens on
+// them), then swarm (its formation record gates gluster), gluster, and VRRP last (the VIP only moves to a node
+// whose swarm is healthy).
 func reconcilers(env firstboot.Env) ([]firstboot.Reconciler, error) {
-	return nil, nil
+	docker, err := dockerClient()
+	if err != nil {
+		return nil, err
+	}
+	systemd, err := sdunit.Connect(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("reconcilers: systemd: %w", err)
+	}
+	nl, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("reconcilers: netlink: %w", err)
+	}
+	log := env.Logger
+	return []firstboot.Reconciler{
+		firewall.New(firewall.HostNFT, firewall.Options{
+			DiscoveryPorts: []uint16{discovery.GossipPort, discovery.BeaconPort},
+			StaticPeers:    env.Config.Cluster.Peers,
+			ScriptPath:     "/run/kiln/firewall.nft",
+		}, log.With("reconciler", "firewall")),
+		swarm.New(docker, log.With("reconciler", "swarm")),
+		gluster.New(gluster.NewCLI(gluster.HostRunner), systemd, "", log.With("reconciler", "gluster")),
+		vrrp.New(systemd, nl, vrrp.ConfigPath, log.With("reconciler", "vrrp")),
+	}, nil
+}
+
+// dockerClient talks to the local dockerd; version negotiation settles on the daemon's API (1.41 on bookworm).
+func dockerClient() (*client.Client, error) {
+	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	return c, nil
 }

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// BeaconPort is the UDP port of LAN beacons (memberlist uses 7946; the next port keeps the pair together in
+// BeaconPort is the UDP port of LAN beacons (kiln's memberlist uses 7948; adjacent ports keep the pair together in
 // firewall rules).
 const BeaconPort = 7947
 

@@ -23,8 +23,9 @@ import (
 	"github.com/kiln-project/kiln/firstboot/member"
 )
 
-// GossipPort is memberlist's port (TCP and UDP).
-const GossipPort = 7946
+// GossipPort is memberlist's port (TCP and UDP). Not 7946: Docker swarm's own memberlist binds that port on the
+// same address, and sharing it would also expose swarm gossip wherever kiln discovery must be reachable.
+const GossipPort = 7948
 
 // Config configures discovery.
 type Config struct {

@@ -64,9 +64,9 @@ var ScanPorts = []int{
 	22, 80, 443, // ssh, web (routing mesh)
 	111, 2049, // rpcbind, nfs (glusterfs-server Recommends nfs-common)
 	2375, 2376, // dockerd TCP API (plain, TLS)
-	2377,       // swarm manager raft/control
-	4789,       // VXLAN (UDP in use; TCP must not answer either)
-	7946, 7947, // swarm gossip / kiln membership, kiln beacons
+	2377,             // swarm manager raft/control
+	4789,             // VXLAN (UDP in use; TCP must not answer either)
+	7946, 7947, 7948, // swarm gossip, kiln beacons, kiln membership
 	8946,         // spare membership port (firewall renders what it is told)
 	24007, 24008, // glusterd management
 	38465, 38466, // gluster NFS
