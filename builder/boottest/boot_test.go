@@ -20,11 +20,9 @@ import (
 
 	"github.com/kiln-project/kiln/builder"
 	"github.com/kiln-project/kiln/builder/cache"
-	"github.com/kiln-project/kiln/builder/disk"
 	"github.com/kiln-project/kiln/builder/layers"
-	"github.com/kiln-project/kiln/builder/output"
-	"github.com/kiln-project/kiln/builder/rootfs"
 	"github.com/kiln-project/kiln/builder/spec"
+	"github.com/kiln-project/kiln/builder/stages"
 )
 
 const (
@@ -163,7 +161,7 @@ func buildImage(ctx context.Context, t *testing.T, work string) string {
 		t.Fatal(err)
 	}
 	p := &builder.Pipeline{
-		Stages:          []builder.Stage{rootfs.New(s), layers.NewBase(s), layers.NewNode(s), disk.New(s), output.New(s)},
+		Stages:          stages.For(s),
 		Cache:           c,
 		Log:             slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 		SourceDateEpoch: epoch,

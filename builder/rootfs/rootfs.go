@@ -44,18 +44,11 @@ var bootPackages = []string{
 //go:embed initramfs
 var initramfsFiles embed.FS
 
-// customizeScript runs in the finished tree (mmdebstrap's customize hook: "$1" is the tree, the other arguments
-// are the kernel packages). The kernel is installed here, after everything else is configured: its postinst
-// builds the initrd once, with kiln's boot script, every initramfs hook and all firmware already in place.
-// Installed together with the rest, the initrd would be built a second time by the update-initramfs
-// triggers of busybox, udev, firmware… (minutes with MODULES=most).
-// Then it removes everything that would give every node flashed from one image the same identity, and
-// anything that only records when or where the build ran.
+// customizeScript runs in the finished tree (mmdebstrap's customize hook: "$1" is the tree). It removes
+// everything that would give every node flashed from one image the same identity, and anything that only
+// records when or where the build ran.
 const customizeScript = `set -eu
 root="$1"
-shift
-# mmdebstrap's own apt configuration (sources, no Recommends, dpkg chrooted into the tree).
-APT_CONFIG="$MMDEBSTRAP_APT_CONFIG" apt-get install --yes -o Dpkg::Use-Pty=0 "$@"
 # Identity: generated per node at boot (machine-id by the initramfs, SSH host keys by kiln-ssh-keygen).
 : >"$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id" "$root/etc/ssh/ssh_host_"*
@@ -105,16 +98,9 @@ func (st *Stage) packages() []string {
 	return slices.Compact(all)
 }
 
-// split separates the kernel packages (installed last, see customizeScript) from the rest.
-func split(pkgs []string) (rest, kernels []string) {
-	for _, p := range pkgs {
-		if strings.HasPrefix(p, "linux-image-") {
-			kernels = append(kernels, p)
-		} else {
-			rest = append(rest, p)
-		}
-	}
-	return rest, kernels
+// hasKernel reports whether pkgs install a kernel.
+func hasKernel(pkgs []string) bool {
+	return slices.ContainsFunc(pkgs, func(p string) bool { return strings.HasPrefix(p, "linux-image-") })
 }
 
 // sources are the apt source lines: the suite, plus its security and updates suites (a node image should carry
@@ -159,21 +145,19 @@ func (st *Stage) Run(ctx context.Context, env *builder.Env, dir string) error {
 		return fmt.Errorf("packages: %w", err)
 	}
 	tree := filepath.Join(dir, TreeDir)
-	rest, kernels := split(st.packages())
-	if len(kernels) == 0 {
+	if !hasKernel(st.packages()) {
 		return errors.New("packages: no linux-image-* package to boot")
 	}
 	args := []string{
 		"--mode=root", "--variant=apt", "--format=directory",
 		"--architectures=" + st.spec.Distribution.Architecture,
-		"--include=" + strings.Join(rest, ","),
+		"--include=" + strings.Join(st.packages(), ","),
 		`--aptopt=APT::Install-Recommends "false"`,
 		`--aptopt=Acquire::Retries "3"`,
 		// Before any package is unpacked, so every initrd ever built in the tree has kiln's script.
 		// None of these paths is a conffile of initramfs-tools, so dpkg leaves them alone.
 		fmt.Sprintf(`--setup-hook=mkdir -p "$1/etc/initramfs-tools" && cp -a %q/. "$1/etc/initramfs-tools/"`, initramfsDir),
-		fmt.Sprintf(`--customize-hook=sh %q "$1" %s`, customize, strings.Join(kernels, " ")),
-		// After kiln's customize hook: eatmydata's own customize hook removes the wrapper that skips fsync.
+		fmt.Sprintf(`--customize-hook=sh %q "$1"`, customize),
 		"--hook-dir=/usr/share/mmdebstrap/hooks/eatmydata",
 	}
 	if st.spec.Distribution.Snapshot != "" {

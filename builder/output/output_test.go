@@ -1,0 +1,51 @@
+package output
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/kiln-project/kiln/builder/spec"
+)
+
+func TestLookup(t *testing.T) {
+	if f, err := Lookup("qcow2"); err != nil || f.Ext != "qcow2" {
+		t.Errorf("Lookup(qcow2) = %+v, %v", f, err)
+	}
+	_, err := Lookup("vmdk")
+	if err == nil || !strings.Contains(err.Error(), `unknown format "vmdk"`) || !strings.Contains(err.Error(), "qcow2, raw") {
+		t.Errorf("Lookup(vmdk) error = %v, want one naming the format and the known ones", err)
+	}
+	st := New(&spec.Spec{Name: "x", Formats: []string{"raw", "iso", "vhd"}})
+	if _, err := st.Inputs(context.Background()); err == nil || !strings.Contains(err.Error(), "iso") || !strings.Contains(err.Error(), "vhd") {
+		t.Errorf("Inputs with unknown formats: %v, want both named", err)
+	}
+}
+
+// TestWriteRawSparse: the copy has the same bytes and stays sparse where the source is zero.
+func TestWriteRawSparse(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("head"), 0)
+	f.WriteAt([]byte("tail"), 64<<20)
+	f.Close()
+	if err := writeRaw(context.Background(), src, dst); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(src)
+	b, _ := os.ReadFile(dst)
+	if string(a) != string(b) {
+		t.Fatal("copy differs")
+	}
+	fi, _ := os.Stat(dst)
+	if blocks := fi.Sys().(*syscall.Stat_t).Blocks * 512; blocks > 4<<20 {
+		t.Errorf("copy allocates %d bytes for 8 bytes of data: not sparse", blocks)
+	}
+}
