@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -48,7 +49,19 @@ type Cluster struct {
 	Interface string
 	// Peers are static peer addresses for networks without multicast (AWS); empty means discover.
 	Peers []netip.Addr
+	// ReplaceAfter is how long a member must be gone before an alive newcomer takes its place (swarm
+	// manager seat, gluster brick); default DefaultReplaceAfter. Shorter means faster repair but a slow
+	// reboot may be mistaken for a loss (the node then rejoins as an extra).
+	ReplaceAfter time.Duration
 }
+
+// DefaultReplaceAfter is cluster.replaceAfter when the config leaves it out: long enough for any reboot
+// (firmware, fsck, a TCG VM) to finish, short enough that a dead disk is repaired the same hour.
+const DefaultReplaceAfter = 10 * time.Minute
+
+// MinReplaceAfter keeps a typo like "10s" from replacing nodes that merely rebooted: failure detection alone
+// takes 4 s and a reboot at least tens of seconds.
+const MinReplaceAfter = 30 * time.Second
 
 // Key is the cluster key.
 type Key [KeySize]byte
@@ -73,6 +86,8 @@ type fileCluster struct {
 	VIP       string   `yaml:"vip"`
 	Interface string   `yaml:"interface"`
 	Peers     []string `yaml:"peers"`
+	// ReplaceAfter is a Go duration ("10m", "90s").
+	ReplaceAfter string `yaml:"replaceAfter"`
 }
 
 // Parse decodes and validates a config file. Unknown keys are errors; every problem is reported with its
@@ -153,6 +168,19 @@ func (f *file) validate() (*Config, error) {
 		c.Cluster.Peers = append(c.Cluster.Peers, a.Unmap())
 	}
 
+	c.Cluster.ReplaceAfter = DefaultReplaceAfter
+	if fc.ReplaceAfter != "" {
+		d, err := time.ParseDuration(fc.ReplaceAfter)
+		switch {
+		case err != nil:
+			bad("cluster.replaceAfter", "want a duration like 10m or 90s: %v", err)
+		case d < MinReplaceAfter:
+			bad("cluster.replaceAfter", "%s: must be at least %s (a rebooting node is not a lost one)", d, MinReplaceAfter)
+		default:
+			c.Cluster.ReplaceAfter = d
+		}
+	}
+
 	for n, k := range f.SSHAuthorizedKeys {
 		// A key is one line of authorized_keys; a newline would let one entry smuggle in a second line.
 		if strings.TrimSpace(k) == "" || strings.ContainsAny(k, "\r\n") {
@@ -168,7 +196,7 @@ func (f *file) validate() (*Config, error) {
 
 // New generates a fresh config with a random key (for `kiln cluster new`).
 func New(name string) (*Config, error) {
-	c := &Config{Cluster: Cluster{Name: name, Size: DefaultSize}}
+	c := &Config{Cluster: Cluster{Name: name, Size: DefaultSize, ReplaceAfter: DefaultReplaceAfter}}
 	if _, err := rand.Read(c.Cluster.Key[:]); err != nil {
 		return nil, fmt.Errorf("config: random key: %w", err)
 	}
@@ -215,6 +243,9 @@ func (c *Config) Marshal() ([]byte, error) {
 	fmt.Fprintf(&b, "  vip: %s  # floating address/prefix; empty: none\n", q(vip))
 	fmt.Fprintf(&b, "  interface: %s  # empty: the default-route interface, else the first with carrier\n", q(c.Cluster.Interface))
 	fmt.Fprintf(&b, "  peers: %s  # static peer addresses (no multicast, e.g. AWS)\n", flow(peers))
+	if ra := c.Cluster.ReplaceAfter; ra != 0 && ra != DefaultReplaceAfter {
+		fmt.Fprintf(&b, "  replaceAfter: %s  # a member gone this long is replaced by an alive newcomer\n", q(ra.String()))
+	}
 	fmt.Fprintf(&b, "ssh_authorized_keys: %s  # added to root's keys\n", flow(keys))
 	return b.Bytes(), nil
 }

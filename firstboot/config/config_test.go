@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 const goodKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" // bytes 0..31
@@ -54,6 +55,29 @@ ssh_authorized_keys:
 				}
 			},
 		},
+		{
+			name: "replaceAfter",
+			in:   "cluster:\n  name: a\n  key: " + goodKey + "\n  replaceAfter: 90s\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Cluster.ReplaceAfter != 90*time.Second {
+					t.Errorf("replaceAfter = %s, want 90s", c.Cluster.ReplaceAfter)
+				}
+				again, err := Parse(must(c.Marshal()))
+				if err != nil || again.Cluster.ReplaceAfter != 90*time.Second {
+					t.Errorf("round trip: %v, %v", again, err)
+				}
+			},
+		},
+		{name: "replaceAfter default", in: "cluster:\n  name: a\n  key: " + goodKey + "\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Cluster.ReplaceAfter != DefaultReplaceAfter {
+					t.Errorf("replaceAfter = %s, want %s", c.Cluster.ReplaceAfter, DefaultReplaceAfter)
+				}
+			}},
+		{name: "replaceAfter too short", in: "cluster:\n  name: a\n  key: " + goodKey + "\n  replaceAfter: 5s\n",
+			wantErr: []string{"cluster.replaceAfter", "at least 30s"}},
+		{name: "replaceAfter not a duration", in: "cluster:\n  name: a\n  key: " + goodKey + "\n  replaceAfter: soon\n",
+			wantErr: []string{"cluster.replaceAfter", "duration"}},
 		{name: "empty", in: "", wantErr: []string{"empty"}},
 		{name: "comment only", in: "# nothing\n", wantErr: []string{"empty"}},
 		{name: "unknown top-level field", in: "cluster: {name: a, key: " + goodKey + "}\nsssh_authorized_keys: []\n",
@@ -131,4 +155,11 @@ func TestNewMarshalRoundTrip(t *testing.T) {
 	if err := a.Validate(); err == nil || !strings.Contains(err.Error(), "cluster.name") {
 		t.Errorf("Validate of bad name = %v", err)
 	}
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
