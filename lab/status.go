@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -66,7 +67,7 @@ func (l *Lab) probeAgent(ctx context.Context, addr string, s *NodeStatus) {
 	case res.ExitCode == 127:
 		s.Booted, s.AgentError = true, "kiln-firstboot not installed"
 	case res.ExitCode != 0:
-		s.Booted, s.AgentError = true, "kiln-firstboot status: "+strings.TrimSpace(res.Stderr)
+		s.Booted, s.AgentError = true, fmt.Sprintf("kiln-firstboot status: exit %d: %s", res.ExitCode, strings.TrimSpace(res.Stderr))
 	case !json.Valid(res.Stdout):
 		s.Booted, s.AgentError = true, "kiln-firstboot status: output is not JSON"
 	default:
