@@ -137,6 +137,7 @@ type agent struct {
 	conflicted map[string]bool
 
 	// Reconcile-loop-only state.
+	swarmNode string // last observed swarm node ID of this node, gossiped in metadata
 	everReady bool
 	lastErr   string
 	lastErrAt time.Time

@@ -3,6 +3,7 @@ package firstboot
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"path/filepath"
 	"slices"
 	"time"
@@ -275,7 +276,8 @@ func (a *agent) adopt(r *record, msg, from string) bool {
 
 func sameRecord(x, y *record) bool {
 	return x.SwarmID == y.SwarmID && x.Initialiser == y.Initialiser && x.ManagerToken == y.ManagerToken &&
-		x.WorkerToken == y.WorkerToken && slices.Equal(x.ManagerAddrs, y.ManagerAddrs)
+		x.WorkerToken == y.WorkerToken && slices.Equal(x.ManagerAddrs, y.ManagerAddrs) &&
+		x.Managers == y.Managers && maps.Equal(x.GlusterPeers, y.GlusterPeers)
 }
 
 // broadcastRecord sends the record to every live member (the fast path; push/pull is the safety net).
@@ -294,7 +296,7 @@ func (a *agent) broadcastRecord(r *record) {
 // publishMeta gossips this node's phase, what it knows of the formation, and whether it holds the VIP.
 func (a *agent) publishMeta(phase status.Phase, holdsVIP bool) {
 	a.mu.Lock()
-	m := discovery.Meta{Phase: string(phase), Initialiser: a.el.Decided(), VIP: holdsVIP}
+	m := discovery.Meta{Phase: string(phase), Initialiser: a.el.Decided(), VIP: holdsVIP, SwarmNode: a.swarmNode}
 	if a.rec != nil {
 		m.SwarmID = a.rec.SwarmID
 	}

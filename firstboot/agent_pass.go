@@ -58,6 +58,9 @@ func (a *agent) pass(ctx context.Context) {
 	if s.Announce != nil {
 		a.takeAnnounce(s)
 	}
+	if s.SwarmNode != "" {
+		a.swarmNode = s.SwarmNode // keep the last observation when dockerd does not answer
+	}
 	phase := a.phase(s, results)
 	holds := false
 	if vip := a.cfg.Cluster.VIP; vip.IsValid() {
@@ -74,7 +77,7 @@ func (a *agent) pass(ctx context.Context) {
 func (a *agent) state() *State {
 	c := a.cfg.Cluster
 	s := &State{Expected: c.Size, ClusterName: c.Name, VIP: c.VIP, Interface: a.net.Interface, Subnet: a.net.Subnet,
-		Status: map[string]string{}}
+		ReplaceAfter: c.ReplaceAfter, Status: map[string]string{}}
 	for _, p := range a.disc.Peers() {
 		m := p.Member
 		if m.ID == a.id {

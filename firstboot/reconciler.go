@@ -5,6 +5,7 @@ package firstboot
 import (
 	"context"
 	"net/netip"
+	"time"
 
 	"github.com/kiln-project/kiln/firstboot/member"
 )
@@ -38,6 +39,9 @@ type State struct {
 	Initialiser bool
 	// Status collects what reconcilers report, for `kiln-firstboot status`.
 	Status map[string]string
+	// ReplaceAfter is how long a member must be gone before an alive newcomer may take its place
+	// (config cluster.replaceAfter).
+	ReplaceAfter time.Duration
 
 	// Announce is output: set by the swarm reconciler on a node that is an active swarm manager, it is the
 	// formation record this node can vouch for right now (swarm id, current join tokens, reachable manager
@@ -48,6 +52,10 @@ type State struct {
 	// SwarmActive is output: set by the swarm reconciler when this node is verified as a ready swarm member
 	// (the gluster reconciler waits for it before probing peers, so storage forms after the swarm).
 	SwarmActive bool
+	// SwarmNode is output: this node's swarm node ID as the swarm reconciler observed it this pass
+	// (member.NoSwarmNode when inactive, "" when dockerd did not answer). The agent gossips it, so managers
+	// can tell this node's live entry from a stale one left by a previous install on the same machine.
+	SwarmNode string
 }
 
 // Formation is what the initialiser announces once the swarm exists.
@@ -61,4 +69,12 @@ type Formation struct {
 	WorkerToken  string `json:"workerToken"`
 	// ManagerAddrs are addresses of reachable managers (host:2377).
 	ManagerAddrs []string `json:"managerAddrs"`
+	// Managers is how many manager entries the swarm's node list holds, reachable or not (raft members). A
+	// joiner becomes a manager only while this is below the cluster's manager seats, so a dead manager is
+	// removed before its successor is added (adding first would raise the quorum with a dead member inside).
+	Managers int `json:"managers,omitempty"`
+	// GlusterPeers maps a node address to the glusterd UUID the trusted pool knows it by. A reimaged node
+	// (same machine and address, empty /var) adopts its old UUID from here before its glusterd joins, so
+	// the pool takes it back in place instead of rejecting a stranger with a known address.
+	GlusterPeers map[string]string `json:"glusterPeers,omitempty"`
 }

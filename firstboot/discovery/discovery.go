@@ -294,7 +294,7 @@ func (d *Discovery) Peers() []Peer {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	self := d.known[d.cfg.NodeID]
-	self.Member = member.Member{ID: d.cfg.NodeID, Hostname: d.cfg.Hostname, Addr: d.Addr().Addr(), Alive: true}
+	self.Member = member.Member{ID: d.cfg.NodeID, Hostname: d.cfg.Hostname, Addr: d.Addr().Addr(), Alive: true, SwarmNode: d.meta.SwarmNode}
 	self.Meta = d.meta
 	d.known[d.cfg.NodeID] = self
 	out := make([]Peer, 0, len(d.known))
@@ -431,7 +431,7 @@ func (e *eventDelegate) update(n *memberlist.Node, alive bool) {
 	addr, _ := netip.AddrFromSlice(n.Addr)
 	d.mu.Lock()
 	old, seen := d.known[n.Name]
-	p := Peer{Member: member.Member{ID: n.Name, Hostname: meta.Hostname, Addr: addr.Unmap(), Alive: alive}, Meta: meta}
+	p := Peer{Member: member.Member{ID: n.Name, Hostname: meta.Hostname, Addr: addr.Unmap(), Alive: alive, SwarmNode: meta.SwarmNode}, Meta: meta}
 	d.known[n.Name] = p
 	d.gossip[n.Name] = netip.AddrPortFrom(addr.Unmap(), n.Port)
 	d.mu.Unlock()

@@ -25,6 +25,9 @@ type Meta struct {
 	// VIP reports that this node holds the floating address right now (observed on its interface), so
 	// every node's status can name the holder, and two holders show up as what they are.
 	VIP bool `json:"v,omitempty"`
+	// SwarmNode is the node's own swarm node ID as its dockerd reports it ("-": in no swarm; "": not
+	// observed yet). Managers compare it with their node list to find stale entries of reimaged nodes.
+	SwarmNode string `json:"n,omitempty"`
 }
 
 // EncodeMeta serialises m, refusing anything over the limit.
@@ -61,7 +64,7 @@ func DecodeMeta(b []byte) (Meta, error) {
 			return Meta{}, fmt.Errorf("discovery: meta initialiser: %w", err)
 		}
 	}
-	for _, s := range []string{m.Hostname, m.Phase, m.SwarmID} {
+	for _, s := range []string{m.Hostname, m.Phase, m.SwarmID, m.SwarmNode} {
 		if len(s) > 128 {
 			return Meta{}, fmt.Errorf("discovery: meta field too long")
 		}

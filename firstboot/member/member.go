@@ -13,4 +13,12 @@ type Member struct {
 	Addr netip.Addr `json:"addr"`
 	// Alive reports whether failure detection currently sees the node.
 	Alive bool `json:"alive"`
+	// SwarmNode is the swarm node ID the member last reported for itself (gossiped metadata): "" unknown
+	// (not reported yet), NoSwarmNode when its dockerd is in no swarm. A swarm entry with the member's
+	// hostname but another ID is a stale leftover (the member was reimaged), never the member itself.
+	SwarmNode string `json:"swarmNode,omitempty"`
 }
+
+// NoSwarmNode is SwarmNode for a member that observed itself in no swarm (inactive): unlike "", it is a
+// statement, so a leftover swarm entry with its hostname can be recognised as stale.
+const NoSwarmNode = "-"
