@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"slices"
 	"strconv"
 	"time"
@@ -29,6 +28,7 @@ type DockerAPI interface {
 	SwarmInspect(ctx context.Context) (swarm.Swarm, error)
 	NodeList(ctx context.Context, options swarm.NodeListOptions) ([]swarm.Node, error)
 	NodeUpdate(ctx context.Context, nodeID string, version swarm.Version, node swarm.NodeSpec) error
+	NodeRemove(ctx context.Context, nodeID string, options swarm.NodeRemoveOptions) error
 }
 
 // MaxManagers is the number of managers kiln keeps: raft needs a majority, so 3/5/7 tolerate 1/2/3 failures;
@@ -56,6 +56,14 @@ type Reconciler struct {
 	cli  DockerAPI
 	log  *slog.Logger
 	opts Options
+	// now is the clock (tests).
+	now func() time.Time
+	// downSince is when this node, as leader, first saw each swarm entry Down (see PlanCleanup).
+	downSince map[string]time.Time
+	// noQuorumSince is when this manager first found its swarm without a leader; zero while it has one.
+	noQuorumSince time.Time
+	// lastHeal is the last corrective action with its reason and time, shown in status.
+	lastHeal string
 }
 
 // New returns the swarm reconciler talking to dockerd through cli.
@@ -74,7 +82,7 @@ func NewWithOptions(cli DockerAPI, log *slog.Logger, opts Options) *Reconciler {
 	if opts.PollInterval == 0 {
 		opts.PollInterval = 250 * time.Millisecond
 	}
-	return &Reconciler{cli: cli, log: log, opts: opts}
+	return &Reconciler{cli: cli, log: log, opts: opts, now: time.Now, downSince: map[string]time.Time{}}
 }
 
 // Name implements firstboot.Reconciler.
@@ -84,10 +92,10 @@ func (r *Reconciler) Name() string { return "swarm" }
 // whatever that swarm runs, so kiln never does it on its own: a human decides.
 var ErrForeignSwarm = errors.New("node is in a different swarm than the cluster's formation; refusing to leave automatically")
 
-// Role returns the role self should have: a manager among the first MaxManagers members by ID, else a worker.
-// All known members count (alive or not), so a member's failure does not reshuffle everyone's role.
-func Role(self string, members []member.Member) swarm.NodeRole {
-	if rank(self, members) < MaxManagers {
+// Role returns the role self should have: a manager among the first Seats(expected) members by ID, else a
+// worker. All known members count (alive or not), so a member's failure does not reshuffle everyone's role.
+func Role(self string, members []member.Member, expected int) swarm.NodeRole {
+	if rank(self, members) < Seats(expected) {
 		return swarm.NodeRoleManager
 	}
 	return swarm.NodeRoleWorker
@@ -109,10 +117,14 @@ func rank(id string, members []member.Member) int {
 // Reconcile observes the local swarm state and moves it one step towards "active, ready, in the formation's
 // swarm, with the right role"; then, on the leader, promotes members that should be managers.
 func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, error) {
-	s.Announce, s.SwarmActive = nil, false
+	s.Announce, s.SwarmActive, s.SwarmNode = nil, false, ""
 	info, err := r.info(ctx)
 	if err != nil {
 		return false, err
+	}
+	s.SwarmNode = info.NodeID
+	if info.LocalNodeState == swarm.LocalNodeStateInactive || s.SwarmNode == "" {
+		s.SwarmNode = member.NoSwarmNode
 	}
 	changed := false
 	switch info.LocalNodeState {
@@ -137,7 +149,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	if err != nil {
 		return changed, err
 	}
-	if !info.ControlAvailable && Role(s.Self.ID, s.Members) == swarm.NodeRoleManager {
+	s.SwarmNode = info.NodeID
+	if !info.ControlAvailable && Role(s.Self.ID, s.Members, s.Expected) == swarm.NodeRoleManager {
 		// A manager reports active before its raft member has caught up, and a promoted worker needs a moment
 		// to start its manager: give the control plane a bounded wait. If it does not come, this node is a
 		// worker awaiting promotion by the leader.
@@ -155,7 +168,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 			return changed, fmt.Errorf("swarm: worker %s is active but knows no manager", info.NodeID)
 		}
 		s.SwarmActive = true
-		if Role(s.Self.ID, s.Members) == swarm.NodeRoleManager {
+		if Role(s.Self.ID, s.Members, s.Expected) == swarm.NodeRoleManager {
 			status(s, "worker "+info.NodeID+", awaiting promotion to manager")
 		} else {
 			status(s, "worker "+info.NodeID)
@@ -163,6 +176,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		return changed, nil
 	}
 
+	if err := r.checkQuorum(ctx, s, info); err != nil {
+		return changed, err
+	}
 	nodes, err := r.waitReady(ctx, info.NodeID, true)
 	if err != nil {
 		return changed, err
@@ -173,6 +189,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		return changed, nil
 	}
 	s.SwarmActive = true
+	healed, err := r.heal(ctx, s, info.NodeID, nodes)
+	if err != nil {
+		return changed, err
+	}
+	if healed {
+		changed = true
+		if nodes, err = r.cli.NodeList(ctx, swarm.NodeListOptions{}); err != nil {
+			return changed, fmt.Errorf("swarm: list nodes: %w", err)
+		}
+	}
 	promoted, err := r.promote(ctx, s, info.NodeID, nodes)
 	if err != nil {
 		return changed, err
@@ -188,7 +214,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		return changed, err
 	}
 	s.Announce = ann
-	status(s, fmt.Sprintf("manager %s swarm %s (%d managers)", info.NodeID, ann.SwarmID, len(ann.ManagerAddrs)))
+	st := fmt.Sprintf("manager %s swarm %s (%d of %d managers ready)", info.NodeID, ann.SwarmID, len(ann.ManagerAddrs), ann.Managers)
+	if d := degraded(nodes); d != "" {
+		st += "; " + d
+	}
+	if r.lastHeal != "" {
+		st += "; last repair: " + r.lastHeal
+	}
+	status(s, st)
 	return changed, nil
 }
 
@@ -223,7 +256,7 @@ func (r *Reconciler) form(ctx context.Context, s *firstboot.State) (bool, error)
 	if len(remotes) == 0 {
 		return false, errors.New("swarm: formation lists no manager other than this node")
 	}
-	role := Role(s.Self.ID, s.Members)
+	role := JoinRole(s.Self.ID, s.Members, s.Expected, s.Formation.Managers)
 	token := s.Formation.ManagerToken
 	if role == swarm.NodeRoleWorker {
 		token = s.Formation.WorkerToken
@@ -344,7 +377,7 @@ func (r *Reconciler) promote(ctx context.Context, s *firstboot.State, self strin
 		return false, nil
 	}
 	changed := false
-	for _, n := range Promotions(nodes, s.Members) {
+	for _, n := range Promotions(nodes, s.Members, s.Expected) {
 		spec := n.Spec
 		spec.Role = swarm.NodeRoleManager
 		r.log.Info("swarm: promote", "node", n.ID, "addr", n.Status.Addr)
@@ -356,44 +389,25 @@ func (r *Reconciler) promote(ctx context.Context, s *firstboot.State, self strin
 	return changed, nil
 }
 
-// Promotions returns the ready workers whose member (matched by address) should be a manager, keeping the
-// manager count at most MaxManagers.
-func Promotions(nodes []swarm.Node, members []member.Member) []swarm.Node {
+// Promotions returns the Ready workers of alive members (lowest member ID first) that fill free manager
+// seats: managers (entries with the manager role, reachable or not) stay at most Seats(expected). A dead
+// manager keeps its seat until PlanCleanup removes it, so a successor is promoted only after that.
+func Promotions(nodes []swarm.Node, members []member.Member, expected int) []swarm.Node {
 	managers := 0
 	for _, n := range nodes {
-		if n.Spec.Role == swarm.NodeRoleManager {
+		if isManager(n) { // a demoted entry still leaving raft keeps its seat until it is gone
 			managers++
 		}
 	}
 	var out []swarm.Node
-	for _, n := range nodes {
-		if managers >= MaxManagers {
+	for _, c := range candidates(nodes, members) {
+		if managers >= Seats(expected) {
 			break
 		}
-		if n.Spec.Role != swarm.NodeRoleWorker || n.Status.State != swarm.NodeStateReady {
-			continue
-		}
-		m, ok := memberByAddr(members, n.Status.Addr)
-		if !ok || Role(m.ID, members) != swarm.NodeRoleManager {
-			continue
-		}
-		out = append(out, n)
+		out = append(out, c.node)
 		managers++
 	}
 	return out
-}
-
-func memberByAddr(members []member.Member, addr string) (member.Member, bool) {
-	a, err := netip.ParseAddr(addr)
-	if err != nil {
-		return member.Member{}, false
-	}
-	for _, m := range members {
-		if m.Addr == a.Unmap() {
-			return m, true
-		}
-	}
-	return member.Member{}, false
 }
 
 // announce builds the formation record this manager vouches for: fresh tokens and the ready, reachable
@@ -409,6 +423,15 @@ func (r *Reconciler) announce(ctx context.Context, s *firstboot.State, nodes []s
 		ManagerToken: sw.JoinTokens.Manager,
 		WorkerToken:  sw.JoinTokens.Worker,
 		ManagerAddrs: ManagerAddrs(nodes),
+	}
+	for _, n := range nodes {
+		if isManager(n) {
+			f.Managers++
+		}
+	}
+	if s.Formation != nil {
+		// The gluster reconciler owns this map (it runs after swarm and refreshes it on the coordinator).
+		f.GlusterPeers = s.Formation.GlusterPeers
 	}
 	if s.Formation != nil && s.Formation.Initialiser != "" {
 		f.Initialiser = s.Formation.Initialiser

@@ -28,27 +28,44 @@ func members(n int) []member.Member {
 func TestRole(t *testing.T) {
 	ms := members(9)
 	for i, want := range []swarm.NodeRole{"manager", "manager", "manager", "manager", "manager", "manager", "manager", "worker", "worker"} {
-		if got := Role(ms[i].ID, ms); got != want {
+		if got := Role(ms[i].ID, ms, 9); got != want {
 			t.Errorf("Role(rank %d) = %s, want %s", i, got, want)
 		}
 	}
 	// Dead members keep their rank: roles must not reshuffle when someone fails.
 	ms[0].Alive = false
-	if Role(ms[7].ID, ms) != swarm.NodeRoleWorker {
+	if Role(ms[7].ID, ms, 9) != swarm.NodeRoleWorker {
 		t.Error("a dead member shifted ranks")
 	}
-	// A node not (yet) in the member list is ranked as if it were.
-	if Role("zz", members(3)) != swarm.NodeRoleManager {
-		t.Error("4th node of 3 known members should be a manager")
+	// Expected size 3 has 3 seats: a 4th node is a worker.
+	if Role("zz", members(3), 3) != swarm.NodeRoleWorker || Role("zz", members(2), 3) != swarm.NodeRoleManager {
+		t.Error("seats of a 3-node cluster: the 4th node must be a worker, the 3rd a manager")
 	}
 }
 
-func swNode(id, addr string, role swarm.NodeRole, state swarm.NodeState, reach swarm.Reachability) swarm.Node {
-	n := swarm.Node{ID: id, Spec: swarm.NodeSpec{Role: role}, Status: swarm.NodeStatus{State: state, Addr: addr}}
-	if role == swarm.NodeRoleManager {
-		n.ManagerStatus = &swarm.ManagerStatus{Reachability: reach, Addr: addr + ":2377"}
+func TestSeats(t *testing.T) {
+	for expected, want := range map[int]int{0: 1, 1: 1, 2: 1, 3: 3, 4: 3, 5: 5, 6: 5, 7: 7, 8: 7, 20: 7} {
+		if got := Seats(expected); got != want {
+			t.Errorf("Seats(%d) = %d, want %d", expected, got, want)
+		}
 	}
-	return n
+}
+
+func TestJoinRole(t *testing.T) {
+	ms := members(3)
+	for _, tc := range []struct {
+		name     string
+		managers int
+		want     swarm.NodeRole
+	}{
+		{"old record without a count: by rank", 0, swarm.NodeRoleManager},
+		{"formation: one manager so far", 1, swarm.NodeRoleManager},
+		{"every seat taken (a stale or dead manager inside): worker first", 3, swarm.NodeRoleWorker},
+	} {
+		if got := JoinRole(ms[1].ID, ms, 3, tc.managers); got != tc.want {
+			t.Errorf("%s: JoinRole = %s, want %s", tc.name, got, tc.want)
+		}
+	}
 }
 
 func TestPromotions(t *testing.T) {
@@ -64,20 +81,30 @@ func TestPromotions(t *testing.T) {
 	nodes[6].Status.State = swarm.NodeStateDown // not ready: wait for it
 	nodes = append(nodes, swNode("stranger", "10.9.9.9", swarm.NodeRoleWorker, swarm.NodeStateReady, ""))
 	var got []string
-	for _, n := range Promotions(nodes, ms) {
+	for _, n := range Promotions(nodes, ms, 9) {
 		got = append(got, n.ID)
 	}
-	if want := []string{"n5"}; !slices.Equal(got, want) {
-		t.Errorf("Promotions = %v, want %v (n6 down, n7/n8 rank ≥ 7, stranger unknown)", got, want)
+	if want := []string{"n5", "n7"}; !slices.Equal(got, want) {
+		t.Errorf("Promotions = %v, want %v (2 free seats of 7; n6 down, stranger unknown)", got, want)
 	}
-	// Never beyond MaxManagers, even if more members rank as managers.
-	for i := range nodes[:5] {
-		nodes[i].Spec.Role = swarm.NodeRoleManager
+	// Expected size 3: three managers fill every seat, the rest stay workers.
+	if got := Promotions(nodes, ms, 3); len(got) != 0 {
+		t.Errorf("with 5 managers and 3 seats Promotions = %d nodes, want none", len(got))
 	}
-	nodes = append(nodes, swNode("m9", "10.0.0.99", swarm.NodeRoleManager, swarm.NodeStateReady, swarm.ReachabilityReachable),
-		swNode("m10", "10.0.0.98", swarm.NodeRoleManager, swarm.NodeStateReady, swarm.ReachabilityReachable))
-	if got := Promotions(nodes, ms); len(got) != 0 {
-		t.Errorf("with 7 managers Promotions = %d nodes, want none", len(got))
+	// A demoted entry still leaving raft keeps its seat.
+	three := []swarm.Node{
+		swNode("a", "10.0.0.10", swarm.NodeRoleManager, swarm.NodeStateReady, swarm.ReachabilityReachable),
+		swNode("b", "10.0.0.11", swarm.NodeRoleManager, swarm.NodeStateReady, swarm.ReachabilityReachable),
+		swNode("old", "10.0.0.12", swarm.NodeRoleManager, swarm.NodeStateDown, swarm.ReachabilityUnreachable),
+		swNode("new", "10.0.0.13", swarm.NodeRoleWorker, swarm.NodeStateReady, ""),
+	}
+	three[2].Spec.Role = swarm.NodeRoleWorker
+	if got := Promotions(three, members(4), 3); len(got) != 0 {
+		t.Errorf("promoted %v while the demoted entry is still in raft", got)
+	}
+	three[2].ManagerStatus = nil
+	if got := Promotions(three, members(4), 3); len(got) != 1 || got[0].ID != "new" {
+		t.Errorf("after the old entry left raft Promotions = %v, want [new]", got)
 	}
 }
 
@@ -142,8 +169,16 @@ func TestJoinFailureLeavingInactiveIsError(t *testing.T) {
 	api := &joinFailsAPI{joinTimeoutAPI{state: swarm.LocalNodeStateInactive}}
 	r := NewWithOptions(api, quiet(), Options{ReadyTimeout: time.Second, PollInterval: time.Millisecond})
 	ms := members(3)
-	s := &firstboot.State{Self: ms[1], Members: ms, Formation: &firstboot.Formation{ManagerToken: "t", ManagerAddrs: []string{"10.0.0.10:2377"}}}
+	s := &firstboot.State{Self: ms[1], Members: ms, Expected: 3, Formation: &firstboot.Formation{ManagerToken: "t", ManagerAddrs: []string{"10.0.0.10:2377"}}}
 	if _, err := r.Reconcile(context.Background(), s); err == nil || !strings.Contains(err.Error(), "join") {
 		t.Fatalf("err = %v, want a join error", err)
 	}
+}
+
+func swNode(id, addr string, role swarm.NodeRole, state swarm.NodeState, reach swarm.Reachability) swarm.Node {
+	n := swarm.Node{ID: id, Spec: swarm.NodeSpec{Role: role}, Status: swarm.NodeStatus{State: state, Addr: addr}}
+	if role == swarm.NodeRoleManager {
+		n.ManagerStatus = &swarm.ManagerStatus{Reachability: reach, Addr: addr + ":2377"}
+	}
+	return n
 }

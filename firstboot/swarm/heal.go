@@ -1,0 +1,337 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/swarm"
+
+	"github.com/kiln-project/kiln/firstboot"
+	"github.com/kiln-project/kiln/firstboot/member"
+)
+
+// Seats is how many managers a cluster of the expected size keeps: the expected size capped at MaxManagers,
+// rounded down to an odd number (4 managers tolerate one failure, like 3, with more raft traffic; 2 tolerate
+// none, like 1, and lose quorum with either). Members beyond the seats are workers.
+func Seats(expected int) int {
+	n := min(max(expected, 1), MaxManagers)
+	if n%2 == 0 {
+		n--
+	}
+	return n
+}
+
+// JoinRole is the role a node joins with: a manager only when its rank (among all known members) is within
+// the seats and the formation says a seat is free. A node joining while every seat is taken — a reimaged
+// node whose stale entry still holds its seat, a newcomer while the dead member it replaces is still in
+// raft — joins as a worker; the leader promotes it once the old entry is gone. So raft never grows beyond
+// the seats with a dead member inside (moby#34722; etcd's "remove first, then add").
+//
+// formationManagers is the formation record's manager count; 0 means unknown (a record from before the
+// count existed) and leaves the decision to rank alone.
+func JoinRole(self string, members []member.Member, expected, formationManagers int) swarm.NodeRole {
+	if Role(self, members, expected) != swarm.NodeRoleManager {
+		return swarm.NodeRoleWorker
+	}
+	if formationManagers > 0 && formationManagers >= Seats(expected) {
+		return swarm.NodeRoleWorker
+	}
+	return swarm.NodeRoleManager
+}
+
+// CleanupKind is one corrective step on another node's swarm entry.
+type CleanupKind string
+
+const (
+	// Demote turns a manager entry into a worker (swarm removes it from raft); removal must wait for that.
+	Demote CleanupKind = "demote"
+	// Remove deletes a worker entry (`node rm --force`).
+	Remove CleanupKind = "remove"
+)
+
+// Cleanup is one step with the reason that is logged and shown in status.
+type Cleanup struct {
+	Kind     CleanupKind
+	Node     swarm.Node
+	Hostname string
+	Reason   string
+}
+
+func (c Cleanup) String() string {
+	return fmt.Sprintf("%s %s (hostname %s): %s", c.Kind, c.Node.ID, c.Hostname, c.Reason)
+}
+
+// CleanupInput is what the leader observed.
+type CleanupInput struct {
+	Self    string // the leader's own node ID: never touched
+	Nodes   []swarm.Node
+	Members []member.Member
+	// DownSince is when the leader first saw each node Down (in memory: a restarted agent starts the grace
+	// period again, which only delays a replacement).
+	DownSince    map[string]time.Time
+	Now          time.Time
+	ReplaceAfter time.Duration
+	Expected     int
+}
+
+// PlanCleanup is the pure decision behind self-healing of the node list, run on the leader:
+//
+//   - stale entry: its hostname belongs to an alive member that reports another swarm node ID (or none):
+//     the member was reimaged and this entry is its previous install. It is not Ready (one dockerd has one
+//     node ID), so it goes at once.
+//   - gone for good: Down for ReplaceAfter and no alive member has its hostname. A worker entry goes; a
+//     manager entry only when an alive member waits as a Ready worker for the seat (remove first, then the
+//     leader promotes the newcomer): removing it without a successor gains nothing.
+//
+// A manager is first demoted (swarm then takes it out of raft), and removed in a later pass once it has no
+// manager status left. At most one demotion per pass, and never one that would leave the reachable managers
+// without a majority of the remaining raft members. Members whose swarm node is unknown ("") are never
+// judged: a node that just booted has not reported yet.
+func PlanCleanup(in CleanupInput) []Cleanup {
+	alive := map[string]member.Member{}
+	for _, m := range in.Members {
+		if m.Alive && m.Hostname != "" {
+			alive[m.Hostname] = m
+		}
+	}
+	managers, reachable := 0, 0
+	for _, n := range in.Nodes {
+		if n.ManagerStatus != nil {
+			managers++
+			if n.ManagerStatus.Reachability == swarm.ReachabilityReachable {
+				reachable++
+			}
+		}
+	}
+	waiting := len(candidates(in.Nodes, in.Members)) > 0
+	var out []Cleanup
+	demoted := false
+	for _, n := range in.Nodes {
+		if n.ID == in.Self || n.Status.State == swarm.NodeStateReady {
+			continue
+		}
+		host := n.Description.Hostname
+		var reason string
+		if m, ok := alive[host]; ok {
+			if m.SwarmNode == "" || m.SwarmNode == n.ID {
+				continue // the member itself (rebooting), or not reported yet
+			}
+			reason = fmt.Sprintf("stale entry: member %s with this hostname is alive as swarm node %s (reimaged)", m.ID, m.SwarmNode)
+		} else {
+			since, ok := in.DownSince[n.ID]
+			if n.Status.State != swarm.NodeStateDown || !ok || in.Now.Sub(since) < in.ReplaceAfter {
+				continue
+			}
+			if isManager(n) && !waiting {
+				continue // keep the seat until a successor is there
+			}
+			reason = fmt.Sprintf("gone for good: down since %s (more than %s)", since.UTC().Format(time.RFC3339), in.ReplaceAfter)
+		}
+		switch {
+		case n.Spec.Role == swarm.NodeRoleManager:
+			wasReachable := 0
+			if n.ManagerStatus != nil && n.ManagerStatus.Reachability == swarm.ReachabilityReachable {
+				wasReachable = 1
+			}
+			if demoted || reachable-wasReachable <= (managers-1)/2 {
+				continue
+			}
+			demoted = true
+			out = append(out, Cleanup{Kind: Demote, Node: n, Hostname: host, Reason: reason})
+		case n.ManagerStatus != nil:
+			// Demoted, still leaving raft: remove in a later pass.
+		default:
+			out = append(out, Cleanup{Kind: Remove, Node: n, Hostname: host, Reason: reason})
+		}
+	}
+	return out
+}
+
+func isManager(n swarm.Node) bool {
+	return n.Spec.Role == swarm.NodeRoleManager || n.ManagerStatus != nil
+}
+
+type candidate struct {
+	node   swarm.Node
+	member member.Member
+}
+
+// candidates are the Ready worker entries of alive members, lowest member ID first.
+func candidates(nodes []swarm.Node, members []member.Member) []candidate {
+	var out []candidate
+	for _, n := range nodes {
+		if n.Spec.Role != swarm.NodeRoleWorker || n.Status.State != swarm.NodeStateReady {
+			continue
+		}
+		m, ok := memberOf(members, n)
+		if !ok || !m.Alive {
+			continue
+		}
+		out = append(out, candidate{n, m})
+	}
+	slices.SortFunc(out, func(a, b candidate) int { return strings.Compare(a.member.ID, b.member.ID) })
+	return out
+}
+
+// memberOf finds the member a node entry belongs to: by the swarm node ID the member reports, else by address.
+func memberOf(members []member.Member, n swarm.Node) (member.Member, bool) {
+	for _, m := range members {
+		if m.SwarmNode == n.ID {
+			return m, true
+		}
+	}
+	a, err := netip.ParseAddr(n.Status.Addr)
+	if err != nil {
+		return member.Member{}, false
+	}
+	for _, m := range members {
+		if m.Addr == a.Unmap() {
+			return m, true
+		}
+	}
+	return member.Member{}, false
+}
+
+// QuorumReport describes a manager that has lost raft quorum, from what it can still see without a leader:
+// the managers it knows (Info.RemoteManagers) and which of their addresses belong to no alive member.
+func QuorumReport(remote []swarm.Peer, members []member.Member, since time.Time) string {
+	alive := map[netip.Addr]bool{}
+	for _, m := range members {
+		if m.Alive {
+			alive[m.Addr] = true
+		}
+	}
+	gone := 0
+	for _, p := range remote {
+		host := p.Addr
+		if h, _, ok := strings.Cut(p.Addr, ":"); ok {
+			host = h
+		}
+		if a, err := netip.ParseAddr(host); err != nil || !alive[a.Unmap()] {
+			gone++
+		}
+	}
+	return fmt.Sprintf("no quorum: %d of %d managers unreachable since %s; if they are lost for good, run `kiln-firstboot recover --force-new-cluster` on one survivor",
+		gone, len(remote), since.UTC().Format(time.RFC3339))
+}
+
+// heal runs PlanCleanup on the leader and carries it out, logging every step with its reason.
+func (r *Reconciler) heal(ctx context.Context, s *firstboot.State, self string, nodes []swarm.Node) (bool, error) {
+	if !isLeader(nodes, self) {
+		return false, nil
+	}
+	now := r.now()
+	seen := map[string]bool{}
+	for _, n := range nodes {
+		if n.Status.State == swarm.NodeStateDown {
+			seen[n.ID] = true
+			if _, ok := r.downSince[n.ID]; !ok {
+				r.downSince[n.ID] = now
+			}
+		}
+	}
+	for id := range r.downSince {
+		if !seen[id] {
+			delete(r.downSince, id)
+		}
+	}
+	replaceAfter := s.ReplaceAfter
+	if replaceAfter == 0 {
+		replaceAfter = 10 * time.Minute
+	}
+	plan := PlanCleanup(CleanupInput{Self: self, Nodes: nodes, Members: s.Members, DownSince: r.downSince,
+		Now: now, ReplaceAfter: replaceAfter, Expected: s.Expected})
+	changed := false
+	for _, c := range plan {
+		var err error
+		switch c.Kind {
+		case Demote:
+			spec := c.Node.Spec
+			spec.Role = swarm.NodeRoleWorker
+			err = r.cli.NodeUpdate(ctx, c.Node.ID, c.Node.Version, spec)
+		case Remove:
+			err = r.cli.NodeRemove(ctx, c.Node.ID, swarm.NodeRemoveOptions{Force: true})
+		}
+		if err != nil {
+			return changed, fmt.Errorf("swarm: %s: %w", c, err)
+		}
+		changed = true
+		r.log.Info("swarm: "+string(c.Kind)+"d node", "node", c.Node.ID, "hostname", c.Hostname,
+			"addr", c.Node.Status.Addr, "state", c.Node.Status.State, "reason", c.Reason)
+		r.lastHeal = fmt.Sprintf("%s at %s", c, now.UTC().Format(time.RFC3339))
+	}
+	return changed, nil
+}
+
+func isLeader(nodes []swarm.Node, self string) bool {
+	for _, n := range nodes {
+		if n.ID == self && n.ManagerStatus != nil && n.ManagerStatus.Leader {
+			return true
+		}
+	}
+	return false
+}
+
+// degraded names what the node list shows as not healthy: Down entries and unreachable managers.
+func degraded(nodes []swarm.Node) string {
+	var down, unreach []string
+	for _, n := range nodes {
+		name := n.Description.Hostname
+		if name == "" {
+			name = n.ID
+		}
+		if n.Status.State != swarm.NodeStateReady {
+			down = append(down, name+" "+string(n.Status.State))
+		} else if n.ManagerStatus != nil && n.ManagerStatus.Reachability != swarm.ReachabilityReachable {
+			unreach = append(unreach, name)
+		}
+	}
+	var parts []string
+	if len(down) > 0 {
+		parts = append(parts, "not ready: "+strings.Join(down, ", "))
+	}
+	if len(unreach) > 0 {
+		parts = append(parts, "unreachable managers: "+strings.Join(unreach, ", "))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// checkQuorum asks the control plane for the node list with a short deadline; a manager whose raft has no
+// leader answers with an error (docker 20.10: "The swarm does not have a leader…") or not at all. It
+// reports that precisely instead of letting the pass wait out the ready timeout.
+func (r *Reconciler) checkQuorum(ctx context.Context, s *firstboot.State, info swarm.Info) error {
+	qctx, cancel := context.WithTimeout(ctx, quorumProbeTimeout)
+	_, err := r.cli.NodeList(qctx, swarm.NodeListOptions{})
+	cancel()
+	if err == nil || ctx.Err() != nil {
+		r.noQuorumSince = time.Time{}
+		return nil
+	}
+	if !NoQuorum(err) && !errors.Is(qctx.Err(), context.DeadlineExceeded) {
+		return nil // some other failure: the ready wait below reports it
+	}
+	if r.noQuorumSince.IsZero() {
+		r.noQuorumSince = r.now()
+	}
+	rep := QuorumReport(info.RemoteManagers, s.Members, r.noQuorumSince)
+	status(s, rep)
+	return fmt.Errorf("swarm: %s: %w", rep, err)
+}
+
+// quorumProbeTimeout bounds the quorum probe: a manager with a leader lists nodes in milliseconds.
+const quorumProbeTimeout = 10 * time.Second
+
+// NoQuorum reports whether err is a manager's "no raft leader" answer.
+func NoQuorum(err error) bool {
+	if err == nil {
+		return false
+	}
+	m := strings.ToLower(err.Error())
+	return strings.Contains(m, "does not have a leader") || strings.Contains(m, "no elected cluster leader") ||
+		strings.Contains(m, "lost quorum")
+}

@@ -1,0 +1,141 @@
+package swarm
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/swarm"
+
+	"github.com/kiln-project/kiln/firstboot/member"
+)
+
+func TestPlanCleanup(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	mem := func(id string, alive bool, swarmNode string) member.Member {
+		return member.Member{ID: id, Hostname: "kiln-" + id, Addr: netip.MustParseAddr("10.0.0." + map[string]string{"a": "1", "b": "2", "c": "3", "d": "4"}[id]), Alive: alive, SwarmNode: swarmNode}
+	}
+	node := func(id, host string, role swarm.NodeRole, state swarm.NodeState) swarm.Node {
+		reach := swarm.ReachabilityReachable
+		if state != swarm.NodeStateReady {
+			reach = swarm.ReachabilityUnreachable
+		}
+		n := swNode(id, "10.0.0.9", role, state, reach)
+		n.Description.Hostname = host
+		return n
+	}
+	leader := node("A", "kiln-a", swarm.NodeRoleManager, swarm.NodeStateReady)
+	leader.ManagerStatus.Leader = true
+	b := node("B", "kiln-b", swarm.NodeRoleManager, swarm.NodeStateReady)
+	cDown := node("C", "kiln-c", swarm.NodeRoleManager, swarm.NodeStateDown)
+	cDemoted := cDown
+	cDemoted.Spec.Role = swarm.NodeRoleWorker
+	cGone := cDemoted
+	cGone.ManagerStatus = nil
+	c2Worker := node("C2", "kiln-c", swarm.NodeRoleWorker, swarm.NodeStateReady)
+	dWorker := node("D", "kiln-d", swarm.NodeRoleWorker, swarm.NodeStateReady)
+
+	long := map[string]time.Time{"C": t0.Add(-11 * time.Minute)}
+	short := map[string]time.Time{"C": t0.Add(-time.Minute)}
+
+	tests := []struct {
+		name    string
+		nodes   []swarm.Node
+		members []member.Member
+		down    map[string]time.Time
+		want    []string // "kind id"
+	}{
+		{"healthy", []swarm.Node{leader, b, node("C", "kiln-c", swarm.NodeRoleManager, swarm.NodeStateReady)},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C")}, nil, nil},
+		{"node back after reboot: same swarm node ID, still Down for a moment", []swarm.Node{leader, b, cDown},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C")}, long, nil},
+		{"node just booted, swarm node not reported yet", []swarm.Node{leader, b, cDown},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "")}, long, nil},
+		{"reimaged, in no swarm yet: stale manager entry demoted at once", []swarm.Node{leader, b, cDown},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, member.NoSwarmNode)}, short, []string{"demote C"}},
+		{"reimaged, joined as worker C2: stale entry demoted", []swarm.Node{leader, b, cDown, c2Worker},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C2")}, short, []string{"demote C"}},
+		{"demoted, still in raft: wait", []swarm.Node{leader, b, cDemoted, c2Worker},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C2")}, short, nil},
+		{"demoted and out of raft: remove", []swarm.Node{leader, b, cGone, c2Worker},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C2")}, short, []string{"remove C"}},
+		{"dead manager inside the grace period: keep", []swarm.Node{leader, b, cDown, dWorker},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", false, "C"), mem("d", true, "D")}, short, nil},
+		{"dead manager past the grace period, newcomer waiting: demote", []swarm.Node{leader, b, cDown, dWorker},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", false, "C"), mem("d", true, "D")}, long, []string{"demote C"}},
+		{"dead manager past the grace period, nobody to take the seat: keep", []swarm.Node{leader, b, cDown},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", false, "C")}, long, nil},
+		{"dead worker past the grace period: remove", []swarm.Node{leader, b, cGone},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B")}, long, []string{"remove C"}},
+		{"never the leader itself", []swarm.Node{leader}, []member.Member{mem("a", true, "Z")}, nil, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := PlanCleanup(CleanupInput{Self: "A", Nodes: tc.nodes, Members: tc.members, DownSince: tc.down,
+				Now: t0, ReplaceAfter: 10 * time.Minute, Expected: 3})
+			var kinds []string
+			for _, c := range got {
+				kinds = append(kinds, fmt.Sprintf("%s %s", c.Kind, c.Node.ID))
+				if c.Reason == "" || c.Hostname == "" {
+					t.Errorf("%s without reason or hostname", c)
+				}
+			}
+			if strings.Join(kinds, ",") != strings.Join(tc.want, ",") {
+				t.Errorf("PlanCleanup = %v, want %v", kinds, tc.want)
+			}
+		})
+	}
+}
+
+func TestPlanCleanupKeepsQuorum(t *testing.T) {
+	// 5 managers, 2 unreachable stale ones: demoting one leaves 3 reachable of 4 (fine); one per pass.
+	var nodes []swarm.Node
+	var ms []member.Member
+	for i, id := range []string{"A", "B", "C", "D", "E"} {
+		state := swarm.NodeStateReady
+		if i >= 3 {
+			state = swarm.NodeStateDown
+		}
+		reach := swarm.ReachabilityReachable
+		if state == swarm.NodeStateDown {
+			reach = swarm.ReachabilityUnreachable
+		}
+		n := swNode(id, fmt.Sprintf("10.0.0.%d", i+1), swarm.NodeRoleManager, state, reach)
+		n.Description.Hostname = "h" + id
+		nodes = append(nodes, n)
+		ms = append(ms, member.Member{ID: strings.ToLower(id), Hostname: "h" + id, Alive: true, SwarmNode: member.NoSwarmNode})
+	}
+	got := PlanCleanup(CleanupInput{Self: "A", Nodes: nodes, Members: ms, Now: time.Now(), ReplaceAfter: time.Minute, Expected: 5})
+	if len(got) != 1 || got[0].Kind != Demote {
+		t.Fatalf("PlanCleanup = %v, want exactly one demotion", got)
+	}
+	// A stale manager entry that is still reachable (should not happen: not Ready) is never demoted when that
+	// would leave fewer reachable managers than a majority.
+	nodes[3].Status.State = swarm.NodeStateUnknown
+	nodes[3].ManagerStatus.Reachability = swarm.ReachabilityReachable
+	nodes[1].ManagerStatus.Reachability = swarm.ReachabilityUnreachable
+	nodes[2].ManagerStatus.Reachability = swarm.ReachabilityUnreachable
+	for _, c := range PlanCleanup(CleanupInput{Self: "A", Nodes: nodes[:4], Members: ms, Now: time.Now(), ReplaceAfter: time.Minute, Expected: 5}) {
+		if c.Node.ID == "D" {
+			t.Errorf("demoted D although only 2 of 4 managers are reachable: %s", c)
+		}
+	}
+}
+
+func TestQuorumReportAndNoQuorum(t *testing.T) {
+	since := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	ms := []member.Member{{ID: "a", Addr: netip.MustParseAddr("10.0.0.1"), Alive: true}, {ID: "b", Addr: netip.MustParseAddr("10.0.0.2")}}
+	rep := QuorumReport([]swarm.Peer{{Addr: "10.0.0.1:2377"}, {Addr: "10.0.0.2:2377"}, {Addr: "10.0.0.3:2377"}}, ms, since)
+	if !strings.Contains(rep, "no quorum: 2 of 3 managers unreachable since 2026-01-01T12:00:00Z") || !strings.Contains(rep, "recover --force-new-cluster") {
+		t.Errorf("QuorumReport = %q", rep)
+	}
+	if !NoQuorum(errors.New("Error response from daemon: rpc error: code = Unknown desc = The swarm does not have a leader. It's possible that too few managers are online.")) {
+		t.Error("docker's no-leader error not recognised")
+	}
+	if NoQuorum(errors.New("connection refused")) || NoQuorum(nil) {
+		t.Error("other errors taken for quorum loss")
+	}
+}
