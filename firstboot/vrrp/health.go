@@ -29,5 +29,13 @@ func Healthy(ctx context.Context, cli InfoAPI) error {
 	if !sw.ControlAvailable && len(sw.RemoteManagers) == 0 {
 		return fmt.Errorf("health: swarm node %s sees no manager", sw.NodeID)
 	}
+	// A manager cut off from the majority still reports ControlAvailable (it is a manager by role); what
+	// shows the lost quorum is that dockerd could not list the nodes for this very Info call (docker 20.10
+	// fills Swarm.Error with "The swarm does not have a leader…", and leaves the counts at 0). A minority
+	// manager must give the VIP up, so this is unhealthy. Proven with real dockerds in
+	// firstboot/swarm (TestQuorumLossRealDockerd).
+	if sw.ControlAvailable && (sw.Error != "" || sw.Nodes == 0) {
+		return fmt.Errorf("health: manager %s without quorum: %s", sw.NodeID, sw.Error)
+	}
 	return nil
 }

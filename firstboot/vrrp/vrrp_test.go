@@ -233,7 +233,9 @@ func TestHealthy(t *testing.T) {
 		sw swarm.Info
 		ok bool
 	}{
-		{swarm.Info{LocalNodeState: "active", ControlAvailable: true}, true},
+		{swarm.Info{LocalNodeState: "active", ControlAvailable: true, Nodes: 3, Managers: 3}, true},
+		{swarm.Info{LocalNodeState: "active", ControlAvailable: true, Error: "rpc error: code = Unknown desc = The swarm does not have a leader."}, false},
+		{swarm.Info{LocalNodeState: "active", ControlAvailable: true}, false},
 		{swarm.Info{LocalNodeState: "active", RemoteManagers: []swarm.Peer{{Addr: "10.0.0.1:2377"}}}, true},
 		{swarm.Info{LocalNodeState: "active"}, false},
 		{swarm.Info{LocalNodeState: "pending"}, false},
