@@ -48,6 +48,12 @@ func (c *Conn) Start(ctx context.Context, unit string) error {
 	return c.job(ctx, "start", unit, c.c.StartUnitContext)
 }
 
+// Stop stops unit and waits for the job (not in Manager: only the gluster reconciler needs it, to change
+// glusterd's identity file while glusterd is down).
+func (c *Conn) Stop(ctx context.Context, unit string) error {
+	return c.job(ctx, "stop", unit, c.c.StopUnitContext)
+}
+
 // ReloadOrRestart implements Manager.
 func (c *Conn) ReloadOrRestart(ctx context.Context, unit string) error {
 	return c.job(ctx, "reload-or-restart", unit, c.c.ReloadOrRestartUnitContext)
