@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/moby/sys/atomicwriter"
 
@@ -80,6 +81,12 @@ func (a Action) String() string {
 		return fmt.Sprintf("create replica %d %s", a.Replica, strings.Join(a.Bricks, " "))
 	case ActSet:
 		return "set " + a.Key + " " + a.Value
+	case ActReplaceBrick:
+		return "replace-brick " + strings.Join(a.Bricks, " ")
+	case ActDetach:
+		return "peer detach " + a.Host
+	case ActAdoptUUID:
+		return "adopt glusterd UUID " + a.Value
 	default:
 		return string(a.Kind)
 	}
@@ -181,11 +188,18 @@ type Reconciler struct {
 	// clusterOptionsSet records that ClusterOptions were applied by this process: they are not visible in
 	// `volume info`, so they are re-applied once per agent start (idempotent) rather than observed.
 	clusterOptionsSet bool
+	// now is the clock (tests); downSince is when each peer address was first seen disconnected.
+	now       func() time.Time
+	downSince map[string]time.Time
+	// lastHeal is when an index heal was last started (at most one a minute); lastRepair the last
+	// corrective action with its reason, shown in status.
+	lastHeal   time.Time
+	lastRepair string
 }
 
 // New returns the gluster reconciler. root prefixes the paths it writes ("" on a node; a temp dir in tests).
 func New(cli *CLI, systemd sdunit.Manager, root string, log *slog.Logger) *Reconciler {
-	return &Reconciler{cli: cli, systemd: systemd, root: root, log: log}
+	return &Reconciler{cli: cli, systemd: systemd, root: root, log: log, now: time.Now, downSince: map[string]time.Time{}}
 }
 
 // Name implements firstboot.Reconciler.
@@ -204,7 +218,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	if err := os.MkdirAll(filepath.Join(r.root, filepath.Dir(BrickPath)), 0o755); err != nil {
 		return false, fmt.Errorf("gluster: brick directory: %w", err)
 	}
-	changed := false
+	changed, err := r.selfRepair(ctx, s)
+	if err != nil {
+		return changed, err
+	}
 	var obs Observed
 	for round := 0; ; round++ {
 		var err error
@@ -238,11 +255,23 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		status(s, fmt.Sprintf("forming: %d peers, volume not started", len(obs.Peers)))
 		return changed, nil
 	}
+	healed, health, err := r.heal(ctx, s, obs)
+	changed = changed || healed
+	if err != nil {
+		return changed, err
+	}
 	mounted, err := r.mount(ctx, s)
 	if err != nil {
 		return changed, err
 	}
-	status(s, fmt.Sprintf("volume %s started (%s, replica %d), %d peers, /var/data mounted", VolumeName, obs.Volume.Type, obs.Volume.Replica, len(obs.Peers)))
+	st := fmt.Sprintf("volume %s started (%s, replica %d), %d peers, /var/data mounted", VolumeName, obs.Volume.Type, obs.Volume.Replica, len(obs.Peers))
+	if health != "" {
+		st += "; " + health
+	}
+	if r.lastRepair != "" {
+		st += "; last repair: " + r.lastRepair
+	}
+	status(s, st)
 	return changed || mounted, nil
 }
 
@@ -269,6 +298,22 @@ func (r *Reconciler) act(ctx context.Context, a Action) error {
 		err = r.cli.Set(ctx, VolumeName, a.Key, a.Value)
 	case ActStart:
 		err = r.cli.Start(ctx, VolumeName)
+	case ActStartForce:
+		err = r.cli.op(ctx, "volume", "start", VolumeName, "force")
+	case ActHeal:
+		err = r.cli.op(ctx, "volume", "heal", VolumeName)
+	case ActHealFull:
+		err = r.cli.op(ctx, "volume", "heal", VolumeName, "full")
+	case ActReplaceBrick:
+		err = r.cli.op(ctx, "volume", "replace-brick", VolumeName, a.Bricks[0], a.Bricks[1], "commit", "force")
+	case ActDetach:
+		// force: the peer is gone for good and holds no brick (checked by PlanHeal); a plain detach
+		// refuses a disconnected peer.
+		err = r.cli.op(ctx, "peer", "detach", a.Host, "force")
+	case ActAdoptUUID:
+		err = r.adoptUUID(ctx, a.Value)
+	case ActPrepareBrick:
+		err = prepareBrick(filepath.Join(r.root, BrickPath), a.Value)
 	default:
 		err = fmt.Errorf("unknown action %q", a.Kind)
 	}

@@ -1,0 +1,453 @@
+package gluster
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kiln-project/kiln/firstboot"
+	"github.com/kiln-project/kiln/firstboot/member"
+)
+
+// Healing actions (docs/self-healing.md).
+const (
+	// ActAdoptUUID: a reimaged node (fresh glusterd, empty pool) takes the UUID the pool knows its address
+	// by: stop glusterd, rewrite glusterd.info, start glusterd. Then it probes a pool member, which accepts
+	// it as the peer it already knows.
+	ActAdoptUUID ActionKind = "adopt-uuid"
+	// ActPrepareBrick: this node hosts a brick of the volume whose directory lacks the volume-id xattr (a
+	// reimaged node's empty brick): create it and set trusted.glusterfs.volume-id, which glusterd checks
+	// before it starts a brick. Followed by ActStartForce and ActHealFull.
+	ActPrepareBrick ActionKind = "prepare-brick"
+	// ActStartForce starts the volume's bricks that are not running (`volume start data force`).
+	ActStartForce ActionKind = "start-force"
+	// ActHeal starts an index heal of the pending entries; ActHealFull a full crawl (an empty brick has
+	// no pending markers on the good ones, so only a full heal fills it).
+	ActHeal     ActionKind = "heal"
+	ActHealFull ActionKind = "heal-full"
+	// ActReplaceBrick moves a brick of a member gone past cluster.replaceAfter to a newcomer
+	// (`replace-brick … commit force`); ActDetach then removes the dead peer from the pool.
+	ActReplaceBrick ActionKind = "replace-brick"
+	ActDetach       ActionKind = "detach"
+)
+
+// HealObserved is what healing decisions look at beyond Observed.
+type HealObserved struct {
+	Observed
+	// SelfUUID is this node's glusterd UUID (glusterd.info); "" when unknown.
+	SelfUUID string
+	// BrickPrepared reports whether this node's brick directory carries the volume-id xattr.
+	BrickPrepared bool
+	// Heal is `volume heal data info` (nil when not asked: volume absent or not started).
+	Heal []HealBrick
+	// DownSince is when this node first saw each peer address disconnected (in memory).
+	DownSince map[string]time.Time
+	Now       time.Time
+}
+
+// PlanSelfRepair is what a node does for itself: adopt its old UUID when it was reimaged, probe its way back
+// into the pool, and prepare its empty brick. Pure.
+func PlanSelfRepair(s *firstboot.State, obs HealObserved) []Action {
+	self := s.Self.Addr.String()
+	if s.Formation == nil {
+		return nil
+	}
+	old, known := s.Formation.GlusterPeers[self]
+	if known && obs.SelfUUID != "" && obs.SelfUUID != old && len(obs.Peers) == 0 && obs.Volume == nil {
+		// A fresh glusterd on an address the pool knows: it was this machine before the reimage.
+		return []Action{{Kind: ActAdoptUUID, Value: old}}
+	}
+	if known && obs.SelfUUID == old && len(obs.Peers) == 0 {
+		// Adopted, not yet back in the pool: probe a member the pool knows, which re-syncs peers and volumes.
+		for _, m := range aliveMembers(s) {
+			if m.ID != s.Self.ID {
+				if _, inPool := s.Formation.GlusterPeers[m.Addr.String()]; inPool {
+					return []Action{{Kind: ActProbe, Host: m.Addr.String()}}
+				}
+			}
+		}
+		return nil
+	}
+	if obs.Volume != nil && obs.Volume.Status == "Started" && slices.Contains(obs.Volume.Bricks, self+":"+BrickPath) && !obs.BrickPrepared {
+		return []Action{{Kind: ActPrepareBrick, Value: obs.Volume.ID}, {Kind: ActStartForce}, {Kind: ActHealFull}}
+	}
+	return nil
+}
+
+// PlanHeal is the coordinator's healing decision, after the volume exists. Pure.
+//   - A brick on an address that no alive member has, whose peer has been disconnected for ReplaceAfter,
+//     moves to an alive pool member without a brick (lowest ID), while a majority of the bricks is up
+//     (never act without quorum); then a full heal. A dead peer without bricks is detached.
+//   - Pending heal entries with every brick connected: start an index heal (the self-heal daemon would
+//     get there within 10 minutes; this makes "node back" converge in seconds).
+func PlanHeal(s *firstboot.State, obs HealObserved, replaceAfter time.Duration) []Action {
+	if obs.Volume == nil || obs.Volume.Status != "Started" {
+		return nil
+	}
+	alive := map[string]bool{}
+	for _, m := range aliveMembers(s) {
+		alive[m.Addr.String()] = true
+	}
+	brickHosts := map[string]bool{}
+	up := 0
+	for _, b := range obs.Volume.Bricks {
+		host, _, _ := strings.Cut(b, ":")
+		brickHosts[host] = true
+		if host == s.Self.Addr.String() {
+			up++
+		} else if p := findPeerName(obs.Peers, host); p != nil && p.Connected {
+			up++
+		}
+	}
+	quorum := up > len(obs.Volume.Bricks)/2
+	gone := func(host string) bool {
+		if alive[host] {
+			return false
+		}
+		p := findPeerName(obs.Peers, host)
+		if p != nil && p.Connected {
+			return false
+		}
+		since, ok := obs.DownSince[host]
+		return ok && obs.Now.Sub(since) >= replaceAfter
+	}
+	var newcomers []member.Member
+	for _, m := range aliveMembers(s) {
+		a := m.Addr.String()
+		if m.ID == s.Self.ID || brickHosts[a] {
+			continue
+		}
+		if p := findPeerName(obs.Peers, a); p != nil && p.InCluster() {
+			newcomers = append(newcomers, m)
+		}
+	}
+	var acts []Action
+	for _, b := range obs.Volume.Bricks {
+		host, _, _ := strings.Cut(b, ":")
+		if !gone(host) || !quorum || len(newcomers) == 0 {
+			continue
+		}
+		n := newcomers[0]
+		newcomers = newcomers[1:]
+		acts = append(acts, Action{Kind: ActReplaceBrick, Bricks: []string{b, n.Addr.String() + ":" + BrickPath}})
+	}
+	if len(acts) > 0 {
+		return append(acts, Action{Kind: ActHealFull})
+	}
+	for _, p := range obs.Peers {
+		if brickHosts[p.Hostname] || !gone(p.Hostname) || !quorum {
+			continue
+		}
+		acts = append(acts, Action{Kind: ActDetach, Host: p.Hostname})
+	}
+	if len(obs.Heal) > 0 {
+		pending, connected := 0, true
+		for _, h := range obs.Heal {
+			if h.Entries < 0 || h.Status != "Connected" {
+				connected = false
+			}
+			pending += max(h.Entries, 0)
+		}
+		if connected && pending > 0 {
+			acts = append(acts, Action{Kind: ActHeal})
+		}
+	}
+	return acts
+}
+
+// PoolUUIDs is the address → UUID map the formation record carries (self included), from the coordinator's
+// pool view. Peers are known by their address (kiln probes by address).
+func PoolUUIDs(self netip.Addr, selfUUID string, peers []Peer) map[string]string {
+	if selfUUID == "" {
+		return nil
+	}
+	m := map[string]string{self.String(): selfUUID}
+	for _, p := range peers {
+		if _, err := netip.ParseAddr(p.Hostname); err == nil && p.UUID != "" {
+			m[p.Hostname] = p.UUID
+		}
+	}
+	return m
+}
+
+func findPeerName(peers []Peer, host string) *Peer {
+	for i, p := range peers {
+		if slices.Contains(p.Names(), host) {
+			return &peers[i]
+		}
+	}
+	return nil
+}
+
+// GlusterdInfo is glusterd's identity file.
+const GlusterdInfo = "/var/lib/glusterd/glusterd.info"
+
+// ReadUUID returns the UUID= line of glusterd.info ("" when the file does not exist yet).
+func ReadUUID(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("gluster: read %s: %w", path, err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "UUID="); ok {
+			return v, nil
+		}
+	}
+	return "", nil
+}
+
+// WithUUID returns glusterd.info content with the UUID line replaced (other lines, e.g. operating-version,
+// kept; a missing UUID line added).
+func WithUUID(content []byte, id string) []byte {
+	var out []string
+	found := false
+	for line := range strings.Lines(string(content)) {
+		line = strings.TrimRight(line, "\n")
+		if strings.HasPrefix(line, "UUID=") {
+			line, found = "UUID="+id, true
+		}
+		if line != "" {
+			out = append(out, line)
+		}
+	}
+	if !found {
+		out = append([]string{"UUID=" + id}, out...)
+	}
+	return []byte(strings.Join(out, "\n") + "\n")
+}
+
+// volumeIDXattr is the xattr glusterd checks on a brick root before starting the brick.
+const volumeIDXattr = "trusted.glusterfs.volume-id"
+
+// brickPrepared reports whether dir carries the volume-id xattr.
+func brickPrepared(dir string) bool {
+	buf := make([]byte, 16)
+	n, err := unix.Getxattr(dir, volumeIDXattr, buf)
+	return err == nil && n == 16
+}
+
+// prepareBrick creates dir (empty) and sets the volume-id xattr to volumeID: what `volume create` did for the
+// brick originally. Refuses a directory that holds anything: that is data, not a fresh brick.
+func prepareBrick(dir, volumeID string) error {
+	id, err := parseUUID(volumeID)
+	if err != nil {
+		return fmt.Errorf("gluster: volume id %q: %w", volumeID, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("gluster: brick %s: %w", dir, err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("gluster: brick %s: %w", dir, err)
+	}
+	if len(ents) > 0 {
+		return fmt.Errorf("gluster: brick %s has no volume id but is not empty; refusing to adopt it", dir)
+	}
+	if err := unix.Setxattr(dir, volumeIDXattr, id[:], 0); err != nil {
+		return fmt.Errorf("gluster: set %s on %s: %w", volumeIDXattr, dir, err)
+	}
+	return nil
+}
+
+// stopper is implemented by *sdunit.Conn (not part of sdunit.Manager).
+type stopper interface {
+	Stop(ctx context.Context, unit string) error
+}
+
+// adoptUUID stops glusterd, writes the old UUID into glusterd.info, and starts glusterd again.
+func (r *Reconciler) adoptUUID(ctx context.Context, id string) error {
+	st, ok := r.systemd.(stopper)
+	if !ok {
+		return errors.New("gluster: adopt UUID: systemd manager cannot stop units")
+	}
+	if _, err := parseUUID(id); err != nil {
+		return fmt.Errorf("gluster: adopt UUID %q: %w", id, err)
+	}
+	path := filepath.Join(r.root, GlusterdInfo)
+	if err := st.Stop(ctx, "glusterd.service"); err != nil {
+		return fmt.Errorf("gluster: adopt UUID: %w", err)
+	}
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("gluster: adopt UUID: %w", err)
+	}
+	if err := os.WriteFile(path, WithUUID(old, id), 0o600); err != nil {
+		return fmt.Errorf("gluster: adopt UUID: %w", err)
+	}
+	if err := r.systemd.Start(ctx, "glusterd.service"); err != nil {
+		return fmt.Errorf("gluster: adopt UUID: %w", err)
+	}
+	return nil
+}
+
+// parseUUID decodes the canonical 8-4-4-4-12 form into its 16 bytes.
+func parseUUID(s string) ([]byte, error) {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return nil, errors.New("not a UUID")
+	}
+	b, err := hex.DecodeString(strings.ReplaceAll(s, "-", ""))
+	if err != nil {
+		return nil, fmt.Errorf("not a UUID: %w", err)
+	}
+	return b, nil
+}
+
+// selfRepair brings a reimaged node back in place (PlanSelfRepair), before the normal plan runs.
+func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (bool, error) {
+	changed := false
+	for round := 0; round < maxRounds; round++ {
+		obs, err := r.healObserve(ctx, false)
+		if err != nil {
+			return changed, err
+		}
+		acts := PlanSelfRepair(s, obs)
+		if len(acts) == 0 {
+			return changed, nil
+		}
+		for _, a := range acts {
+			r.log.Info("gluster: "+a.String(), "volume", VolumeName, "reason", selfRepairReason(a))
+			if err := r.act(ctx, a); err != nil {
+				return changed, err
+			}
+			changed = true
+			r.lastRepair = fmt.Sprintf("%s (%s) at %s", a, selfRepairReason(a), r.now().UTC().Format(time.RFC3339))
+		}
+		if acts[0].Kind == ActAdoptUUID || acts[0].Kind == ActProbe {
+			// glusterd restarted or is syncing peers and volumes: look again next pass.
+			return changed, nil
+		}
+	}
+	return changed, nil
+}
+
+func selfRepairReason(a Action) string {
+	switch a.Kind {
+	case ActAdoptUUID:
+		return "reimaged: the pool knows this address as glusterd " + a.Value
+	case ActProbe:
+		return "reimaged: rejoining the pool through a member"
+	case ActPrepareBrick, ActStartForce, ActHealFull:
+		return "brick directory empty (no volume id): recreating it and healing it in full"
+	}
+	return ""
+}
+
+// healObserve adds to observe what healing needs; heal info only when asked (it walks the bricks' indices).
+func (r *Reconciler) healObserve(ctx context.Context, withHeal bool) (HealObserved, error) {
+	obs, err := r.observe(ctx)
+	if err != nil {
+		return HealObserved{}, err
+	}
+	ho := HealObserved{Observed: obs, DownSince: r.downSince, Now: r.now()}
+	if ho.SelfUUID, err = ReadUUID(filepath.Join(r.root, GlusterdInfo)); err != nil {
+		return ho, err
+	}
+	ho.BrickPrepared = brickPrepared(filepath.Join(r.root, BrickPath))
+	if withHeal && obs.Volume != nil && obs.Volume.Status == "Started" {
+		if ho.Heal, err = r.cli.HealInfo(ctx, VolumeName); err != nil {
+			r.log.Warn("gluster: heal info", "err", err) // not fatal: healing waits for the next pass
+		}
+	}
+	return ho, nil
+}
+
+// heal runs on every node with a started volume: it tracks disconnected peers, and on the coordinator
+// publishes the pool's UUIDs and carries out PlanHeal. It returns a one-line health summary.
+func (r *Reconciler) heal(ctx context.Context, s *firstboot.State, obs Observed) (bool, string, error) {
+	now := r.now()
+	seen := map[string]bool{}
+	var down []string
+	for _, p := range obs.Peers {
+		if !p.Connected {
+			seen[p.Hostname] = true
+			if _, ok := r.downSince[p.Hostname]; !ok {
+				r.downSince[p.Hostname] = now
+			}
+			down = append(down, fmt.Sprintf("%s since %s", p.Hostname, r.downSince[p.Hostname].UTC().Format(time.RFC3339)))
+		}
+	}
+	for h := range r.downSince {
+		if !seen[h] {
+			delete(r.downSince, h)
+		}
+	}
+	health := ""
+	if len(down) > 0 {
+		health = "peers disconnected: " + strings.Join(down, ", ")
+	}
+	coord, _ := Coordinator(s)
+	if coord.ID != s.Self.ID {
+		return false, health, nil
+	}
+	ho, err := r.healObserve(ctx, true)
+	if err != nil {
+		return false, health, err
+	}
+	if s.Announce != nil {
+		if m := PoolUUIDs(s.Self.Addr, ho.SelfUUID, ho.Peers); m != nil {
+			s.Announce.GlusterPeers = m
+		}
+	}
+	pending := 0
+	for _, h := range ho.Heal {
+		pending += max(h.Entries, 0)
+	}
+	if pending > 0 {
+		health = strings.TrimPrefix(health+fmt.Sprintf("; %d entries pending heal", pending), "; ")
+	}
+	replaceAfter := s.ReplaceAfter
+	if replaceAfter == 0 {
+		replaceAfter = 10 * time.Minute
+	}
+	changed := false
+	for _, a := range PlanHeal(s, ho, replaceAfter) {
+		if a.Kind == ActHeal && now.Sub(r.lastHeal) < time.Minute {
+			continue
+		}
+		reason := healReason(a, r.downSince, replaceAfter)
+		r.log.Info("gluster: "+a.String(), "volume", VolumeName, "reason", reason)
+		if err := r.act(ctx, a); err != nil {
+			return changed, health, err
+		}
+		changed = true
+		if a.Kind == ActHeal {
+			r.lastHeal = now
+		} else {
+			r.lastRepair = fmt.Sprintf("%s (%s) at %s", a, reason, now.UTC().Format(time.RFC3339))
+		}
+	}
+	return changed, health, nil
+}
+
+func healReason(a Action, downSince map[string]time.Time, after time.Duration) string {
+	host := a.Host
+	if a.Kind == ActReplaceBrick {
+		host, _, _ = strings.Cut(a.Bricks[0], ":")
+	}
+	switch a.Kind {
+	case ActReplaceBrick, ActDetach:
+		return fmt.Sprintf("peer %s disconnected since %s (more than %s) and no alive member has its address",
+			host, downSince[host].UTC().Format(time.RFC3339), after)
+	case ActHeal:
+		return "entries pending heal and every brick connected"
+	case ActHealFull:
+		return "a brick was replaced: fill it"
+	}
+	return ""
+}

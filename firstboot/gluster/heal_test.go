@@ -1,0 +1,190 @@
+package gluster
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kiln-project/kiln/firstboot/member"
+)
+
+const (
+	uuidA = "aaaaaaaa-0000-4000-8000-00000000000a"
+	uuidB = "bbbbbbbb-0000-4000-8000-00000000000b"
+	uuidC = "cccccccc-0000-4000-8000-00000000000c"
+	uuidX = "99999999-0000-4000-8000-000000000099"
+	volID = "12345678-1234-4123-8123-123456789abc"
+)
+
+func bricks(ms ...member.Member) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.Addr.String()+":"+BrickPath)
+	}
+	return out
+}
+
+func kinds(acts []Action) string {
+	var ks []string
+	for _, a := range acts {
+		ks = append(ks, a.String())
+	}
+	return strings.Join(ks, "; ")
+}
+
+func TestPlanSelfRepair(t *testing.T) {
+	pool := map[string]string{"10.77.0.11": uuidA, "10.77.0.12": uuidB, "10.77.0.13": uuidC}
+	started := &Volume{ID: volID, Status: "Started", Bricks: bricks(mA, mB, mC)}
+	tests := []struct {
+		name string
+		pool map[string]string
+		obs  HealObserved
+		want string
+	}{
+		{"reimaged: fresh glusterd on a known address adopts the old UUID", pool,
+			HealObserved{SelfUUID: uuidX}, "adopt glusterd UUID " + uuidC},
+		{"adopted, pool empty: probe a pool member", pool,
+			HealObserved{SelfUUID: uuidC}, "probe 10.77.0.11"},
+		{"back in the pool, brick directory without volume id: recreate, start, full heal", pool,
+			HealObserved{SelfUUID: uuidC, Observed: Observed{Peers: []Peer{peer(mA, true), peer(mB, true)}, Volume: started}},
+			"prepare-brick; start-force; heal-full"},
+		{"healthy node", pool,
+			HealObserved{SelfUUID: uuidC, BrickPrepared: true, Observed: Observed{Peers: []Peer{peer(mA, true), peer(mB, true)}, Volume: started}}, ""},
+		{"new machine, address unknown to the pool: nothing to adopt", map[string]string{"10.77.0.11": uuidA},
+			HealObserved{SelfUUID: uuidX}, ""},
+		{"fresh glusterd but already has peers (formation in progress): never adopt", pool,
+			HealObserved{SelfUUID: uuidX, Observed: Observed{Peers: []Peer{peer(mA, true)}}}, ""},
+		{"no map yet (record from before)", nil, HealObserved{SelfUUID: uuidX}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := st(mC, mA, mB, mC)
+			s.Formation.GlusterPeers = tc.pool
+			if got := kinds(PlanSelfRepair(s, tc.obs)); got != tc.want {
+				t.Errorf("PlanSelfRepair = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestPlanHeal(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	mD := member.Member{ID: "d", Addr: mC.Addr.Next(), Alive: true}
+	deadC := mC
+	deadC.Alive = false
+	started := &Volume{ID: volID, Status: "Started", Bricks: bricks(mA, mB, mC)}
+	cDown := peer(mC, false)
+	cDown.Connected = false
+	long := map[string]time.Time{"10.77.0.13": now.Add(-11 * time.Minute)}
+	short := map[string]time.Time{"10.77.0.13": now.Add(-time.Minute)}
+	healthy := []HealBrick{{Status: "Connected"}, {Status: "Connected"}, {Status: "Connected"}}
+	pending := []HealBrick{{Status: "Connected", Entries: 4}, {Status: "Connected"}, {Status: "Connected", Entries: 1}}
+	oneDown := []HealBrick{{Status: "Connected", Entries: 4}, {Status: "Connected"}, {Status: "Transport endpoint is not connected", Entries: -1}}
+	tests := []struct {
+		name    string
+		members []member.Member
+		peers   []Peer
+		vol     *Volume
+		heal    []HealBrick
+		down    map[string]time.Time
+		want    string
+	}{
+		{"healthy", []member.Member{mA, mB, mC}, []Peer{peer(mB, true), peer(mC, true)}, started, healthy, nil, ""},
+		{"node back, entries pending, all bricks connected: heal", []member.Member{mA, mB, mC}, []Peer{peer(mB, true), peer(mC, true)}, started, pending, nil, "heal"},
+		{"a brick still down: the heal waits", []member.Member{mA, mB, deadC}, []Peer{peer(mB, true), cDown}, started, oneDown, short, ""},
+		{"dead inside the grace period, newcomer waiting: wait", []member.Member{mA, mB, deadC, mD}, []Peer{peer(mB, true), cDown, peer(mD, true)}, started, oneDown, short, ""},
+		{"dead past the grace period, newcomer in the pool: replace, then full heal", []member.Member{mA, mB, deadC, mD}, []Peer{peer(mB, true), cDown, peer(mD, true)}, started, oneDown, long,
+			"replace-brick 10.77.0.13:" + BrickPath + " 10.77.0.14:" + BrickPath + "; heal-full"},
+		{"dead past the grace period, newcomer not yet in the pool: wait", []member.Member{mA, mB, deadC, mD}, []Peer{peer(mB, true), cDown}, started, oneDown, long, ""},
+		{"dead past the grace period, no newcomer: keep the brick", []member.Member{mA, mB, deadC}, []Peer{peer(mB, true), cDown}, started, oneDown, long, ""},
+		{"replaced: detach the dead peer", []member.Member{mA, mB, deadC, mD}, []Peer{peer(mB, true), cDown, peer(mD, true)},
+			&Volume{ID: volID, Status: "Started", Bricks: bricks(mA, mB, mD)}, healthy, long, "peer detach 10.77.0.13"},
+		{"alive member with a disconnected peer entry (glusterd restarting): never replaced", []member.Member{mA, mB, mC, mD}, []Peer{peer(mB, true), cDown, peer(mD, true)}, started, oneDown, long, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := st(mA, tc.members...)
+			obs := HealObserved{Observed: Observed{Peers: tc.peers, Volume: tc.vol}, Heal: tc.heal, DownSince: tc.down, Now: now}
+			if got := kinds(PlanHeal(s, obs, 10*time.Minute)); got != tc.want {
+				t.Errorf("PlanHeal = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	// Without a majority of bricks up nothing is replaced (two bricks gone: no quorum to act with).
+	deadB := mB
+	deadB.Alive = false
+	bDown := peer(mB, false)
+	bDown.Connected = false
+	twoDown := map[string]time.Time{"10.77.0.12": now.Add(-time.Hour), "10.77.0.13": now.Add(-time.Hour)}
+	s := st(mA, mA, deadB, deadC, mD)
+	obs := HealObserved{Observed: Observed{Peers: []Peer{bDown, cDown, peer(mD, true)}, Volume: started}, DownSince: twoDown, Now: now}
+	if got := kinds(PlanHeal(s, obs, 10*time.Minute)); got != "" {
+		t.Errorf("without quorum PlanHeal = %q, want nothing", got)
+	}
+}
+
+func TestPoolUUIDs(t *testing.T) {
+	pb, pc := peer(mB, true), peer(mC, false)
+	pb.UUID, pc.UUID = uuidB, uuidC
+	m := PoolUUIDs(mA.Addr, uuidA, []Peer{pb, pc})
+	if len(m) != 3 || m["10.77.0.11"] != uuidA || m["10.77.0.13"] != uuidC {
+		t.Errorf("PoolUUIDs = %v", m)
+	}
+	if PoolUUIDs(mA.Addr, "", nil) != nil {
+		t.Error("unknown self UUID must give no map (never publish a partial one)")
+	}
+}
+
+func TestGlusterdInfoUUID(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "glusterd.info")
+	if id, err := ReadUUID(path); err != nil || id != "" {
+		t.Fatalf("missing file: %q %v", id, err)
+	}
+	if err := os.WriteFile(path, []byte("UUID="+uuidX+"\noperating-version=100000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	if err := os.WriteFile(path, WithUUID(b, uuidC), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := ReadUUID(path); err != nil || id != uuidC {
+		t.Fatalf("after rewrite: %q %v", id, err)
+	}
+	if b, _ := os.ReadFile(path); !strings.Contains(string(b), "operating-version=100000\n") {
+		t.Errorf("operating-version lost: %s", b)
+	}
+	if got := string(WithUUID(nil, uuidC)); got != "UUID="+uuidC+"\n" {
+		t.Errorf("WithUUID(empty) = %q", got)
+	}
+}
+
+func TestPrepareBrick(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "brick")
+	if err := prepareBrick(dir, volID); err != nil {
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) {
+			t.Skipf("trusted xattrs need root and a filesystem that has them: %v", err)
+		}
+		t.Fatal(err)
+	}
+	if !brickPrepared(dir) {
+		t.Fatal("volume id xattr not set")
+	}
+	buf := make([]byte, 16)
+	if _, err := unix.Getxattr(dir, volumeIDXattr, buf); err != nil || buf[0] != 0x12 || buf[15] != 0xbc {
+		t.Fatalf("xattr = %x %v", buf, err)
+	}
+	other := filepath.Join(t.TempDir(), "used")
+	os.MkdirAll(other, 0o755)
+	os.WriteFile(filepath.Join(other, "file"), []byte("data"), 0o644)
+	if err := prepareBrick(other, volID); err == nil {
+		t.Fatal("a non-empty directory was adopted as a fresh brick")
+	}
+	if _, err := parseUUID("nope"); err == nil {
+		t.Fatal("parseUUID accepted garbage")
+	}
+}
