@@ -218,9 +218,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	if err := os.MkdirAll(filepath.Join(r.root, filepath.Dir(BrickPath)), 0o755); err != nil {
 		return false, fmt.Errorf("gluster: brick directory: %w", err)
 	}
-	changed, err := r.selfRepair(ctx, s)
+	changed, rejoining, err := r.selfRepair(ctx, s)
 	if err != nil {
 		return changed, err
+	}
+	if rejoining {
+		// Until this glusterd is back in its old pool, forming would mean creating a second pool (and, on
+		// a coordinator, a second volume): wait for the next pass.
+		status(s, "reimaged: rejoining the pool as "+s.Formation.GlusterPeers[s.Self.Addr.String()])
+		return changed, nil
 	}
 	var obs Observed
 	for round := 0; ; round++ {

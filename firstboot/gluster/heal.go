@@ -86,6 +86,16 @@ func PlanSelfRepair(s *firstboot.State, obs HealObserved) []Action {
 	return nil
 }
 
+// isolated: this glusterd has the UUID the pool knows this address by, but no peers (it adopted it and no
+// pool member is alive to probe yet).
+func isolated(s *firstboot.State, obs HealObserved) bool {
+	if s.Formation == nil {
+		return false
+	}
+	old, known := s.Formation.GlusterPeers[s.Self.Addr.String()]
+	return known && len(s.Formation.GlusterPeers) > 1 && obs.SelfUUID == old && len(obs.Peers) == 0
+}
+
 // PlanHeal is the coordinator's healing decision, after the volume exists. Pure.
 //   - A brick on an address that no alive member has, whose peer has been disconnected for ReplaceAfter,
 //     moves to an alive pool member without a brick (lowest ID), while a majority of the bricks is up
@@ -308,32 +318,32 @@ func parseUUID(s string) ([]byte, error) {
 	return b, nil
 }
 
-// selfRepair brings a reimaged node back in place (PlanSelfRepair), before the normal plan runs.
-func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (bool, error) {
-	changed := false
+// selfRepair brings a reimaged node back in place (PlanSelfRepair), before the normal plan runs. rejoining
+// reports that this glusterd is not back in its old pool yet: the normal plan must not run meanwhile.
+func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (changed, rejoining bool, err error) {
 	for round := 0; round < maxRounds; round++ {
 		obs, err := r.healObserve(ctx, false)
 		if err != nil {
-			return changed, err
+			return changed, false, err
 		}
 		acts := PlanSelfRepair(s, obs)
 		if len(acts) == 0 {
-			return changed, nil
+			return changed, isolated(s, obs), nil
 		}
 		for _, a := range acts {
 			r.log.Info("gluster: "+a.String(), "volume", VolumeName, "reason", selfRepairReason(a))
 			if err := r.act(ctx, a); err != nil {
-				return changed, err
+				return changed, acts[0].Kind != ActPrepareBrick, err
 			}
 			changed = true
 			r.lastRepair = fmt.Sprintf("%s (%s) at %s", a, selfRepairReason(a), r.now().UTC().Format(time.RFC3339))
 		}
 		if acts[0].Kind == ActAdoptUUID || acts[0].Kind == ActProbe {
 			// glusterd restarted or is syncing peers and volumes: look again next pass.
-			return changed, nil
+			return changed, true, nil
 		}
 	}
-	return changed, nil
+	return changed, false, nil
 }
 
 func selfRepairReason(a Action) string {

@@ -305,8 +305,14 @@ func degraded(nodes []swarm.Node) string {
 // leader answers with an error (docker 20.10: "The swarm does not have a leader…") or not at all. It
 // reports that precisely instead of letting the pass wait out the ready timeout.
 func (r *Reconciler) checkQuorum(ctx context.Context, s *firstboot.State, info swarm.Info) error {
+	var err error
+	if info.Error != "" && NoQuorum(errors.New(info.Error)) {
+		err = errors.New(info.Error) // docker info already tried and failed to list the nodes
+	}
 	qctx, cancel := context.WithTimeout(ctx, quorumProbeTimeout)
-	_, err := r.cli.NodeList(qctx, swarm.NodeListOptions{})
+	if err == nil {
+		_, err = r.cli.NodeList(qctx, swarm.NodeListOptions{})
+	}
 	cancel()
 	if err == nil || ctx.Err() != nil {
 		r.noQuorumSince = time.Time{}

@@ -158,7 +158,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 			info = ci
 		}
 	}
-	if s.Formation != nil && s.Formation.SwarmID != "" && info.Cluster != nil && info.Cluster.ID != s.Formation.SwarmID {
+	if info.ControlAvailable {
+		// Before anything else that reads the control plane: a manager without quorum reports an empty
+		// cluster (Info could not inspect it), which must read as "no quorum", not as another swarm.
+		if err := r.checkQuorum(ctx, s, info); err != nil {
+			return changed, err
+		}
+	}
+	if s.Formation != nil && s.Formation.SwarmID != "" && info.Cluster != nil && info.Cluster.ID != "" && info.Cluster.ID != s.Formation.SwarmID {
 		status(s, "swarm: foreign swarm "+info.Cluster.ID)
 		return changed, fmt.Errorf("swarm: in swarm %s, formation says %s: %w", info.Cluster.ID, s.Formation.SwarmID, ErrForeignSwarm)
 	}
@@ -176,9 +183,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		return changed, nil
 	}
 
-	if err := r.checkQuorum(ctx, s, info); err != nil {
-		return changed, err
-	}
 	nodes, err := r.waitReady(ctx, info.NodeID, true)
 	if err != nil {
 		return changed, err
@@ -236,6 +240,14 @@ func (r *Reconciler) form(ctx context.Context, s *firstboot.State) (bool, error)
 		if !s.Initialiser {
 			status(s, "waiting for formation")
 			return false, nil
+		}
+		for _, m := range s.Members {
+			if m.ID != s.Self.ID && m.Alive && m.SwarmNode != "" && m.SwarmNode != member.NoSwarmNode {
+				// A member is already in a swarm: this initialiser was reimaged (its formation record is
+				// gone with /var) and must join that swarm once the record arrives, never init another.
+				status(s, "waiting for the formation record: member "+m.ID+" is already in a swarm")
+				return false, nil
+			}
 		}
 		r.log.Info("swarm: init", "advertise", addr)
 		id, err := r.cli.SwarmInit(ctx, swarm.InitRequest{ListenAddr: listen, AdvertiseAddr: addr, DataPathAddr: addr})

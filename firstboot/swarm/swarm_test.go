@@ -182,3 +182,26 @@ func swNode(id, addr string, role swarm.NodeRole, state swarm.NodeState, reach s
 	}
 	return n
 }
+
+// inactiveAPI is a dockerd in no swarm; any write would hit the nil embedded interface and panic.
+type inactiveAPI struct{ DockerAPI }
+
+func (inactiveAPI) Info(context.Context) (system.Info, error) {
+	return system.Info{Swarm: swarm.Info{LocalNodeState: swarm.LocalNodeStateInactive}}, nil
+}
+
+func TestReimagedInitialiserNeverInitsAgain(t *testing.T) {
+	// The decided initialiser was reimaged: it learned the decision from metadata before its formation record
+	// arrived. A member already reports a swarm node, so it must wait for the record, not init.
+	ms := members(3)
+	ms[1].SwarmNode = "nodeB"
+	r := NewWithOptions(inactiveAPI{}, quiet(), Options{ReadyTimeout: time.Second, PollInterval: time.Millisecond})
+	s := &firstboot.State{Self: ms[0], Members: ms, Expected: 3, Initialiser: true}
+	changed, err := r.Reconcile(context.Background(), s)
+	if err != nil || changed || !strings.Contains(s.Status["swarm"], "already in a swarm") {
+		t.Fatalf("changed=%v err=%v status %q", changed, err, s.Status["swarm"])
+	}
+	if s.SwarmNode != member.NoSwarmNode {
+		t.Errorf("SwarmNode = %q, want %q", s.SwarmNode, member.NoSwarmNode)
+	}
+}

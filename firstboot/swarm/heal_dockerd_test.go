@@ -1,0 +1,279 @@
+package swarm
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/client"
+
+	"github.com/kiln-project/kiln/firstboot"
+	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/vrrp"
+	"github.com/kiln-project/kiln/internal/run"
+)
+
+// daemon is a dockerd that a test can stop, wipe (reimage) and start again. It runs in its node's network
+// namespace and in a UTS namespace of its own with the member's hostname, as on a real node: swarm node
+// entries carry the hostname, which is how stale entries are matched to members.
+type daemon struct {
+	ns, dir, hostname string
+	cmd               *exec.Cmd
+	exited            chan struct{}
+	cli               *client.Client
+}
+
+func (d *daemon) start(t *testing.T) {
+	t.Helper()
+	if err := os.MkdirAll(d.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(d.dir, "d.sock")
+	logf, err := os.OpenFile(filepath.Join(d.dir, "dockerd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf("hostname %s && exec dockerd --data-root %s --exec-root %s -H unix://%s --pidfile %s --bridge=none --iptables=false --ip6tables=false",
+		d.hostname, filepath.Join(d.dir, "data"), filepath.Join(d.dir, "x"), sock, filepath.Join(d.dir, "pid"))
+	d.cmd = exec.Command("nsenter", "--net=/run/netns/"+d.ns, "unshare", "--uts", "sh", "-c", script)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); logf.Close(); close(done) }(d.cmd, d.exited)
+	if d.cli == nil {
+		if d.cli, err = client.NewClientWithOpts(client.WithHost("unix://"+sock), client.WithAPIVersionNegotiation()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := d.cli.Info(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-d.exited:
+			t.Fatalf("dockerd %s exited during start-up; see %s", d.hostname, logf.Name())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dockerd %s not answering after 60 s: %v", d.hostname, err)
+		}
+		time.Sleep(200 * time.Millisecond) // poll interval while waiting for the daemon socket
+	}
+}
+
+// stop ends the daemon (nsenter, unshare and sh all exec, so the pid is dockerd's) and waits for it.
+func (d *daemon) stop(t *testing.T) {
+	t.Helper()
+	if d.cmd == nil {
+		return
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(30 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.exited
+	}
+	d.cmd = nil
+	unmountUnder(t, d.dir)
+}
+
+// reimage is an empty /var/lib/docker on the same machine: stop, wipe the data root, start.
+func (d *daemon) reimage(t *testing.T) {
+	t.Helper()
+	d.stop(t)
+	if err := os.RemoveAll(filepath.Join(d.dir, "data")); err != nil {
+		t.Fatal(err)
+	}
+	d.start(t)
+}
+
+// newHealLAN is newLAN with restartable daemons that carry their members' hostnames.
+func newHealLAN(t *testing.T, n int) ([]*daemon, []member.Member) {
+	t.Helper()
+	tag := strconv.Itoa(os.Getpid() % 100000)
+	hub := "ksh-hub-" + tag
+	sh(t, "ip", "netns", "add", hub)
+	t.Cleanup(func() { run.Cmd(context.Background(), "ip", "netns", "del", hub) })
+	sh(t, "ip", "-n", hub, "link", "add", "br0", "type", "bridge")
+	sh(t, "ip", "-n", hub, "link", "set", "br0", "up")
+	base, err := os.MkdirTemp("", "ksh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	var ds []*daemon
+	var ms []member.Member
+	for i := range n {
+		ns := fmt.Sprintf("ksh-%s-%d", tag, i)
+		sh(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { run.Cmd(context.Background(), "ip", "netns", "del", ns) })
+		sh(t, "ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", fmt.Sprintf("p%d", i), "netns", hub)
+		sh(t, "ip", "-n", hub, "link", "set", fmt.Sprintf("p%d", i), "master", "br0", "up")
+		addr := fmt.Sprintf("10.99.8.%d", 11+i)
+		sh(t, "ip", "-n", ns, "addr", "add", addr+"/24", "dev", "eth0")
+		sh(t, "ip", "-n", ns, "link", "set", "eth0", "up")
+		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		id := string(rune('a' + i))
+		d := &daemon{ns: ns, dir: filepath.Join(base, id), hostname: "kiln-" + id}
+		d.start(t)
+		t.Cleanup(func() {
+			d.stop(t)
+			if d.cli != nil {
+				d.cli.Close()
+			}
+			if t.Failed() {
+				if b, err := os.ReadFile(filepath.Join(d.dir, "dockerd.log")); err == nil {
+					lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+					t.Logf("%s dockerd log tail:\n%s", d.hostname, strings.Join(lines[max(0, len(lines)-15):], "\n"))
+				}
+			}
+		})
+		ds = append(ds, d)
+		m := member.Member{ID: id, Hostname: d.hostname, Alive: true}
+		m.Addr = mustAddr(addr)
+		ms = append(ms, m)
+	}
+	return ds, ms
+}
+
+// TestSelfHealingRealDockerd: a reimaged manager (same machine and hostname, empty data root) rejoins; the
+// stale entry of its previous install is demoted and removed by the leader's reconciler, and the node ends a
+// Ready manager again: 3 managers, no Down entries. Then a manager cut off from the other two loses quorum:
+// its reconciler says so and the VRRP health check fails on it (so it gives the VIP up), while the majority
+// side stays healthy; after the link is back everything is healthy again.
+func TestSelfHealingRealDockerd(t *testing.T) {
+	needDocker(t)
+	ds, ms := newHealLAN(t, 3)
+	recs := make([]*Reconciler, 3)
+	for i, d := range ds {
+		recs[i] = NewWithOptions(d.cli, quiet(), testOptions())
+	}
+	ctx := context.Background()
+	var f *firstboot.Formation
+	// pass runs node i's reconciler with the members' gossiped swarm node IDs, and keeps the newest announce.
+	pass := func(i int) (*firstboot.State, error) {
+		s := &firstboot.State{Self: ms[i], Members: ms, Expected: 3, Initialiser: i == 0, Formation: f, ReplaceAfter: time.Hour}
+		_, err := recs[i].Reconcile(ctx, s)
+		if s.SwarmNode != "" {
+			ms[i].SwarmNode = s.SwarmNode
+		}
+		if s.Announce != nil {
+			f = s.Announce
+		}
+		return s, err
+	}
+	for i := range 3 {
+		if _, err := pass(i); err != nil {
+			t.Fatalf("form: node %d: %v", i, err)
+		}
+	}
+	if _, err := pass(0); err != nil {
+		t.Fatal(err)
+	}
+	if f == nil || f.Managers != 3 {
+		t.Fatalf("formation after forming: %+v, want 3 managers", f)
+	}
+	oldC := ms[2].SwarmNode
+
+	// Reimage C.
+	ds[2].reimage(t)
+	recs[2] = NewWithOptions(ds[2].cli, quiet(), testOptions())
+	sc, err := pass(2)
+	if err != nil {
+		t.Fatalf("reimaged node's first pass: %v", err)
+	}
+	if ms[2].SwarmNode == oldC || ms[2].SwarmNode == member.NoSwarmNode {
+		t.Fatalf("reimaged node reports swarm node %q (old %s)", ms[2].SwarmNode, oldC)
+	}
+	if !strings.HasPrefix(sc.Status["swarm"], "worker") {
+		t.Fatalf("reimaged node should join as a worker while its old entry holds the seat; status %q", sc.Status["swarm"])
+	}
+
+	// The leader's passes demote and remove the stale entry, then promote the new one.
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		for i := range 2 {
+			if _, err := pass(i); err != nil {
+				t.Logf("pass %d: %v", i, err)
+			}
+		}
+		if _, err := pass(2); err != nil {
+			t.Logf("pass 2: %v", err)
+		}
+		nodes, err := ds[0].cli.NodeList(ctx, swarm.NodeListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready, stale := 0, 0
+		for _, n := range nodes {
+			if n.ID == oldC {
+				stale++
+			}
+			if n.Status.State == swarm.NodeStateReady && n.ManagerStatus != nil && n.ManagerStatus.Reachability == swarm.ReachabilityReachable {
+				ready++
+			}
+		}
+		if len(nodes) == 3 && ready == 3 && stale == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 3 min: %d nodes, %d ready managers, stale entry present: %v", len(nodes), ready, stale > 0)
+		}
+	}
+	for i := range 3 {
+		if s, err := pass(i); err != nil || !s.SwarmActive {
+			t.Fatalf("node %d after healing: active %v err %v", i, s.SwarmActive, err)
+		}
+	}
+	if f.Managers != 3 {
+		t.Fatalf("formation after healing: %d managers, want 3", f.Managers)
+	}
+
+	// Quorum loss on the minority side: cut A off.
+	sh(t, "ip", "-n", ds[0].ns, "link", "set", "eth0", "down")
+	ms[0].Alive = true
+	ms[1].Alive, ms[2].Alive = false, false // A's view
+	waitHealth := func(d *daemon, want bool, within time.Duration) {
+		t.Helper()
+		end := time.Now().Add(within)
+		for {
+			hctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+			err := vrrp.Healthy(hctx, d.cli)
+			cancel()
+			if (err == nil) == want {
+				t.Logf("%s healthy=%v (%v)", d.hostname, want, err)
+				return
+			}
+			if time.Now().After(end) {
+				t.Fatalf("%s: health = %v after %s, want healthy=%v", d.hostname, err, within, want)
+			}
+			time.Sleep(500 * time.Millisecond) // keepalived runs the check every second
+		}
+	}
+	waitHealth(ds[0], false, 60*time.Second)
+	waitHealth(ds[1], true, 60*time.Second)
+	if _, err := pass(0); err == nil || !strings.Contains(err.Error(), "no quorum: 2 of 3 managers unreachable") {
+		t.Fatalf("minority manager's pass: err = %v, want no quorum report", err)
+	}
+	sh(t, "ip", "-n", ds[0].ns, "link", "set", "eth0", "up")
+	ms[1].Alive, ms[2].Alive = true, true
+	waitHealth(ds[0], true, 90*time.Second)
+}
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
