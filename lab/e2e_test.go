@@ -59,8 +59,8 @@ func TestE2E(t *testing.T) {
 	name := fmt.Sprintf("e2e%d", os.Getpid()%100000)
 	l, err := lab.Up(ctx, lab.Options{Name: name, Root: root, Image: img, Nodes: 3, Accel: qemu.Accel(os.Getenv("KILN_LAB_ACCEL"))})
 	t.Cleanup(func() {
-		if l != nil && t.Failed() {
-			dumpSerial(t, l)
+		if _, err := os.Stat(filepath.Join(root, name)); err == nil && l != nil && t.Failed() {
+			dumpSerial(t, l) // a Fatal skipped the dump in the body
 		}
 		if err := lab.Down(context.Background(), root, name); err != nil {
 			t.Errorf("cleanup down: %v", err)
@@ -194,6 +194,10 @@ func TestE2E(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+
+	if t.Failed() {
+		dumpSerial(t, l) // before Down removes the logs
+	}
 
 	// An ACPI shutdown needs no reboot afterwards: cheap to check last.
 	stopStart := time.Now()
