@@ -1,0 +1,262 @@
+// Package healing is the end-to-end proof of self-healing (docs/self-healing.md): lab VMs lose nodes, power,
+// disks and links while a writer appends checksummed records to the shared volume, and afterwards every
+// acknowledged record must be there, with no split-brain, 3 Ready managers, 3 bricks online, no pending heals
+// and exactly one VIP holder. The scenarios are Go tests gated by KILN_E2E=1 (healing_test.go); this file is
+// the writer, the reader and the end-state checks.
+package healing
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kiln-project/kiln/lab"
+	"github.com/kiln-project/kiln/test/formation"
+)
+
+// DataDir is where writers put their logs, on the shared volume.
+const DataDir = "/var/data/healing"
+
+// Checksum is the record checksum: the first 16 hex digits of sha256("<seq> <payload>").
+func Checksum(seq int, payload string) string {
+	sum := sha256.Sum256([]byte(strconv.Itoa(seq) + " " + payload))
+	return hex.EncodeToString(sum[:8])
+}
+
+// WriterScript appends up to count records "<seq> <payload> <checksum>" to file, one every interval ms, and
+// prints "ack <seq>" only after the append and an fsync of the file succeeded: an ack is a write the
+// volume confirmed. Failed writes (read-only without quorum, a stalled mount) print "fail <seq>" and the
+// writer goes on. The payload is random so a stale or duplicated block cannot pass as a record.
+func WriterScript(file string, count, intervalMS int) string {
+	return fmt.Sprintf(`set -u; mkdir -p %[1]s; f=%[2]s; i=0
+while [ $i -lt %[3]d ]; do
+  p=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  s=$(printf '%%s %%s' "$i" "$p" | sha256sum | cut -c1-16)
+  if printf '%%s %%s %%s\n' "$i" "$p" "$s" >> "$f" 2>/dev/null && sync "$f" 2>/dev/null; then echo "ack $i"; else echo "fail $i"; fi
+  i=$((i+1)); sleep %[4]s
+done; echo done`, filepath.Dir(file), file, count, fmt.Sprintf("%d.%03d", intervalMS/1000, intervalMS%1000))
+}
+
+// Writer runs WriterScript on one node over one ssh session and collects the acknowledged sequence numbers.
+type Writer struct {
+	File string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	acks map[int]bool
+	// fails counts writes the volume refused (expected while a node is lost, never while it is healthy).
+	fails int
+	done  chan error
+}
+
+// StartWriter starts a writer on n (ssh from inside the lab namespace, like lab.Node.Exec).
+func StartWriter(ctx context.Context, l *lab.Lab, n *lab.Node, name string, count, intervalMS int) (*Writer, error) {
+	addr, err := n.Address()
+	if err != nil {
+		return nil, err
+	}
+	w := &Writer{File: DataDir + "/" + name + ".log", acks: map[int]bool{}, done: make(chan error, 1)}
+	w.cmd = exec.CommandContext(ctx, "ip", "netns", "exec", l.Namespace(), "ssh", "-i", filepath.Join(l.Dir(), "id_ed25519"),
+		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=12",
+		"root@"+addr, "--", WriterScript(w.File, count, intervalMS))
+	out, err := w.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := w.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("writer on %s: %w", n.Name(), err)
+	}
+	go func() {
+		err := w.read(out)
+		w.done <- errors.Join(err, w.cmd.Wait())
+	}()
+	return w, nil
+}
+
+func (w *Writer) read(r io.Reader) error {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 {
+			continue
+		}
+		seq, err := strconv.Atoi(f[1])
+		if err != nil {
+			continue
+		}
+		w.mu.Lock()
+		switch f[0] {
+		case "ack":
+			w.acks[seq] = true
+		case "fail":
+			w.fails++
+		}
+		w.mu.Unlock()
+	}
+	return sc.Err()
+}
+
+// Acked returns how many records were acknowledged so far and how many writes failed.
+func (w *Writer) Acked() (acked, failed int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acks), w.fails
+}
+
+// WaitAcked waits until at least n more records than before were acknowledged (the volume takes writes).
+func (w *Writer) WaitAcked(ctx context.Context, more int) error {
+	base, _ := w.Acked()
+	return formation.Poll(ctx, time.Second, "writer acknowledges writes", func(context.Context) (bool, string, error) {
+		a, f := w.Acked()
+		return a >= base+more, fmt.Sprintf("%d acked, %d failed", a, f), nil
+	})
+}
+
+// Stop ends the writer (the ssh session) and waits for it.
+func (w *Writer) Stop() map[int]bool {
+	if w.cmd.Process != nil {
+		w.cmd.Process.Kill()
+	}
+	select {
+	case <-w.done:
+	case <-time.After(30 * time.Second):
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[int]bool, len(w.acks))
+	for k := range w.acks {
+		out[k] = true
+	}
+	return out
+}
+
+var recordLine = regexp.MustCompile(`^([0-9]+) ([0-9a-f]{24}) ([0-9a-f]{16})$`)
+
+// Verify checks the log's content against the acknowledged records: every acked sequence number must be
+// present with a valid checksum. Lines of unacknowledged writes may be missing or torn (a write that failed
+// half-way); a line that parses but has a wrong checksum is corruption and always an error.
+func Verify(content string, acked map[int]bool) (lost []int, corrupt []string) {
+	have := map[int]bool{}
+	for line := range strings.Lines(content) {
+		line = strings.TrimRight(line, "\n")
+		m := recordLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		seq, _ := strconv.Atoi(m[1])
+		if Checksum(seq, m[2]) != m[3] {
+			corrupt = append(corrupt, line)
+			continue
+		}
+		have[seq] = true
+	}
+	for seq := range acked {
+		if !have[seq] {
+			lost = append(lost, seq)
+		}
+	}
+	return lost, corrupt
+}
+
+var healEntries = regexp.MustCompile(`(?m)^Number of entries(?: in split-brain)?: *([0-9]+|-)`)
+
+// CountEntries sums the "Number of entries…: N" lines of `gluster volume heal data info [split-brain]`;
+// unknown reports a brick that answered "-" (not connected).
+func CountEntries(out string) (total int, unknown bool) {
+	for _, m := range healEntries.FindAllStringSubmatch(out, -1) {
+		if m[1] == "-" {
+			unknown = true
+			continue
+		}
+		n, _ := strconv.Atoi(m[1])
+		total += n
+	}
+	return total, unknown
+}
+
+// Healed is the end state every scenario must reach: on node `from`, 3 Ready managers and no other swarm
+// entries; 3 bricks online; no pending heal and no split-brain entries; and exactly one VIP holder among
+// nodes. It returns a description of what is still missing ("" when healed).
+func Healed(ctx context.Context, from *lab.Node, nodes []*lab.Node, vip string) (string, error) {
+	var missing []string
+	sns, err := formation.SwarmNodes(ctx, from)
+	if err != nil {
+		return "", err
+	}
+	ready := 0
+	for _, n := range sns {
+		if n.ReadyManager() {
+			ready++
+		} else {
+			missing = append(missing, fmt.Sprintf("swarm entry %s (%s) %s %q", n.ID, n.Hostname, n.Status, n.ManagerStatus))
+		}
+	}
+	if ready != 3 {
+		missing = append(missing, fmt.Sprintf("%d ready managers", ready))
+	}
+	out, err := formation.Exec(ctx, from, "gluster", "--mode=script", "volume", "status", "data", "--xml")
+	if err != nil {
+		return "", err
+	}
+	bricks, err := formation.ParseVolumeStatusXML([]byte(out))
+	if err != nil {
+		return "", err
+	}
+	online := 0
+	for _, b := range bricks {
+		if b.Online {
+			online++
+		}
+	}
+	if online != 3 || len(bricks) != 3 {
+		missing = append(missing, fmt.Sprintf("%d of %d bricks online", online, len(bricks)))
+	}
+	out, err = formation.Exec(ctx, from, "gluster", "--mode=script", "volume", "heal", "data", "info")
+	if err != nil {
+		return "", err
+	}
+	if n, unknown := CountEntries(out); n != 0 || unknown {
+		missing = append(missing, fmt.Sprintf("%d entries pending heal (brick unknown: %v)", n, unknown))
+	}
+	out, err = formation.Exec(ctx, from, "gluster", "--mode=script", "volume", "heal", "data", "info", "split-brain")
+	if err != nil {
+		return "", err
+	}
+	if n, _ := CountEntries(out); n != 0 {
+		missing = append(missing, fmt.Sprintf("%d split-brain entries", n))
+	}
+	holders, err := VIPHolders(ctx, nodes, vip)
+	if err != nil {
+		return "", err
+	}
+	if len(holders) != 1 {
+		missing = append(missing, fmt.Sprintf("VIP holders %v", holders))
+	}
+	return strings.Join(missing, "; "), nil
+}
+
+// VIPHolders names the nodes carrying vip.
+func VIPHolders(ctx context.Context, nodes []*lab.Node, vip string) ([]string, error) {
+	var out []string
+	for _, n := range nodes {
+		o, err := formation.Exec(ctx, n, "ip", "-o", "addr", "show")
+		if err != nil {
+			return nil, err
+		}
+		if strings.Contains(o, " "+vip+"/") {
+			out = append(out, n.Name())
+		}
+	}
+	return out, nil
+}
