@@ -138,6 +138,7 @@ type agent struct {
 
 	// Reconcile-loop-only state.
 	swarmNode string // last observed swarm node ID of this node, gossiped in metadata
+	epoch     int    // formation epoch this node was last ready in (epochFile)
 	everReady bool
 	lastErr   string
 	lastErrAt time.Time
@@ -262,6 +263,12 @@ func (a *agent) loadState() error {
 		a.setupError(err)
 		return err
 	}
+	var le localEpoch
+	if _, err := readJSON(filepath.Join(a.opts.StateDir, epochFile), &le); err != nil {
+		a.setupError(err)
+		return err
+	}
+	a.epoch = le.Epoch
 	a.el = election.New(a.id, a.cfg.Cluster.Size, p, a.opts.Election)
 	if ok {
 		if err := r.valid(); err != nil {

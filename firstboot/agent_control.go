@@ -257,6 +257,12 @@ func (a *agent) merge(r record, from string) {
 			a.conflicted[r.SwarmID] = true
 			a.log.Error("ignored formation record of another swarm", "from", from, "ours", a.rec.SwarmID, "theirs", r.SwarmID, "theirs_initialiser", r.Initialiser)
 		}
+	case r.Epoch != a.rec.Epoch:
+		// A forced recovery starts a new epoch: its records win whatever the clocks say, and records of an
+		// older epoch (a node that was away during the recovery) never overwrite it.
+		if r.Epoch > a.rec.Epoch {
+			a.adopt(&r, "formation record of a recovered cluster (new epoch)", from)
+		}
 	case r.Updated.After(a.rec.Updated) && !sameRecord(a.rec, &r):
 		a.adopt(&r, "formation record refreshed", from)
 	}
@@ -277,7 +283,7 @@ func (a *agent) adopt(r *record, msg, from string) bool {
 func sameRecord(x, y *record) bool {
 	return x.SwarmID == y.SwarmID && x.Initialiser == y.Initialiser && x.ManagerToken == y.ManagerToken &&
 		x.WorkerToken == y.WorkerToken && slices.Equal(x.ManagerAddrs, y.ManagerAddrs) &&
-		x.Managers == y.Managers && maps.Equal(x.GlusterPeers, y.GlusterPeers)
+		x.Managers == y.Managers && maps.Equal(x.GlusterPeers, y.GlusterPeers) && x.Epoch == y.Epoch
 }
 
 // broadcastRecord sends the record to every live member (the fast path; push/pull is the safety net).

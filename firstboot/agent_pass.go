@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -62,6 +63,14 @@ func (a *agent) pass(ctx context.Context) {
 		a.swarmNode = s.SwarmNode // keep the last observation when dockerd does not answer
 	}
 	phase := a.phase(s, results)
+	if phase == status.PhaseReady && s.Formation != nil && s.Formation.Epoch > a.epoch {
+		// Everything converged in the new epoch: this node's state belongs to it now.
+		if err := writeJSON(filepath.Join(a.opts.StateDir, epochFile), localEpoch{Epoch: s.Formation.Epoch}); err != nil {
+			a.log.Warn("persist epoch", "err", err)
+		} else {
+			a.epoch = s.Formation.Epoch
+		}
+	}
 	holds := false
 	if vip := a.cfg.Cluster.VIP; vip.IsValid() {
 		var err error
@@ -77,7 +86,7 @@ func (a *agent) pass(ctx context.Context) {
 func (a *agent) state() *State {
 	c := a.cfg.Cluster
 	s := &State{Expected: c.Size, ClusterName: c.Name, VIP: c.VIP, Interface: a.net.Interface, Subnet: a.net.Subnet,
-		ReplaceAfter: c.ReplaceAfter, Status: map[string]string{}}
+		ReplaceAfter: c.ReplaceAfter, LocalEpoch: a.epoch, Status: map[string]string{}}
 	for _, p := range a.disc.Peers() {
 		m := p.Member
 		if m.ID == a.id {

@@ -16,7 +16,14 @@ import (
 const (
 	electionFile  = "election.json"
 	formationFile = "formation.json"
+	// epochFile holds the formation epoch this node was last ready in (see State.LocalEpoch).
+	epochFile = "epoch.json"
 )
+
+// localEpoch is epochFile's content.
+type localEpoch struct {
+	Epoch int `json:"epoch"`
+}
 
 // record is the persisted and gossiped formation: the Formation plus what merging needs.
 type record struct {
@@ -94,4 +101,36 @@ func readJSON(path string, v any) (bool, error) {
 		return false, fmt.Errorf("decode %s: %w", path, err)
 	}
 	return true, nil
+}
+
+// NewEpoch is the formation-record half of `kiln-firstboot recover --force-new-cluster`, run while the agent
+// is stopped: the record in stateDir gets the next epoch, this node's manager address as the only one, a
+// fresh Updated time (so it spreads), and no gluster pool map (the coordinator republishes the shrunken
+// pool); this node's local epoch is set to it. Nodes that come back from before the recovery see the newer
+// epoch and start over instead of bringing back the old majority's state. It returns the new epoch.
+func NewEpoch(stateDir, nodeID, managerAddr string, now time.Time) (int, error) {
+	var r record
+	ok, err := readJSON(filepath.Join(stateDir, formationFile), &r)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, fmt.Errorf("%s: no formation record: this node never formed a cluster", filepath.Join(stateDir, formationFile))
+	}
+	r.Epoch++
+	r.ManagerAddrs = []string{managerAddr}
+	r.Managers = 1
+	r.GlusterPeers = nil
+	r.Updated = now.UTC()
+	r.Origin = nodeID
+	if err := r.valid(); err != nil {
+		return 0, err
+	}
+	if err := writeJSON(filepath.Join(stateDir, formationFile), &r); err != nil {
+		return 0, err
+	}
+	if err := writeJSON(filepath.Join(stateDir, epochFile), localEpoch{Epoch: r.Epoch}); err != nil {
+		return 0, err
+	}
+	return r.Epoch, nil
 }

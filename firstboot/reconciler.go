@@ -42,6 +42,10 @@ type State struct {
 	// ReplaceAfter is how long a member must be gone before an alive newcomer may take its place
 	// (config cluster.replaceAfter).
 	ReplaceAfter time.Duration
+	// LocalEpoch is the formation epoch this node was last ready in (persisted by the agent). When the
+	// record's Epoch is higher, the cluster was recovered (`kiln-firstboot recover --force-new-cluster`)
+	// while this node was away: its old swarm and gluster state must not fight the new cluster.
+	LocalEpoch int
 
 	// Announce is output: set by the swarm reconciler on a node that is an active swarm manager, it is the
 	// formation record this node can vouch for right now (swarm id, current join tokens, reachable manager
@@ -77,4 +81,7 @@ type Formation struct {
 	// (same machine and address, empty /var) adopts its old UUID from here before its glusterd joins, so
 	// the pool takes it back in place instead of rejecting a stranger with a known address.
 	GlusterPeers map[string]string `json:"glusterPeers,omitempty"`
+	// Epoch counts forced recoveries of this cluster (0 until the first). Nodes from an older epoch start
+	// over (swarm leave, fresh glusterd) instead of bringing back the old majority's state.
+	Epoch int `json:"epoch,omitempty"`
 }

@@ -23,6 +23,7 @@ var commands = []func() *cobra.Command{
 	newIgniteCmd,
 	newSSHKeysCmd,
 	newHealthCmd,
+	newRecoverCmd,
 	newVersionCmd,
 }
 

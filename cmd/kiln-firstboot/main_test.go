@@ -127,3 +127,13 @@ func captureStdout(t *testing.T, f func() error) string {
 	}
 	return out
 }
+
+func TestRecoverRefusesWithoutForce(t *testing.T) {
+	root := newRootCmd()
+	root.SetArgs([]string{"recover"})
+	root.SetOut(&bytes.Buffer{})
+	err := root.ExecuteContext(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "--force-new-cluster") {
+		t.Fatalf("recover without --force-new-cluster: err = %v", err)
+	}
+}

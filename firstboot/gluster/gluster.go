@@ -87,6 +87,12 @@ func (a Action) String() string {
 		return "peer detach " + a.Host
 	case ActAdoptUUID:
 		return "adopt glusterd UUID " + a.Value
+	case ActAddBrick:
+		return fmt.Sprintf("add-brick replica %d %s", a.Replica, strings.Join(a.Bricks, " "))
+	case ActRemoveBricks:
+		return fmt.Sprintf("remove-brick replica %d %s force", a.Replica, strings.Join(a.Bricks, " "))
+	case ActResetPeer:
+		return "reset to a fresh peer (epoch " + a.Value + ")"
 	default:
 		return string(a.Kind)
 	}
@@ -320,6 +326,12 @@ func (r *Reconciler) act(ctx context.Context, a Action) error {
 		err = r.adoptUUID(ctx, a.Value)
 	case ActPrepareBrick:
 		err = prepareBrick(filepath.Join(r.root, BrickPath), a.Value)
+	case ActAddBrick:
+		err = r.cli.op(ctx, append([]string{"volume", "add-brick", VolumeName, "replica", fmt.Sprint(a.Replica)}, a.Bricks...)...)
+	case ActRemoveBricks:
+		err = r.cli.op(ctx, append(append([]string{"volume", "remove-brick", VolumeName, "replica", fmt.Sprint(a.Replica)}, a.Bricks...), "force")...)
+	case ActResetPeer:
+		err = r.resetPeer(ctx, a.Value)
 	default:
 		err = fmt.Errorf("unknown action %q", a.Kind)
 	}
@@ -459,4 +471,24 @@ func status(s *firstboot.State, v string) {
 		s.Status = map[string]string{}
 	}
 	s.Status["gluster"] = v
+}
+
+// Recover shrinks the volume to this node's brick after the majority is lost for good (RecoverPlan), logging
+// every step. It is the gluster half of `kiln-firstboot recover --force-new-cluster`.
+func (r *Reconciler) Recover(ctx context.Context, self netip.Addr) error {
+	obs, err := r.observe(ctx)
+	if err != nil {
+		return err
+	}
+	acts, err := RecoverPlan(self, obs.Volume, obs.Peers)
+	if err != nil {
+		return err
+	}
+	for _, a := range acts {
+		r.log.Info("gluster recover: "+a.String(), "volume", VolumeName, "reason", "operator: recover --force-new-cluster")
+		if err := r.act(ctx, a); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -41,6 +41,15 @@ const (
 	// (`replace-brick … commit force`); ActDetach then removes the dead peer from the pool.
 	ActReplaceBrick ActionKind = "replace-brick"
 	ActDetach       ActionKind = "detach"
+	// ActAddBrick grows the replica count by one with a newcomer's brick (after `recover` shrank the
+	// volume to the survivor's brick, or on a cluster that started smaller than 3).
+	ActAddBrick ActionKind = "add-brick"
+	// ActRemoveBricks shrinks the volume to the given replica count, dropping the bricks named
+	// (`remove-brick … force`): only `kiln-firstboot recover` does it.
+	ActRemoveBricks ActionKind = "remove-bricks"
+	// ActResetPeer makes this glusterd a fresh one (state set aside, brick directory set aside): a node
+	// from before a `recover` that the new pool does not know.
+	ActResetPeer ActionKind = "reset-peer"
 )
 
 // HealObserved is what healing decisions look at beyond Observed.
@@ -82,6 +91,72 @@ func PlanSelfRepair(s *firstboot.State, obs HealObserved) []Action {
 	}
 	if obs.Volume != nil && obs.Volume.Status == "Started" && slices.Contains(obs.Volume.Bricks, self+":"+BrickPath) && !obs.BrickPrepared {
 		return []Action{{Kind: ActPrepareBrick, Value: obs.Volume.ID}, {Kind: ActStartForce}, {Kind: ActHealFull}}
+	}
+	return nil
+}
+
+// RecoverPlan is what `kiln-firstboot recover --force-new-cluster` does to the volume on the survivor: lift
+// both quorums (the lost majority can no longer form one), shrink the volume to the local brick, and
+// detach every other peer. The reconcilers later restore the options and grow the volume back with
+// newcomers (ActAddBrick). Pure.
+func RecoverPlan(self netip.Addr, vol *Volume, peers []Peer) ([]Action, error) {
+	if vol == nil {
+		return nil, errors.New("gluster: recover: no volume " + VolumeName)
+	}
+	mine := self.String() + ":" + BrickPath
+	if !slices.Contains(vol.Bricks, mine) {
+		return nil, fmt.Errorf("gluster: recover: this node (%s) holds no brick of %s; recover on a node that does", self, VolumeName)
+	}
+	acts := []Action{
+		{Kind: ActSet, Key: "cluster.server-quorum-type", Value: "none"},
+		{Kind: ActSet, Key: "cluster.quorum-type", Value: "none"},
+	}
+	var others []string
+	for _, b := range vol.Bricks {
+		if b != mine {
+			others = append(others, b)
+		}
+	}
+	if len(others) > 0 {
+		acts = append(acts, Action{Kind: ActRemoveBricks, Replica: 1, Bricks: others})
+	}
+	for _, p := range peers {
+		acts = append(acts, Action{Kind: ActDetach, Host: p.Hostname})
+	}
+	return acts, nil
+}
+
+// PlanEpochReset: after a `recover`, a node whose glusterd still belongs to the old pool (it has peers, and
+// the new pool's map does not know it by its UUID) must start over as a fresh peer. Pure.
+func PlanEpochReset(s *firstboot.State, obs HealObserved) []Action {
+	if s.Formation == nil || s.Formation.Epoch <= s.LocalEpoch || len(obs.Peers) == 0 || s.Formation.GlusterPeers == nil {
+		return nil
+	}
+	if s.Formation.GlusterPeers[s.Self.Addr.String()] == obs.SelfUUID {
+		return nil
+	}
+	return []Action{{Kind: ActResetPeer, Value: fmt.Sprint(s.Formation.Epoch)}}
+}
+
+// resetPeer stops glusterd, sets its state directory and this node's brick aside (renamed, never deleted:
+// they may hold writes the survivor never saw, for a human to salvage), and starts a fresh glusterd.
+func (r *Reconciler) resetPeer(ctx context.Context, epoch string) error {
+	st, ok := r.systemd.(stopper)
+	if !ok {
+		return errors.New("gluster: reset peer: systemd manager cannot stop units")
+	}
+	if err := st.Stop(ctx, "glusterd.service"); err != nil {
+		return fmt.Errorf("gluster: reset peer: %w", err)
+	}
+	suffix := ".before-epoch-" + epoch + "." + r.now().UTC().Format("20060102T150405")
+	for _, p := range []string{"/var/lib/glusterd", BrickPath} {
+		path := filepath.Join(r.root, p)
+		if err := os.Rename(path, path+suffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("gluster: reset peer: set %s aside: %w", path, err)
+		}
+	}
+	if err := r.systemd.Start(ctx, "glusterd.service"); err != nil {
+		return fmt.Errorf("gluster: reset peer: %w", err)
 	}
 	return nil
 }
@@ -155,6 +230,10 @@ func PlanHeal(s *firstboot.State, obs HealObserved, replaceAfter time.Duration) 
 	}
 	if len(acts) > 0 {
 		return append(acts, Action{Kind: ActHealFull})
+	}
+	if want := min(3, max(s.Expected, 1)); obs.Volume.Replica < want && len(newcomers) > 0 && up == len(obs.Volume.Bricks) {
+		n := newcomers[0]
+		return []Action{{Kind: ActAddBrick, Replica: obs.Volume.Replica + 1, Bricks: []string{n.Addr.String() + ":" + BrickPath}}, {Kind: ActHealFull}}
 	}
 	for _, p := range obs.Peers {
 		if brickHosts[p.Hostname] || !gone(p.Hostname) || !quorum {
@@ -326,7 +405,10 @@ func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (change
 		if err != nil {
 			return changed, false, err
 		}
-		acts := PlanSelfRepair(s, obs)
+		acts := PlanEpochReset(s, obs)
+		if len(acts) == 0 {
+			acts = PlanSelfRepair(s, obs)
+		}
 		if len(acts) == 0 {
 			return changed, isolated(s, obs), nil
 		}
@@ -338,7 +420,7 @@ func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (change
 			changed = true
 			r.lastRepair = fmt.Sprintf("%s (%s) at %s", a, selfRepairReason(a), r.now().UTC().Format(time.RFC3339))
 		}
-		if acts[0].Kind == ActAdoptUUID || acts[0].Kind == ActProbe {
+		if acts[0].Kind == ActAdoptUUID || acts[0].Kind == ActProbe || acts[0].Kind == ActResetPeer {
 			// glusterd restarted or is syncing peers and volumes: look again next pass.
 			return changed, true, nil
 		}
@@ -354,6 +436,8 @@ func selfRepairReason(a Action) string {
 		return "reimaged: rejoining the pool through a member"
 	case ActPrepareBrick, ActStartForce, ActHealFull:
 		return "brick directory empty (no volume id): recreating it and healing it in full"
+	case ActResetPeer:
+		return "the cluster was recovered (epoch " + a.Value + ") without this node: starting over as a fresh peer"
 	}
 	return ""
 }
@@ -457,7 +541,9 @@ func healReason(a Action, downSince map[string]time.Time, after time.Duration) s
 	case ActHeal:
 		return "entries pending heal and every brick connected"
 	case ActHealFull:
-		return "a brick was replaced: fill it"
+		return "a brick was replaced or added: fill it"
+	case ActAddBrick:
+		return "replica count below the cluster's; a newcomer without a brick is in the pool"
 	}
 	return ""
 }

@@ -188,3 +188,66 @@ func TestPrepareBrick(t *testing.T) {
 		t.Fatal("parseUUID accepted garbage")
 	}
 }
+
+func TestRecoverPlan(t *testing.T) {
+	vol := &Volume{ID: volID, Status: "Started", Replica: 3, Bricks: bricks(mA, mB, mC)}
+	acts, err := RecoverPlan(mA.Addr, vol, []Peer{peer(mB, false), peer(mC, false)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "set cluster.server-quorum-type none; set cluster.quorum-type none; remove-brick replica 1 10.77.0.12:" + BrickPath +
+		" 10.77.0.13:" + BrickPath + " force; peer detach 10.77.0.12; peer detach 10.77.0.13"
+	if got := kinds(acts); got != want {
+		t.Errorf("RecoverPlan =\n %q\nwant\n %q", got, want)
+	}
+	if _, err := RecoverPlan(mC.Addr.Next().Next(), vol, nil); err == nil {
+		t.Error("recover on a node without a brick must refuse")
+	}
+	if _, err := RecoverPlan(mA.Addr, nil, nil); err == nil {
+		t.Error("recover without a volume must refuse")
+	}
+}
+
+func TestPlanHealGrowsAfterRecover(t *testing.T) {
+	mD := member.Member{ID: "d", Addr: mC.Addr.Next(), Alive: true}
+	one := &Volume{ID: volID, Status: "Started", Replica: 1, Bricks: bricks(mA)}
+	s := st(mA, mA, mD)
+	obs := HealObserved{Observed: Observed{Peers: []Peer{peer(mD, true)}, Volume: one}, Now: time.Now()}
+	if got, want := kinds(PlanHeal(s, obs, time.Minute)), "add-brick replica 2 10.77.0.14:"+BrickPath+"; heal-full"; got != want {
+		t.Errorf("PlanHeal = %q, want %q", got, want)
+	}
+	// Not while the newcomer is still being probed, nor beyond the cluster's replica count.
+	obs.Peers = []Peer{peer(mD, false)}
+	if got := kinds(PlanHeal(s, obs, time.Minute)); got != "" {
+		t.Errorf("newcomer not in the pool yet: PlanHeal = %q", got)
+	}
+	full := &Volume{ID: volID, Status: "Started", Replica: 3, Bricks: bricks(mA, mB, mC)}
+	s = st(mA, mA, mB, mC, mD)
+	obs = HealObserved{Observed: Observed{Peers: []Peer{peer(mB, true), peer(mC, true), peer(mD, true)}, Volume: full}, Now: time.Now()}
+	if got := kinds(PlanHeal(s, obs, time.Minute)); got != "" {
+		t.Errorf("a 4th member of a full replica 3: PlanHeal = %q, want nothing (it is a client)", got)
+	}
+}
+
+func TestPlanEpochReset(t *testing.T) {
+	s := st(mC, mA, mB, mC)
+	s.Formation.Epoch = 1
+	s.Formation.GlusterPeers = map[string]string{"10.77.0.11": uuidA}
+	old := HealObserved{SelfUUID: uuidC, Observed: Observed{Peers: []Peer{peer(mA, false), peer(mB, false)}}}
+	if got := kinds(PlanEpochReset(s, old)); got != "reset to a fresh peer (epoch 1)" {
+		t.Errorf("node from before the recovery: %q", got)
+	}
+	s.LocalEpoch = 1
+	if got := kinds(PlanEpochReset(s, old)); got != "" {
+		t.Errorf("node of the current epoch: %q", got)
+	}
+	s.LocalEpoch = 0
+	fresh := HealObserved{SelfUUID: uuidX}
+	if got := kinds(PlanEpochReset(s, fresh)); got != "" {
+		t.Errorf("fresh node (no peers): %q", got)
+	}
+	s.Formation.GlusterPeers["10.77.0.13"] = uuidC
+	if got := kinds(PlanEpochReset(s, old)); got != "" {
+		t.Errorf("node the recovered pool knows: %q", got)
+	}
+}

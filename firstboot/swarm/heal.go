@@ -341,3 +341,40 @@ func NoQuorum(err error) bool {
 	return strings.Contains(m, "does not have a leader") || strings.Contains(m, "no elected cluster leader") ||
 		strings.Contains(m, "lost quorum")
 }
+
+// staleEpoch reports whether this node's swarm state predates a forced recovery it did not take part in:
+// the formation's epoch is newer than the one this node was last ready in, the node is in some swarm, the
+// recovered formation does not list it as a manager, and it cannot show itself healthy in the recovered
+// swarm (Ready in a manager's node list, or a worker that knows a recovered manager).
+func (r *Reconciler) staleEpoch(ctx context.Context, s *firstboot.State, info swarm.Info) bool {
+	f := s.Formation
+	if f == nil || f.Epoch <= s.LocalEpoch || info.LocalNodeState == swarm.LocalNodeStateInactive {
+		return false
+	}
+	self := s.Self.Addr.String()
+	for _, a := range f.ManagerAddrs {
+		if h, _, _ := strings.Cut(a, ":"); h == self {
+			return false
+		}
+	}
+	if info.LocalNodeState == swarm.LocalNodeStateActive && !info.ControlAvailable {
+		for _, p := range info.RemoteManagers {
+			if slices.Contains(f.ManagerAddrs, p.Addr) {
+				return false
+			}
+		}
+	}
+	if info.ControlAvailable {
+		qctx, cancel := context.WithTimeout(ctx, quorumProbeTimeout)
+		nodes, err := r.cli.NodeList(qctx, swarm.NodeListOptions{})
+		cancel()
+		if err == nil {
+			for _, n := range nodes {
+				if n.ID == info.NodeID && n.Status.State == swarm.NodeStateReady {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}

@@ -29,6 +29,7 @@ type DockerAPI interface {
 	NodeList(ctx context.Context, options swarm.NodeListOptions) ([]swarm.Node, error)
 	NodeUpdate(ctx context.Context, nodeID string, version swarm.Version, node swarm.NodeSpec) error
 	NodeRemove(ctx context.Context, nodeID string, options swarm.NodeRemoveOptions) error
+	SwarmLeave(ctx context.Context, force bool) error
 }
 
 // MaxManagers is the number of managers kiln keeps: raft needs a majority, so 3/5/7 tolerate 1/2/3 failures;
@@ -121,6 +122,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	info, err := r.info(ctx)
 	if err != nil {
 		return false, err
+	}
+	if r.staleEpoch(ctx, s, info) {
+		// The cluster was recovered (`recover --force-new-cluster`) while this node was away: its swarm
+		// state is the old majority's, which the survivor removed. Leaving is what the operator's recover
+		// asked for; the next step joins the recovered swarm as a new node.
+		r.log.Warn("swarm: leaving the pre-recovery swarm", "node", info.NodeID, "state", info.LocalNodeState,
+			"epoch", s.Formation.Epoch, "local_epoch", s.LocalEpoch, "reason", "cluster recovered without this node")
+		if err := r.cli.SwarmLeave(ctx, true); err != nil {
+			return false, fmt.Errorf("swarm: leave pre-recovery swarm: %w", err)
+		}
+		if info, err = r.info(ctx); err != nil {
+			return true, err
+		}
 	}
 	s.SwarmNode = info.NodeID
 	if info.LocalNodeState == swarm.LocalNodeStateInactive || s.SwarmNode == "" {
@@ -442,8 +456,10 @@ func (r *Reconciler) announce(ctx context.Context, s *firstboot.State, nodes []s
 		}
 	}
 	if s.Formation != nil {
-		// The gluster reconciler owns this map (it runs after swarm and refreshes it on the coordinator).
+		// The gluster reconciler owns this map (it runs after swarm and refreshes it on the coordinator);
+		// the epoch changes only through `recover`.
 		f.GlusterPeers = s.Formation.GlusterPeers
+		f.Epoch = s.Formation.Epoch
 	}
 	if s.Formation != nil && s.Formation.Initialiser != "" {
 		f.Initialiser = s.Formation.Initialiser

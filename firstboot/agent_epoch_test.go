@@ -1,0 +1,55 @@
+package firstboot
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestNewEpoch(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := NewEpoch(dir, "aa", "10.0.0.1:2377", time.Now()); err == nil {
+		t.Fatal("no record: want an error")
+	}
+	old := record{Formation: Formation{SwarmID: "s", Initialiser: "aa", ManagerToken: "m", WorkerToken: "w",
+		ManagerAddrs: []string{"10.0.0.1:2377", "10.0.0.2:2377", "10.0.0.3:2377"}, Managers: 3,
+		GlusterPeers: map[string]string{"10.0.0.1": "u1"}}, Updated: time.Unix(1, 0)}
+	if err := writeJSON(filepath.Join(dir, formationFile), &old); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	for want := 1; want <= 2; want++ {
+		e, err := NewEpoch(dir, "aa", "10.0.0.1:2377", now)
+		if err != nil || e != want {
+			t.Fatalf("NewEpoch = %d, %v; want %d", e, err, want)
+		}
+	}
+	var r record
+	var le localEpoch
+	readJSON(filepath.Join(dir, formationFile), &r)
+	readJSON(filepath.Join(dir, epochFile), &le)
+	if r.Epoch != 2 || le.Epoch != 2 || len(r.ManagerAddrs) != 1 || r.Managers != 1 || r.GlusterPeers != nil ||
+		!r.Updated.Equal(now) || r.SwarmID != "s" || r.ManagerToken != "m" {
+		t.Fatalf("record %+v, local epoch %d", r, le.Epoch)
+	}
+}
+
+// A record of an older epoch never overwrites a newer one, whatever its time; a newer epoch always wins.
+func TestMergeByEpoch(t *testing.T) {
+	a := &agent{opts: Options{StateDir: t.TempDir()}.withDefaults(), log: Options{}.withDefaults().Logger, kick: make(chan struct{}, 1), conflicted: map[string]bool{}}
+	a.el = nil
+	base := record{Formation: Formation{SwarmID: "s", Initialiser: "aa", ManagerToken: "m", WorkerToken: "w", ManagerAddrs: []string{"x:2377"}, Epoch: 1}, Updated: time.Unix(100, 0)}
+	a.rec = &base
+	older := base
+	older.Epoch, older.Updated, older.ManagerAddrs = 0, time.Unix(999, 0), []string{"y:2377"}
+	a.merge(older, "test")
+	if a.rec.Epoch != 1 || a.rec.ManagerAddrs[0] != "x:2377" {
+		t.Fatalf("an older epoch's record overwrote the recovered one: %+v", a.rec)
+	}
+	newer := base
+	newer.Epoch, newer.Updated, newer.ManagerAddrs = 2, time.Unix(1, 0), []string{"z:2377"}
+	a.merge(newer, "test")
+	if a.rec.Epoch != 2 || a.rec.ManagerAddrs[0] != "z:2377" {
+		t.Fatalf("a newer epoch's record was not adopted: %+v", a.rec)
+	}
+}
