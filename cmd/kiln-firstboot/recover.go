@@ -5,13 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
-	"strconv"
 	"time"
 
 	"github.com/docker/docker/api/types/swarm"
-	"github.com/docker/docker/client"
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-project/kiln/firstboot"
@@ -93,13 +90,9 @@ func recoverCluster(ctx context.Context, log *slog.Logger) error {
 		}
 	}()
 
-	listen := net.JoinHostPort(addr.String(), strconv.Itoa(kswarm.Port))
-	log.Warn("recover: swarm init --force-new-cluster", "advertise", addr)
-	if _, err := docker.SwarmInit(ctx, swarm.InitRequest{ListenAddr: listen, AdvertiseAddr: addr.String(), DataPathAddr: addr.String(), ForceNewCluster: true}); err != nil {
-		return fmt.Errorf("recover: swarm init --force-new-cluster: %w", err)
-	}
-	if err := removeOtherNodes(ctx, docker, sw.NodeID, log); err != nil {
-		return err
+	listen, err := kswarm.ForceNewCluster(ctx, docker, addr, log)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
 	}
 
 	g := gluster.New(gluster.NewCLI(gluster.HostRunner), systemd, "", log)
@@ -114,44 +107,4 @@ func recoverCluster(ctx context.Context, log *slog.Logger) error {
 	log.Warn("recover: done; new nodes grow the cluster back, returning old nodes start over", "epoch", epoch)
 	fmt.Printf("recovered: this node is the cluster (epoch %d); add nodes or bring others back to grow it to its size\n", epoch)
 	return nil
-}
-
-// removeOtherNodes demotes every other swarm node and removes it once it has left raft: after
-// --force-new-cluster they are unreachable leftovers that would otherwise hold manager seats forever.
-func removeOtherNodes(ctx context.Context, docker *client.Client, self string, log *slog.Logger) error {
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		nodes, err := docker.NodeList(ctx, swarm.NodeListOptions{})
-		if err != nil && time.Now().After(deadline) {
-			return fmt.Errorf("recover: list nodes after force-new-cluster: %w", err)
-		}
-		left := 0
-		for _, n := range nodes {
-			if n.ID == self {
-				continue
-			}
-			left++
-			switch {
-			case n.Spec.Role == swarm.NodeRoleManager:
-				spec := n.Spec
-				spec.Role = swarm.NodeRoleWorker
-				err = docker.NodeUpdate(ctx, n.ID, n.Version, spec)
-				log.Warn("recover: demote", "node", n.ID, "hostname", n.Description.Hostname, "err", err)
-			case n.ManagerStatus == nil:
-				err = docker.NodeRemove(ctx, n.ID, swarm.NodeRemoveOptions{Force: true})
-				log.Warn("recover: remove", "node", n.ID, "hostname", n.Description.Hostname, "err", err)
-			}
-		}
-		if left == 0 && nodes != nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("recover: %d other swarm nodes still listed after 2 min (last error: %v)", left, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second): // the role manager takes demoted nodes out of raft asynchronously
-		}
-	}
 }

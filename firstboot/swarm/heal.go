@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -377,4 +380,68 @@ func (r *Reconciler) staleEpoch(ctx context.Context, s *firstboot.State, info sw
 		}
 	}
 	return true
+}
+
+// ForceNewCluster is the swarm half of `kiln-firstboot recover --force-new-cluster`: on a manager whose swarm
+// has no leader, `swarm init --force-new-cluster` makes this node the only raft member (swarm ID, services,
+// secrets and tokens are kept); then every other node entry is demoted and removed, since they would
+// otherwise hold manager seats forever. It refuses while the swarm has a leader. It returns this node's
+// manager address (host:2377).
+func ForceNewCluster(ctx context.Context, cli DockerAPI, addr netip.Addr, log *slog.Logger) (string, error) {
+	i, err := cli.Info(ctx)
+	if err != nil {
+		return "", fmt.Errorf("swarm: recover: docker info: %w", err)
+	}
+	sw := i.Swarm
+	if sw.LocalNodeState != swarm.LocalNodeStateActive || !sw.ControlAvailable {
+		return "", fmt.Errorf("swarm: recover: this node is not an active manager (state %s)", sw.LocalNodeState)
+	}
+	qctx, cancel := context.WithTimeout(ctx, quorumProbeTimeout)
+	_, qerr := cli.NodeList(qctx, swarm.NodeListOptions{})
+	cancel()
+	if qerr == nil {
+		return "", errors.New("swarm: recover: the swarm has a leader (quorum holds); refusing to force a new cluster")
+	}
+	listen := net.JoinHostPort(addr.String(), strconv.Itoa(Port))
+	log.Warn("swarm: init --force-new-cluster", "advertise", addr, "reason", "operator: recover --force-new-cluster", "swarm_error", qerr)
+	if _, err := cli.SwarmInit(ctx, swarm.InitRequest{ListenAddr: listen, AdvertiseAddr: addr.String(), DataPathAddr: addr.String(), ForceNewCluster: true}); err != nil {
+		return "", fmt.Errorf("swarm: init --force-new-cluster: %w", err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		nodes, err := cli.NodeList(ctx, swarm.NodeListOptions{})
+		left := 0
+		for _, n := range nodes {
+			if n.ID == sw.NodeID {
+				continue
+			}
+			left++
+			var aerr error
+			// After --force-new-cluster the old managers are no raft members any more: a demotion fails
+			// ("can't find manager in raft memberlist") while a forced removal is allowed. A node still in
+			// raft (should not happen) is demoted first.
+			aerr = cli.NodeRemove(ctx, n.ID, swarm.NodeRemoveOptions{Force: true})
+			if aerr == nil {
+				log.Warn("swarm: recover: removed node", "node", n.ID, "hostname", n.Description.Hostname, "reason", "lost with the majority")
+			} else if n.Spec.Role == swarm.NodeRoleManager {
+				spec := n.Spec
+				spec.Role = swarm.NodeRoleWorker
+				derr := cli.NodeUpdate(ctx, n.ID, n.Version, spec)
+				log.Warn("swarm: recover: demoting node", "node", n.ID, "hostname", n.Description.Hostname, "remove_err", aerr, "err", derr, "reason", "lost with the majority")
+				aerr = errors.Join(aerr, derr)
+			}
+			err = errors.Join(err, aerr)
+		}
+		if err == nil && left == 0 {
+			return listen, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("swarm: recover: %d other nodes still listed after 2 min (last error: %v)", left, err)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(time.Second): // demoted nodes leave raft asynchronously
+		}
+	}
 }

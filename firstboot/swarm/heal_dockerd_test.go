@@ -277,3 +277,110 @@ func TestSelfHealingRealDockerd(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// TestRecoverRealDockerd: two of three managers are lost for good; the survivor reports no quorum, then
+// ForceNewCluster (the swarm half of `kiln-firstboot recover --force-new-cluster`) makes it the cluster with
+// no other entries, healthy again. One of the lost nodes then returns with its old state: it sees the newer
+// formation epoch, leaves its pre-recovery swarm and joins the recovered one as a manager.
+func TestRecoverRealDockerd(t *testing.T) {
+	needDocker(t)
+	ds, ms := newHealLAN(t, 3)
+	recs := make([]*Reconciler, 3)
+	for i, d := range ds {
+		recs[i] = NewWithOptions(d.cli, quiet(), testOptions())
+	}
+	ctx := context.Background()
+	var f *firstboot.Formation
+	local := make([]int, 3) // each node's LocalEpoch
+	pass := func(i int) (*firstboot.State, error) {
+		s := &firstboot.State{Self: ms[i], Members: ms, Expected: 3, Initialiser: i == 0, Formation: f, LocalEpoch: local[i], ReplaceAfter: time.Hour}
+		_, err := recs[i].Reconcile(ctx, s)
+		if s.SwarmNode != "" {
+			ms[i].SwarmNode = s.SwarmNode
+		}
+		if s.Announce != nil {
+			f = s.Announce
+		}
+		return s, err
+	}
+	for i := range 3 {
+		if _, err := pass(i); err != nil {
+			t.Fatalf("form: node %d: %v", i, err)
+		}
+	}
+	oldC := ms[2].SwarmNode
+
+	ds[1].stop(t)
+	ds[2].stop(t)
+	ms[1].Alive, ms[2].Alive = false, false
+	err := func() error {
+		end := time.Now().Add(90 * time.Second)
+		for {
+			_, err := pass(0)
+			if err != nil && strings.Contains(err.Error(), "no quorum: 2 of 3 managers unreachable") {
+				return nil
+			}
+			if time.Now().After(end) {
+				return fmt.Errorf("survivor never reported the lost quorum; last: %v", err)
+			}
+		}
+	}()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ForceNewCluster(ctx, ds[1].cli, ms[1].Addr, quiet()); err == nil {
+		t.Fatal("ForceNewCluster on a stopped daemon: want an error")
+	}
+	listen, err := ForceNewCluster(ctx, ds[0].cli, ms[0].Addr, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := ds[0].cli.NodeList(ctx, swarm.NodeListOptions{})
+	if err != nil || len(nodes) != 1 {
+		t.Fatalf("after ForceNewCluster: %d nodes, %v; want only the survivor", len(nodes), err)
+	}
+	if err := vrrp.Healthy(ctx, ds[0].cli); err != nil {
+		t.Fatalf("survivor after recovery: %v", err)
+	}
+	if _, err := ForceNewCluster(ctx, ds[0].cli, ms[0].Addr, quiet()); err == nil {
+		t.Fatal("ForceNewCluster with quorum: want a refusal")
+	}
+	// The new epoch, as firstboot.NewEpoch writes it.
+	rec := *f
+	rec.Epoch, rec.ManagerAddrs, rec.Managers, rec.GlusterPeers = 1, []string{listen}, 1, nil
+	f = &rec
+	local[0] = 1
+
+	// C returns with its pre-recovery state.
+	ds[2].start(t)
+	ms[2].Alive = true
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		s, err := pass(2)
+		if err == nil && s.SwarmActive && s.Announce != nil {
+			break
+		}
+		if _, err := pass(0); err != nil {
+			t.Logf("survivor: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("returning node did not rejoin the recovered swarm: %v (status %q)", err, s.Status["swarm"])
+		}
+	}
+	if ms[2].SwarmNode == oldC {
+		t.Fatalf("returning node kept its pre-recovery swarm node %s", oldC)
+	}
+	nodes, err = ds[0].cli.NodeList(ctx, swarm.NodeListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := 0
+	for _, n := range nodes {
+		if n.Status.State == swarm.NodeStateReady && n.ManagerStatus != nil {
+			ready++
+		}
+	}
+	if len(nodes) != 2 || ready != 2 {
+		t.Fatalf("recovered swarm: %d nodes, %d ready managers; want 2 and 2", len(nodes), ready)
+	}
+}
