@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -114,7 +115,7 @@ func TestBootImage(t *testing.T) {
 	vm.mustSSH(ctx, t, "echo "+marker+" >/var/lib/kiln/boottest-marker && sync")
 
 	t.Log("rebooting")
-	_, _ = vm.ssh(ctx, "systemctl reboot")
+	vm.reboot(ctx, t)
 	vm.waitSSH(ctx, t, firstBootID)
 	t.Logf("second boot reached SSH after %s", vm.sinceStart())
 	if out := strings.TrimSpace(vm.mustSSH(ctx, t, "cat /var/lib/kiln/boottest-marker")); out != marker {
@@ -187,7 +188,9 @@ func (w testWriter) Write(b []byte) (int, error) {
 
 // vm is one qemu process booting the image.
 type vm struct {
+	argv    []string
 	cmd     *exec.Cmd
+	stderr  bytes.Buffer
 	serial  string
 	key     string
 	port    int
@@ -222,34 +225,82 @@ func startVM(ctx context.Context, t *testing.T, work, raw string) *vm {
 		t.Fatal(err)
 	}
 	port := freePort(t)
-	v := &vm{serial: filepath.Join(work, "serial.log"), key: key, port: port, exited: make(chan struct{})}
-	v.cmd = exec.Command("qemu-system-x86_64",
+	v := &vm{serial: filepath.Join(work, "serial.log"), key: key, port: port}
+	v.argv = []string{
 		"-machine", "q35", "-accel", "tcg,thread=multi", "-smp", "2", "-m", "1536",
-		"-drive", "if=pflash,format=raw,readonly=on,file="+ovmfCode,
-		"-drive", "if=pflash,format=raw,file="+vars,
-		"-drive", "file="+overlay+",if=virtio,format=qcow2",
+		"-drive", "if=pflash,format=raw,readonly=on,file=" + ovmfCode,
+		"-drive", "if=pflash,format=raw,file=" + vars,
+		"-drive", "file=" + overlay + ",if=virtio,format=qcow2",
 		"-nic", fmt.Sprintf("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:%d-:22", port),
-		"-fw_cfg", "name=opt/kiln/config,file="+config,
-		"-serial", "file:"+v.serial, "-display", "none", "-monitor", "none",
-	)
-	var stderr bytes.Buffer
-	v.cmd.Stderr = &stderr
-	// Its own process group: killing it never reaches the test binary.
+		"-fw_cfg", "name=opt/kiln/config,file=" + config,
+		// A guest reboot ends qemu; the test then starts it again on the same disk and firmware variables (a
+		// power cycle). qemu 7.2's in-place reset of a q35 OVMF guest under TCG hung here after
+		// "reboot: machine restart" (> 4 min, no output).
+		"-no-reboot",
+		"-serial", "file:" + v.serial, "-display", "none", "-monitor", "none",
+	}
+	v.launch(t)
+	t.Cleanup(func() {
+		v.kill()
+		if t.Failed() {
+			t.Logf("qemu stderr: %s", v.stderr.String())
+			t.Logf("serial console (last 80 lines):\n%s", tail(v.serial, 80))
+		}
+	})
+	return v
+}
+
+// launch starts qemu; the serial log is appended to, so a failure shows every boot.
+func (v *vm) launch(t *testing.T) {
+	t.Helper()
+	argv := slices.Clone(v.argv)
+	for i, a := range argv {
+		if strings.HasPrefix(a, "file:"+v.serial) {
+			argv[i] = "file:" + v.serial + "." + strconv.Itoa(bootCount(v.serial))
+		}
+	}
+	v.cmd = exec.Command("qemu-system-x86_64", argv...)
+	v.cmd.Stderr = &v.stderr
+	// Its own process group: a signal meant for qemu never reaches the test binary.
 	v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := v.cmd.Start(); err != nil {
 		t.Fatalf("start qemu: %v", err)
 	}
 	v.started = time.Now()
-	go func() { v.cmd.Wait(); close(v.exited) }()
-	t.Cleanup(func() {
+	v.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(v.cmd, v.exited)
+}
+
+// bootCount numbers serial logs: serial.log.1, serial.log.2 …
+func bootCount(serial string) int {
+	n := 1
+	for ; ; n++ {
+		if _, err := os.Stat(serial + "." + strconv.Itoa(n)); err != nil {
+			return n
+		}
+	}
+}
+
+// kill stops qemu by its pid and waits for it.
+func (v *vm) kill() {
+	if v.cmd != nil && v.cmd.Process != nil {
 		_ = v.cmd.Process.Kill()
 		<-v.exited
-		if t.Failed() {
-			t.Logf("qemu stderr: %s", stderr.String())
-			t.Logf("serial console (last 80 lines):\n%s", tail(v.serial, 80))
-		}
-	})
-	return v
+	}
+}
+
+// reboot asks the guest to reboot, waits (bounded) for qemu to exit (-no-reboot) and starts it again.
+func (v *vm) reboot(ctx context.Context, t *testing.T) {
+	t.Helper()
+	_, _ = v.ssh(ctx, "systemctl reboot")
+	select {
+	case <-v.exited:
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("guest did not shut down within 3 min of systemctl reboot")
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	v.launch(t)
 }
 
 func (v *vm) sinceStart() time.Duration { return time.Since(v.started).Round(time.Second) }
@@ -333,7 +384,9 @@ func randomHex(t *testing.T) string {
 	return hex.EncodeToString(b)
 }
 
+// tail returns the last n lines of the latest serial log (path.N).
 func tail(path string, n int) string {
+	path += "." + strconv.Itoa(bootCount(path)-1)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return err.Error()
