@@ -53,6 +53,9 @@ chaos: build
 	KILN_CHAOS=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(BIN) \
 	  $(GO) test -p 1 -count=1 -timeout 6h -run TestChaos -v ./test/formation/
 
+bench-lab: build
+	$(GO) run ./lab/bench -image $(OUT)/node.raw
+
 bench-form: build
 	$(GO) run ./test/formation/benchform -image $(OUT)/node.raw
 
