@@ -216,13 +216,15 @@ const maxRounds = 5
 
 // Reconcile runs after the swarm is verified: it converges the pool and volume (coordinator), then mounts.
 func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, error) {
+	// The brick's parent must exist before the coordinator creates the volume (glusterd creates only the
+	// last path component; staging fails with ENOENT otherwise); every node makes its own, from its first
+	// pass on, long before anyone probes it (found with real glusterds: glusterd_test.go).
+	if err := os.MkdirAll(filepath.Join(r.root, filepath.Dir(BrickPath)), 0o755); err != nil {
+		return false, fmt.Errorf("gluster: brick directory: %w", err)
+	}
 	if !s.SwarmActive {
 		status(s, "waiting for swarm")
 		return false, nil
-	}
-	// The brick's parent must exist before the coordinator creates the volume; every node makes its own.
-	if err := os.MkdirAll(filepath.Join(r.root, filepath.Dir(BrickPath)), 0o755); err != nil {
-		return false, fmt.Errorf("gluster: brick directory: %w", err)
 	}
 	changed, rejoining, err := r.selfRepair(ctx, s)
 	if err != nil {
@@ -239,6 +241,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		var err error
 		if obs, err = r.observe(ctx); err != nil {
 			return changed, err
+		}
+		if obs.Volume == nil {
+			if err := r.clearFailedCreate(); err != nil {
+				return changed, err
+			}
 		}
 		acts := Plan(s, obs)
 		if len(acts) == 0 {

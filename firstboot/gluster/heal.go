@@ -547,3 +547,36 @@ func healReason(a Action, downSince map[string]time.Time, after time.Duration) s
 	}
 	return ""
 }
+
+// clearFailedCreate undoes what a failed `volume create` leaves on this node's brick: glusterd sets the
+// volume-id (and gfid) xattrs on a brick while staging, and a create that then fails elsewhere does not
+// remove them, so every later create fails with "… is already part of a volume" (seen with real glusterds).
+// Only while this glusterd knows no volume, and only on a brick that holds no file: anything else is data.
+func (r *Reconciler) clearFailedCreate() error {
+	dir := filepath.Join(r.root, BrickPath)
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("gluster: brick %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		if e.Name() != ".glusterfs" {
+			return nil // data: leave it to a human
+		}
+	}
+	if !brickPrepared(dir) {
+		return nil
+	}
+	r.log.Warn("gluster: clearing a failed create's marks from the empty brick", "brick", dir, "reason", "no volume exists but the brick carries a volume id")
+	for _, x := range []string{volumeIDXattr, "trusted.gfid"} {
+		if err := unix.Removexattr(dir, x); err != nil && !errors.Is(err, unix.ENODATA) {
+			return fmt.Errorf("gluster: remove %s from %s: %w", x, dir, err)
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(dir, ".glusterfs")); err != nil {
+		return fmt.Errorf("gluster: %w", err)
+	}
+	return nil
+}
