@@ -35,20 +35,36 @@ const DefaultMirror = "http://deb.debian.org/debian"
 
 // bootPackages are what kiln's boot path needs whatever the spec lists: the kernel and initramfs-tools with
 // busybox (the boot script's toolbox), sfdisk and mkfs.ext4 (the state partition), systemd-boot (the ESP's
-// loader is taken from the tree), zstd (initrd compression).
+// loader is taken from the tree), zstd (initrd compression), systemd-resolved (DNS for the DHCP leases of
+// overlays/base's systemd-networkd: networkd alone writes no resolv.conf).
 var bootPackages = []string{
 	"busybox", "e2fsprogs", "fdisk", "initramfs-tools", "kmod", "linux-image-amd64",
-	"systemd-boot-efi", "systemd-sysv", "udev", "zstd",
+	"systemd-boot-efi", "systemd-resolved", "systemd-sysv", "udev", "zstd",
 }
 
 //go:embed initramfs
 var initramfsFiles embed.FS
 
-// customizeScript runs in the finished tree (mmdebstrap's customize hook: "$1" is the tree). It removes
-// everything that would give every node flashed from one image the same identity, and anything that only
-// records when or where the build ran.
+// essentialScript runs once the essential packages are installed, before the others: it diverts
+// update-initramfs to a no-op, so that neither the kernel's postinst nor the update-initramfs triggers of
+// busybox, udev, firmware… build an initrd (each build takes minutes with MODULES=most).
+const essentialScript = `set -eu
+root="$1"
+chroot "$root" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs
+ln -s /bin/true "$root/usr/sbin/update-initramfs"
+`
+
+// customizeScript runs in the finished tree (mmdebstrap's customize hook: "$1" is the tree). It builds the
+// initrd once, with every package, hook and firmware in place, then removes everything that would give
+// every node flashed from one image the same identity, and anything that only records when or where the
+// build ran.
 const customizeScript = `set -eu
 root="$1"
+rm "$root/usr/sbin/update-initramfs"
+chroot "$root" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
+for kernel in $(ls "$root/usr/lib/modules"); do
+	chroot "$root" update-initramfs -c -k "$kernel"
+done
 # Identity: generated per node at boot (machine-id by the initramfs, SSH host keys by kiln-ssh-keygen).
 : >"$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id" "$root/etc/ssh/ssh_host_"*
@@ -87,7 +103,7 @@ func (st *Stage) Inputs(context.Context) (map[string]string, error) {
 		"sources":      strings.Join(st.sources(), "\n"),
 		"packages":     strings.Join(st.packages(), " "),
 		"initramfs":    files,
-		"customize":    sha256Hex([]byte(customizeScript)),
+		"hooks":        sha256Hex([]byte(essentialScript + customizeScript)),
 	}, nil
 }
 
@@ -140,9 +156,11 @@ func (st *Stage) Run(ctx context.Context, env *builder.Env, dir string) error {
 	if err := writeFS(initramfsFiles, "initramfs", initramfsDir); err != nil {
 		return fmt.Errorf("packages: stage initramfs files: %w", err)
 	}
-	customize := filepath.Join(work, "customize.sh")
-	if err := os.WriteFile(customize, []byte(customizeScript), 0o755); err != nil {
-		return fmt.Errorf("packages: %w", err)
+	customize, essential := filepath.Join(work, "customize.sh"), filepath.Join(work, "essential.sh")
+	for path, script := range map[string]string{customize: customizeScript, essential: essentialScript} {
+		if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+			return fmt.Errorf("packages: %w", err)
+		}
 	}
 	tree := filepath.Join(dir, TreeDir)
 	if !hasKernel(st.packages()) {
@@ -157,6 +175,7 @@ func (st *Stage) Run(ctx context.Context, env *builder.Env, dir string) error {
 		// Before any package is unpacked, so every initrd ever built in the tree has kiln's script.
 		// None of these paths is a conffile of initramfs-tools, so dpkg leaves them alone.
 		fmt.Sprintf(`--setup-hook=mkdir -p "$1/etc/initramfs-tools" && cp -a %q/. "$1/etc/initramfs-tools/"`, initramfsDir),
+		fmt.Sprintf(`--essential-hook=sh %q "$1"`, essential),
 		fmt.Sprintf(`--customize-hook=sh %q "$1"`, customize),
 		"--hook-dir=/usr/share/mmdebstrap/hooks/eatmydata",
 	}
