@@ -104,7 +104,7 @@ func TestLoadErrors(t *testing.T) {
 			[]string{"@F: disk.espSizeMiB: 32 is out of range [64, 4096]"}},
 		{"compression", [2]string{"butane: test.bu", "butane: test.bu\ndisk: {compression: gzip}"}, "",
 			[]string{`@F: disk.compression: "gzip" is not one of zstd, xz`}},
-		{"cmdline", [2]string{"butane: test.bu", "butane: test.bu\nkernel: {cmdline: ['', 'a b', BOOT=x]}"}, "",
+		{"cmdline", [2]string{"butane: test.bu", "butane: test.bu\nkernel: {cmdline: ['', 'a b', boot=x]}"}, "",
 			[]string{"@F: kernel.cmdline[0]: empty argument", "@F: kernel.cmdline[1]", "@F: kernel.cmdline[2]"}},
 		{"two documents", [2]string{"butane: test.bu", "butane: test.bu\n---\nname: other"}, "",
 			[]string{"@F: line 8: more than one YAML document"}},

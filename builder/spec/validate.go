@@ -128,8 +128,9 @@ func (s *Spec) Validate() error {
 			v.add(fmt.Sprintf("kernel.cmdline[%d]", i), "empty argument")
 		case strings.ContainsAny(a, " \t\n\"'"):
 			v.add(fmt.Sprintf("kernel.cmdline[%d]", i), "%q: one argument per entry, without spaces or quotes", a)
-		case strings.HasPrefix(a, "BOOT="):
-			v.add(fmt.Sprintf("kernel.cmdline[%d]", i), "%q: BOOT= is set by kiln (BOOT=kiln)", a)
+		case strings.HasPrefix(strings.ToLower(a), "boot="):
+			// initramfs-tools reads boot= (lower case) to pick its boot script; kiln's must stay selected.
+			v.add(fmt.Sprintf("kernel.cmdline[%d]", i), "%q: boot= is set by kiln (boot=kiln)", a)
 		}
 	}
 
