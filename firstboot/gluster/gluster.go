@@ -199,8 +199,9 @@ type Reconciler struct {
 	downSince map[string]time.Time
 	// lastHeal is when an index heal was last started (at most one a minute); lastRepair the last
 	// corrective action with its reason, shown in status.
-	lastHeal   time.Time
-	lastRepair string
+	lastHeal    time.Time
+	lastRepair  string
+	lastRestart time.Time
 }
 
 // New returns the gluster reconciler. root prefixes the paths it writes ("" on a node; a temp dir in tests).
@@ -339,6 +340,8 @@ func (r *Reconciler) act(ctx context.Context, a Action) error {
 		err = r.cli.op(ctx, append(append([]string{"volume", "remove-brick", VolumeName, "replica", fmt.Sprint(a.Replica)}, a.Bricks...), "force")...)
 	case ActResetPeer:
 		err = r.resetPeer(ctx, a.Value)
+	case ActRestartGlusterd:
+		err = r.restartGlusterd(ctx)
 	default:
 		err = fmt.Errorf("unknown action %q", a.Kind)
 	}

@@ -50,6 +50,10 @@ const (
 	// ActResetPeer makes this glusterd a fresh one (state set aside, brick directory set aside): a node
 	// from before a `recover` that the new pool does not know.
 	ActResetPeer ActionKind = "reset-peer"
+	// ActRestartGlusterd restarts this glusterd: after a reimaged node probed back in with its old UUID the
+	// handshake stalls ("Accepted peer request" here, "Peer Rejected" on others: it has no volumes); on
+	// restart it fetches peers and volumes from the pool (the documented same-UUID procedure).
+	ActRestartGlusterd ActionKind = "restart-glusterd"
 )
 
 // HealObserved is what healing decisions look at beyond Observed.
@@ -88,6 +92,9 @@ func PlanSelfRepair(s *firstboot.State, obs HealObserved) []Action {
 			}
 		}
 		return nil
+	}
+	if known && obs.SelfUUID == old && len(obs.Peers) > 0 && obs.Volume == nil {
+		return []Action{{Kind: ActRestartGlusterd}}
 	}
 	if obs.Volume != nil && obs.Volume.Status == "Started" && slices.Contains(obs.Volume.Bricks, self+":"+BrickPath) && !obs.BrickPrepared {
 		return []Action{{Kind: ActPrepareBrick, Value: obs.Volume.ID}, {Kind: ActStartForce}, {Kind: ActHealFull}}
@@ -324,15 +331,29 @@ func WithUUID(content []byte, id string) []byte {
 // volumeIDXattr is the xattr glusterd checks on a brick root before starting the brick.
 const volumeIDXattr = "trusted.glusterfs.volume-id"
 
-// brickPrepared reports whether dir carries the volume-id xattr.
+// brickPrepared reports whether dir carries the volume-id xattr and the .glusterfs directory (without it the
+// brick's index translator fails to start: seen with real glusterds).
 func brickPrepared(dir string) bool {
+	return hasVolumeID(dir) && isDir(filepath.Join(dir, ".glusterfs"))
+}
+
+func hasVolumeID(dir string) bool {
 	buf := make([]byte, 16)
 	n, err := unix.Getxattr(dir, volumeIDXattr, buf)
 	return err == nil && n == 16
 }
 
-// prepareBrick creates dir (empty) and sets the volume-id xattr to volumeID: what `volume create` did for the
-// brick originally. Refuses a directory that holds anything: that is data, not a fresh brick.
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// rootGFID is the GFID of every brick's root directory.
+var rootGFID = []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}
+
+// prepareBrick creates dir (empty), sets the volume-id xattr to volumeID and the root GFID, and creates
+// .glusterfs: what `volume create` and the first brick start did for the brick originally. Refuses a
+// directory that holds anything but .glusterfs: that is data, not a fresh brick.
 func prepareBrick(dir, volumeID string) error {
 	id, err := parseUUID(volumeID)
 	if err != nil {
@@ -345,11 +366,19 @@ func prepareBrick(dir, volumeID string) error {
 	if err != nil {
 		return fmt.Errorf("gluster: brick %s: %w", dir, err)
 	}
-	if len(ents) > 0 {
-		return fmt.Errorf("gluster: brick %s has no volume id but is not empty; refusing to adopt it", dir)
+	for _, e := range ents {
+		if e.Name() != ".glusterfs" {
+			return fmt.Errorf("gluster: brick %s is not prepared but holds %s; refusing to adopt it", dir, e.Name())
+		}
 	}
 	if err := unix.Setxattr(dir, volumeIDXattr, id[:], 0); err != nil {
 		return fmt.Errorf("gluster: set %s on %s: %w", volumeIDXattr, dir, err)
+	}
+	if err := unix.Setxattr(dir, "trusted.gfid", rootGFID, 0); err != nil {
+		return fmt.Errorf("gluster: set trusted.gfid on %s: %w", dir, err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, ".glusterfs"), 0o600); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("gluster: brick %s: %w", dir, err)
 	}
 	return nil
 }
@@ -357,6 +386,24 @@ func prepareBrick(dir, volumeID string) error {
 // stopper is implemented by *sdunit.Conn (not part of sdunit.Manager).
 type stopper interface {
 	Stop(ctx context.Context, unit string) error
+}
+
+// restartEvery spaces glusterd restarts of a rejoining node: the handshake after a restart takes seconds.
+const restartEvery = 30 * time.Second
+
+// restartGlusterd stops and starts glusterd.
+func (r *Reconciler) restartGlusterd(ctx context.Context) error {
+	st, ok := r.systemd.(stopper)
+	if !ok {
+		return errors.New("gluster: restart glusterd: systemd manager cannot stop units")
+	}
+	if err := st.Stop(ctx, "glusterd.service"); err != nil {
+		return fmt.Errorf("gluster: restart glusterd: %w", err)
+	}
+	if err := r.systemd.Start(ctx, "glusterd.service"); err != nil {
+		return fmt.Errorf("gluster: restart glusterd: %w", err)
+	}
+	return nil
 }
 
 // adoptUUID stops glusterd, writes the old UUID into glusterd.info, and starts glusterd again.
@@ -412,6 +459,9 @@ func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (change
 		if len(acts) == 0 {
 			return changed, isolated(s, obs), nil
 		}
+		if acts[0].Kind == ActRestartGlusterd && r.now().Sub(r.lastRestart) < restartEvery {
+			return changed, true, nil // give the last restart's handshake time
+		}
 		for _, a := range acts {
 			r.log.Info("gluster: "+a.String(), "volume", VolumeName, "reason", selfRepairReason(a))
 			if err := r.act(ctx, a); err != nil {
@@ -420,7 +470,10 @@ func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (change
 			changed = true
 			r.lastRepair = fmt.Sprintf("%s (%s) at %s", a, selfRepairReason(a), r.now().UTC().Format(time.RFC3339))
 		}
-		if acts[0].Kind == ActAdoptUUID || acts[0].Kind == ActProbe || acts[0].Kind == ActResetPeer {
+		if acts[0].Kind == ActRestartGlusterd {
+			r.lastRestart = r.now()
+		}
+		if acts[0].Kind == ActAdoptUUID || acts[0].Kind == ActProbe || acts[0].Kind == ActResetPeer || acts[0].Kind == ActRestartGlusterd {
 			// glusterd restarted or is syncing peers and volumes: look again next pass.
 			return changed, true, nil
 		}
@@ -436,6 +489,8 @@ func selfRepairReason(a Action) string {
 		return "reimaged: rejoining the pool through a member"
 	case ActPrepareBrick, ActStartForce, ActHealFull:
 		return "brick directory empty (no volume id): recreating it and healing it in full"
+	case ActRestartGlusterd:
+		return "reimaged: back in the pool but without its volumes; a restart fetches them"
 	case ActResetPeer:
 		return "the cluster was recovered (epoch " + a.Value + ") without this node: starting over as a fresh peer"
 	}
@@ -566,7 +621,7 @@ func (r *Reconciler) clearFailedCreate() error {
 			return nil // data: leave it to a human
 		}
 	}
-	if !brickPrepared(dir) {
+	if !hasVolumeID(dir) {
 		return nil
 	}
 	r.log.Warn("gluster: clearing a failed create's marks from the empty brick", "brick", dir, "reason", "no volume exists but the brick carries a volume id")

@@ -50,6 +50,8 @@ func TestPlanSelfRepair(t *testing.T) {
 			HealObserved{SelfUUID: uuidX}, "adopt glusterd UUID " + uuidC},
 		{"adopted, pool empty: probe a pool member", pool,
 			HealObserved{SelfUUID: uuidC}, "probe 10.77.0.11"},
+		{"probed back in, volumes not synced yet: restart glusterd", pool,
+			HealObserved{SelfUUID: uuidC, Observed: Observed{Peers: []Peer{peer(mA, false)}}}, "restart-glusterd"},
 		{"back in the pool, brick directory without volume id: recreate, start, full heal", pool,
 			HealObserved{SelfUUID: uuidC, Observed: Observed{Peers: []Peer{peer(mA, true), peer(mB, true)}, Volume: started}},
 			"prepare-brick; start-force; heal-full"},
