@@ -349,3 +349,128 @@ func TestReimageRealGlusterd(t *testing.T) {
 		t.Fatalf("reimaged node's pool: %+v %v", peers, err)
 	}
 }
+
+// TestRecoverRealGlusterd: two of three glusterds are lost for good; the survivor's volume is read-only
+// (quorum). Recover (the gluster half of `kiln-firstboot recover --force-new-cluster`) shrinks the volume to
+// the survivor's brick with both quorums lifted, and the mount takes writes again. A fresh machine on a lost
+// node's address then joins as a newcomer and the coordinator grows the volume back to replica 2 with it.
+func TestRecoverRealGlusterd(t *testing.T) {
+	needGlusterd(t)
+	ns := newGlusterLAN(t)
+	ms := []member.Member{ns[0].m, ns[1].m, ns[2].m}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	recs := make([]*Reconciler, 3)
+	for i, n := range ns {
+		recs[i] = New(NewCLI(n.runner), nodeSystemd{t, n}, n.dir, log.With("node", n.m.ID))
+	}
+	ctx := context.Background()
+	f := &firstboot.Formation{Initialiser: "a"}
+	pass := func(i int) error {
+		if !ms[i].Alive {
+			return nil
+		}
+		s := &firstboot.State{Self: ms[i], Members: ms, Expected: 3, SwarmActive: true, Formation: f, ReplaceAfter: time.Hour}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		_, err := recs[i].Reconcile(cctx, s)
+		return err
+	}
+	until := func(what string, within time.Duration, cond func() (bool, string)) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			var errs []string
+			for i := range 3 {
+				if err := pass(i); err != nil {
+					errs = append(errs, fmt.Sprintf("%s: %v", ms[i].ID, err))
+				}
+			}
+			ok, detail := cond()
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %s: %s; errors: %s", what, within, detail, strings.Join(errs, "; "))
+			}
+		}
+	}
+	write := func(n *gnode, name string) error {
+		_, err := run.Cmd(ctx, "nsenter", "-t", strconv.Itoa(n.pid), "-m", "sh", "-c",
+			fmt.Sprintf("echo %s > %s", name, filepath.Join(n.dir, "mnt", name)))
+		return err
+	}
+	until("formed and mounted", 3*time.Minute, func() (bool, string) {
+		for _, n := range ns {
+			if st, _ := (nodeSystemd{t, n}).ActiveState(ctx, MountUnit); st != "active" {
+				return false, n.m.ID + " not mounted"
+			}
+		}
+		return true, ""
+	})
+	if err := write(ns[0], "before"); err != nil {
+		t.Fatal(err)
+	}
+
+	ns[1].stop(t)
+	ns[2].stop(t)
+	ms[1].Alive, ms[2].Alive = false, false
+	deadline := time.Now().Add(time.Minute)
+	for write(ns[0], "without-quorum") == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the survivor still takes writes a minute after losing two of three bricks")
+		}
+		time.Sleep(time.Second) // ping-timeout (5 s) must pass before the client notices
+	}
+	if err := recs[0].Recover(ctx, ms[0].Addr); err != nil {
+		t.Fatal(err)
+	}
+	out, err := ns[0].runner(ctx, "volume", "info", VolumeName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := ParseVolumeInfo(out)
+	if err != nil || len(v.Bricks) != 1 || v.Bricks[0] != ms[0].Addr.String()+":"+BrickPath {
+		t.Fatalf("after recover: %+v %v; want the survivor's brick only", v, err)
+	}
+	if peers, err := recs[0].cli.Peers(ctx); err != nil || len(peers) != 0 {
+		t.Fatalf("after recover: peers %+v %v; want none", peers, err)
+	}
+	deadline = time.Now().Add(time.Minute)
+	for write(ns[0], "after-recover") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the survivor does not take writes a minute after recover")
+		}
+		time.Sleep(time.Second) // the client reconnects to the new volfile
+	}
+	if err := pass(0); err != nil { // options restored (quorum auto on a single brick is fine)
+		t.Fatal(err)
+	}
+
+	// A fresh machine where b was: a newcomer; the coordinator grows the volume back.
+	b := ns[1]
+	for _, d := range []string{"var/lib/glusterd", "var/lib/kiln/bricks/data"} {
+		os.RemoveAll(filepath.Join(b.dir, d))
+	}
+	b.start(t)
+	ms[1].Alive = true
+	brick := filepath.Join(b.dir, BrickPath)
+	until("volume grown back with the newcomer", 3*time.Minute, func() (bool, string) {
+		out, err := ns[0].runner(ctx, "volume", "info", VolumeName)
+		if err != nil {
+			return false, err.Error()
+		}
+		v, err := ParseVolumeInfo(out)
+		if err != nil || v.Replica != 2 {
+			return false, fmt.Sprintf("volume %+v %v", v, err)
+		}
+		for _, name := range []string{"before", "after-recover"} {
+			if got, err := os.ReadFile(filepath.Join(brick, name)); err != nil || string(got) != name+"\n" {
+				return false, fmt.Sprintf("newcomer brick %s: %q %v", name, got, err)
+			}
+		}
+		return true, ""
+	})
+}

@@ -508,7 +508,8 @@ func (r *Reconciler) healObserve(ctx context.Context, withHeal bool) (HealObserv
 		return ho, err
 	}
 	ho.BrickPrepared = brickPrepared(filepath.Join(r.root, BrickPath))
-	if withHeal && obs.Volume != nil && obs.Volume.Status == "Started" {
+	if withHeal && obs.Volume != nil && obs.Volume.Status == "Started" && obs.Volume.Replica > 1 {
+		// (heal info is an error on a plain distribute volume: after `recover`, until it grows back)
 		if ho.Heal, err = r.cli.HealInfo(ctx, VolumeName); err != nil {
 			r.log.Warn("gluster: heal info", "err", err) // not fatal: healing waits for the next pass
 		}
