@@ -18,7 +18,7 @@ func newHealthCmd() *cobra.Command {
 		Use:   "health",
 		Short: "Exit 0 when this node may hold the VIP (keepalived's track script), 1 otherwise",
 		Long: "health checks that dockerd answers and this node is an active swarm member that sees a manager.\n" +
-			"keepalived runs it every second; two failures put the VRRP instance in FAULT, releasing the VIP.",
+			"keepalived runs it every 2 s; two failures put the VRRP instance in FAULT, releasing the VIP.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), healthTimeout)

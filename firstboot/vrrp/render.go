@@ -95,7 +95,7 @@ func Render(cfg Config) (string, error) {
 	w("")
 	w("vrrp_script kiln_health {")
 	w("\tscript %q", script)
-	w("\tinterval 1")
+	w("\tinterval 2") // every check is an exec of this agent: under TCG each one costs a visible slice of a vCPU
 	w("\ttimeout 2")
 	w("\tfall 2")
 	w("\trise 2")

@@ -2,6 +2,7 @@ package vrrp
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -224,9 +225,34 @@ func TestHoldsVIPNetlink(t *testing.T) {
 	}
 }
 
-type infoAPI struct{ sw swarm.Info }
+// infoAPI answers like dockerd: SwarmInspect only on a manager with quorum (it goes through the raft leader).
+type infoAPI struct {
+	sw    swarm.Info
+	calls *int
+}
 
-func (f infoAPI) Info(context.Context) (system.Info, error) { return system.Info{Swarm: f.sw}, nil }
+func (f infoAPI) Info(context.Context) (system.Info, error) {
+	if f.calls != nil {
+		*f.calls++
+	}
+	return system.Info{Swarm: f.sw}, nil
+}
+
+func (f infoAPI) SwarmInspect(context.Context) (swarm.Swarm, error) {
+	if f.sw.ControlAvailable && f.sw.Error == "" && f.sw.Nodes > 0 {
+		return swarm.Swarm{}, nil
+	}
+	return swarm.Swarm{}, errors.New("This node is not a swarm manager, or the swarm does not have a leader")
+}
+
+// A healthy manager is judged without Info, which makes dockerd exec runc and docker-init.
+func TestHealthyManagerSkipsInfo(t *testing.T) {
+	calls := 0
+	sw := swarm.Info{LocalNodeState: "active", ControlAvailable: true, Nodes: 3, Managers: 3}
+	if err := Healthy(context.Background(), infoAPI{sw: sw, calls: &calls}); err != nil || calls != 0 {
+		t.Fatalf("err=%v, Info calls=%d; want healthy with no Info call", err, calls)
+	}
+}
 
 func TestHealthy(t *testing.T) {
 	for _, c := range []struct {
@@ -241,7 +267,7 @@ func TestHealthy(t *testing.T) {
 		{swarm.Info{LocalNodeState: "pending"}, false},
 		{swarm.Info{LocalNodeState: "inactive"}, false},
 	} {
-		if err := Healthy(context.Background(), infoAPI{c.sw}); (err == nil) != c.ok {
+		if err := Healthy(context.Background(), infoAPI{sw: c.sw}); (err == nil) != c.ok {
 			t.Errorf("%+v: err = %v, want ok=%v", c.sw, err, c.ok)
 		}
 	}
