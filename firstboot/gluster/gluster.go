@@ -199,9 +199,11 @@ type Reconciler struct {
 	downSince map[string]time.Time
 	// lastHeal is when an index heal was last started (at most one a minute); lastRepair the last
 	// corrective action with its reason, shown in status.
-	lastHeal    time.Time
-	lastRepair  string
-	lastRestart time.Time
+	lastHeal time.Time
+	// lastHealInfo is when heal info was last asked for (see healInfoEvery).
+	lastHealInfo time.Time
+	lastRepair   string
+	lastRestart  time.Time
 }
 
 // New returns the gluster reconciler. root prefixes the paths it writes ("" on a node; a temp dir in tests).

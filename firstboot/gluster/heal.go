@@ -497,6 +497,9 @@ func selfRepairReason(a Action) string {
 	return ""
 }
 
+// healInfoEvery bounds how often the coordinator asks for heal info.
+const healInfoEvery = 30 * time.Second
+
 // healObserve adds to observe what healing needs; heal info only when asked (it walks the bricks' indices).
 func (r *Reconciler) healObserve(ctx context.Context, withHeal bool) (HealObserved, error) {
 	obs, err := r.observe(ctx)
@@ -508,7 +511,11 @@ func (r *Reconciler) healObserve(ctx context.Context, withHeal bool) (HealObserv
 		return ho, err
 	}
 	ho.BrickPrepared = brickPrepared(filepath.Join(r.root, BrickPath))
-	if withHeal && obs.Volume != nil && obs.Volume.Status == "Started" && obs.Volume.Replica > 1 {
+	// heal info walks every brick's index through glusterd: at most every healInfoEvery, since the planner only
+	// needs it to start a heal (itself rate-limited to one a minute), not on every 5 s pass.
+	if withHeal && obs.Volume != nil && obs.Volume.Status == "Started" && obs.Volume.Replica > 1 &&
+		ho.Now.Sub(r.lastHealInfo) >= healInfoEvery {
+		r.lastHealInfo = ho.Now
 		// (heal info is an error on a plain distribute volume: after `recover`, until it grows back)
 		if ho.Heal, err = r.cli.HealInfo(ctx, VolumeName); err != nil {
 			r.log.Warn("gluster: heal info", "err", err) // not fatal: healing waits for the next pass
