@@ -13,7 +13,7 @@ DEB_PACKAGES := mmdebstrap squashfs-tools erofs-utils qemu-system-x86 qemu-utils
 	mtools dosfstools docker.io iproute2 nftables openssh-client eatmydata zstd cpio \
 	systemd-boot-efi ca-certificates fdisk keepalived glusterfs-server glusterfs-client
 
-.PHONY: all deps build image test unit e2e lint chaos bench bench-build bench-lab bench-form bench-heal clean
+.PHONY: all deps build image test unit e2e e2e-healing lint chaos bench bench-build bench-lab bench-form bench-heal clean
 
 all: build
 
@@ -45,13 +45,28 @@ unit:
 # Every test: unit tests, then the end-to-end ones (real image, real qemu VMs, real dockerd) one package at a time,
 # since two qemu guests under TCG on two cores would slow each other past their bounds.
 test: deps image lint
-	KILN_E2E=1 KILN_DOCKER_TESTS=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(BIN) \
+	KILN_E2E=1 KILN_DOCKER_TESTS=1 KILN_GLUSTER_TESTS=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(BIN) \
 	  $(GO) test -p 1 -count=1 -timeout 85m ./...
 
 # Long suites and benchmarks: not part of make test.
-chaos: build
+e2e-healing: build
+	KILN_E2E=1 KILN_HEALING=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(BIN) \
+	  $(GO) test -p 1 -count=1 -timeout 3h -v ./test/healing/
+
+chaos: build e2e-healing
 	KILN_CHAOS=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(BIN) \
 	  $(GO) test -p 1 -count=1 -timeout 6h -run TestChaos -v ./test/formation/
+
+# kiln build vs mkosi 14 (same package set, same machine, one run): cold/warm/one-overlay-file rebuild times and
+# image sizes in one table. ~30+ min; quick check: go run ./bench/build -skip-mkosi -seed-cache ~/.cache/kiln -drop-caches=false
+bench-build: build
+	$(GO) run ./bench/build -kiln $(BIN)/kiln -spec $(SPEC)
+
+# Every benchmark, one after the other (never in parallel: they would skew each other's times).
+bench:
+	$(MAKE) bench-build
+	$(MAKE) bench-lab
+	$(MAKE) bench-form
 
 bench-lab: build
 	$(GO) run ./lab/bench -image $(OUT)/node.raw

@@ -36,6 +36,11 @@ func e2eImage(t *testing.T) string {
 	if os.Getenv("KILN_E2E") != "1" {
 		t.Skip("set KILN_E2E=1 to boot VMs")
 	}
+	// Each scenario boots and breaks a 3-node lab: too long for the CI path until their TCG timings are
+	// measured (docs/self-healing.md); make e2e-healing and make chaos set KILN_HEALING=1.
+	if os.Getenv("KILN_HEALING") != "1" {
+		t.Skip("set KILN_HEALING=1 (make e2e-healing) to run the self-healing scenarios")
+	}
 	img, err := formation.ImagePath()
 	if err != nil {
 		t.Fatalf("KILN_E2E=1 but %v", err)
