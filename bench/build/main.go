@@ -7,7 +7,7 @@
 //	go run ./bench/build -skip-mkosi -seed-cache ~/.cache/kiln -drop-caches=false  # quick check of the table
 //
 // Nothing in the checkout is modified: the spec, its Butane file and its overlays are copied to a temporary
-// directory, and the one-file change is made in the copy. mkosi runs with the PATH shims in bench/build/mkosi/bin
+// directory, and the one-file change is made in the copy. mkosi runs with the PATH shims in bench/build/mkosi/shims
 // (this machine's kernel has no vfat, GPT parser or device-mapper; see docs/builder-measurements.md).
 package main
 
@@ -405,7 +405,7 @@ func newMkosiRunner(ctx context.Context, o options, s spec, overlay, dir string)
 	rel, _ = filepath.Rel(overlay, rel)
 	return &mkosiRunner{
 		dir:     dir,
-		env:     append(os.Environ(), "PATH="+filepath.Join(o.shims, "bin")+":"+os.Getenv("PATH"), "PYTHONUNBUFFERED=1", "KILN_BENCH_SHIM_STATE="+filepath.Join(dir, "shim-state")),
+		env:     append(os.Environ(), "PATH="+filepath.Join(o.shims, "shims")+":"+os.Getenv("PATH"), "PYTHONUNBUFFERED=1", "KILN_BENCH_SHIM_STATE="+filepath.Join(dir, "shim-state")),
 		changed: filepath.Join(extra, rel),
 	}, nil
 }
