@@ -63,27 +63,26 @@ type Tuning struct {
 	PushPullInterval            time.Duration
 }
 
-// LANTuning detects a dead member within about 4 s on a 3–9 node LAN (measured on loopback: 3.0–3.3 s,
-// TestFailureDetection). memberlist marks a node dead after it fails a probe and then stays suspected for
-// SuspicionMult × ProbeInterval (its node-count scale is 1 below 10 nodes, and with fewer nodes than
-// SuspicionMult-2 confirmations can come from, the minimum applies at once):
+// LANTuning detects a dead member within about 8 s on a 3–9 node LAN. memberlist marks a node dead after
+// it fails a probe and then stays suspected for SuspicionMult × ProbeInterval (its node-count scale is 1
+// below 10 nodes):
 //
-//   - each live node probes one member per ProbeInterval (0.8 s) in shuffled round-robin, so with two or
-//     more live probers a dead node is probed within about one interval; the probe fails after
-//     ProbeTimeout (0.4 s) plus indirect probes through others, decided at the end of that interval;
-//   - suspicion then lasts SuspicionMult (2) × 0.8 s = 1.6 s: time for a live-but-slow node to refute;
-//   - total ≈ 0.8 + 0.8 + 1.6 ≈ 3.2 s typical, ≈ 4 s worst case, inside the 5 s target. memberlist's own
-//     LAN default (1 s, SuspicionMult 4) gives 5–6.5 s.
+//   - each live node probes one member per ProbeInterval (1 s) in shuffled round-robin, so with two or more
+//     live probers a dead node is probed within about one interval; the probe fails after ProbeTimeout
+//     (0.8 s) plus indirect probes through others;
+//   - suspicion then lasts SuspicionMult (4) × 1 s = 4 s: time for a live-but-slow node to refute;
+//   - total ≈ 1 + 1 + 4 ≈ 6 s typical, ≈ 8 s worst case.
 //
-// Probes are not shortened further because lab nodes run under TCG emulation, where a busy guest answers in
-// hundreds of milliseconds; memberlist's awareness multiplier additionally stretches timeouts when the
-// local node itself is slow, so an overloaded node does not declare healthy peers dead. Push/pull every
-// 15 s (default 30 s) spreads formation records quickly; at 3–9 nodes it is a few kB per exchange.
+// An earlier, tighter tuning (0.8 s / 0.4 s / ×2, ≈ 3.2 s) passed on loopback but flapped in the lab: three
+// TCG guests on two host cores answered UDP probes late, memberlist logged "able to connect over TCP but
+// UDP probes failed", declared healthy peers dead and the views diverged during formation. Failing over the
+// VIP does not wait for this: keepalived's own adverts (0.5 s) do that. Push/pull every 15 s (default 30 s)
+// spreads formation records quickly; at 3–9 nodes it is a few kB per exchange.
 var LANTuning = Tuning{
-	ProbeInterval:           800 * time.Millisecond,
-	ProbeTimeout:            400 * time.Millisecond,
-	SuspicionMult:           2,
-	SuspicionMaxTimeoutMult: 3,
+	ProbeInterval:           1 * time.Second,
+	ProbeTimeout:            800 * time.Millisecond,
+	SuspicionMult:           4,
+	SuspicionMaxTimeoutMult: 6,
 	GossipInterval:          200 * time.Millisecond,
 	PushPullInterval:        15 * time.Second,
 }

@@ -175,7 +175,7 @@ func TestFailureDetection(t *testing.T) {
 	if err := c.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	took := waitFor(t, 7*time.Second, "c3 seen down by a1 and b2", func() bool {
+	took := waitFor(t, 12*time.Second, "c3 seen down by a1 and b2", func() bool {
 		return sameIDs(alive(a.Discovery), "a1", "b2") && sameIDs(alive(b.Discovery), "a1", "b2")
 	})
 	t.Logf("crash detected after %s", took)
