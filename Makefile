@@ -51,7 +51,7 @@ E2E_ENV = KILN_E2E=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(B
 # Every test: unit tests (with real dockerd, glusterd, nft and network namespaces), then the end-to-end suites
 # one package at a time, since two groups of qemu guests under TCG on two cores would starve each other.
 test: deps image lint
-	KILN_DOCKER_TESTS=1 KILN_GLUSTER_TESTS=1 $(GO) test -p 1 -count=1 -timeout 40m ./...
+	KILN_DOCKER_TESTS=1 KILN_GLUSTER_TESTS=1 $(GO) test -p 1 -count=1 -timeout 20m ./...
 	$(if $(strip $(E2E_CI)),$(E2E_ENV) $(GO) test -p 1 -count=1 -timeout 45m -v $(E2E_CI))
 
 # All end-to-end suites (boot test, lab, cluster formation).

@@ -191,14 +191,33 @@ func (c *Cache) Get(ctx context.Context, req Request, build BuildFunc) (*Entry, 
 	}
 
 	// Miss: take the lock exclusively and look again, another builder may have finished while we waited.
-	// Two shared holders converting at once would wait on each other: drop ours first.
-	if err := l.unlock(); err != nil {
-		return nil, err
-	}
-	if err := l.acquire(ctx, true, c.pollInterval); err != nil {
-		return nil, err
-	}
+	// Two shared holders converting at once would wait on each other: drop ours first. While waiting,
+	// watch for the other builder's entry: it renames it in complete, then keeps a shared lock on it.
 	why := "forced rebuild"
+	for {
+		if err := l.unlock(); err != nil {
+			return nil, err
+		}
+		var appeared func() bool
+		if !req.Force {
+			appeared = func() bool { _, err := readValid(dir, key); return err == nil }
+		}
+		err := l.acquireUnless(ctx, true, c.pollInterval, appeared)
+		if errors.Is(err, errNoLongerNeeded) {
+			if err := l.acquire(ctx, false, c.pollInterval); err != nil {
+				return nil, err
+			}
+			if m, err := readValid(dir, key); err == nil {
+				ok = true
+				return &Entry{Meta: m, Hit: true, dir: dir, lock: l}, nil
+			}
+			continue // replaced between the look and the lock (a forced rebuild): wait again
+		}
+		if err != nil {
+			return nil, err
+		}
+		break
+	}
 	if !req.Force {
 		m, err := readValid(dir, key)
 		if err == nil {

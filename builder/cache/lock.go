@@ -24,9 +24,19 @@ func openLock(path string) (*lock, error) {
 	return &lock{f: f}, nil
 }
 
+// errNoLongerNeeded is what acquire returns when its stop condition became true while it waited.
+var errNoLongerNeeded = errors.New("cache: lock no longer needed")
+
 // acquire takes the lock shared or exclusive (converting a held one), waiting until ctx is done.
 // Non-blocking attempts in a loop, because a blocking flock cannot be interrupted by ctx.
 func (l *lock) acquire(ctx context.Context, exclusive bool, poll time.Duration) error {
+	return l.acquireUnless(ctx, exclusive, poll, nil)
+}
+
+// acquireUnless is acquire that gives up with errNoLongerNeeded once stop (checked between attempts)
+// reports true. A builder waiting to build a key needs this: the builder that got there first keeps a
+// shared lock on its finished entry for as long as it uses it, so the exclusive lock may never come.
+func (l *lock) acquireUnless(ctx context.Context, exclusive bool, poll time.Duration, stop func() bool) error {
 	how := unix.LOCK_SH
 	if exclusive {
 		how = unix.LOCK_EX
@@ -40,6 +50,9 @@ func (l *lock) acquire(ctx context.Context, exclusive bool, poll time.Duration) 
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
 			return fmt.Errorf("cache: lock %s: %w", l.f.Name(), err)
+		}
+		if stop != nil && stop() {
+			return errNoLongerNeeded
 		}
 		select {
 		case <-ctx.Done():
