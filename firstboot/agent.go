@@ -51,6 +51,10 @@ type Options struct {
 	// PassInterval is the pause between reconcile passes when nothing happens (default 5 s); membership
 	// changes, decisions and formation records start a pass at once.
 	PassInterval time.Duration
+	// SteadyInterval replaces PassInterval after a pass that found the node ready with nothing to do
+	// (default 15 s): each pass asks dockerd and glusterd, and on a small or emulated machine that polling is
+	// a visible share of the CPU. Changes still start a pass at once.
+	SteadyInterval time.Duration
 	// RetryInterval is the pause before retrying config, identity, interface or discovery setup (default 10 s).
 	RetryInterval time.Duration
 	// ReconcileTimeout bounds one reconciler call (default 5 min: a swarm join alone may wait 90 s).
@@ -102,6 +106,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.PassInterval == 0 {
 		o.PassInterval = 5 * time.Second
+	}
+	if o.SteadyInterval == 0 {
+		o.SteadyInterval = 15 * time.Second
 	}
 	if o.RetryInterval == 0 {
 		o.RetryInterval = 10 * time.Second

@@ -26,35 +26,40 @@ type result struct {
 }
 
 func (a *agent) reconcileLoop(ctx context.Context) {
-	t := time.NewTicker(a.opts.PassInterval)
-	defer t.Stop()
 	for {
-		a.pass(ctx)
+		wait := a.opts.PassInterval
+		if a.pass(ctx) {
+			wait = a.opts.SteadyInterval
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-a.kick:
 		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 
 // pass builds the State, runs every reconciler in order, adopts what the swarm reconciler announces, and
 // reports. A reconciler's error does not stop the ones after it: each one decides from State whether it
-// can act (gluster waits for SwarmActive), and the status shows every failure at once.
-func (a *agent) pass(ctx context.Context) {
+// can act (gluster waits for SwarmActive), and the status shows every failure at once. It reports whether
+// the node is settled: ready, and no reconciler changed anything or failed.
+func (a *agent) pass(ctx context.Context) (settled bool) {
 	a.beat.Store(time.Now().UnixNano())
 	s := a.state()
 	results := make([]result, 0, len(a.recs))
 	for _, r := range a.recs {
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		results = append(results, a.run(ctx, r, s))
 		a.beat.Store(time.Now().UnixNano())
 	}
 	if ctx.Err() != nil {
-		return
+		return false
 	}
 	if s.Announce != nil {
 		a.takeAnnounce(s)
@@ -80,6 +85,11 @@ func (a *agent) pass(ctx context.Context) {
 	}
 	a.publishMeta(phase, holds)
 	a.report(s, phase, results, holds)
+	settled = phase == status.PhaseReady
+	for _, r := range results {
+		settled = settled && !r.changed && r.err == nil
+	}
+	return settled
 }
 
 // state snapshots the membership, decision and formation into a fresh State.

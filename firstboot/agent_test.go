@@ -221,7 +221,7 @@ func (c *testCluster) options(i int) Options {
 			dc.Tuning = &testTuning
 			dc.Beacon = discovery.BeaconConfig{Listen: fmt.Sprintf("%s:%d", ip, c.beacon), Targets: targets, Interval: 100 * time.Millisecond}
 		},
-		PassInterval:  300 * time.Millisecond,
+		PassInterval: 300 * time.Millisecond, SteadyInterval: 300 * time.Millisecond,
 		RetryInterval: 50 * time.Millisecond,
 	}
 }

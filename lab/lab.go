@@ -166,8 +166,9 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 	if netns.Exists(l.Namespace()) {
 		return nil, fmt.Errorf("lab up: namespace %s already exists (kiln lab down --name %s removes it)", l.Namespace(), o.Name)
 	}
-	// The longest socket path we will create must fit a unix socket address.
-	if p := filepath.Join(l.dir, fmt.Sprintf("node%d", maxHardware), "qmp.sock"); len(p) > 107 {
+	// The longest socket paths we will create must fit a unix socket address (ssh's ControlPath too, whose
+	// ssh-%h expands to at most ssh-255.255.255.255).
+	if p := filepath.Join(l.dir, fmt.Sprintf("node%d", maxHardware), "qmp.sock"); len(p) > 107 || len(l.dir)+len("/ssh-255.255.255.255") > 107 {
 		return nil, fmt.Errorf("lab up: state directory %s too long for unix socket paths", l.dir)
 	}
 

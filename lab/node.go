@@ -116,8 +116,15 @@ func (n *Node) Kill(ctx context.Context) error {
 	if err := qemu.Kill(ctx, n.lab.pidFile(NodeState{Name: n.name})); err != nil {
 		return fmt.Errorf("node %s: %w", n.name, err)
 	}
+	n.closeMux(ctx)
 	n.lab.log.Info("node killed", "node", n.name)
 	return nil
+}
+
+func (n *Node) closeMux(ctx context.Context) {
+	if s, err := n.State(); err == nil {
+		n.lab.closeMux(ctx, s.Address)
+	}
 }
 
 // Stop presses the ACPI power button and waits (bounded by ctx, else StopTimeout) until the VM has powered off.
@@ -137,6 +144,7 @@ func (n *Node) Stop(ctx context.Context) error {
 	if err := qemu.WaitExit(ctx, n.lab.pidFile(ns)); err != nil {
 		return fmt.Errorf("node %s: stop: guest did not power off: %w", n.name, err)
 	}
+	n.closeMux(ctx)
 	n.lab.log.Info("node stopped", "node", n.name)
 	return nil
 }
@@ -211,6 +219,9 @@ func (n *Node) setPartition(ctx context.Context, mode string) error {
 		ns.Partition = mode
 		if err := netns.ApplyCuts(ctx, n.lab.Namespace(), cuts(*st)); err != nil {
 			return err
+		}
+		if mode == PartitionFull {
+			n.lab.closeMux(ctx, ns.Address)
 		}
 		n.lab.log.Info("node partition", "node", n.name, "mode", mode)
 		return nil

@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/kiln-project/kiln/internal/run"
 	"github.com/kiln-project/kiln/lab/netns"
 )
 
-// sshConnectTimeout bounds one connection attempt. An address without a live host costs this long per probe.
-const sshConnectTimeout = 4
+// sshConnectTimeout bounds one connection attempt, banner exchange included: an address without a live host
+// costs this long per probe. 4 s proved too short: three TCG guests on two host cores took longer than that to
+// fork sshd and send its banner, so live nodes looked unreachable.
+const sshConnectTimeout = 20
 
 // ExecResult is what a command in a node did.
 type ExecResult struct {
@@ -43,8 +46,9 @@ func (l *Lab) ssh(ctx context.Context, addr string, argv ...string) (ExecResult,
 		// Host keys change with every reimage and replace; the lab network is private to this namespace.
 		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
 		"-o", fmt.Sprintf("ConnectTimeout=%d", sshConnectTimeout),
-		"-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
-		"root@" + addr, "--"}
+		"-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=6"}
+	args = append(args, l.muxOptions()...)
+	args = append(args, "root@"+addr, "--")
 	// ssh hands the remote shell one string: quote each word so the node runs exactly argv.
 	quoted := make([]string, len(argv))
 	for i, a := range argv {
@@ -64,6 +68,24 @@ func (l *Lab) ssh(ctx context.Context, addr string, argv ...string) (ExecResult,
 			fmt.Errorf("exec on %s: %w: %s", addr, ErrUnreachable, re.Stderr)
 	}
 	return ExecResult{Stdout: out, Stderr: re.Stderr, ExitCode: re.ExitCode}, nil
+}
+
+// muxOptions share one ssh connection per node between commands: a handshake (key exchange, sshd's
+// re-exec, the AuthorizedKeysCommand) costs a TCG guest about a second of its only vCPU, and tests poll
+// every node every few seconds. The master lingers 60 s after its last command, then exits by itself;
+// lab down kills it with everything else in the namespace.
+func (l *Lab) muxOptions() []string {
+	return []string{"-o", "ControlMaster=auto", "-o", "ControlPath=" + filepath.Join(l.dir, "ssh-%h"), "-o", "ControlPersist=60"}
+}
+
+// closeMux ends the shared connection to addr, if any. Called when the node behind it is powered off, cut
+// off or replaced: commands would otherwise queue on a dead connection until its keepalives time out (30 s)
+// and talk to the old host after a reimage.
+func (l *Lab) closeMux(ctx context.Context, addr string) {
+	args := append([]string{"ssh"}, l.muxOptions()...)
+	args = append(args, "-O", "exit", "root@"+addr)
+	// No master is the common case (exit 255, "Control socket connect … No such file"): nothing to do.
+	_, _ = netns.Exec(ctx, l.Namespace(), nil, args...)
 }
 
 // shellQuote makes s one word for a POSIX shell.

@@ -9,16 +9,16 @@ import (
 	"github.com/kiln-project/kiln/firstboot/vrrp"
 )
 
-// healthTimeout stays under keepalived's script timeout (2 s) so a hung dockerd reads as unhealthy, not as a
-// killed script.
+// healthTimeout matches the agent's own check, so a hung dockerd reads as unhealthy here as it does there.
 const healthTimeout = 1500 * time.Millisecond
 
 func newHealthCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "health",
-		Short: "Exit 0 when this node may hold the VIP (keepalived's track script), 1 otherwise",
+		Short: "Exit 0 when this node may hold the VIP, 1 otherwise (the check the agent feeds keepalived)",
 		Long: "health checks that dockerd answers and this node is an active swarm member that sees a manager.\n" +
-			"keepalived runs it every 2 s; two failures put the VRRP instance in FAULT, releasing the VIP.",
+			"The running agent makes the same check every 2 s and writes the verdict to " + vrrp.HealthFile + ",\n" +
+			"which keepalived tracks: a non-zero value puts the VRRP instance in FAULT, releasing the VIP.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), healthTimeout)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-project/kiln/firstboot/status"
 	"github.com/kiln-project/kiln/lab"
 	"github.com/kiln-project/kiln/lab/qemu"
 )
@@ -152,8 +153,13 @@ func labStatusCmd(f *labFlags) *cobra.Command {
 			fmt.Fprintln(w, "NODE\tPOWER\tADDRESS\tMAC\tBOOTED\tPARTITION\tAGENT")
 			for _, s := range st {
 				agent := s.AgentError
+				var st status.Status
 				if s.Agent != nil {
-					agent = string(s.Agent)
+					if err := json.Unmarshal(s.Agent, &st); err != nil {
+						agent = "undecodable status: " + err.Error()
+					} else {
+						agent = st.Summary()
+					}
 				}
 				part := s.Partition
 				if part == "" {

@@ -53,8 +53,24 @@ func (l *logBridge) Write(p []byte) (int, error) {
 	if level == slog.LevelError {
 		level = slog.LevelWarn
 	}
+	// Probe chatter is debug: the outcome (member up/down) is logged by the agent once per change, while these
+	// lines came several times a second from a loaded lab and the journal spent a fifth of a vCPU on them.
+	if probeChatter(line) {
+		level = slog.LevelDebug
+	}
 	l.log.Log(context.Background(), level, line, "component", "memberlist")
 	return len(p), nil
+}
+
+var chatter = []string{"Suspect ", "Failed fallback", "Was able to connect", "Refuting a suspect", "Marking ", "Failed to send", "Failed ping"}
+
+func probeChatter(line string) bool {
+	for _, c := range chatter {
+		if strings.HasPrefix(line, c) {
+			return true
+		}
+	}
+	return false
 }
 
 // wrongKey reports whether a memberlist log line is a decryption failure: "No installed keys could decrypt

@@ -235,9 +235,17 @@ func (g *CLI) Create(ctx context.Context, name string, replica int, bricks []str
 	return g.op(ctx, append(args, bricks...)...)
 }
 
-// Set sets a volume option; volume "all" sets a cluster-wide one.
-func (g *CLI) Set(ctx context.Context, volume, key, value string) error {
-	return g.op(ctx, "volume", "set", volume, key, value)
+// Set sets volume options in one transaction (`volume set V k1 v1 k2 v2 …`, which the CLI parses pair by
+// pair); volume "all" sets cluster-wide ones.
+func (g *CLI) Set(ctx context.Context, volume string, opts map[string]string) error {
+	if len(opts) == 0 {
+		return nil
+	}
+	args := []string{"volume", "set", volume}
+	for _, k := range sortedKeys(opts) {
+		args = append(args, k, opts[k])
+	}
+	return g.op(ctx, args...)
 }
 
 // Start starts the volume.

@@ -52,6 +52,29 @@ func Format(w io.Writer, s *Status, now time.Time) error {
 	return tw.Flush()
 }
 
+// Summary is s on one line, for tables (kiln lab status): phase, hostname, members alive of expected,
+// swarm and gluster states, VIP holder, and the last error if any.
+func (s *Status) Summary() string {
+	alive := 0
+	for _, m := range s.Members {
+		if m.Alive {
+			alive++
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s members=%d/%d swarm=%s gluster=%s", s.Phase, s.Hostname, alive, s.Expected,
+		orDash(s.Swarm.State), orDash(s.Gluster.State))
+	if s.VIPHolder != "" {
+		fmt.Fprintf(&b, " vip@%s", s.VIPHolder)
+	}
+	if s.ConfigError != "" {
+		fmt.Fprintf(&b, " config: %s", s.ConfigError)
+	} else if s.LastError != "" {
+		fmt.Fprintf(&b, " last error: %s", s.LastError)
+	}
+	return b.String()
+}
+
 func component(c Component) string {
 	return strings.TrimSpace(orDash(c.State) + " " + c.Detail)
 }

@@ -3,6 +3,7 @@ package vrrp
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/api/types/system"
@@ -14,18 +15,23 @@ type InfoAPI interface {
 	SwarmInspect(ctx context.Context) (swarm.Swarm, error)
 }
 
-// Healthy is the check behind `kiln-firstboot health` (keepalived's track script; exit 0 = healthy, 1 =
-// unhealthy, within keepalived's 2 s timeout): this node may hold the VIP only while dockerd answers and the
-// node is an active swarm member that sees a manager (a manager without a reachable quorum loses
-// ControlAvailable). Ingress is not probed: with no service published on 80/443 yet every node would fail.
+// Healthy is the check behind HealthReporter (and `kiln-firstboot health`, by hand): this node may hold the
+// VIP only while dockerd answers and the node is an active swarm member that sees a manager (a manager without
+// a reachable quorum loses ControlAvailable). Ingress is not probed: with no service published on 80/443 yet
+// every node would fail.
 //
-// A manager is asked SwarmInspect first: it reads the cluster object through the raft leader, so it succeeds
-// only with quorum, and it costs dockerd nothing else. Info is the fallback (workers, failures) because
-// dockerd answers every Info by executing `runc --version` and `docker-init --version`: keepalived runs this
-// check every 2 s, and under TCG those two execs on every check kept a lab node's CPU saturated.
+// SwarmInspect comes first: it reads the cluster object through the raft leader, so it succeeds only on a
+// manager with quorum, and it costs dockerd nothing else. Info is asked only when SwarmInspect says this node
+// is not a manager (workers): dockerd answers every Info by executing `runc --version` and
+// `docker-init --version`, and under TCG those execs every 2 s kept a lab node's CPU saturated — exactly
+// while a manager had lost its leader, when Info would only have confirmed the failure.
 func Healthy(ctx context.Context, cli InfoAPI) error {
-	if _, err := cli.SwarmInspect(ctx); err == nil {
+	_, err := cli.SwarmInspect(ctx)
+	if err == nil {
 		return nil
+	}
+	if !strings.Contains(err.Error(), "not a swarm manager") {
+		return fmt.Errorf("health: %w", err)
 	}
 	info, err := cli.Info(ctx)
 	if err != nil {

@@ -57,11 +57,10 @@ func TestRenderGolden(t *testing.T) {
 			if got != string(want) {
 				t.Errorf("differs from %s:\n%s", path, got)
 			}
-			// keepalived's own parser, when installed, must accept it (it rejects unknown keywords). The track
-			// script must exist on this host for the check, so point it at /bin/true.
+			// keepalived's own parser, when installed, must accept it (it rejects unknown keywords).
 			if _, err := exec.LookPath("keepalived"); err == nil {
 				f := filepath.Join(t.TempDir(), "k.conf")
-				os.WriteFile(f, []byte(strings.Replace(got, HealthScript, "/bin/true", 1)), 0o644)
+				os.WriteFile(f, []byte(strings.Replace(got, HealthFile, filepath.Join(t.TempDir(), "health"), 1)), 0o644)
 				out, err := exec.Command("keepalived", "--config-test", "-f", f).CombinedOutput()
 				if err != nil {
 					t.Errorf("keepalived --config-test: %v\n%s", err, out)
