@@ -22,7 +22,10 @@ func TestReproducible(t *testing.T) {
 		t.Skip("reproducibility test: set KILN_E2E=1 (rebuilds the image: a minute)")
 	}
 	img := imagePath(t)
-	kiln := filepath.Join(binDir(), "kiln")
+	kiln, err := filepath.Abs(filepath.Join(binDir(), "kiln"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := os.Stat(kiln); err != nil {
 		t.Fatalf("%v (make build, or set KILN_BIN)", err)
 	}
