@@ -1,8 +1,9 @@
 // Package healing is the end-to-end proof of self-healing (docs/self-healing.md): lab VMs lose nodes, power,
 // disks and links while a writer appends checksummed records to the shared volume, and afterwards every
 // acknowledged record must be there, with no split-brain, 3 Ready managers, 3 bricks online, no pending heals
-// and exactly one VIP holder. The scenarios are Go tests gated by KILN_E2E=1 (healing_test.go); this file is
-// the writer, the reader and the end-state checks.
+// and exactly one VIP holder. scenarios.go holds the scenarios, each a function of a formed Cluster so that one
+// lab can run several in a row (test/formation does, in CI); healing_test.go runs each on its own lab (KILN_E2E=1,
+// KILN_HEALING=1); this file is the writer, the reader and the end-state checks.
 package healing
 
 import (
@@ -13,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -236,7 +238,7 @@ func Healed(ctx context.Context, from *lab.Node, nodes []*lab.Node, vip string) 
 	if n, _ := CountEntries(out); n != 0 {
 		missing = append(missing, fmt.Sprintf("%d split-brain entries", n))
 	}
-	holders, err := VIPHolders(ctx, nodes, vip)
+	holders, err := formation.VIPHolders(ctx, nodes, netip.MustParseAddr(vip))
 	if err != nil {
 		return "", err
 	}
@@ -244,19 +246,4 @@ func Healed(ctx context.Context, from *lab.Node, nodes []*lab.Node, vip string) 
 		missing = append(missing, fmt.Sprintf("VIP holders %v", holders))
 	}
 	return strings.Join(missing, "; "), nil
-}
-
-// VIPHolders names the nodes carrying vip.
-func VIPHolders(ctx context.Context, nodes []*lab.Node, vip string) ([]string, error) {
-	var out []string
-	for _, n := range nodes {
-		o, err := formation.Exec(ctx, n, "ip", "-o", "addr", "show")
-		if err != nil {
-			return nil, err
-		}
-		if strings.Contains(o, " "+vip+"/") {
-			out = append(out, n.Name())
-		}
-	}
-	return out, nil
 }

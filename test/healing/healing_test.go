@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"slices"
 	"testing"
 	"time"
 
@@ -13,20 +12,8 @@ import (
 	"github.com/kiln-project/kiln/test/healing"
 )
 
-// Bounds. TCG guests on a 2-core host are slow (see test/formation): boots take minutes.
-const (
-	scenarioTimeout = 90 * time.Minute
-	formTimeout     = 25 * time.Minute
-	// healTimeout bounds "back to healed" after a fault: a reboot (minutes under TCG), rejoin, full heal.
-	healTimeout = 25 * time.Minute
-	// failoverTimeout bounds the VIP moving and writes resuming after a hard power-off (detection 4 s, VRRP
-	// 2 s, gluster ping-timeout 5 s; TCG adds a lot).
-	failoverTimeout = 3 * time.Minute
-	pollEvery       = 5 * time.Second
-	// writerRecords and writerInterval: a writer outlives any scenario (it is stopped explicitly).
-	writerRecords  = 1_000_000
-	writerInterval = 250 // ms
-)
+// scenarioTimeout bounds one scenario, formation and teardown included.
+const scenarioTimeout = 90 * time.Minute
 
 func e2eImage(t *testing.T) string {
 	t.Helper()
@@ -50,7 +37,7 @@ func e2eImage(t *testing.T) string {
 
 // formed boots a 3-node lab with a fresh config, waits until every agent reports ready, and registers
 // teardown (with diagnostics when the test failed).
-func formed(ctx context.Context, t *testing.T, prefix string) (*lab.Lab, []*lab.Node, string) {
+func formed(ctx context.Context, t *testing.T, prefix string) healing.Cluster {
 	t.Helper()
 	img := e2eImage(t)
 	cfgFile, cfg, err := formation.ClusterConfig("heal", 3)
@@ -77,343 +64,45 @@ func formed(ctx context.Context, t *testing.T, prefix string) (*lab.Lab, []*lab.
 	if err != nil {
 		t.Fatal(err)
 	}
-	fctx, cancel := context.WithTimeout(ctx, formTimeout)
+	fctx, cancel := context.WithTimeout(ctx, healing.FormTimeout)
 	defer cancel()
-	if _, err := formation.WaitFormed(fctx, nodes, pollEvery); err != nil {
+	if _, err := formation.WaitFormed(fctx, nodes, healing.PollEvery); err != nil {
 		t.Fatal(err)
 	}
-	return l, nodes, cfg.Cluster.VIP.Addr().String()
+	return healing.Cluster{Lab: l, Nodes: nodes, VIP: cfg.Cluster.VIP.Addr().String()}
 }
 
-// waitHealed polls healing.Healed from `from` until it reports nothing missing.
-func waitHealed(ctx context.Context, t *testing.T, from *lab.Node, nodes []*lab.Node, vip string) {
-	t.Helper()
-	hctx, cancel := context.WithTimeout(ctx, healTimeout)
-	defer cancel()
-	start := time.Now()
-	err := formation.Poll(hctx, pollEvery, "cluster healed", func(ctx context.Context) (bool, string, error) {
-		cctx, ccancel := context.WithTimeout(ctx, time.Minute)
-		defer ccancel()
-		missing, err := healing.Healed(cctx, from, nodes, vip)
-		if err != nil {
-			return false, err.Error(), nil // a node still booting does not answer yet
-		}
-		return missing == "", missing, nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("healed %s after the fault was repaired", time.Since(start).Round(time.Second))
-}
-
-// verify stops the writer and checks every acknowledged record as read from node n's /var/data.
-func verify(ctx context.Context, t *testing.T, w *healing.Writer, n *lab.Node) {
-	t.Helper()
-	acked := w.Stop()
-	if len(acked) == 0 {
-		t.Fatal("writer had no acknowledged record")
-	}
-	content, err := formation.Exec(ctx, n, "cat", w.File)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lost, corrupt := healing.Verify(content, acked)
-	if len(lost) > 0 || len(corrupt) > 0 {
-		slices.Sort(lost)
-		t.Fatalf("read on %s: %d of %d acknowledged records lost (%v), corrupt lines %q", n.Name(), len(lost), len(acked), lost, corrupt)
-	}
-	t.Logf("read on %s: all %d acknowledged records intact", n.Name(), len(acked))
-}
-
-func vipHolder(ctx context.Context, t *testing.T, nodes []*lab.Node, vip string) *lab.Node {
-	t.Helper()
-	var holder *lab.Node
-	err := formation.Poll(ctx, pollEvery, "one VIP holder", func(ctx context.Context) (bool, string, error) {
-		hs, err := healing.VIPHolders(ctx, nodes, vip)
-		if err != nil || len(hs) != 1 {
-			return false, fmt.Sprintf("holders %v (%v)", hs, err), nil
-		}
-		for _, n := range nodes {
-			if n.Name() == hs[0] {
-				holder = n
-			}
-		}
-		return true, "", nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return holder
-}
-
-func others(nodes []*lab.Node, not *lab.Node) []*lab.Node {
-	var out []*lab.Node
-	for _, n := range nodes {
-		if n.Name() != not.Name() {
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
-// TestNodeLoss is scenarios 1 and 2: the VIP holder is powered off hard; the VIP moves, the two survivors keep
-// swarm quorum and a writable volume; the node comes back, rejoins, heals, and nothing acknowledged is lost.
+// TestNodeLoss: see healing.NodeLoss.
 func TestNodeLoss(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
-	l, nodes, vip := formed(ctx, t, "hloss")
-	holder := vipHolder(ctx, t, nodes, vip)
-	survivors := others(nodes, holder)
-	w, err := healing.StartWriter(ctx, l, survivors[0], "loss", writerRecords, writerInterval)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.WaitAcked(ctx, 20); err != nil {
-		t.Fatal(err)
-	}
-
-	killed := time.Now()
-	if err := holder.Kill(ctx); err != nil {
-		t.Fatal(err)
-	}
-	fctx, fcancel := context.WithTimeout(ctx, failoverTimeout)
-	newHolder := vipHolder(fctx, t, survivors, vip)
-	t.Logf("VIP on %s %s after the power-off", newHolder.Name(), time.Since(killed).Round(time.Second))
-	if err := w.WaitAcked(fctx, 10); err != nil {
-		t.Fatalf("volume not writable on the survivors: %v", err)
-	}
-	t.Logf("writes resumed %s after the power-off", time.Since(killed).Round(time.Second))
-	err = formation.Poll(fctx, pollEvery, "survivors keep swarm quorum", func(ctx context.Context) (bool, string, error) {
-		sns, err := formation.SwarmNodes(ctx, survivors[0])
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		ready := 0
-		for _, n := range sns {
-			if n.ReadyManager() {
-				ready++
-			}
-		}
-		return ready == 2, fmt.Sprint(sns), nil
-	})
-	fcancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	if err := holder.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitHealed(ctx, t, survivors[0], nodes, vip)
-	// nopreempt: the VIP stays where it went; the returning node does not pull it back.
-	if h := vipHolder(ctx, t, nodes, vip); h.Name() != newHolder.Name() {
-		t.Errorf("VIP moved back to %s after the node returned; nopreempt wants it to stay on %s", h.Name(), newHolder.Name())
-	}
-	verify(ctx, t, w, holder)
+	healing.NodeLoss(ctx, t, formed(ctx, t, "hloss"))
 }
 
-// TestPowerCut is scenario 3: every node loses power at once and all start again: back to formed with no
-// hand, the same swarm and volume (no re-initialisation, no double join), and nothing acknowledged lost.
+// TestPowerCut: see healing.PowerCut.
 func TestPowerCut(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
-	l, nodes, vip := formed(ctx, t, "hcut")
-	_, swarmBefore, err := formation.SwarmInfo(ctx, nodes[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	volBefore, err := formation.Exec(ctx, nodes[0], "sh", "-c", "gluster volume info data | grep '^Volume ID'")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := healing.StartWriter(ctx, l, nodes[0], "cut", writerRecords, writerInterval)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.WaitAcked(ctx, 30); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.PowerCut(ctx); err != nil {
-		t.Fatal(err)
-	}
-	acked := w.Stop()
-	for _, n := range nodes {
-		if err := n.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	fctx, fcancel := context.WithTimeout(ctx, formTimeout)
-	_, err = formation.WaitFormed(fctx, nodes, pollEvery)
-	fcancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitHealed(ctx, t, nodes[0], nodes, vip)
-	for _, n := range nodes {
-		_, id, err := formation.SwarmInfo(ctx, n)
-		if err != nil || id != swarmBefore {
-			t.Errorf("%s: swarm %q after the power cut, want %q (%v)", n.Name(), id, swarmBefore, err)
-		}
-	}
-	if v, err := formation.Exec(ctx, nodes[0], "sh", "-c", "gluster volume info data | grep '^Volume ID'"); err != nil || v != volBefore {
-		t.Errorf("volume after the power cut: %q, want %q (%v)", v, volBefore, err)
-	}
-	content, err := formation.Exec(ctx, nodes[2], "cat", w.File)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if lost, corrupt := healing.Verify(content, acked); len(lost) > 0 || len(corrupt) > 0 {
-		t.Fatalf("%d of %d acknowledged records lost (%v), corrupt %q", len(lost), len(acked), lost, corrupt)
-	}
+	healing.PowerCut(ctx, t, formed(ctx, t, "hcut"))
 }
 
-// TestPowerCutTwoBack is scenario 4: all nodes lose power, only two come back: they resume swarm (2 of 3
-// managers), a writable volume (2 of 3 bricks) and the VIP; then the third returns and everything heals.
+// TestPowerCutTwoBack: see healing.PowerCutTwoBack.
 func TestPowerCutTwoBack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
-	l, nodes, vip := formed(ctx, t, "htwo")
-	if err := l.PowerCut(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range nodes[:2] {
-		if err := n.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	fctx, fcancel := context.WithTimeout(ctx, formTimeout)
-	defer fcancel()
-	vipHolder(fctx, t, nodes[:2], vip)
-	err := formation.Poll(fctx, pollEvery, "two nodes: swarm quorum and a mounted volume", func(ctx context.Context) (bool, string, error) {
-		sns, err := formation.SwarmNodes(ctx, nodes[0])
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		ready := 0
-		for _, n := range sns {
-			if n.ReadyManager() {
-				ready++
-			}
-		}
-		_, merr := formation.Exec(ctx, nodes[1], "mountpoint", "-q", "/var/data")
-		return ready == 2 && merr == nil, fmt.Sprintf("%d ready managers, mount: %v", ready, merr), nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := healing.StartWriter(ctx, l, nodes[1], "two", writerRecords, writerInterval)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.WaitAcked(fctx, 20); err != nil {
-		t.Fatalf("two of three: volume not writable: %v", err)
-	}
-	if err := nodes[2].Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitHealed(ctx, t, nodes[0], nodes, vip)
-	verify(ctx, t, w, nodes[2])
+	healing.PowerCutTwoBack(ctx, t, formed(ctx, t, "htwo"))
 }
 
-// TestReimage is scenario 5: a node's disk is replaced by a fresh image on the same machine (same id,
-// hostname and address, empty /var). The stale swarm entry is removed, the node rejoins as a manager, its
-// glusterd takes its old place and its brick is healed in full; nothing acknowledged is lost.
+// TestReimage: see healing.Reimage.
 func TestReimage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
-	l, nodes, vip := formed(ctx, t, "hreim")
-	target := nodes[2]
-	uuidBefore, err := formation.Exec(ctx, target, "sh", "-c", "grep ^UUID= /var/lib/glusterd/glusterd.info")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostBefore, err := formation.Exec(ctx, target, "hostname")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := healing.StartWriter(ctx, l, nodes[0], "reimage", writerRecords, writerInterval)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.WaitAcked(ctx, 30); err != nil {
-		t.Fatal(err)
-	}
-	if err := target.Reimage(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitHealed(ctx, t, nodes[0], nodes, vip)
-	if h, err := formation.Exec(ctx, target, "hostname"); err != nil || h != hostBefore {
-		t.Errorf("hostname after reimage %q, want %q (%v)", h, hostBefore, err)
-	}
-	if u, err := formation.Exec(ctx, target, "sh", "-c", "grep ^UUID= /var/lib/glusterd/glusterd.info"); err != nil || u != uuidBefore {
-		t.Errorf("glusterd %q after reimage, want the old %q (%v)", u, uuidBefore, err)
-	}
-	sns, err := formation.SwarmNodes(ctx, nodes[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(sns) != 3 {
-		t.Errorf("swarm entries after reimage: %v, want 3 (the stale one removed)", sns)
-	}
-	if err := w.WaitAcked(ctx, 10); err != nil {
-		t.Fatal(err)
-	}
-	// Read from the reimaged node's own mount, and check its brick got the data by full heal.
-	verify(ctx, t, w, target)
-	if _, err := formation.Exec(ctx, target, "test", "-s", "/var/lib/kiln/bricks/data/brick/healing/reimage.log"); err != nil {
-		t.Errorf("reimaged brick not healed: %v", err)
-	}
+	healing.Reimage(ctx, t, formed(ctx, t, "hreim"))
 }
 
-// TestPartition is scenario 7: the VIP holder is cut off from its peers but still reachable from the lab host
-// (clients). It must give the VIP up (its swarm manager loses quorum, so its health check fails) and its
-// volume must refuse writes; after the link heals, no split-brain entries and nothing acknowledged lost.
+// TestPartition: see healing.Partition.
 func TestPartition(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
-	l, nodes, vip := formed(ctx, t, "hpart")
-	holder := vipHolder(ctx, t, nodes, vip)
-	rest := others(nodes, holder)
-	wMajority, err := healing.StartWriter(ctx, l, rest[0], "majority", writerRecords, writerInterval)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wMinority, err := healing.StartWriter(ctx, l, holder, "minority", writerRecords, writerInterval)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := wMinority.WaitAcked(ctx, 10); err != nil {
-		t.Fatal(err)
-	}
-	if err := holder.Partition(ctx, true); err != nil {
-		t.Fatal(err)
-	}
-	fctx, fcancel := context.WithTimeout(ctx, failoverTimeout)
-	defer fcancel()
-	newHolder := vipHolder(fctx, t, nodes, vip)
-	if newHolder.Name() == holder.Name() {
-		t.Fatalf("the cut-off node %s still holds the VIP", holder.Name())
-	}
-	if err := wMajority.WaitAcked(fctx, 10); err != nil {
-		t.Fatalf("majority side not writable: %v", err)
-	}
-	// The minority's writes must fail from some point on (acks stop while fails grow).
-	// Between two polls (5 s, 20 write attempts) no write may succeed and some must have failed.
-	a1, f1 := wMinority.Acked()
-	err = formation.Poll(fctx, pollEvery, "minority refuses writes", func(context.Context) (bool, string, error) {
-		a2, f2 := wMinority.Acked()
-		done := a2 == a1 && f2 > f1
-		detail := fmt.Sprintf("acked %d→%d failed %d→%d", a1, a2, f1, f2)
-		a1, f1 = a2, f2
-		return done, detail, nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := holder.Heal(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitHealed(ctx, t, rest[0], nodes, vip)
-	verify(ctx, t, wMajority, holder)
-	verify(ctx, t, wMinority, rest[0])
+	healing.Partition(ctx, t, formed(ctx, t, "hpart"))
 }
