@@ -227,6 +227,12 @@ func (a *agent) report(s *State, phase status.Phase, results []result, holdsVIP 
 		}
 	}
 	st.Gluster = component(results, "gluster", s.Status["gluster"])
+	if st.Gluster.State == "" {
+		st.Gluster.State = "ok"
+		if strings.HasPrefix(st.Gluster.Detail, "waiting") {
+			st.Gluster.State = "waiting"
+		}
+	}
 	st.VIPHolder = a.vipHolders(holdsVIP)
 	if len(errs) > 0 {
 		a.lastErr, a.lastErrAt = strings.Join(errs, "; "), time.Now().UTC()
