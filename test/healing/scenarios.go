@@ -41,13 +41,7 @@ func NodeLoss(ctx context.Context, t testing.TB, c Cluster) {
 	l, nodes, vip := c.Lab, c.Nodes, c.VIP
 	holder := vipHolder(ctx, t, nodes, vip)
 	survivors := others(nodes, holder)
-	w, err := StartWriter(ctx, l, survivors[0], "loss", writerRecords, writerInterval)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.WaitAcked(ctx, 20); err != nil {
-		t.Fatal(err)
-	}
+	w := startWriter(ctx, t, l, survivors[0], "loss", 20)
 
 	killed := time.Now()
 	if err := holder.Kill(ctx); err != nil {
@@ -60,18 +54,9 @@ func NodeLoss(ctx context.Context, t testing.TB, c Cluster) {
 		t.Fatalf("volume not writable on the survivors: %v", err)
 	}
 	t.Logf("writes resumed %s after the power-off", time.Since(killed).Round(time.Second))
-	err = formation.Poll(fctx, PollEvery, "survivors keep swarm quorum", func(ctx context.Context) (bool, string, error) {
-		sns, err := formation.SwarmNodes(ctx, survivors[0])
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		ready := 0
-		for _, n := range sns {
-			if n.ReadyManager() {
-				ready++
-			}
-		}
-		return ready == 2, fmt.Sprint(sns), nil
+	err := formation.Poll(fctx, PollEvery, "survivors keep swarm quorum", func(ctx context.Context) (bool, string, error) {
+		ready, detail, err := readyManagers(ctx, survivors[0])
+		return err == nil && ready == 2, detail, nil
 	})
 	fcancel()
 	if err != nil {
@@ -97,17 +82,8 @@ func PowerCut(ctx context.Context, t testing.TB, c Cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	volBefore, err := formation.Exec(ctx, nodes[0], "sh", "-c", "gluster volume info data | grep '^Volume ID'")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := StartWriter(ctx, l, nodes[0], "cut", writerRecords, writerInterval)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.WaitAcked(ctx, 30); err != nil {
-		t.Fatal(err)
-	}
+	volBefore := mustExec(ctx, t, nodes[0], "sh", "-c", "gluster volume info data | grep '^Volume ID'")
+	w := startWriter(ctx, t, l, nodes[0], "cut", 30)
 	if err := l.PowerCut(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -133,10 +109,7 @@ func PowerCut(ctx context.Context, t testing.TB, c Cluster) {
 	if v, err := formation.Exec(ctx, nodes[0], "sh", "-c", "gluster volume info data | grep '^Volume ID'"); err != nil || v != volBefore {
 		t.Errorf("volume after the power cut: %q, want %q (%v)", v, volBefore, err)
 	}
-	content, err := formation.Exec(ctx, nodes[2], "cat", w.File)
-	if err != nil {
-		t.Fatal(err)
-	}
+	content := mustExec(ctx, t, nodes[2], "cat", w.File)
 	if lost, corrupt := Verify(content, acked); len(lost) > 0 || len(corrupt) > 0 {
 		t.Fatalf("%d of %d acknowledged records lost (%v), corrupt %q", len(lost), len(acked), lost, corrupt)
 	}
@@ -158,18 +131,12 @@ func PowerCutTwoBack(ctx context.Context, t testing.TB, c Cluster) {
 	defer fcancel()
 	vipHolder(fctx, t, nodes[:2], vip)
 	err := formation.Poll(fctx, PollEvery, "two nodes: swarm quorum and a mounted volume", func(ctx context.Context) (bool, string, error) {
-		sns, err := formation.SwarmNodes(ctx, nodes[0])
+		ready, detail, err := readyManagers(ctx, nodes[0])
 		if err != nil {
-			return false, err.Error(), nil
-		}
-		ready := 0
-		for _, n := range sns {
-			if n.ReadyManager() {
-				ready++
-			}
+			return false, detail, nil
 		}
 		_, merr := formation.Exec(ctx, nodes[1], "mountpoint", "-q", "/var/data")
-		return ready == 2 && merr == nil, fmt.Sprintf("%d ready managers, mount: %v", ready, merr), nil
+		return ready == 2 && merr == nil, fmt.Sprintf("%s, mount: %v", detail, merr), nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -194,21 +161,9 @@ func PowerCutTwoBack(ctx context.Context, t testing.TB, c Cluster) {
 func Reimage(ctx context.Context, t testing.TB, c Cluster) {
 	l, nodes, vip := c.Lab, c.Nodes, c.VIP
 	target := nodes[2]
-	uuidBefore, err := formation.Exec(ctx, target, "sh", "-c", "grep ^UUID= /var/lib/glusterd/glusterd.info")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostBefore, err := formation.Exec(ctx, target, "hostname")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := StartWriter(ctx, l, nodes[0], "reimage", writerRecords, writerInterval)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.WaitAcked(ctx, 30); err != nil {
-		t.Fatal(err)
-	}
+	uuidBefore := mustExec(ctx, t, target, "sh", "-c", "grep ^UUID= /var/lib/glusterd/glusterd.info")
+	hostBefore := mustExec(ctx, t, target, "hostname")
+	w := startWriter(ctx, t, l, nodes[0], "reimage", 30)
 	if err := target.Reimage(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -247,13 +202,7 @@ func Partition(ctx context.Context, t testing.TB, c Cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wMinority, err := StartWriter(ctx, l, holder, "minority", writerRecords, writerInterval)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := wMinority.WaitAcked(ctx, 10); err != nil {
-		t.Fatal(err)
-	}
+	wMinority := startWriter(ctx, t, l, holder, "minority", 10)
 	if err := holder.Partition(ctx, true); err != nil {
 		t.Fatal(err)
 	}
@@ -315,10 +264,7 @@ func verify(ctx context.Context, t testing.TB, w *Writer, n *lab.Node) {
 	if len(acked) == 0 {
 		t.Fatal("writer had no acknowledged record")
 	}
-	content, err := formation.Exec(ctx, n, "cat", w.File)
-	if err != nil {
-		t.Fatal(err)
-	}
+	content := mustExec(ctx, t, n, "cat", w.File)
 	lost, corrupt := Verify(content, acked)
 	if len(lost) > 0 || len(corrupt) > 0 {
 		slices.Sort(lost)
@@ -356,4 +302,40 @@ func others(nodes []*lab.Node, not *lab.Node) []*lab.Node {
 		}
 	}
 	return out
+}
+
+// startWriter starts a writer on n and waits until it has acks acknowledged records.
+func startWriter(ctx context.Context, t testing.TB, l *lab.Lab, n *lab.Node, name string, acks int) *Writer {
+	t.Helper()
+	w, err := StartWriter(ctx, l, n, name, writerRecords, writerInterval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WaitAcked(ctx, acks); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func mustExec(ctx context.Context, t testing.TB, n *lab.Node, argv ...string) string {
+	t.Helper()
+	out, err := formation.Exec(ctx, n, argv...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// readyManagers counts the Ready managers in n's node list; detail describes the list (or the error).
+func readyManagers(ctx context.Context, n *lab.Node) (ready int, detail string, err error) {
+	sns, err := formation.SwarmNodes(ctx, n)
+	if err != nil {
+		return 0, err.Error(), err
+	}
+	for _, s := range sns {
+		if s.ReadyManager() {
+			ready++
+		}
+	}
+	return ready, fmt.Sprintf("%d ready managers in %v", ready, sns), nil
 }
