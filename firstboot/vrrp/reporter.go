@@ -13,8 +13,17 @@ import (
 // inotify, a node that loses quorum gives the VIP up within one interval plus one docker call.
 const HealthInterval = 2 * time.Second
 
-// healthTimeout bounds one check: a dockerd that does not answer within it is unhealthy, not awaited.
-const healthTimeout = 1500 * time.Millisecond
+// healthTimeout bounds one check: a dockerd that does not answer within it counts as a failed check.
+const healthTimeout = 3 * time.Second
+
+// Fall and Rise are how many checks in a row it takes to turn unhealthy and healthy again (keepalived's
+// vrrp_script fall/rise). One slow answer is not a sick node: in a loaded lab dockerd, busy starting
+// containers, missed the timeout every few checks, and with a verdict per check the VIP moved every few
+// seconds. Three failures at 2 s apart is a node that has been unable to answer for 6 s and more.
+const (
+	Fall = 3
+	Rise = 2
+)
 
 // HealthReporter keeps HealthFile in step with Healthy: "0" healthy, "1" not. It writes only on a change
 // (keepalived re-reads on every inotify event) and logs each change with its reason.
@@ -26,6 +35,8 @@ type HealthReporter struct {
 	// Check is Healthy unless a test replaces it.
 	Check func(ctx context.Context, cli InfoAPI) error
 	last  string
+	// streak counts the checks in a row whose verdict differs from last.
+	streak int
 }
 
 // Run checks every HealthInterval until ctx ends, then marks the node unhealthy: an agent that is not running
@@ -46,7 +57,9 @@ func (h *HealthReporter) Run(ctx context.Context) {
 	}
 }
 
-// Once runs one check and writes the file when the verdict changed (or was never written by this process).
+// Once runs one check and writes the file when the verdict has changed for Fall (to unhealthy) or Rise (to
+// healthy) checks in a row. The first verdict of a process is written at once: the file may be missing or
+// left by a previous run.
 func (h *HealthReporter) Once(ctx context.Context) {
 	check := h.Check
 	if check == nil {
@@ -63,8 +76,21 @@ func (h *HealthReporter) Once(ctx context.Context) {
 		v = "1"
 	}
 	if v == h.last {
+		h.streak = 0
 		return
 	}
+	if h.last != "" {
+		h.streak++
+		need := Rise
+		if v == "1" {
+			need = Fall
+		}
+		if h.streak < need {
+			h.Log.Debug("vrrp health: verdict changing", "to", v, "checks", h.streak, "of", need, "reason", err)
+			return
+		}
+	}
+	h.streak = 0
 	if werr := h.write(v); werr != nil {
 		h.Log.Warn("vrrp health: write", "path", h.path(), "err", werr)
 		return

@@ -33,10 +33,37 @@ func TestHealthReporter(t *testing.T) {
 	if st2, _ := os.Stat(path); !os.SameFile(st, st2) {
 		t.Error("unchanged verdict rewrote the file (keepalived re-reads on every write)")
 	}
+	// One or two failed checks are a slow answer, not a sick node; the third in a row flips the verdict.
 	verdict = errors.New("no leader")
+	for i := 1; i < Fall; i++ {
+		h.Once(context.Background())
+		if got := read(); got != "0\n" {
+			t.Fatalf("after %d failed checks: file %q, want still 0", i, got)
+		}
+	}
+	verdict = nil
+	h.Once(context.Background()) // a success resets the count
+	verdict = errors.New("no leader")
+	for i := 1; i < Fall; i++ {
+		h.Once(context.Background())
+	}
+	if got := read(); got != "0\n" {
+		t.Fatalf("failures not in a row flipped the verdict: file %q", got)
+	}
 	h.Once(context.Background())
 	if got := read(); got != "1\n" {
-		t.Fatalf("unhealthy: file %q, want 1", got)
+		t.Fatalf("after %d failed checks in a row: file %q, want 1", Fall, got)
+	}
+	verdict = nil
+	for i := 1; i < Rise; i++ {
+		h.Once(context.Background())
+		if got := read(); got != "1\n" {
+			t.Fatalf("after %d good checks: file %q, want still 1", i, got)
+		}
+	}
+	h.Once(context.Background())
+	if got := read(); got != "0\n" {
+		t.Fatalf("after %d good checks in a row: file %q, want 0", Rise, got)
 	}
 
 	verdict = nil

@@ -31,6 +31,9 @@ const (
 	formTimeout = 25 * time.Minute
 	// convergeTimeout bounds waits for state that follows formation (VIP settled, service replicas running).
 	convergeTimeout = 5 * time.Minute
+	// serviceTimeout bounds a 3-replica service reaching 3/3: each node's first container also sets up the
+	// ingress network (IPVS, iptables, two veths), which took TCG guests minutes while they ran swarm and gluster.
+	serviceTimeout = 10 * time.Minute
 	// pollEvery is the pause between two observations of a converging state.
 	pollEvery = 5 * time.Second
 	// foreignWatch is how long the foreign node is watched staying out once its discovery runs: many beacon
@@ -329,7 +332,7 @@ func TestFormation(t *testing.T) {
 		must(t, ctx, nodes[0], "docker", "service", "create", "--detach", "--name", "web", "--no-resolve-image",
 			"--hostname", "{{.Node.Hostname}}", "--publish", "published=80,target=80", "--replicas", "3",
 			"--replicas-max-per-node", "1", formation.TestsvcImage)
-		sctx, scancel := context.WithTimeout(ctx, convergeTimeout)
+		sctx, scancel := context.WithTimeout(ctx, serviceTimeout)
 		defer scancel()
 		err := formation.Poll(sctx, pollEvery, "service web 3/3", func(ctx context.Context) (bool, string, error) {
 			out, err := formation.Exec(ctx, nodes[0], "docker", "service", "ls", "--filter", "name=web", "--format", "{{.Replicas}}")
