@@ -263,7 +263,7 @@ func (a *agent) merge(r record, from string) {
 		if r.Epoch > a.rec.Epoch {
 			a.adopt(&r, "formation record of a recovered cluster (new epoch)", from)
 		}
-	case r.Updated.After(a.rec.Updated) && !sameRecord(a.rec, &r):
+	case r.Updated.After(a.rec.Updated) && worthRefreshing(a.rec, &r):
 		a.adopt(&r, "formation record refreshed", from)
 	}
 }
@@ -277,6 +277,30 @@ func (a *agent) adopt(r *record, msg, from string) bool {
 	a.rec = r
 	a.log.Info(msg, "from", from, "swarm", r.SwarmID, "initialiser", r.Initialiser, "managers", r.ManagerAddrs)
 	a.wake()
+	return true
+}
+
+// worthRefreshing reports whether next carries news over cur. A manager list that only lacks addresses cur
+// has is no news: members observe the managers at different moments (RemoteManagers lags a join), and
+// adopting each node's smaller view in turn made records ping-pong between nodes, every adoption a disk
+// write, a broadcast and a pass. Joining needs any reachable manager, so a list with a departed one is
+// harmless until a list with a new address (a replacement) supersedes it.
+func worthRefreshing(cur, next *record) bool {
+	if sameRecord(cur, next) {
+		return false
+	}
+	rest := *next
+	rest.ManagerAddrs = cur.ManagerAddrs
+	onlyAddrs := sameRecord(cur, &rest)
+	return !onlyAddrs || !subset(next.ManagerAddrs, cur.ManagerAddrs)
+}
+
+func subset(xs, of []string) bool {
+	for _, x := range xs {
+		if !slices.Contains(of, x) {
+			return false
+		}
+	}
 	return true
 }
 

@@ -162,7 +162,7 @@ func (a *agent) takeAnnounce(s *State) {
 	default:
 		ann.Initialiser = a.rec.Initialiser
 		r := &record{Formation: ann, Updated: time.Now().UTC(), Origin: a.id}
-		if !sameRecord(a.rec, r) && r.valid() == nil && a.adopt(r, "formation record refreshed", a.id) {
+		if worthRefreshing(a.rec, r) && r.valid() == nil && a.adopt(r, "formation record refreshed", a.id) {
 			out = r
 		}
 	}
