@@ -214,6 +214,8 @@ type Reconciler struct {
 	lastHealInfo time.Time
 	lastRepair   string
 	lastRestart  time.Time
+	// orphanSince is when this brick was first seen marked with a volume id while no volume existed.
+	orphanSince time.Time
 }
 
 // New returns the gluster reconciler. root prefixes the paths it writes ("" on a node; a temp dir in tests).
@@ -330,6 +332,12 @@ func (r *Reconciler) act(ctx context.Context, a Action) error {
 		err = r.cli.Set(ctx, VolumeName, a.Options)
 	case ActStart:
 		err = r.cli.Start(ctx, VolumeName)
+		if err != nil && strings.Contains(err.Error(), "trusted.glusterfs.volume-id") {
+			// A brick lost its volume-id mark (cleared, or an emptied brick dir): `start force` has glusterd
+			// set it again from the volume's id. Only the mark is missing here; the brick is the volume's.
+			r.log.Warn("gluster: start: a brick lacks its volume id; starting with force to restore it", "err", err)
+			err = r.cli.op(ctx, "volume", "start", VolumeName, "force")
+		}
 	case ActStartForce:
 		err = r.cli.op(ctx, "volume", "start", VolumeName, "force")
 	case ActHeal:

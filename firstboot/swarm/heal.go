@@ -257,6 +257,14 @@ func (r *Reconciler) heal(ctx context.Context, s *firstboot.State, self string, 
 			spec := c.Node.Spec
 			spec.Role = swarm.NodeRoleWorker
 			err = r.cli.NodeUpdate(ctx, c.Node.ID, c.Node.Version, spec)
+			if err != nil && strings.Contains(err.Error(), "can't find manager in raft memberlist") {
+				// A manager join that failed half-way (seen in a loaded lab: the leader timed out
+				// dialling the joiner) leaves an entry with the manager role that never entered raft: it
+				// cannot be demoted, and swarm lets it be removed as it is.
+				r.log.Info("swarm: entry never joined raft; removing it instead of demoting", "node", c.Node.ID, "hostname", c.Hostname)
+				c.Kind = Remove
+				err = r.cli.NodeRemove(ctx, c.Node.ID, swarm.NodeRemoveOptions{Force: true})
+			}
 		case Remove:
 			err = r.cli.NodeRemove(ctx, c.Node.ID, swarm.NodeRemoveOptions{Force: true})
 		}
