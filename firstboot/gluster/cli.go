@@ -235,17 +235,16 @@ func (g *CLI) Create(ctx context.Context, name string, replica int, bricks []str
 	return g.op(ctx, append(args, bricks...)...)
 }
 
-// Set sets volume options in one transaction (`volume set V k1 v1 k2 v2 …`, which the CLI parses pair by
-// pair); volume "all" sets cluster-wide ones.
+// Set sets volume options, one `volume set` each: glusterd 10.3 rejects several pairs in one command
+// ("Dict get failed [{Key=key2}]" in staging, seen with real glusterds), so each option is its own
+// cluster-wide transaction. Volume "all" sets cluster-wide options.
 func (g *CLI) Set(ctx context.Context, volume string, opts map[string]string) error {
-	if len(opts) == 0 {
-		return nil
-	}
-	args := []string{"volume", "set", volume}
 	for _, k := range sortedKeys(opts) {
-		args = append(args, k, opts[k])
+		if err := g.op(ctx, "volume", "set", volume, k, opts[k]); err != nil {
+			return err
+		}
 	}
-	return g.op(ctx, args...)
+	return nil
 }
 
 // Start starts the volume.

@@ -69,8 +69,7 @@ type Action struct {
 	Host    string   // probe
 	Replica int      // create
 	Bricks  []string // create
-	// Options are set in one `volume set`: each set is a cluster-wide glusterd transaction (~20 s under TCG),
-	// and one with several pairs costs about the same as one with a single pair.
+	// Options are the options to set (one `volume set` each, see CLI.Set).
 	Options map[string]string // set
 	Value   string            // adopt UUID, reset peer
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -204,9 +205,10 @@ func (f *fakeGlusterd) run(_ context.Context, args ...string) ([]byte, error) {
 		return []byte(ok), nil
 	case args[0] == "volume" && args[1] == "set":
 		if args[2] == "data" {
-			for i := 3; i+1 < len(args); i += 2 {
-				f.opts[args[i]] = args[i+1]
+			if len(args) != 5 {
+				return nil, fmt.Errorf("volume set takes one key and value (glusterd 10.3 rejects more): %v", args)
 			}
+			f.opts[args[3]] = args[4]
 		}
 		return []byte(ok), nil
 	case args[0] == "volume" && args[1] == "heal" && len(args) == 4 && args[3] == "info":

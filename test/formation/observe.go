@@ -43,14 +43,22 @@ func AgentStatus(ctx context.Context, n *lab.Node) (*status.Status, error) {
 // Formed reports whether a node's agent says its cluster is formed: swarm, volume and VIP as desired.
 func Formed(s *status.Status) bool { return s != nil && s.Phase == status.PhaseReady }
 
-// Poll calls cond every interval until it reports done or ctx ends. cond's detail (what it saw) is kept for the
-// error when ctx ends first; an error from cond ends the poll at once.
+// pollCallTimeout bounds one observation: a single call that hangs (docker's CLI waits without limit on a
+// manager busy with raft; one `docker service ls` in the lab hung for the whole 10 min wait while its tasks
+// had long been running) must cost one observation, not the poll.
+const pollCallTimeout = time.Minute
+
+// Poll calls cond every interval until it reports done or ctx ends. Each call gets at most pollCallTimeout.
+// cond's detail (what it saw) is kept for the error when ctx ends first; an error from cond ends the poll at
+// once, so cond reports transient failures (a node not answering yet) as detail, not as an error.
 func Poll(ctx context.Context, every time.Duration, what string, cond func(ctx context.Context) (done bool, detail string, err error)) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var detail string
 	for {
-		done, d, err := cond(ctx)
+		cctx, cancel := context.WithTimeout(ctx, pollCallTimeout)
+		done, d, err := cond(cctx)
+		cancel()
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
