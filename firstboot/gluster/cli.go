@@ -235,16 +235,9 @@ func (g *CLI) Create(ctx context.Context, name string, replica int, bricks []str
 	return g.op(ctx, append(args, bricks...)...)
 }
 
-// Set sets volume options, one `volume set` each: glusterd 10.3 rejects several pairs in one command
-// ("Dict get failed [{Key=key2}]" in staging, seen with real glusterds), so each option is its own
-// cluster-wide transaction. Volume "all" sets cluster-wide options.
-func (g *CLI) Set(ctx context.Context, volume string, opts map[string]string) error {
-	for _, k := range sortedKeys(opts) {
-		if err := g.op(ctx, "volume", "set", volume, k, opts[k]); err != nil {
-			return err
-		}
-	}
-	return nil
+// Set sets a volume option; volume "all" sets a cluster-wide one.
+func (g *CLI) Set(ctx context.Context, volume, key, value string) error {
+	return g.op(ctx, "volume", "set", volume, key, value)
 }
 
 // Start starts the volume.

@@ -69,9 +69,8 @@ type Action struct {
 	Host    string   // probe
 	Replica int      // create
 	Bricks  []string // create
-	// Options are the options to set (one `volume set` each, see CLI.Set).
-	Options map[string]string // set
-	Value   string            // adopt UUID, reset peer
+	Key     string   // set
+	Value   string   // set
 }
 
 func (a Action) String() string {
@@ -81,11 +80,7 @@ func (a Action) String() string {
 	case ActCreate:
 		return fmt.Sprintf("create replica %d %s", a.Replica, strings.Join(a.Bricks, " "))
 	case ActSet:
-		var kv []string
-		for _, k := range sortedKeys(a.Options) {
-			kv = append(kv, k, a.Options[k])
-		}
-		return "set " + strings.Join(kv, " ")
+		return "set " + a.Key + " " + a.Value
 	case ActReplaceBrick:
 		return "replace-brick " + strings.Join(a.Bricks, " ")
 	case ActDetach:
@@ -162,14 +157,10 @@ func Plan(s *firstboot.State, obs Observed) []Action {
 		return acts
 	}
 	want := Options(s.Members)
-	set := map[string]string{}
-	for k, v := range want {
-		if obs.Volume.Options[k] != v {
-			set[k] = v
+	for _, k := range sortedKeys(want) {
+		if obs.Volume.Options[k] != want[k] {
+			acts = append(acts, Action{Kind: ActSet, Key: k, Value: want[k]})
 		}
-	}
-	if len(set) > 0 {
-		acts = append(acts, Action{Kind: ActSet, Options: set})
 	}
 	if obs.Volume.Status != "Started" {
 		acts = append(acts, Action{Kind: ActStart})
@@ -213,8 +204,6 @@ type Reconciler struct {
 	lastHealInfo time.Time
 	lastRepair   string
 	lastRestart  time.Time
-	// orphanSince is when this brick was first seen marked with a volume id while no volume existed.
-	orphanSince time.Time
 }
 
 // New returns the gluster reconciler. root prefixes the paths it writes ("" on a node; a temp dir in tests).
@@ -278,7 +267,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	}
 	if coord, _ := Coordinator(s); coord.ID == s.Self.ID && obs.Volume != nil && !r.clusterOptionsSet {
 		for _, k := range sortedKeys(ClusterOptions) {
-			if err := r.cli.Set(ctx, "all", map[string]string{k: ClusterOptions[k]}); err != nil {
+			if err := r.cli.Set(ctx, "all", k, ClusterOptions[k]); err != nil {
 				return changed, fmt.Errorf("gluster: set all %s: %w", k, err)
 			}
 		}
@@ -328,15 +317,9 @@ func (r *Reconciler) act(ctx context.Context, a Action) error {
 	case ActCreate:
 		err = r.cli.Create(ctx, VolumeName, a.Replica, a.Bricks)
 	case ActSet:
-		err = r.cli.Set(ctx, VolumeName, a.Options)
+		err = r.cli.Set(ctx, VolumeName, a.Key, a.Value)
 	case ActStart:
 		err = r.cli.Start(ctx, VolumeName)
-		if err != nil && strings.Contains(err.Error(), "trusted.glusterfs.volume-id") {
-			// A brick lost its volume-id mark (cleared, or an emptied brick dir): `start force` has glusterd
-			// set it again from the volume's id. Only the mark is missing here; the brick is the volume's.
-			r.log.Warn("gluster: start: a brick lacks its volume id; starting with force to restore it", "err", err)
-			err = r.cli.op(ctx, "volume", "start", VolumeName, "force")
-		}
 	case ActStartForce:
 		err = r.cli.op(ctx, "volume", "start", VolumeName, "force")
 	case ActHeal:

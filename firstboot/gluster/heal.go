@@ -115,7 +115,8 @@ func RecoverPlan(self netip.Addr, vol *Volume, peers []Peer) ([]Action, error) {
 		return nil, fmt.Errorf("gluster: recover: this node (%s) holds no brick of %s; recover on a node that does", self, VolumeName)
 	}
 	acts := []Action{
-		{Kind: ActSet, Options: map[string]string{"cluster.server-quorum-type": "none", "cluster.quorum-type": "none"}},
+		{Kind: ActSet, Key: "cluster.server-quorum-type", Value: "none"},
+		{Kind: ActSet, Key: "cluster.quorum-type", Value: "none"},
 	}
 	var others []string
 	for _, b := range vol.Bricks {
@@ -610,16 +611,10 @@ func healReason(a Action, downSince map[string]time.Time, after time.Duration) s
 	return ""
 }
 
-// orphanGrace is how long a brick's volume id must stay without a volume before clearFailedCreate acts.
-const orphanGrace = time.Minute
-
 // clearFailedCreate undoes what a failed `volume create` leaves on this node's brick: glusterd sets the
 // volume-id (and gfid) xattrs on a brick while staging, and a create that then fails elsewhere does not
 // remove them, so every later create fails with "… is already part of a volume" (seen with real glusterds).
 // Only while this glusterd knows no volume, and only on a brick that holds no file: anything else is data.
-// And only once the marks have outlived orphanGrace: a create that succeeds marks every brick before each
-// peer's glusterd lists the volume, and a peer that observed "no volume" just before the commit cleared the
-// marks of a live volume (seen in the lab: `volume start` then failed on the missing volume-id).
 func (r *Reconciler) clearFailedCreate() error {
 	dir := filepath.Join(r.root, BrickPath)
 	ents, err := os.ReadDir(dir)
@@ -635,16 +630,8 @@ func (r *Reconciler) clearFailedCreate() error {
 		}
 	}
 	if !hasVolumeID(dir) {
-		r.orphanSince = time.Time{}
 		return nil
 	}
-	if r.orphanSince.IsZero() {
-		r.orphanSince = r.now()
-	}
-	if r.now().Sub(r.orphanSince) < orphanGrace {
-		return nil
-	}
-	r.orphanSince = time.Time{}
 	r.log.Warn("gluster: clearing a failed create's marks from the empty brick", "brick", dir, "reason", "no volume exists but the brick carries a volume id")
 	for _, x := range []string{volumeIDXattr, "trusted.gfid"} {
 		if err := unix.Removexattr(dir, x); err != nil && !errors.Is(err, unix.ENODATA) {

@@ -2,7 +2,6 @@ package gluster
 
 import (
 	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -198,7 +197,7 @@ func TestRecoverPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "set cluster.quorum-type none cluster.server-quorum-type none; remove-brick replica 1 10.77.0.12:" + BrickPath +
+	want := "set cluster.server-quorum-type none; set cluster.quorum-type none; remove-brick replica 1 10.77.0.12:" + BrickPath +
 		" 10.77.0.13:" + BrickPath + " force; peer detach 10.77.0.12; peer detach 10.77.0.13"
 	if got := kinds(acts); got != want {
 		t.Errorf("RecoverPlan =\n %q\nwant\n %q", got, want)
@@ -252,43 +251,5 @@ func TestPlanEpochReset(t *testing.T) {
 	s.Formation.GlusterPeers["10.77.0.13"] = uuidC
 	if got := kinds(PlanEpochReset(s, old)); got != "" {
 		t.Errorf("node the recovered pool knows: %q", got)
-	}
-}
-
-// TestClearFailedCreateWaitsOutTheGrace: a volume id on an empty brick with no volume known is cleared only
-// once it has stayed so for orphanGrace; a peer that saw "no volume" just before a create committed must not
-// strip the marks of the volume being born.
-func TestClearFailedCreateWaitsOutTheGrace(t *testing.T) {
-	root := t.TempDir()
-	brick := filepath.Join(root, BrickPath)
-	if err := os.MkdirAll(filepath.Join(brick, ".glusterfs"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Setxattr(brick, volumeIDXattr, make([]byte, 16), 0); err != nil {
-		t.Skipf("trusted xattrs unavailable here (need root): %v", err)
-	}
-	now := time.Unix(1000, 0)
-	r := New(nil, nil, root, slog.New(slog.DiscardHandler))
-	r.now = func() time.Time { return now }
-
-	if err := r.clearFailedCreate(); err != nil {
-		t.Fatal(err)
-	}
-	now = now.Add(orphanGrace - time.Second)
-	if err := r.clearFailedCreate(); err != nil {
-		t.Fatal(err)
-	}
-	if !hasVolumeID(brick) {
-		t.Fatal("cleared before the grace ran out")
-	}
-	now = now.Add(2 * time.Second)
-	if err := r.clearFailedCreate(); err != nil {
-		t.Fatal(err)
-	}
-	if hasVolumeID(brick) {
-		t.Fatal("still marked after the grace")
-	}
-	if _, err := os.Stat(filepath.Join(brick, ".glusterfs")); !os.IsNotExist(err) {
-		t.Errorf(".glusterfs left behind: %v", err)
 	}
 }
