@@ -71,6 +71,8 @@ type Action struct {
 	Bricks  []string // create
 	Key     string   // set
 	Value   string   // set
+	// Pool is the pool's address → glusterd UUID map without this node (adopt-uuid).
+	Pool map[string]string
 }
 
 func (a Action) String() string {
@@ -333,7 +335,7 @@ func (r *Reconciler) act(ctx context.Context, a Action) error {
 		// refuses a disconnected peer.
 		err = r.cli.op(ctx, "peer", "detach", a.Host, "force")
 	case ActAdoptUUID:
-		err = r.adoptUUID(ctx, a.Value)
+		err = r.adoptUUID(ctx, a.Value, a.Pool)
 	case ActPrepareBrick:
 		err = prepareBrick(filepath.Join(r.root, BrickPath), a.Value)
 	case ActAddBrick:

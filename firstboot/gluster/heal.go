@@ -24,8 +24,8 @@ import (
 // Healing actions (docs/self-healing.md).
 const (
 	// ActAdoptUUID: a reimaged node (fresh glusterd, empty pool) takes the UUID the pool knows its address
-	// by: stop glusterd, rewrite glusterd.info, start glusterd. Then it probes a pool member, which accepts
-	// it as the peer it already knows.
+	// by: stop glusterd, rewrite glusterd.info, write a peer file for every other pool member, start
+	// glusterd. It then handshakes with the pool as the member it was and imports the volume.
 	ActAdoptUUID ActionKind = "adopt-uuid"
 	// ActPrepareBrick: this node hosts a brick of the volume whose directory lacks the volume-id xattr (a
 	// reimaged node's empty brick): create it and set trusted.glusterfs.volume-id, which glusterd checks
@@ -80,7 +80,13 @@ func PlanSelfRepair(s *firstboot.State, obs HealObserved) []Action {
 	old, known := s.Formation.GlusterPeers[self]
 	if known && obs.SelfUUID != "" && obs.SelfUUID != old && len(obs.Peers) == 0 && obs.Volume == nil {
 		// A fresh glusterd on an address the pool knows: it was this machine before the reimage.
-		return []Action{{Kind: ActAdoptUUID, Value: old}}
+		others := map[string]string{}
+		for addr, id := range s.Formation.GlusterPeers {
+			if addr != self {
+				others[addr] = id
+			}
+		}
+		return []Action{{Kind: ActAdoptUUID, Value: old, Pool: others}}
 	}
 	if known && obs.SelfUUID == old && len(obs.Peers) == 0 {
 		// Adopted, not yet back in the pool: probe a member the pool knows, which re-syncs peers and volumes.
@@ -406,8 +412,15 @@ func (r *Reconciler) restartGlusterd(ctx context.Context) error {
 	return nil
 }
 
-// adoptUUID stops glusterd, writes the old UUID into glusterd.info, and starts glusterd again.
-func (r *Reconciler) adoptUUID(ctx context.Context, id string) error {
+// adoptUUID stops glusterd, writes the old UUID into glusterd.info and the pool's peer files, and starts
+// glusterd again.
+//
+// The peer files are why this converges every time: a glusterd that only knows its UUID has to probe its way
+// back, and then rejects the handshakes of the members it has not heard of yet ("Rejecting management
+// handshake request from unknown peer", seen in CI); the pool's view of it stays half-accepted until a
+// restart happens to catch the friend update. With every member on file as "Peer in Cluster" it
+// handshakes with all of them at start, as after an ordinary reboot, and imports the volume from them.
+func (r *Reconciler) adoptUUID(ctx context.Context, id string, pool map[string]string) error {
 	st, ok := r.systemd.(stopper)
 	if !ok {
 		return errors.New("gluster: adopt UUID: systemd manager cannot stop units")
@@ -426,8 +439,42 @@ func (r *Reconciler) adoptUUID(ctx context.Context, id string) error {
 	if err := os.WriteFile(path, WithUUID(old, id), 0o600); err != nil {
 		return fmt.Errorf("gluster: adopt UUID: %w", err)
 	}
+	if err := writePeerFiles(filepath.Join(r.root, PeersDir), pool); err != nil {
+		return fmt.Errorf("gluster: adopt UUID: %w", err)
+	}
 	if err := r.systemd.Start(ctx, "glusterd.service"); err != nil {
 		return fmt.Errorf("gluster: adopt UUID: %w", err)
+	}
+	return nil
+}
+
+// PeersDir is where glusterd keeps one file per peer, named by its UUID.
+const PeersDir = "/var/lib/glusterd/peers"
+
+// peerBefriended is glusterd's GD_FRIEND_STATE_BEFRIENDED ("Peer in Cluster").
+const peerBefriended = 3
+
+// PeerFile is the content glusterd stores for a peer it is in a pool with (glusterd_store_peer_write).
+func PeerFile(uuid, addr string) []byte {
+	return fmt.Appendf(nil, "uuid=%s\nstate=%d\nhostname1=%s\n", uuid, peerBefriended, addr)
+}
+
+// writePeerFiles writes dir/<uuid> for every pool member (address → UUID), replacing what is there: the
+// directory belongs to a glusterd that is stopped.
+func writePeerFiles(dir string, pool map[string]string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for addr, id := range pool {
+		if _, err := parseUUID(id); err != nil {
+			return fmt.Errorf("peer %s: UUID %q: %w", addr, id, err)
+		}
+		if _, err := netip.ParseAddr(addr); err != nil {
+			return fmt.Errorf("peer %q: %w", addr, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, id), PeerFile(id, addr), 0o600); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package gluster
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,6 +72,31 @@ func TestPlanSelfRepair(t *testing.T) {
 				t.Errorf("PlanSelfRepair = %q, want %q", got, tc.want)
 			}
 		})
+	}
+	// Adopting carries the rest of the pool, which becomes the node's peer files.
+	s := st(mC, mA, mB, mC)
+	s.Formation.GlusterPeers = pool
+	acts := PlanSelfRepair(s, HealObserved{SelfUUID: uuidX})
+	want := map[string]string{"10.77.0.11": uuidA, "10.77.0.12": uuidB}
+	if len(acts) != 1 || !maps.Equal(acts[0].Pool, want) {
+		t.Errorf("adopt action %+v, want pool %v", acts, want)
+	}
+}
+
+func TestWritePeerFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "peers")
+	if err := writePeerFiles(dir, map[string]string{"10.77.0.11": uuidA}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, uuidA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "uuid=" + uuidA + "\nstate=3\nhostname1=10.77.0.11\n"; string(got) != want {
+		t.Errorf("peer file %q, want %q", got, want)
+	}
+	if err := writePeerFiles(dir, map[string]string{"10.77.0.12": "not-a-uuid"}); err == nil {
+		t.Error("a malformed UUID from the formation record was written as a peer file")
 	}
 }
 
