@@ -206,6 +206,10 @@ type Reconciler struct {
 	lastHealInfo time.Time
 	lastRepair   string
 	lastRestart  time.Time
+	// orphanID and orphanSince: the volume id this follower's brick carried while no volume existed, and
+	// since when (clearFailedCreate's grace).
+	orphanID    string
+	orphanSince time.Time
 }
 
 // New returns the gluster reconciler. root prefixes the paths it writes ("" on a node; a temp dir in tests).
@@ -248,9 +252,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 			return changed, err
 		}
 		if obs.Volume == nil {
-			if err := r.clearFailedCreate(); err != nil {
+			coord, _ := Coordinator(s)
+			if err := r.clearFailedCreate(coord.ID == s.Self.ID); err != nil {
 				return changed, err
 			}
+		} else {
+			r.orphanID = ""
 		}
 		acts := Plan(s, obs)
 		if len(acts) == 0 {

@@ -343,10 +343,15 @@ func brickPrepared(dir string) bool {
 	return hasVolumeID(dir) && isDir(filepath.Join(dir, ".glusterfs"))
 }
 
-func hasVolumeID(dir string) bool {
+func hasVolumeID(dir string) bool { return volumeID(dir) != "" }
+
+// volumeID returns dir's volume-id xattr in hex ("" when absent).
+func volumeID(dir string) string {
 	buf := make([]byte, 16)
-	n, err := unix.Getxattr(dir, volumeIDXattr, buf)
-	return err == nil && n == 16
+	if n, err := unix.Getxattr(dir, volumeIDXattr, buf); err != nil || n != 16 {
+		return ""
+	}
+	return hex.EncodeToString(buf)
 }
 
 func isDir(p string) bool {
@@ -658,11 +663,21 @@ func healReason(a Action, downSince map[string]time.Time, after time.Duration) s
 	return ""
 }
 
+// orphanGrace is how long a follower's brick must carry the same volume id with no volume known before
+// clearFailedCreate clears it.
+const orphanGrace = time.Minute
+
 // clearFailedCreate undoes what a failed `volume create` leaves on this node's brick: glusterd sets the
 // volume-id (and gfid) xattrs on a brick while staging, and a create that then fails elsewhere does not
 // remove them, so every later create fails with "… is already part of a volume" (seen with real glusterds).
 // Only while this glusterd knows no volume, and only on a brick that holds no file: anything else is data.
-func (r *Reconciler) clearFailedCreate() error {
+//
+// The coordinator runs the create itself and the CLI returns after the commit, so when it sees marks and no
+// volume the create failed: it clears at once. A follower cannot tell a failed create from one in flight:
+// staging marks its brick before its glusterd lists the volume, and a follower that cleared in that window
+// stripped a live volume's marks (seen in the lab: `volume start` then failed on the missing volume-id). It
+// waits until the same id has stayed orphaned for orphanGrace; a create takes seconds.
+func (r *Reconciler) clearFailedCreate(coordinator bool) error {
 	dir := filepath.Join(r.root, BrickPath)
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -676,10 +691,22 @@ func (r *Reconciler) clearFailedCreate() error {
 			return nil // data: leave it to a human
 		}
 	}
-	if !hasVolumeID(dir) {
+	id := volumeID(dir)
+	if id == "" {
+		r.orphanID = ""
 		return nil
 	}
-	r.log.Warn("gluster: clearing a failed create's marks from the empty brick", "brick", dir, "reason", "no volume exists but the brick carries a volume id")
+	if !coordinator {
+		if id != r.orphanID {
+			r.orphanID, r.orphanSince = id, r.now()
+		}
+		if r.now().Sub(r.orphanSince) < orphanGrace {
+			return nil
+		}
+	}
+	r.orphanID = ""
+	r.log.Warn("gluster: clearing a failed create's marks from the empty brick", "brick", dir, "volume_id", id,
+		"reason", "no volume exists but the brick carries a volume id")
 	for _, x := range []string{volumeIDXattr, "trusted.gfid"} {
 		if err := unix.Removexattr(dir, x); err != nil && !errors.Is(err, unix.ENODATA) {
 			return fmt.Errorf("gluster: remove %s from %s: %w", x, dir, err)
