@@ -77,12 +77,20 @@ bench:
 	$(MAKE) bench-build
 	$(MAKE) bench-lab
 	$(MAKE) bench-form
+	$(MAKE) bench-heal
 
 bench-lab: build
 	$(GO) run ./lab/bench -image $(OUT)/node.raw
 
 bench-form: build
 	$(GO) run ./test/formation/benchform -image $(OUT)/node.raw
+
+# Self-healing figures (VIP gap, storage stall, service back, reimage to redundancy), medians of RUNS runs per
+# scenario on one lab. Hours under TCG: RUNS=1 SCENARIOS=loss for a quick look.
+RUNS ?= 3
+SCENARIOS ?= loss,cut,reimage
+bench-heal: build
+	KILN_BIN=$(CURDIR)/$(BIN) $(GO) run ./test/healing/benchheal -image $(OUT)/node.raw -runs $(RUNS) -scenarios $(SCENARIOS)
 
 clean:
 	rm -rf $(BIN) $(OUT)

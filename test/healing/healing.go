@@ -56,6 +56,8 @@ type Writer struct {
 	cmd  *exec.Cmd
 	mu   sync.Mutex
 	acks map[int]bool
+	// ackAt is when each ack line arrived, in order (storage stalls are the gaps between them).
+	ackAt []time.Time
 	// fails counts writes the volume refused (expected while a node is lost, never while it is healthy).
 	fails int
 	done  chan error
@@ -101,6 +103,7 @@ func (w *Writer) read(r io.Reader) error {
 		switch f[0] {
 		case "ack":
 			w.acks[seq] = true
+			w.ackAt = append(w.ackAt, time.Now())
 		case "fail":
 			w.fails++
 		}
@@ -114,6 +117,43 @@ func (w *Writer) Acked() (acked, failed int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return len(w.acks), w.fails
+}
+
+// AckedSince is how many writes were acknowledged after t.
+func (w *Writer) AckedSince(t time.Time) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, at := range w.ackAt {
+		if at.After(t) {
+			n++
+		}
+	}
+	return n
+}
+
+// LongestStall is the longest time without an acknowledged write from since until until (the writer's
+// interval included): the gap that contains the fault is the storage stall a client saw.
+func (w *Writer) LongestStall(since, until time.Time) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return LongestGap(w.ackAt, since, until)
+}
+
+// LongestGap is the longest interval within [since, until] not containing any of the (sorted) instants.
+func LongestGap(at []time.Time, since, until time.Time) time.Duration {
+	longest, prev := time.Duration(0), since
+	for _, t := range at {
+		if t.Before(since) {
+			continue
+		}
+		if t.After(until) {
+			break
+		}
+		longest = max(longest, t.Sub(prev))
+		prev = t
+	}
+	return max(longest, until.Sub(prev))
 }
 
 // WaitAcked waits until at least n more records than before were acknowledged (the volume takes writes).

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kiln-project/kiln/internal/run"
 )
@@ -69,5 +70,36 @@ func TestCountEntries(t *testing.T) {
 	sb := "Brick a:/b\nStatus: Connected\nNumber of entries in split-brain: 0\n\nBrick b:/b\nStatus: Connected\nNumber of entries in split-brain: 2\n"
 	if n, unknown := CountEntries(sb); n != 2 || unknown {
 		t.Errorf("split-brain CountEntries = %d, %v", n, unknown)
+	}
+}
+
+func TestLongestGap(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(secs ...int) []time.Time {
+		var out []time.Time
+		for _, s := range secs {
+			out = append(out, t0.Add(time.Duration(s)*time.Second))
+		}
+		return out
+	}
+	tests := []struct {
+		name         string
+		at           []time.Time
+		since, until int
+		want         time.Duration
+	}{
+		{"steady acks", at(0, 1, 2, 3, 4), 0, 4, time.Second},
+		{"a stall in the middle", at(0, 1, 9, 10), 0, 10, 8 * time.Second},
+		{"instants outside the window are ignored", at(-5, 2, 3, 20), 0, 4, 2 * time.Second},
+		{"no ack after the fault: the whole rest of the window", at(0, 1), 0, 30, 29 * time.Second},
+		{"no ack at all", nil, 0, 7, 7 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := LongestGap(tc.at, t0.Add(time.Duration(tc.since)*time.Second), t0.Add(time.Duration(tc.until)*time.Second))
+			if got != tc.want {
+				t.Errorf("LongestGap = %s, want %s", got, tc.want)
+			}
+		})
 	}
 }
