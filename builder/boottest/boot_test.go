@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kiln-project/kiln/internal/testenv"
 )
 
 const (
@@ -127,18 +129,11 @@ func TestBootImage(t *testing.T) {
 // boots the published artifact rather than building its own, so it proves what users flash.
 func imagePath(t *testing.T) string {
 	t.Helper()
-	img := os.Getenv("KILN_IMAGE")
-	if img == "" {
-		img = "../../out/node.raw"
-	}
-	abs, err := filepath.Abs(img)
+	img, err := testenv.ImagePath()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("KILN_E2E=1 but no %v", err)
 	}
-	if _, err := os.Stat(abs); err != nil {
-		t.Fatalf("KILN_E2E=1 but no image: %v (run make image, or set KILN_IMAGE)", err)
-	}
-	return abs
+	return img
 }
 
 // vm is one qemu process booting the image.

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/kiln-project/kiln/internal/testenv"
 )
 
 // TestReproducible rebuilds every stage after packages (base layer, node layer, disk, formats: all the
@@ -22,7 +24,7 @@ func TestReproducible(t *testing.T) {
 		t.Skip("reproducibility test: set KILN_E2E=1 (rebuilds the image: a minute)")
 	}
 	img := imagePath(t)
-	kiln, err := filepath.Abs(filepath.Join(binDir(), "kiln"))
+	kiln, err := filepath.Abs(filepath.Join(testenv.BinDir(), "kiln"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,12 +64,4 @@ func TestReproducible(t *testing.T) {
 		t.Fatalf("rebuild differs:\nfirst (%s):\n%s\nsecond:\n%s\nbuild log:\n%s", first, want, got, out)
 	}
 	t.Logf("identical:\n%s", got)
-}
-
-// binDir is $KILN_BIN, default the repository's bin/ (make build).
-func binDir() string {
-	if b := os.Getenv("KILN_BIN"); b != "" {
-		return b
-	}
-	return "../../bin"
 }

@@ -2,15 +2,11 @@ package main
 
 import (
 	"context"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-project/kiln/firstboot/vrrp"
 )
-
-// healthTimeout matches the agent's own check, so a hung dockerd reads as unhealthy here as it does there.
-const healthTimeout = 1500 * time.Millisecond
 
 func newHealthCmd() *cobra.Command {
 	return &cobra.Command{
@@ -21,7 +17,7 @@ func newHealthCmd() *cobra.Command {
 			"which keepalived tracks: a non-zero value puts the VRRP instance in FAULT, releasing the VIP.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), healthTimeout)
+			ctx, cancel := context.WithTimeout(cmd.Context(), vrrp.HealthTimeout)
 			defer cancel()
 			docker, err := dockerClient()
 			if err != nil {

@@ -13,8 +13,9 @@ import (
 // inotify, a node that loses quorum gives the VIP up within one interval plus one docker call.
 const HealthInterval = 2 * time.Second
 
-// healthTimeout bounds one check: a dockerd that does not answer within it counts as a failed check.
-const healthTimeout = 3 * time.Second
+// HealthTimeout bounds one check: a dockerd that does not answer within it counts as a failed check. The
+// `kiln-firstboot health` command uses it too, so a person sees the verdict keepalived is fed.
+const HealthTimeout = 3 * time.Second
 
 // Fall and Rise are how many checks in a row it takes to turn unhealthy and healthy again (keepalived's
 // vrrp_script fall/rise). One slow answer is not a sick node: in a loaded lab dockerd, busy starting
@@ -65,7 +66,7 @@ func (h *HealthReporter) Once(ctx context.Context) {
 	if check == nil {
 		check = Healthy
 	}
-	cctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	cctx, cancel := context.WithTimeout(ctx, HealthTimeout)
 	err := check(cctx, h.Docker)
 	cancel()
 	if ctx.Err() != nil {

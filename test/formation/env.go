@@ -3,11 +3,9 @@ package formation
 import (
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"runtime"
 
 	"github.com/kiln-project/kiln/firstboot/config"
+	"github.com/kiln-project/kiln/internal/testenv"
 )
 
 // VIP is the cluster's floating address in every lab: inside the lab subnet 10.77.0.0/24 (docs/lab.md), above
@@ -19,38 +17,12 @@ var VIP = netip.MustParsePrefix("10.77.0.254/24")
 // option). TEST-NET-2, so it can never mean a real host.
 var OffLANSource = netip.MustParsePrefix("198.51.100.1/32")
 
-// RepoRoot is the repository root, found from this source file (tests and `go run` both have it).
-func RepoRoot() string {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "."
-	}
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
-
-// ImagePath is $KILN_IMAGE, default <repo>/out/node.raw, made absolute.
-func ImagePath() (string, error) {
-	img := os.Getenv("KILN_IMAGE")
-	if img == "" {
-		img = filepath.Join(RepoRoot(), "out", "node.raw")
-	}
-	abs, err := filepath.Abs(img)
-	if err != nil {
-		return "", err
-	}
-	if _, err := os.Stat(abs); err != nil {
-		return "", fmt.Errorf("image: %w (make image, or set KILN_IMAGE)", err)
-	}
-	return abs, nil
-}
-
-// BinDir is $KILN_BIN, default <repo>/bin.
-func BinDir() string {
-	if b := os.Getenv("KILN_BIN"); b != "" {
-		return b
-	}
-	return filepath.Join(RepoRoot(), "bin")
-}
+// RepoRoot, ImagePath and BinDir: see internal/testenv (shared with builder/boottest).
+var (
+	RepoRoot  = testenv.RepoRoot
+	ImagePath = testenv.ImagePath
+	BinDir    = testenv.BinDir
+)
 
 // ClusterConfig generates a fresh cluster config the way `kiln cluster new` does (firstboot/config.New: a random
 // key), with the lab VIP and the given size, and returns its file bytes.
