@@ -24,8 +24,8 @@ func newSSHKeysCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ssh-keys USER",
 		Short: "Print USER's authorized ssh keys (sshd AuthorizedKeysCommand)",
-		Long: `Prints the authorized keys of USER: for root the node config's ssh_authorized_keys, and for every user the
-sshAuthorizedKeys of the image's Ignition config. It never fails: a missing or broken source means fewer keys,
+		Long: `Prints the authorized keys of USER: for root the node config's ssh_authorized_keys (also when its cluster
+section is missing or invalid), and for every user the sshAuthorizedKeys of the image's Ignition config. It never fails: a missing or broken source means fewer keys,
 and an unknown user gets none (sshd then falls back to its other methods).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -46,12 +46,13 @@ and an unknown user gets none (sshd then falls back to its other methods).`,
 func authorizedKeys(ctx context.Context, root, user string, log *slog.Logger) []string {
 	var keys []string
 	if user == "root" {
-		c, err := config.Load(ctx, config.Sources(root))
+		// Not config.Load: a config without a valid cluster section still grants its keys, so a person can
+		// log in to a node that is waiting for (or refusing) its cluster config.
+		ks, err := config.SSHKeys(ctx, config.Sources(root))
 		if err != nil {
 			log.Warn("ssh-keys: no keys from the node config", "err", err)
-		} else {
-			keys = append(keys, c.SSHAuthorizedKeys...)
 		}
+		keys = append(keys, ks...)
 	}
 	keys = append(keys, ignitionKeys(filepath.Join(root, ignite.DefaultPath), user, log)...)
 	seen := map[string]bool{}

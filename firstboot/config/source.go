@@ -8,6 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Source is one place a config can come from. Load returns the raw file, or an error wrapping fs.ErrNotExist
@@ -95,4 +98,37 @@ func readLimited(path string) ([]byte, error) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	return data, nil
+}
+
+// SSHKeys returns the ssh_authorized_keys of the first source that holds a config, even when its cluster
+// section is missing or invalid: the keys are how a person logs in to see and fix what is wrong, and a lab or
+// a machine not yet given a cluster has keys and nothing else. Only that one field is read (leniently: other
+// fields may be anything), and a key that is not one authorized_keys line is dropped.
+func SSHKeys(ctx context.Context, sources []Source) ([]string, error) {
+	for _, s := range sources {
+		data, err := s.Load(ctx)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, &Error{Source: s.Name(), Err: err}
+		}
+		if len(data) > MaxSize {
+			return nil, &Error{Source: s.Name(), Err: fmt.Errorf("config is %d bytes, more than the %d allowed", len(data), MaxSize)}
+		}
+		var f struct {
+			Keys []string `yaml:"ssh_authorized_keys"`
+		}
+		if err := yaml.Unmarshal(data, &f); err != nil {
+			return nil, &Error{Source: s.Name(), Err: fmt.Errorf("yaml: %w", err)}
+		}
+		var keys []string
+		for _, k := range f.Keys {
+			if k = strings.TrimSpace(k); k != "" && !strings.ContainsAny(k, "\r\n") {
+				keys = append(keys, k)
+			}
+		}
+		return keys, nil
+	}
+	return nil, ErrNotFound
 }
