@@ -56,22 +56,32 @@ func (e *Error) Unwrap() error { return e.Err }
 // Load returns the config of the first source that has one, with Config.Source set. It returns ErrNotFound
 // when none has one, and an *Error when the first one found is unreadable or invalid.
 func Load(ctx context.Context, sources []Source) (*Config, error) {
+	name, data, err := first(ctx, sources)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, &Error{Source: name, Err: err}
+	}
+	c.Source = name
+	return c, nil
+}
+
+// first returns the raw config of the first source that has one (ErrNotFound when none has; an *Error when
+// the first one found cannot be read).
+func first(ctx context.Context, sources []Source) (string, []byte, error) {
 	for _, s := range sources {
 		data, err := s.Load(ctx)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return nil, &Error{Source: s.Name(), Err: err}
+			return "", nil, &Error{Source: s.Name(), Err: err}
 		}
-		c, err := Parse(data)
-		if err != nil {
-			return nil, &Error{Source: s.Name(), Err: err}
-		}
-		c.Source = s.Name()
-		return c, nil
+		return s.Name(), data, nil
 	}
-	return nil, ErrNotFound
+	return "", nil, ErrNotFound
 }
 
 // File is a source that is a plain file (fw_cfg's sysfs entry, the image default).
@@ -105,30 +115,24 @@ func readLimited(path string) ([]byte, error) {
 // a machine not yet given a cluster has keys and nothing else. Only that one field is read (leniently: other
 // fields may be anything), and a key that is not one authorized_keys line is dropped.
 func SSHKeys(ctx context.Context, sources []Source) ([]string, error) {
-	for _, s := range sources {
-		data, err := s.Load(ctx)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, &Error{Source: s.Name(), Err: err}
-		}
-		if len(data) > MaxSize {
-			return nil, &Error{Source: s.Name(), Err: fmt.Errorf("config is %d bytes, more than the %d allowed", len(data), MaxSize)}
-		}
-		var f struct {
-			Keys []string `yaml:"ssh_authorized_keys"`
-		}
-		if err := yaml.Unmarshal(data, &f); err != nil {
-			return nil, &Error{Source: s.Name(), Err: fmt.Errorf("yaml: %w", err)}
-		}
-		var keys []string
-		for _, k := range f.Keys {
-			if k = strings.TrimSpace(k); k != "" && !strings.ContainsAny(k, "\r\n") {
-				keys = append(keys, k)
-			}
-		}
-		return keys, nil
+	name, data, err := first(ctx, sources)
+	if err != nil {
+		return nil, err
 	}
-	return nil, ErrNotFound
+	if len(data) > MaxSize {
+		return nil, &Error{Source: name, Err: fmt.Errorf("config is %d bytes, more than the %d allowed", len(data), MaxSize)}
+	}
+	var f struct {
+		Keys []string `yaml:"ssh_authorized_keys"`
+	}
+	if err := yaml.Unmarshal(data, &f); err != nil {
+		return nil, &Error{Source: name, Err: fmt.Errorf("yaml: %w", err)}
+	}
+	var keys []string
+	for _, k := range f.Keys {
+		if k = strings.TrimSpace(k); k != "" && !strings.ContainsAny(k, "\r\n") {
+			keys = append(keys, k)
+		}
+	}
+	return keys, nil
 }

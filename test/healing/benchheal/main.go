@@ -207,11 +207,10 @@ func (b *bench) loss(ctx context.Context, i int) (result, error) {
 	if err := holder.Kill(ctx); err != nil {
 		return result{}, err
 	}
-	end, err := b.recovered(ctx, fault, func() bool { return w.AckedSince(fault) > 0 })
+	r, err := b.measure(ctx, fault, w)
 	if err != nil {
-		return result{}, err
+		return r, err
 	}
-	r := result{vipGap: b.vipOK.longestGap(fault, end), stall: w.LongestStall(fault, end), serviceBack: b.webOK.longestGap(fault, end)}
 	if err := holder.Start(ctx); err != nil {
 		return r, err
 	}
@@ -280,11 +279,10 @@ func (b *bench) reimage(ctx context.Context, i int) (result, error) {
 		return result{}, err
 	}
 	powerOn := time.Now()
-	end, err := b.recovered(ctx, fault, func() bool { return w.AckedSince(fault) > 0 })
+	r, err := b.measure(ctx, fault, w)
 	if err != nil {
-		return result{}, err
+		return r, err
 	}
-	r := result{vipGap: b.vipOK.longestGap(fault, end), stall: w.LongestStall(fault, end), serviceBack: b.webOK.longestGap(fault, end)}
 	if err := b.healed(ctx); err != nil {
 		return r, err
 	}
@@ -297,6 +295,15 @@ func (b *bench) reimage(ctx context.Context, i int) (result, error) {
 		return r, err
 	}
 	return r, b.verify(ctx, w, target)
+}
+
+// measure waits until VIP, the writer and the service are back after the fault and returns their gaps.
+func (b *bench) measure(ctx context.Context, fault time.Time, w *healing.Writer) (result, error) {
+	end, err := b.recovered(ctx, fault, func() bool { return w.AckedSince(fault) > 0 })
+	if err != nil {
+		return result{}, err
+	}
+	return result{vipGap: b.vipOK.longestGap(fault, end), stall: w.LongestStall(fault, end), serviceBack: b.webOK.longestGap(fault, end)}, nil
 }
 
 // recovered waits until the VIP and the service answered after the fault and storageBack reports true;
