@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-project/kiln/firstboot/config"
 	"github.com/kiln-project/kiln/lab"
 	"github.com/kiln-project/kiln/test/formation"
 	"github.com/kiln-project/kiln/test/healing"
@@ -38,11 +39,22 @@ func e2eImage(t *testing.T) string {
 // formed boots a 3-node lab with a fresh config, waits until every agent reports ready, and registers
 // teardown (with diagnostics when the test failed).
 func formed(ctx context.Context, t *testing.T, prefix string) healing.Cluster {
+	return formedWith(ctx, t, prefix, 0)
+}
+
+// formedWith is formed with the cluster's replaceAfter set (0: the default).
+func formedWith(ctx context.Context, t *testing.T, prefix string, replaceAfter time.Duration) healing.Cluster {
 	t.Helper()
 	img := e2eImage(t)
 	cfgFile, cfg, err := formation.ClusterConfig("heal", 3)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if replaceAfter > 0 {
+		cfg.Cluster.ReplaceAfter = replaceAfter
+		if cfgFile, err = cfg.Marshal(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	root := t.TempDir()
 	name := fmt.Sprintf("%s%d", prefix, os.Getpid()%100000)
@@ -105,4 +117,19 @@ func TestPartition(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
 	healing.Partition(ctx, t, formed(ctx, t, "hpart"))
+}
+
+// TestReplacement: see healing.Replacement. replaceAfter is the shortest the config allows, so the dead
+// member is replaced within the scenario.
+func TestReplacement(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
+	defer cancel()
+	healing.Replacement(ctx, t, formedWith(ctx, t, "hrepl", config.MinReplaceAfter))
+}
+
+// TestLostQuorum: see healing.LostQuorum.
+func TestLostQuorum(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
+	defer cancel()
+	healing.LostQuorum(ctx, t, formed(ctx, t, "hquor"))
 }

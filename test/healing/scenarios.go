@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -338,4 +339,102 @@ func readyManagers(ctx context.Context, n *lab.Node) (ready int, detail string, 
 		}
 	}
 	return ready, fmt.Sprintf("%d ready managers in %v", ready, sns), nil
+}
+
+// Replacement is scenario 6: a member's machine dies for good and a new machine (new MAC, UUID, address,
+// empty disk) takes its place on the network. After the cluster's replaceAfter, and only while quorum holds,
+// the dead member is removed from swarm and its brick is replaced onto the newcomer, which is filled by a
+// full heal: 3 Ready managers (the newcomer one of them), 3 bricks, the dead address gone, nothing lost.
+func Replacement(ctx context.Context, t testing.TB, c Cluster) {
+	l, nodes, vip := c.Lab, c.Nodes, c.VIP
+	target := nodes[2]
+	oldAddr, err := target.Address()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWriter(ctx, t, l, nodes[0], "replace", 20)
+	if err := target.Replace(ctx); err != nil {
+		t.Fatal(err)
+	}
+	newAddr, err := target.Address()
+	if err != nil || newAddr == oldAddr {
+		t.Fatalf("replaced node's address %q (was %q): %v", newAddr, oldAddr, err)
+	}
+	waitHealed(ctx, t, nodes[0], nodes, vip)
+	info := mustExec(ctx, t, nodes[0], "gluster", "--mode=script", "volume", "info", "data")
+	if strings.Contains(info, oldAddr+":") || !strings.Contains(info, newAddr+":") {
+		t.Errorf("bricks after the replacement still name %s or lack %s:\n%s", oldAddr, newAddr, info)
+	}
+	if pool := mustExec(ctx, t, nodes[0], "gluster", "--mode=script", "pool", "list"); strings.Contains(pool, oldAddr) {
+		t.Errorf("the dead peer %s is still in the pool:\n%s", oldAddr, pool)
+	}
+	verify(ctx, t, w, target)
+}
+
+// LostQuorum is scenario 8: two of three members are lost for good. The survivor does not act on its own
+// (its swarm has no leader, its volume refuses writes) and its status names the one command; after
+// `kiln-firstboot recover --force-new-cluster` it serves again on its own (1 Ready manager, a writable
+// volume with everything acknowledged before, the VIP). When the two come back they are taken in again
+// (their old state set aside) and the cluster heals to three.
+func LostQuorum(ctx context.Context, t testing.TB, c Cluster) {
+	l, nodes, vip := c.Lab, c.Nodes, c.VIP
+	survivor, lost := nodes[0], nodes[1:]
+	w := startWriter(ctx, t, l, survivor, "quorum", 20)
+	for _, n := range lost {
+		if err := n.Kill(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fctx, fcancel := context.WithTimeout(ctx, failoverTimeout)
+	defer fcancel()
+	err := formation.Poll(fctx, PollEvery, "survivor reports lost quorum and the command", func(ctx context.Context) (bool, string, error) {
+		st, err := formation.AgentStatus(ctx, survivor)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		return strings.Contains(st.Swarm.Detail, "recover --force-new-cluster"), st.Swarm.State + ": " + st.Swarm.Detail, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	{
+		a1, f1 := w.Acked()
+		err = formation.Poll(fctx, PollEvery, "survivor refuses writes without quorum", func(context.Context) (bool, string, error) {
+			a2, f2 := w.Acked()
+			done := a2 == a1 && f2 > f1
+			detail := fmt.Sprintf("acked %d→%d failed %d→%d", a1, a2, f1, f2)
+			a1, f1 = a2, f2
+			return done, detail, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := formation.Exec(ctx, survivor, "kiln-firstboot", "recover", "--force-new-cluster")
+	if err != nil {
+		t.Fatalf("recover: %v\n%s", err, out)
+	}
+	rctx, rcancel := context.WithTimeout(ctx, healTimeout)
+	defer rcancel()
+	if err := w.WaitAcked(rctx, 10); err != nil {
+		t.Fatalf("survivor not writable after recover: %v", err)
+	}
+	err = formation.Poll(rctx, PollEvery, "survivor: one Ready manager and the VIP", func(ctx context.Context) (bool, string, error) {
+		ready, detail, err := readyManagers(ctx, survivor)
+		if err != nil {
+			return false, detail, nil
+		}
+		hs, herr := formation.VIPHolders(ctx, []*lab.Node{survivor}, netip.MustParseAddr(vip))
+		return ready == 1 && herr == nil && len(hs) == 1, fmt.Sprintf("%s; VIP holders %v %v", detail, hs, herr), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range lost {
+		if err := n.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitHealed(ctx, t, survivor, nodes, vip)
+	verify(ctx, t, w, lost[0])
 }
