@@ -219,6 +219,12 @@ func QuorumReport(remote []swarm.Peer, members []member.Member, since time.Time)
 			gone++
 		}
 	}
+	if len(remote)-gone > len(remote)/2 {
+		// A majority is alive: raft is electing, or the managers are too slow to answer (a loaded machine).
+		// Recovering here would fork a cluster that heals by itself, so the report must not suggest it.
+		return fmt.Sprintf("no leader since %s, though %d of %d managers are alive members: waiting for raft to elect one",
+			since.UTC().Format(time.RFC3339), len(remote)-gone, len(remote))
+	}
 	return fmt.Sprintf("no quorum: %d of %d managers unreachable since %s; if they are lost for good, run `kiln-firstboot recover --force-new-cluster` on one survivor",
 		gone, len(remote), since.UTC().Format(time.RFC3339))
 }

@@ -132,6 +132,11 @@ func TestQuorumReportAndNoQuorum(t *testing.T) {
 	if !strings.Contains(rep, "no quorum: 2 of 3 managers unreachable since 2026-01-01T12:00:00Z") || !strings.Contains(rep, "recover --force-new-cluster") {
 		t.Errorf("QuorumReport = %q", rep)
 	}
+	ms[1].Alive = true // a majority alive: a leaderless moment, not lost quorum; no recover advice
+	rep = QuorumReport([]swarm.Peer{{Addr: "10.0.0.1:2377"}, {Addr: "10.0.0.2:2377"}, {Addr: "10.0.0.3:2377"}}, ms, since)
+	if !strings.Contains(rep, "2 of 3 managers are alive members: waiting for raft") || strings.Contains(rep, "recover") {
+		t.Errorf("QuorumReport with a majority alive = %q", rep)
+	}
 	if !NoQuorum(errors.New("Error response from daemon: rpc error: code = Unknown desc = The swarm does not have a leader. It's possible that too few managers are online.")) {
 		t.Error("docker's no-leader error not recognised")
 	}
