@@ -335,11 +335,8 @@ func TestFormation(t *testing.T) {
 		sctx, scancel := context.WithTimeout(ctx, serviceTimeout)
 		defer scancel()
 		err := formation.Poll(sctx, pollEvery, "service web 3/3", func(ctx context.Context) (bool, string, error) {
-			out, err := formation.Exec(ctx, nodes[0], "docker", "service", "ls", "--filter", "name=web", "--format", "{{.Replicas}}")
-			if err != nil {
-				return false, err.Error(), nil // a slow manager: look again
-			}
-			return out == "3/3", "replicas " + out, nil
+			ok, detail := formation.ServiceConverged(ctx, nodes[0], "web")
+			return ok, detail, nil
 		})
 		if err != nil {
 			ps, _ := formation.Exec(ctx, nodes[0], "docker", "service", "ps", "--no-trunc", "web")

@@ -256,3 +256,17 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(ks)
 	return ks
 }
+
+// ServiceConverged asks n's `docker service ls` whether service name runs all its desired tasks; detail is
+// the REPLICAS column (or the error).
+func ServiceConverged(ctx context.Context, n *lab.Node, name string) (bool, string) {
+	out, err := Exec(ctx, n, "docker", "service", "ls", "--filter", "name="+name, "--format", "{{.Replicas}}")
+	if err != nil {
+		return false, err.Error() // a slow manager: look again
+	}
+	running, desired, err := ParseReplicas(out)
+	if err != nil {
+		return false, err.Error()
+	}
+	return desired > 0 && running == desired, "replicas " + out
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -195,4 +196,24 @@ func nonEmptyLines(s string) []string {
 		}
 	}
 	return out
+}
+
+// ParseReplicas reads the REPLICAS column of `docker service ls` ("2/3", or "3/3 (max 1 per node)" when the
+// service has a per-node limit) into running and desired task counts.
+func ParseReplicas(s string) (running, desired int, err error) {
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return 0, 0, fmt.Errorf("replicas %q: empty", s)
+	}
+	r, d, ok := strings.Cut(f[0], "/")
+	if !ok {
+		return 0, 0, fmt.Errorf("replicas %q: want running/desired", s)
+	}
+	if running, err = strconv.Atoi(r); err != nil {
+		return 0, 0, fmt.Errorf("replicas %q: %w", s, err)
+	}
+	if desired, err = strconv.Atoi(d); err != nil {
+		return 0, 0, fmt.Errorf("replicas %q: %w", s, err)
+	}
+	return running, desired, nil
 }

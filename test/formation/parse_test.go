@@ -178,3 +178,24 @@ func TestKeepalivedPeers(t *testing.T) {
 		t.Errorf("%v, want %v", got, want)
 	}
 }
+
+func TestParseReplicas(t *testing.T) {
+	tests := []struct {
+		in            string
+		running, want int
+		bad           bool
+	}{
+		{in: "3/3", running: 3, want: 3},
+		{in: "2/3 (max 1 per node)", running: 2, want: 3},
+		{in: "3/3 (max 1 per node)", running: 3, want: 3},
+		{in: "", bad: true},
+		{in: "three", bad: true},
+		{in: "x/3", bad: true},
+	}
+	for _, tc := range tests {
+		r, d, err := ParseReplicas(tc.in)
+		if (err != nil) != tc.bad || r != tc.running || d != tc.want {
+			t.Errorf("ParseReplicas(%q) = %d, %d, %v", tc.in, r, d, err)
+		}
+	}
+}

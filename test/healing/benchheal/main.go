@@ -399,11 +399,8 @@ func (b *bench) serviceReplicas(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, recoverTimeout)
 	defer cancel()
 	return formation.Poll(sctx, pollEvery, "service web 3/3", func(ctx context.Context) (bool, string, error) {
-		out, err := formation.Exec(ctx, b.nodes[0], "docker", "service", "ls", "--filter", "name=web", "--format", "{{.Replicas}}")
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		return out == "3/3", "replicas " + out, nil
+		ok, detail := formation.ServiceConverged(ctx, b.nodes[0], "web")
+		return ok, detail, nil
 	})
 }
 
