@@ -80,8 +80,9 @@ func TestPrioritiesUniqueAndVRIDStable(t *testing.T) {
 		seen[p] = true
 	}
 	vip := netip.MustParsePrefix("192.168.1.250/24")
-	if VRID("garage", vip) != VRID("garage", vip) {
-		t.Fatal("VRID not stable")
+	// Pinned: every node of a cluster, whatever kiln version it runs, must derive the same id.
+	if got := VRID("garage", vip); got != 27 {
+		t.Fatalf("VRID(garage, %s) = %d, want 27 (the derivation changed: mixed-version clusters would split)", vip, got)
 	}
 	// Spread: 1000 cluster names hit most of the 255 ids and never 0.
 	ids := map[int]bool{}

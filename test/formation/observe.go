@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -245,16 +244,6 @@ func Addrs(nodes []*lab.Node) (map[string]netip.Addr, error) {
 		m[n.Name()] = a
 	}
 	return m, nil
-}
-
-// sortedKeys is the map's keys in order, for stable messages.
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // ServiceConverged asks n's `docker service ls` whether service name runs all its desired tasks; detail is
