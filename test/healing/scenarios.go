@@ -216,11 +216,22 @@ func Partition(ctx context.Context, t testing.TB, c Cluster) {
 	if err := wMajority.WaitAcked(fctx, 10); err != nil {
 		t.Fatalf("majority side not writable: %v", err)
 	}
-	// The minority's writes must fail from some point on (acks stop while fails grow).
-	// Between two polls (5 s, 20 write attempts) no write may succeed and some must have failed.
-	a1, f1 := wMinority.Acked()
-	err = formation.Poll(fctx, PollEvery, "minority refuses writes", func(context.Context) (bool, string, error) {
-		a2, f2 := wMinority.Acked()
+	waitRefused(fctx, t, wMinority, "minority refuses writes")
+	if err := holder.Heal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitHealed(ctx, t, rest[0], nodes, vip)
+	verify(ctx, t, wMajority, holder)
+	verify(ctx, t, wMinority, rest[0])
+}
+
+// waitRefused waits until w's writes fail from some point on: between two polls (5 s, 20 write attempts)
+// no write succeeded and some failed.
+func waitRefused(ctx context.Context, t testing.TB, w *Writer, what string) {
+	t.Helper()
+	a1, f1 := w.Acked()
+	err := formation.Poll(ctx, PollEvery, what, func(context.Context) (bool, string, error) {
+		a2, f2 := w.Acked()
 		done := a2 == a1 && f2 > f1
 		detail := fmt.Sprintf("acked %d→%d failed %d→%d", a1, a2, f1, f2)
 		a1, f1 = a2, f2
@@ -229,12 +240,6 @@ func Partition(ctx context.Context, t testing.TB, c Cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := holder.Heal(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitHealed(ctx, t, rest[0], nodes, vip)
-	verify(ctx, t, wMajority, holder)
-	verify(ctx, t, wMinority, rest[0])
 }
 
 // waitHealed polls Healed from `from` until it reports nothing missing.
@@ -397,19 +402,7 @@ func LostQuorum(ctx context.Context, t testing.TB, c Cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	{
-		a1, f1 := w.Acked()
-		err = formation.Poll(fctx, PollEvery, "survivor refuses writes without quorum", func(context.Context) (bool, string, error) {
-			a2, f2 := w.Acked()
-			done := a2 == a1 && f2 > f1
-			detail := fmt.Sprintf("acked %d→%d failed %d→%d", a1, a2, f1, f2)
-			a1, f1 = a2, f2
-			return done, detail, nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	waitRefused(fctx, t, w, "survivor refuses writes without quorum")
 	out, err := formation.Exec(ctx, survivor, "kiln-firstboot", "recover", "--force-new-cluster")
 	if err != nil {
 		t.Fatalf("recover: %v\n%s", err, out)
