@@ -45,7 +45,7 @@ unit:
 # End-to-end suites on real qemu VMs booted from out/node.raw under TCG. E2E_CI lists those make test runs: only
 # suites that have passed on this machine kind go here (see docs/testing.md for the others' state).
 E2E_ALL := ./builder/boottest ./lab ./test/formation
-E2E_CI ?= ./builder/boottest ./lab
+E2E_CI ?= ./builder/boottest ./lab ./test/formation
 E2E_ENV = KILN_E2E=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(BIN)
 
 # Every test: unit tests (with real dockerd, glusterd, nft and network namespaces), then the end-to-end suites
