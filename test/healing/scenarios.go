@@ -242,22 +242,25 @@ func waitRefused(ctx context.Context, t testing.TB, w *Writer, what string) {
 	}
 }
 
-// waitHealed polls Healed from `from` until it reports nothing missing.
-func waitHealed(ctx context.Context, t testing.TB, from *lab.Node, nodes []*lab.Node, vip string) {
-	t.Helper()
+// WaitHealed polls Healed from `from` (every PollEvery, each observation bounded by formation.Poll) until it
+// reports nothing missing, for at most the healing bound.
+func WaitHealed(ctx context.Context, from *lab.Node, nodes []*lab.Node, vip string) error {
 	hctx, cancel := context.WithTimeout(ctx, healTimeout)
 	defer cancel()
-	start := time.Now()
-	err := formation.Poll(hctx, PollEvery, "cluster healed", func(ctx context.Context) (bool, string, error) {
-		cctx, ccancel := context.WithTimeout(ctx, time.Minute)
-		defer ccancel()
-		missing, err := Healed(cctx, from, nodes, vip)
+	return formation.Poll(hctx, PollEvery, "cluster healed", func(ctx context.Context) (bool, string, error) {
+		missing, err := Healed(ctx, from, nodes, vip)
 		if err != nil {
 			return false, err.Error(), nil // a node still booting does not answer yet
 		}
 		return missing == "", missing, nil
 	})
-	if err != nil {
+}
+
+// waitHealed is WaitHealed failing t.
+func waitHealed(ctx context.Context, t testing.TB, from *lab.Node, nodes []*lab.Node, vip string) {
+	t.Helper()
+	start := time.Now()
+	if err := WaitHealed(ctx, from, nodes, vip); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("healed %s after the fault was repaired", time.Since(start).Round(time.Second))

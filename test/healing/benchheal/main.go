@@ -40,7 +40,6 @@ import (
 const (
 	formTimeout    = 25 * time.Minute
 	recoverTimeout = 10 * time.Minute // VIP, writes and service back after a fault
-	healTimeout    = 25 * time.Minute // back to fully healed after the node returns
 	pollEvery      = 5 * time.Second
 	vipProbeEvery  = 100 * time.Millisecond
 	httpProbeEvery = 250 * time.Millisecond
@@ -348,17 +347,7 @@ func (b *bench) writer(ctx context.Context, n *lab.Node, name string) (*healing.
 }
 
 func (b *bench) healed(ctx context.Context) error {
-	hctx, cancel := context.WithTimeout(ctx, healTimeout)
-	defer cancel()
-	return formation.Poll(hctx, pollEvery, "cluster healed", func(ctx context.Context) (bool, string, error) {
-		cctx, ccancel := context.WithTimeout(ctx, time.Minute)
-		defer ccancel()
-		missing, err := healing.Healed(cctx, b.nodes[0], b.nodes, b.vip.String())
-		if err != nil {
-			return false, err.Error(), nil // a node still booting does not answer yet
-		}
-		return missing == "", missing, nil
-	})
+	return healing.WaitHealed(ctx, b.nodes[0], b.nodes, b.vip.String())
 }
 
 func (b *bench) verify(ctx context.Context, w *healing.Writer, n *lab.Node) error {
