@@ -328,11 +328,9 @@ func TestFormation(t *testing.T) {
 		if t.Failed() {
 			t.FailNow()
 		}
-		// --no-resolve-image: there is no registry to ask for a digest; every node has the image locally.
-		// --hostname: each task answers with its node's hostname, so responses say who served them.
-		must(t, ctx, nodes[0], "docker", "service", "create", "--detach", "--name", "web", "--no-resolve-image",
-			"--hostname", "{{.Node.Hostname}}", "--publish", "published=80,target=80", "--replicas", "3",
-			"--replicas-max-per-node", "1", formation.TestsvcImage)
+		if err := formation.CreateWebService(ctx, nodes[0]); err != nil {
+			t.Fatal(err)
+		}
 		sctx, scancel := context.WithTimeout(ctx, serviceTimeout)
 		defer scancel()
 		err := formation.Poll(sctx, pollEvery, "service web 3/3", func(ctx context.Context) (bool, string, error) {
@@ -552,7 +550,7 @@ func TestFormation(t *testing.T) {
 		t.Log("self-healing scenarios not run: set KILN_HEALING=1")
 		return
 	}
-	c := healing.Cluster{Lab: l, Nodes: nodes, VIP: vip.String()}
+	c := healing.Cluster{Lab: l, Nodes: nodes, VIP: vip.String(), Web: true} // "service" created web
 	step("heal: node loss", func(t *testing.T) { healing.NodeLoss(ctx, t, c) })
 	step("heal: power cut", func(t *testing.T) { healing.PowerCut(ctx, t, c) })
 	step("heal: reimage", func(t *testing.T) { healing.Reimage(ctx, t, c) })

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kiln-project/kiln/firstboot/config"
@@ -93,6 +95,11 @@ func AddSource(ctx context.Context, ns string, p netip.Prefix) error {
 // connection, and returns the status code and body. One connection per request, so each request is balanced
 // anew by the routing mesh.
 func HTTPGet(ctx context.Context, ns string, src, addr netip.Addr, port uint16, path string, timeout time.Duration) (code int, body string, err error) {
+	return HTTPDo(ctx, ns, src, addr, port, http.MethodGet, path, "", timeout)
+}
+
+// HTTPDo is HTTPGet for any method, with a request body (none when empty).
+func HTTPDo(ctx context.Context, ns string, src, addr netip.Addr, port uint16, method, path, reqBody string, timeout time.Duration) (code int, body string, err error) {
 	err = netns.Do(ns, func() error {
 		d := net.Dialer{Timeout: timeout}
 		if src.IsValid() {
@@ -107,27 +114,90 @@ func HTTPGet(ctx context.Context, ns string, src, addr netip.Addr, port uint16, 
 		if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
 			return err
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+target+path, nil)
+		var rb io.Reader
+		if reqBody != "" {
+			rb = strings.NewReader(reqBody)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, "http://"+target+path, rb)
 		if err != nil {
 			return err
 		}
 		req.Close = true
 		if err := req.Write(c); err != nil {
-			return fmt.Errorf("GET %s: %w", target, err)
+			return fmt.Errorf("%s %s: %w", method, target, err)
 		}
 		resp, err := http.ReadResponse(bufio.NewReader(c), req)
 		if err != nil {
-			return fmt.Errorf("GET %s: %w", target, err)
+			return fmt.Errorf("%s %s: %w", method, target, err)
 		}
 		defer resp.Body.Close()
 		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		if err != nil {
-			return fmt.Errorf("GET %s: body: %w", target, err)
+			return fmt.Errorf("%s %s: body: %w", method, target, err)
 		}
 		code, body = resp.StatusCode, string(bytes.TrimSpace(b))
 		return nil
 	})
 	return code, body, err
+}
+
+// WebDataDir is the directory on the shared volume the web service stores POSTed records in (bind-mounted
+// into every task at /data).
+const WebDataDir = "/var/data/web"
+
+// CreateWebService creates the test service "web" from n: three tasks of TestsvcImage, one per node, publishing
+// port 80 through the routing mesh, with WebDataDir bind-mounted. The directory is made on the mounted volume
+// first (never on the empty mountpoint below it); on a node whose volume is not mounted yet the bind source is
+// missing, so docker refuses the task there instead of letting it write to the local disk.
+//   - --no-resolve-image: there is no registry to ask for a digest; every node has the image locally.
+//   - --hostname: each task answers with its node's hostname, so responses say who served them.
+func CreateWebService(ctx context.Context, n *lab.Node) error {
+	_, err := Exec(ctx, n, "sh", "-c", "mountpoint -q /var/data && mkdir -p "+WebDataDir)
+	if err != nil {
+		return fmt.Errorf("web service: data directory: %w", err)
+	}
+	_, err = Exec(ctx, n, "docker", "service", "create", "--detach", "--name", "web", "--no-resolve-image",
+		"--hostname", "{{.Node.Hostname}}", "--publish", "published=80,target=80", "--replicas", "3",
+		"--replicas-max-per-node", "1", "--mount", "type=bind,source="+WebDataDir+",target=/data",
+		"--env", "TESTSVC_DATA=/data", TestsvcImage)
+	if err != nil {
+		return fmt.Errorf("web service: create: %w", err)
+	}
+	return nil
+}
+
+// TestsvcTarball builds testsvc and packs it as the tarball InstallTestsvc imports.
+func TestsvcTarball(ctx context.Context) ([]byte, error) {
+	svc, err := BuildTestsvc(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var tar bytes.Buffer
+	if err := ImageTar(&tar, "testsvc", svc); err != nil {
+		return nil, err
+	}
+	return tar.Bytes(), nil
+}
+
+// DeployWeb imports the testsvc tarball on every node, creates the web service (CreateWebService) and waits,
+// bounded by ctx, until its three tasks run.
+func DeployWeb(ctx context.Context, l *lab.Lab, nodes []*lab.Node, tarball []byte) error {
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() { _, errs[i] = InstallTestsvc(ctx, l, n, tarball) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := CreateWebService(ctx, nodes[0]); err != nil {
+		return err
+	}
+	return Poll(ctx, 5*time.Second, "service web 3/3", func(ctx context.Context) (bool, string, error) {
+		ok, detail := ServiceConverged(ctx, nodes[0], "web")
+		return ok, detail, nil
+	})
 }
 
 // AddNodeWithConfig adds a node whose fw_cfg config carries clusterConfig instead of the lab's.

@@ -9,11 +9,13 @@ package healing
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -50,17 +52,25 @@ while [ $i -lt %[3]d ]; do
 done; echo done`, filepath.Dir(file), file, count, fmt.Sprintf("%d.%03d", intervalMS/1000, intervalMS%1000))
 }
 
-// Writer runs WriterScript on one node over one ssh session and collects the acknowledged sequence numbers.
+// Writer is one stream of checksummed records and the sequence numbers the storage acknowledged: either a
+// WriterScript on a node appending to its mount (StartWriter), or the lab host POSTing through the VIP to the
+// web service, which stores them on the volume (StartServiceWriter).
 type Writer struct {
-	File string
-	cmd  *exec.Cmd
+	// Source is a shell command that prints every record the stream stored, run on any node.
+	Source string
+	// stop ends the stream; done receives its end.
+	stop func()
 	mu   sync.Mutex
 	acks map[int]bool
-	// ackAt is when each ack line arrived, in order (storage stalls are the gaps between them).
+	// ackAt is when each ack arrived, in order (storage stalls are the gaps between them).
 	ackAt []time.Time
-	// fails counts writes the volume refused (expected while a node is lost, never while it is healthy).
+	// fails counts writes the storage refused (expected while a node is lost, never while it is healthy).
 	fails int
 	done  chan error
+}
+
+func newWriter(source string) *Writer {
+	return &Writer{Source: source, acks: map[int]bool{}, done: make(chan error, 1)}
 }
 
 // StartWriter starts a writer on n (ssh from inside the lab namespace, like lab.Node.Exec).
@@ -69,23 +79,74 @@ func StartWriter(ctx context.Context, l *lab.Lab, n *lab.Node, name string, coun
 	if err != nil {
 		return nil, err
 	}
-	w := &Writer{File: DataDir + "/" + name + ".log", acks: map[int]bool{}, done: make(chan error, 1)}
-	w.cmd = exec.CommandContext(ctx, "ip", "netns", "exec", l.Namespace(), "ssh", "-i", filepath.Join(l.Dir(), "id_ed25519"),
+	file := DataDir + "/" + name + ".log"
+	w := newWriter("cat " + file)
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", l.Namespace(), "ssh", "-i", filepath.Join(l.Dir(), "id_ed25519"),
 		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
 		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=12",
-		"root@"+addr, "--", WriterScript(w.File, count, intervalMS))
-	out, err := w.cmd.StdoutPipe()
+		"root@"+addr, "--", WriterScript(file, count, intervalMS))
+	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
-	if err := w.cmd.Start(); err != nil {
+	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("writer on %s: %w", n.Name(), err)
 	}
+	w.stop = func() { _ = cmd.Process.Kill() }
 	go func() {
 		err := w.read(out)
-		w.done <- errors.Join(err, w.cmd.Wait())
+		w.done <- errors.Join(err, cmd.Wait())
 	}()
 	return w, nil
+}
+
+// serviceTimeout bounds one POST through the VIP: longer than a healthy answer under TCG, short enough that
+// a stalled request shows as a stall rather than hiding the next ones.
+const serviceTimeout = 3 * time.Second
+
+// StartServiceWriter POSTs a record every intervalMS to http://vip/records/name from inside namespace ns (the
+// lab's: the lab host), as a client of the cluster would; a 204 (the web task fsynced it to the volume) is an
+// ack, anything else a failure. The web service must run (formation.CreateWebService); each task keeps its
+// own file, so Source reads them all.
+func StartServiceWriter(ctx context.Context, ns string, vip netip.Addr, name string, intervalMS int) *Writer {
+	w := newWriter(fmt.Sprintf("cat %s/%s.*.log", formation.WebDataDir, name))
+	ctx, cancel := context.WithCancel(ctx)
+	w.stop = cancel
+	go func() {
+		tick := time.NewTicker(time.Duration(intervalMS) * time.Millisecond)
+		defer tick.Stop()
+		for seq := 0; ; seq++ {
+			payload := randomPayload()
+			code, _, err := formation.HTTPDo(ctx, ns, netip.Addr{}, vip, 80, http.MethodPost, "/records/"+name,
+				fmt.Sprintf("%d %s %s", seq, payload, Checksum(seq, payload)), serviceTimeout)
+			w.record(seq, err == nil && code == http.StatusNoContent)
+			select {
+			case <-ctx.Done():
+				w.done <- nil
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return w
+}
+
+// randomPayload is 12 random bytes in hex, like WriterScript's, so a stale block cannot pass as a record.
+func randomPayload() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (w *Writer) record(seq int, acked bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if acked {
+		w.acks[seq] = true
+		w.ackAt = append(w.ackAt, time.Now())
+	} else {
+		w.fails++
+	}
 }
 
 func (w *Writer) read(r io.Reader) error {
@@ -99,15 +160,12 @@ func (w *Writer) read(r io.Reader) error {
 		if err != nil {
 			continue
 		}
-		w.mu.Lock()
 		switch f[0] {
 		case "ack":
-			w.acks[seq] = true
-			w.ackAt = append(w.ackAt, time.Now())
+			w.record(seq, true)
 		case "fail":
-			w.fails++
+			w.record(seq, false)
 		}
-		w.mu.Unlock()
 	}
 	return sc.Err()
 }
@@ -165,11 +223,9 @@ func (w *Writer) WaitAcked(ctx context.Context, more int) error {
 	})
 }
 
-// Stop ends the writer (the ssh session) and waits for it.
+// Stop ends the writer and waits for it; it returns the acknowledged sequence numbers.
 func (w *Writer) Stop() map[int]bool {
-	if w.cmd.Process != nil {
-		w.cmd.Process.Kill()
-	}
+	w.stop()
 	select {
 	case <-w.done:
 	case <-time.After(30 * time.Second):

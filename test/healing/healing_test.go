@@ -56,6 +56,11 @@ func formedWith(ctx context.Context, t *testing.T, prefix string, replaceAfter t
 			t.Fatal(err)
 		}
 	}
+	// Built before the VMs start: compiling next to three TCG guests would slow them for nothing.
+	tarball, err := formation.TestsvcTarball(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	root := t.TempDir()
 	name := fmt.Sprintf("%s%d", prefix, os.Getpid()%100000)
 	l, err := lab.Up(ctx, lab.Options{Name: name, Root: root, Image: img, Nodes: 3, ClusterConfig: cfgFile, Accel: formation.Accel()})
@@ -81,7 +86,10 @@ func formedWith(ctx context.Context, t *testing.T, prefix string, replaceAfter t
 	if _, err := formation.WaitFormed(fctx, nodes, healing.PollEvery); err != nil {
 		t.Fatal(err)
 	}
-	return healing.Cluster{Lab: l, Nodes: nodes, VIP: cfg.Cluster.VIP.Addr().String()}
+	if err := formation.DeployWeb(fctx, l, nodes, tarball); err != nil {
+		t.Fatal(err)
+	}
+	return healing.Cluster{Lab: l, Nodes: nodes, VIP: cfg.Cluster.VIP.Addr().String(), Web: true}
 }
 
 // TestNodeLoss: see healing.NodeLoss.

@@ -34,15 +34,17 @@ type Cluster struct {
 	Lab   *lab.Lab
 	Nodes []*lab.Node
 	VIP   string
+	// Web says the web service runs (formation.CreateWebService): scenarios then also write through the VIP.
+	Web bool
 }
 
 // NodeLoss is scenarios 1 and 2: the VIP holder is powered off hard; the VIP moves, the two survivors keep
 // swarm quorum and a writable volume; the node comes back, rejoins, heals, and nothing acknowledged is lost.
 func NodeLoss(ctx context.Context, t testing.TB, c Cluster) {
-	l, nodes, vip := c.Lab, c.Nodes, c.VIP
+	nodes, vip := c.Nodes, c.VIP
 	holder := vipHolder(ctx, t, nodes, vip)
 	survivors := others(nodes, holder)
-	w := startWriter(ctx, t, l, survivors[0], "loss", 20)
+	ws := startWriters(ctx, t, c, survivors[0], "loss", 20)
 
 	killed := time.Now()
 	if err := holder.Kill(ctx); err != nil {
@@ -51,7 +53,7 @@ func NodeLoss(ctx context.Context, t testing.TB, c Cluster) {
 	fctx, fcancel := context.WithTimeout(ctx, failoverTimeout)
 	newHolder := vipHolder(fctx, t, survivors, vip)
 	t.Logf("VIP on %s %s after the power-off", newHolder.Name(), time.Since(killed).Round(time.Second))
-	if err := w.WaitAcked(fctx, 10); err != nil {
+	if err := ws.waitAcked(fctx, 10); err != nil {
 		t.Fatalf("volume not writable on the survivors: %v", err)
 	}
 	t.Logf("writes resumed %s after the power-off", time.Since(killed).Round(time.Second))
@@ -72,7 +74,7 @@ func NodeLoss(ctx context.Context, t testing.TB, c Cluster) {
 	if h := vipHolder(ctx, t, nodes, vip); h.Name() != newHolder.Name() {
 		t.Errorf("VIP moved back to %s after the node returned; nopreempt wants it to stay on %s", h.Name(), newHolder.Name())
 	}
-	verify(ctx, t, w, holder)
+	ws.verify(ctx, t, holder)
 }
 
 // PowerCut is scenario 3: every node loses power at once and all start again: back to formed with no
@@ -84,11 +86,10 @@ func PowerCut(ctx context.Context, t testing.TB, c Cluster) {
 		t.Fatal(err)
 	}
 	volBefore := mustExec(ctx, t, nodes[0], "sh", "-c", "gluster volume info data | grep '^Volume ID'")
-	w := startWriter(ctx, t, l, nodes[0], "cut", 30)
+	ws := startWriters(ctx, t, c, nodes[0], "cut", 30)
 	if err := l.PowerCut(ctx); err != nil {
 		t.Fatal(err)
 	}
-	acked := w.Stop()
 	for _, n := range nodes {
 		if err := n.Start(ctx); err != nil {
 			t.Fatal(err)
@@ -110,10 +111,8 @@ func PowerCut(ctx context.Context, t testing.TB, c Cluster) {
 	if v, err := formation.Exec(ctx, nodes[0], "sh", "-c", "gluster volume info data | grep '^Volume ID'"); err != nil || v != volBefore {
 		t.Errorf("volume after the power cut: %q, want %q (%v)", v, volBefore, err)
 	}
-	content := mustExec(ctx, t, nodes[2], "cat", w.File)
-	if lost, corrupt := Verify(content, acked); len(lost) > 0 || len(corrupt) > 0 {
-		t.Fatalf("%d of %d acknowledged records lost (%v), corrupt %q", len(lost), len(acked), lost, corrupt)
-	}
+	// Every record acknowledged before the power cut; the writers ran on, failing, while the nodes were off.
+	ws.verify(ctx, t, nodes[2])
 }
 
 // PowerCutTwoBack is scenario 4: all nodes lose power, only two come back: they resume swarm (2 of 3
@@ -142,29 +141,23 @@ func PowerCutTwoBack(ctx context.Context, t testing.TB, c Cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := StartWriter(ctx, l, nodes[1], "two", writerRecords, writerInterval)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.WaitAcked(fctx, 20); err != nil {
-		t.Fatalf("two of three: volume not writable: %v", err)
-	}
+	ws := startWriters(fctx, t, c, nodes[1], "two", 20)
 	if err := nodes[2].Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	waitHealed(ctx, t, nodes[0], nodes, vip)
-	verify(ctx, t, w, nodes[2])
+	ws.verify(ctx, t, nodes[2])
 }
 
 // Reimage is scenario 5: a node's disk is replaced by a fresh image on the same machine (same id,
 // hostname and address, empty /var). The stale swarm entry is removed, the node rejoins as a manager, its
 // glusterd takes its old place and its brick is healed in full; nothing acknowledged is lost.
 func Reimage(ctx context.Context, t testing.TB, c Cluster) {
-	l, nodes, vip := c.Lab, c.Nodes, c.VIP
+	nodes, vip := c.Nodes, c.VIP
 	target := nodes[2]
 	uuidBefore := mustExec(ctx, t, target, "sh", "-c", "grep ^UUID= /var/lib/glusterd/glusterd.info")
 	hostBefore := mustExec(ctx, t, target, "hostname")
-	w := startWriter(ctx, t, l, nodes[0], "reimage", 30)
+	ws := startWriters(ctx, t, c, nodes[0], "reimage", 30)
 	if err := target.Reimage(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -182,11 +175,11 @@ func Reimage(ctx context.Context, t testing.TB, c Cluster) {
 	if len(sns) != 3 {
 		t.Errorf("swarm entries after reimage: %v, want 3 (the stale one removed)", sns)
 	}
-	if err := w.WaitAcked(ctx, 10); err != nil {
+	if err := ws.waitAcked(ctx, 10); err != nil {
 		t.Fatal(err)
 	}
 	// Read from the reimaged node's own mount, and check its brick got the data by full heal.
-	verify(ctx, t, w, target)
+	ws.verify(ctx, t, target)
 	if _, err := formation.Exec(ctx, target, "test", "-s", "/var/lib/kiln/bricks/data/brick/healing/reimage.log"); err != nil {
 		t.Errorf("reimaged brick not healed: %v", err)
 	}
@@ -269,17 +262,57 @@ func waitHealed(ctx context.Context, t testing.TB, from *lab.Node, nodes []*lab.
 // verify stops the writer and checks every acknowledged record as read from node n's /var/data.
 func verify(ctx context.Context, t testing.TB, w *Writer, n *lab.Node) {
 	t.Helper()
-	acked := w.Stop()
-	if len(acked) == 0 {
-		t.Fatal("writer had no acknowledged record")
+	writers{w}.verify(ctx, t, n)
+}
+
+// writers are a scenario's record streams: one appended on node n's mount and, when the web service runs,
+// one POSTed through the VIP (the client's view: VIP, routing mesh, a task, its bind-mounted volume).
+type writers []*Writer
+
+// startWriters starts the scenario's writers and waits until each has acks acknowledged records.
+func startWriters(ctx context.Context, t testing.TB, c Cluster, n *lab.Node, name string, acks int) writers {
+	t.Helper()
+	ws := writers{startWriter(ctx, t, c.Lab, n, name, acks)}
+	if c.Web {
+		w := StartServiceWriter(ctx, c.Lab.Namespace(), netip.MustParseAddr(c.VIP), name, writerInterval)
+		if err := w.WaitAcked(ctx, acks); err != nil {
+			w.Stop()
+			t.Fatalf("writes through the VIP: %v", err)
+		}
+		ws = append(ws, w)
 	}
-	content := mustExec(ctx, t, n, "cat", w.File)
-	lost, corrupt := Verify(content, acked)
-	if len(lost) > 0 || len(corrupt) > 0 {
-		slices.Sort(lost)
-		t.Fatalf("read on %s: %d of %d acknowledged records lost (%v), corrupt lines %q", n.Name(), len(lost), len(acked), lost, corrupt)
+	return ws
+}
+
+// waitAcked waits until every writer has more acknowledged records than now.
+func (ws writers) waitAcked(ctx context.Context, more int) error {
+	for _, w := range ws {
+		if err := w.WaitAcked(ctx, more); err != nil {
+			return fmt.Errorf("%s: %w", w.Source, err)
+		}
 	}
-	t.Logf("read on %s: all %d acknowledged records intact", n.Name(), len(acked))
+	return nil
+}
+
+// verify stops every writer and checks all its acknowledged records as read from node n's /var/data.
+func (ws writers) verify(ctx context.Context, t testing.TB, n *lab.Node) {
+	t.Helper()
+	acked := make([]map[int]bool, len(ws))
+	for i, w := range ws {
+		acked[i] = w.Stop()
+	}
+	for i, w := range ws {
+		if len(acked[i]) == 0 {
+			t.Fatalf("writer (%s) had no acknowledged record", w.Source)
+		}
+		content := mustExec(ctx, t, n, "sh", "-c", w.Source)
+		lost, corrupt := Verify(content, acked[i])
+		if len(lost) > 0 || len(corrupt) > 0 {
+			slices.Sort(lost)
+			t.Fatalf("%s on %s: %d of %d acknowledged records lost (%v), corrupt lines %q", w.Source, n.Name(), len(lost), len(acked[i]), lost, corrupt)
+		}
+		t.Logf("%s on %s: all %d acknowledged records intact", w.Source, n.Name(), len(acked[i]))
+	}
 }
 
 func vipHolder(ctx context.Context, t testing.TB, nodes []*lab.Node, vip string) *lab.Node {
@@ -354,13 +387,13 @@ func readyManagers(ctx context.Context, n *lab.Node) (ready int, detail string, 
 // the dead member is removed from swarm and its brick is replaced onto the newcomer, which is filled by a
 // full heal: 3 Ready managers (the newcomer one of them), 3 bricks, the dead address gone, nothing lost.
 func Replacement(ctx context.Context, t testing.TB, c Cluster) {
-	l, nodes, vip := c.Lab, c.Nodes, c.VIP
+	nodes, vip := c.Nodes, c.VIP
 	target := nodes[2]
 	oldAddr, err := target.Address()
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := startWriter(ctx, t, l, nodes[0], "replace", 20)
+	ws := startWriters(ctx, t, c, nodes[0], "replace", 20)
 	if err := target.Replace(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +409,7 @@ func Replacement(ctx context.Context, t testing.TB, c Cluster) {
 	if pool := mustExec(ctx, t, nodes[0], "gluster", "--mode=script", "pool", "list"); strings.Contains(pool, oldAddr) {
 		t.Errorf("the dead peer %s is still in the pool:\n%s", oldAddr, pool)
 	}
-	verify(ctx, t, w, target)
+	ws.verify(ctx, t, target)
 }
 
 // LostQuorum is scenario 8: two of three members are lost for good. The survivor does not act on its own

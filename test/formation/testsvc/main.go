@@ -1,18 +1,20 @@
 // Command testsvc is the service the formation proof deploys on the swarm: a static HTTP server that answers
-// every request with its hostname (swarm sets it to the node's, see the test), so a client can tell which node
-// served it. Built with CGO_ENABLED=0 and shipped alone in a docker image (no registry, no base image).
+// GET with its hostname (swarm sets it to the node's, see the test), so a client can tell which node served it,
+// and stores records POSTed to /records/NAME on the shared volume, so the self-healing proof can write through
+// the VIP. Built with CGO_ENABLED=0 and shipped alone in a docker image (no registry, no base image).
 package main
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log"
 	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/kiln-project/kiln/test/formation/testsvc/records"
 )
 
 func main() {
@@ -24,12 +26,8 @@ func main() {
 	if err != nil {
 		log.Fatalf("testsvc: hostname: %v", err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, host)
-	})
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// TESTSVC_DATA is the bind mount of a directory on /var/data; without it POST /records answers 503.
+	srv := &http.Server{Addr: addr, Handler: records.Handler(host, os.Getenv("TESTSVC_DATA")), ReadHeaderTimeout: 10 * time.Second}
 
 	// PID 1 in a container ignores SIGTERM unless it handles it: stop cleanly so `docker service rm` is quick.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)

@@ -16,9 +16,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -106,12 +104,8 @@ func run(root string, want []string, runs int) (map[string][]result, error) {
 		root = dir
 	}
 	ctx := context.Background()
-	svc, err := formation.BuildTestsvc(ctx)
+	tar, err := formation.TestsvcTarball(ctx)
 	if err != nil {
-		return nil, err
-	}
-	var tar bytes.Buffer
-	if err := formation.ImageTar(&tar, "testsvc", svc); err != nil {
 		return nil, err
 	}
 	cfgFile, cfg, err := formation.ClusterConfig("benchheal", 3)
@@ -132,7 +126,7 @@ func run(root string, want []string, runs int) (map[string][]result, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &bench{l: l, nodes: nodes, vip: cfg.Cluster.VIP.Addr(), tar: tar.Bytes()}
+	b := &bench{l: l, nodes: nodes, vip: cfg.Cluster.VIP.Addr(), tar: tar}
 	progress("forming")
 	fctx, cancel := context.WithTimeout(ctx, formTimeout)
 	defer cancel()
@@ -256,7 +250,7 @@ func (b *bench) cut(ctx context.Context, i int) (result, error) {
 	if err := b.healed(ctx); err != nil {
 		return r, err
 	}
-	content, err := formation.Exec(ctx, b.nodes[1], "cat", w.File)
+	content, err := formation.Exec(ctx, b.nodes[1], "sh", "-c", w.Source)
 	if err != nil {
 		return r, err
 	}
@@ -352,7 +346,7 @@ func (b *bench) healed(ctx context.Context) error {
 
 func (b *bench) verify(ctx context.Context, w *healing.Writer, n *lab.Node) error {
 	acked := w.Stop()
-	content, err := formation.Exec(ctx, n, "cat", w.File)
+	content, err := formation.Exec(ctx, n, "sh", "-c", w.Source)
 	if err != nil {
 		return err
 	}
@@ -363,25 +357,9 @@ func (b *bench) verify(ctx context.Context, w *healing.Writer, n *lab.Node) erro
 }
 
 func (b *bench) deployService(ctx context.Context) error {
-	var wg sync.WaitGroup
-	errs := make([]error, len(b.nodes))
-	for i, n := range b.nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = formation.InstallTestsvc(ctx, b.l, n, b.tar)
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	if _, err := formation.Exec(ctx, b.nodes[0], "docker", "service", "create", "--detach", "--name", "web", "--no-resolve-image",
-		"--hostname", "{{.Node.Hostname}}", "--publish", "published=80,target=80", "--replicas", "3",
-		"--replicas-max-per-node", "1", formation.TestsvcImage); err != nil {
-		return err
-	}
-	return b.serviceReplicas(ctx)
+	sctx, cancel := context.WithTimeout(ctx, recoverTimeout)
+	defer cancel()
+	return formation.DeployWeb(sctx, b.l, b.nodes, b.tar)
 }
 
 func (b *bench) serviceReplicas(ctx context.Context) error {
