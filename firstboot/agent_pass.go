@@ -51,9 +51,15 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 	a.beat.Store(time.Now().UnixNano())
 	s := a.state()
 	results := make([]result, 0, len(a.recs))
-	for _, r := range a.recs {
+	for i, r := range a.recs {
 		if ctx.Err() != nil {
 			return false
+		}
+		if i > 0 {
+			// A reconciler can take minutes (gluster commands on a loaded node), and membership moves meanwhile:
+			// right after a boot the pass starts seeing only this node. Rendering the VRRP peers from that
+			// stale view made keepalived claim the VIP beside its holder after a lab power cut.
+			a.refreshMembers(s)
 		}
 		results = append(results, a.run(ctx, r, s))
 		a.beat.Store(time.Now().UnixNano())
@@ -97,13 +103,7 @@ func (a *agent) state() *State {
 	c := a.cfg.Cluster
 	s := &State{Expected: c.Size, ClusterName: c.Name, VIP: c.VIP, Interface: a.net.Interface, Subnet: a.net.Subnet,
 		ReplaceAfter: c.ReplaceAfter, LocalEpoch: a.epoch, Status: map[string]string{}}
-	for _, p := range a.disc.Peers() {
-		m := p.Member
-		if m.ID == a.id {
-			s.Self = m
-		}
-		s.Members = append(s.Members, m) // Peers is sorted by ID
-	}
+	a.refreshMembers(s)
 	a.mu.Lock()
 	if a.rec != nil {
 		f := a.rec.Formation
@@ -113,6 +113,19 @@ func (a *agent) state() *State {
 	s.Initialiser = a.el.Decided() == a.id
 	a.mu.Unlock()
 	return s
+}
+
+// refreshMembers replaces the State's membership with discovery's current view; the rest of the State (what
+// earlier reconcilers reported in this pass) stays.
+func (a *agent) refreshMembers(s *State) {
+	s.Members = s.Members[:0:0]
+	for _, p := range a.disc.Peers() {
+		m := p.Member
+		if m.ID == a.id {
+			s.Self = m
+		}
+		s.Members = append(s.Members, m) // Peers is sorted by ID
+	}
 }
 
 // run calls one reconciler with a deadline, turning a panic into an error: one broken reconciler must not

@@ -4,7 +4,9 @@ package firstboot
 
 import (
 	"context"
+	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/kiln-project/kiln/firstboot/member"
@@ -84,4 +86,30 @@ type Formation struct {
 	// Epoch counts forced recoveries of this cluster (0 until the first). Nodes from an older epoch start
 	// over (swarm leave, fresh glusterd) instead of bringing back the old majority's state.
 	Epoch int `json:"epoch,omitempty"`
+}
+
+// RecordedAddrs are the member addresses the formation record holds (the gluster pool and the swarm managers),
+// sorted and unique. Right after a boot discovery sees no peer yet, but the record, kept under /var/lib/kiln,
+// still names them: rules rendered from membership (firewall, auth.allow, VRRP peers) add these so they never
+// shut out the members a node is about to find again. A removed member leaves the record, and so these.
+func (s *State) RecordedAddrs() []netip.Addr {
+	if s.Formation == nil {
+		return nil
+	}
+	var out []netip.Addr
+	add := func(host string) {
+		if a, err := netip.ParseAddr(host); err == nil {
+			out = append(out, a.Unmap())
+		}
+	}
+	for a := range s.Formation.GlusterPeers {
+		add(a)
+	}
+	for _, hp := range s.Formation.ManagerAddrs {
+		if host, _, err := net.SplitHostPort(hp); err == nil {
+			add(host)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
 }

@@ -366,8 +366,11 @@ type mkosiRunner struct {
 // spec's packages, and mkosi.extra/ from the spec's first overlay (mkosi's analogue of an overlay).
 func newMkosiRunner(ctx context.Context, o options, s spec, overlay, dir string) (*mkosiRunner, error) {
 	if _, err := exec.LookPath("mkosi"); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-build: installing mkosi (Debian package)")
-		if _, err := run.Cmd(ctx, "apt-get", "install", "-y", "--no-install-recommends", "mkosi"); err != nil {
+		// --fix-broken: this machine kind ships with linux-image-6.1.0-*-amd64 unpacked but never configured
+		// (no initramfs-tools), and apt refuses any install until that is finished; -f finishes it (one host
+		// initramfs build) instead of removing packages the bench did not install.
+		fmt.Fprintln(os.Stderr, "bench-build: installing mkosi (Debian package), finishing any half-done install first")
+		if _, err := run.Cmd(ctx, "apt-get", "install", "-y", "--fix-broken", "--no-install-recommends", "mkosi"); err != nil {
 			return nil, fmt.Errorf("mkosi: install: %w", err)
 		}
 	}

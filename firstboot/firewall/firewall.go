@@ -51,7 +51,8 @@ func New(nft NFT, opts Options, log *slog.Logger) *Reconciler {
 // Name implements firstboot.Reconciler.
 func (r *Reconciler) Name() string { return "firewall" }
 
-// RulesFor derives the rules from the agent state: every known member, the local subnet and static peers.
+// RulesFor derives the rules from the agent state: every known or recorded member, the local subnet and static
+// peers.
 func (r *Reconciler) RulesFor(s *firstboot.State) Rules {
 	rules := Rules{DiscoveryPorts: r.opts.DiscoveryPorts}
 	for _, m := range s.Members {
@@ -60,6 +61,9 @@ func (r *Reconciler) RulesFor(s *firstboot.State) Rules {
 	if s.Self.Addr.IsValid() {
 		rules.Members = append(rules.Members, s.Self.Addr)
 	}
+	// Members of the formation record that discovery has not seen again yet (just after a boot): blocking
+	// them would stall swarm, gluster and VRRP until membership converges.
+	rules.Members = append(rules.Members, s.RecordedAddrs()...)
 	if s.Subnet.IsValid() {
 		rules.Discovery = append(rules.Discovery, s.Subnet)
 	}

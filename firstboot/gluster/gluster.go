@@ -32,10 +32,15 @@ const (
 	UnitPath  = "/run/systemd/system/var-data.mount"
 )
 
-// Options are the volume options kiln sets; docs/cluster-services.md gives the reasons.
-func Options(members []member.Member) map[string]string {
+// Options are the volume options kiln sets; docs/cluster-services.md gives the reasons. auth.allow names every
+// member known (alive or not) and every recorded address (State.RecordedAddrs): a node that has just booted and
+// sees no peer yet must not narrow it to itself, which would lock every other client out of its brick (seen
+// after a lab power cut).
+func Options(members []member.Member, recorded []netip.Addr) map[string]string {
+	known := append(addrs(members), recorded...)
+	slices.SortFunc(known, netip.Addr.Compare)
 	allow := []string{"127.0.0.1"}
-	for _, a := range addrs(members) {
+	for _, a := range slices.Compact(known) {
 		allow = append(allow, a.String())
 	}
 	return map[string]string{
@@ -158,7 +163,7 @@ func Plan(s *firstboot.State, obs Observed) []Action {
 		}
 		return acts
 	}
-	want := Options(s.Members)
+	want := Options(s.Members, s.RecordedAddrs())
 	for _, k := range sortedKeys(want) {
 		if obs.Volume.Options[k] != want[k] {
 			acts = append(acts, Action{Kind: ActSet, Key: k, Value: want[k]})

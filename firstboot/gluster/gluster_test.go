@@ -100,7 +100,7 @@ func peer(m member.Member, inCluster bool) Peer {
 
 func TestPlan(t *testing.T) {
 	brick := func(m member.Member) string { return m.Addr.String() + ":" + BrickPath }
-	started := &Volume{Status: "Started", Options: Options([]member.Member{mA, mB, mC})}
+	started := &Volume{Status: "Started", Options: Options([]member.Member{mA, mB, mC}, nil)}
 	deadB := mB
 	deadB.Alive = false
 	cases := []struct {
@@ -126,6 +126,11 @@ func TestPlan(t *testing.T) {
 			return st(mB, dead, mB, mC)
 		}(), Observed{Peers: []Peer{peer(mA, false), peer(mC, true)}, Volume: started}, nil},
 		{"dead member is not probed", st(mA, mA, deadB, mC), Observed{Peers: []Peer{peer(mC, true)}}, nil},
+		{"rebooted, no peer seen yet: auth.allow keeps the recorded pool", func() *firstboot.State {
+			s := st(mA, mA)
+			s.Formation = &firstboot.Formation{GlusterPeers: map[string]string{"10.77.0.12": "u-b", "10.77.0.13": "u-c", "10.77.0.11": "u-a"}}
+			return s
+		}(), Observed{Volume: started}, nil},
 		{"single-node cluster: plain volume", &firstboot.State{Self: mA, Members: []member.Member{mA}, Expected: 1}, Observed{},
 			[]string{"create replica 1 " + brick(mA)}},
 	}

@@ -73,6 +73,15 @@ func ConfigFor(s *firstboot.State) Config {
 			cfg.Peers = append(cfg.Peers, m.Addr)
 		}
 	}
+	// Recorded members not seen again yet are peers too: keepalived in unicast mode only hears its listed
+	// peers, so a node that booted seeing nobody would otherwise become master beside the VIP's holder.
+	for _, a := range s.RecordedAddrs() {
+		if a != s.Self.Addr.Unmap() {
+			cfg.Peers = append(cfg.Peers, a)
+		}
+	}
+	slices.SortFunc(cfg.Peers, netip.Addr.Compare)
+	cfg.Peers = slices.Compact(cfg.Peers)
 	slices.Sort(ids)
 	cfg.Rank = slices.Index(slices.Compact(ids), s.Self.ID)
 	return cfg

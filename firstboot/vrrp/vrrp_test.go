@@ -272,3 +272,19 @@ func TestHealthy(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigForJustBooted: a node that booted seeing nobody yet still lists the recorded members as unicast
+// peers, so its keepalived hears the VIP holder instead of becoming a second master.
+func TestConfigForJustBooted(t *testing.T) {
+	s := threeNodeState(0)
+	s.Members = s.Members[:1]
+	s.Formation = &firstboot.Formation{
+		GlusterPeers: map[string]string{"10.77.0.11": "u1", "10.77.0.12": "u2"},
+		ManagerAddrs: []string{"10.77.0.13:2377", "10.77.0.12:2377"},
+	}
+	got := ConfigFor(s).Peers
+	want := []netip.Addr{netip.MustParseAddr("10.77.0.12"), netip.MustParseAddr("10.77.0.13")}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("peers %v, want the recorded members %v (not self, no duplicates)", got, want)
+	}
+}
