@@ -366,11 +366,16 @@ type mkosiRunner struct {
 // spec's packages, and mkosi.extra/ from the spec's first overlay (mkosi's analogue of an overlay).
 func newMkosiRunner(ctx context.Context, o options, s spec, overlay, dir string) (*mkosiRunner, error) {
 	if _, err := exec.LookPath("mkosi"); err != nil {
-		// --fix-broken: this machine kind ships with linux-image-6.1.0-*-amd64 unpacked but never configured
-		// (no initramfs-tools), and apt refuses any install until that is finished; -f finishes it (one host
-		// initramfs build) instead of removing packages the bench did not install.
+		// This machine kind ships with linux-image-6.1.0-*-amd64 unpacked but never configured (no
+		// initramfs-tools), and apt refuses any install until that is finished. `apt-get install --fix-broken`
+		// with no package finishes it (one host initramfs build, ~3 min) instead of removing packages the bench
+		// did not install; apt refuses --fix-broken together with a package name, hence two steps. A no-op on a
+		// healthy machine. Services do not start: the host's policy-rc.d denies them.
 		fmt.Fprintln(os.Stderr, "bench-build: installing mkosi (Debian package), finishing any half-done install first")
-		if _, err := run.Cmd(ctx, "apt-get", "install", "-y", "--fix-broken", "--no-install-recommends", "mkosi"); err != nil {
+		if _, err := run.Cmd(ctx, "apt-get", "install", "-y", "--fix-broken"); err != nil {
+			return nil, fmt.Errorf("mkosi: apt-get install --fix-broken: %w", err)
+		}
+		if _, err := run.Cmd(ctx, "apt-get", "install", "-y", "--no-install-recommends", "mkosi"); err != nil {
 			return nil, fmt.Errorf("mkosi: install: %w", err)
 		}
 	}
