@@ -146,6 +146,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		// A join is under way (ours, perhaps from before a restart): wait for it rather than start another.
 		r.log.Info("swarm: join pending, waiting")
 	case swarm.LocalNodeStateError, swarm.LocalNodeStateLocked:
+		if failedJoin(s, info) {
+			// A manager join that swarmkit gave up on (under load: "can't initialize raft node: could not
+			// connect to prospective new cluster member") leaves dockerd in "error" for good, and the leader
+			// has already dropped the half-added member. Leaving clears it; the next pass joins again.
+			r.log.Warn("swarm: leaving after a failed join", "node", info.NodeID, "error", info.Error,
+				"managers", s.Formation.ManagerAddrs, "reason", "local node in error and not a ready manager of the formation")
+			if err := r.cli.SwarmLeave(ctx, true); err != nil {
+				return false, fmt.Errorf("swarm: leave after failed join: %w", err)
+			}
+			status(s, "swarm: left after a failed join, joining again")
+			return true, nil
+		}
 		status(s, "swarm: "+string(info.LocalNodeState)+" "+info.Error)
 		return false, fmt.Errorf("swarm: local node state %s: %s", info.LocalNodeState, info.Error)
 	case swarm.LocalNodeStateActive:
@@ -482,6 +494,24 @@ func ManagerAddrs(nodes []swarm.Node) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// failedJoin tells a join that ended in dockerd's "error" state from a broken manager of the cluster: the
+// formation record names ready managers, and this node is not one of them. A recorded manager in error is
+// left alone (reported): leaving would drop a raft member the cluster may still count on.
+func failedJoin(s *firstboot.State, info swarm.Info) bool {
+	if info.LocalNodeState != swarm.LocalNodeStateError || s.Formation == nil || !s.Self.Addr.IsValid() {
+		return false
+	}
+	self := net.JoinHostPort(s.Self.Addr.String(), strconv.Itoa(Port))
+	others := 0
+	for _, a := range s.Formation.ManagerAddrs {
+		if a == self {
+			return false
+		}
+		others++
+	}
+	return others > 0
 }
 
 func status(s *firstboot.State, v string) {

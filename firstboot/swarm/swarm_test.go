@@ -205,3 +205,52 @@ func TestReimagedInitialiserNeverInitsAgain(t *testing.T) {
 		t.Errorf("SwarmNode = %q, want %q", s.SwarmNode, member.NoSwarmNode)
 	}
 }
+
+// errorStateAPI is dockerd after swarmkit gave up on a manager join: local node state "error" until a leave.
+type errorStateAPI struct {
+	DockerAPI
+	state swarm.LocalNodeState
+	left  bool
+}
+
+func (f *errorStateAPI) Info(context.Context) (system.Info, error) {
+	return system.Info{Swarm: swarm.Info{NodeID: "me", LocalNodeState: f.state,
+		Error: "manager stopped: can't initialize raft node: rpc error: code = Unknown desc = could not connect to prospective new cluster member using its advertised address"}}, nil
+}
+
+func (f *errorStateAPI) SwarmLeave(_ context.Context, force bool) error {
+	f.left = force
+	f.state = swarm.LocalNodeStateInactive
+	return nil
+}
+
+func TestFailedJoinIsLeftAndRetried(t *testing.T) {
+	ms := members(3) // addresses 10.0.0.10, .11, .12
+	cases := []struct {
+		name     string
+		managers []string
+		wantLeft bool
+	}{
+		{"not a ready manager of the formation: leave, join next pass", []string{"10.0.0.10:2377", "10.0.0.12:2377"}, true},
+		{"a recorded manager in error: left alone", []string{"10.0.0.10:2377", "10.0.0.11:2377", "10.0.0.12:2377"}, false},
+		{"no other manager recorded: left alone", nil, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			api := &errorStateAPI{state: swarm.LocalNodeStateError}
+			r := NewWithOptions(api, quiet(), Options{ReadyTimeout: time.Second, PollInterval: time.Millisecond})
+			s := &firstboot.State{Self: ms[1], Members: ms, Expected: 3, Formation: &firstboot.Formation{
+				SwarmID: "x", ManagerToken: "t", ManagerAddrs: c.managers}}
+			changed, err := r.Reconcile(context.Background(), s)
+			if api.left != c.wantLeft {
+				t.Fatalf("left = %v, want %v (changed %v, err %v)", api.left, c.wantLeft, changed, err)
+			}
+			if c.wantLeft && (err != nil || !changed) {
+				t.Errorf("Reconcile = %v, %v; want changed, no error", changed, err)
+			}
+			if !c.wantLeft && err == nil {
+				t.Errorf("a node left in error must report it")
+			}
+		})
+	}
+}
