@@ -6,11 +6,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"os/exec"
 	"testing"
 	"time"
 
+	"github.com/kiln-project/kiln/internal/testenv"
 	"github.com/kiln-project/kiln/lab/netns"
 )
 
@@ -19,24 +19,15 @@ import (
 // is the one asked for (a rule drops only the off-LAN source). Needs root (ip netns, nft). The address sits on
 // a bridge: these hosts have no dummy interfaces.
 func TestScanAndHTTPInNamespace(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: no namespaces")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for ip netns and nft")
-	}
+	ns := testenv.Namespace(t, "kiln-fscan")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ns := fmt.Sprintf("kiln-fscan%d", os.Getpid()%100000)
 	ip := func(args ...string) {
 		t.Helper()
 		if out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
 			t.Fatalf("ip %v: %v: %s", args, err, out)
 		}
 	}
-	ip("netns", "add", ns)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	ip("-n", ns, "link", "set", "lo", "up")
 	ip("-n", ns, "link", "add", "br0", "type", "bridge")
 	ip("-n", ns, "addr", "add", "10.77.0.11/24", "dev", "br0")
 	ip("-n", ns, "link", "set", "br0", "up")

@@ -2,18 +2,17 @@ package healing
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/kiln-project/kiln/internal/testenv"
 	"github.com/kiln-project/kiln/lab/netns"
 	"github.com/kiln-project/kiln/test/formation/testsvc/records"
 )
@@ -22,22 +21,9 @@ import (
 // (no VMs): records are acked only on 204, a window of 503s (a volume without quorum) counts as failures and
 // a stall, and every acked record is in the task's file. Needs root (ip netns).
 func TestServiceWriter(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: no namespaces")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for ip netns")
-	}
+	ns := testenv.Namespace(t, "kiln-hsw")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ns := fmt.Sprintf("kiln-hsw%d", os.Getpid()%100000)
-	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	if out, err := exec.CommandContext(ctx, "ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("lo up: %v: %s", err, out)
-	}
 	var ln net.Listener
 	if err := netns.Do(ns, func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:80"); return err }); err != nil {
 		t.Fatal(err)
@@ -65,6 +51,7 @@ func TestServiceWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	refusing.Store(false)
+	refused := time.Since(refusedAt)
 	if err := w.WaitAcked(ctx, 10); err != nil {
 		t.Fatal(err)
 	}
@@ -73,8 +60,9 @@ func TestServiceWriter(t *testing.T) {
 	if fails < 5 {
 		t.Errorf("%d failures, want the refused window's ≥ 5", fails)
 	}
-	if stall := w.LongestStall(refusedAt, time.Now()); stall < 5*20*time.Millisecond {
-		t.Errorf("longest stall %s, want at least the refused window", stall)
+	// No ack can land inside the refused window but for one request already past the check when it opened.
+	if stall := w.LongestStall(refusedAt, time.Now()); stall < refused/2 {
+		t.Errorf("longest stall %s, want about the refused window (%s)", stall, refused)
 	}
 	if !strings.HasSuffix(w.Source, "unit.*.log") {
 		t.Errorf("Source %q, want every task's file of the stream", w.Source)
