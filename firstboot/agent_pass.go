@@ -51,16 +51,14 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 	a.beat.Store(time.Now().UnixNano())
 	s := a.state()
 	results := make([]result, 0, len(a.recs))
-	for i, r := range a.recs {
+	for _, r := range a.recs {
 		if ctx.Err() != nil {
 			return false
 		}
-		if i > 0 {
-			// A reconciler can take minutes (gluster commands on a loaded node), and membership moves meanwhile:
-			// right after a boot the pass starts seeing only this node. Rendering the VRRP peers from that
-			// stale view made keepalived claim the VIP beside its holder after a lab power cut.
-			a.refreshMembers(s)
-		}
+		// Membership is read before each reconciler, not once per pass: a reconciler can take minutes (gluster
+		// commands on a loaded node), and right after a boot the pass starts seeing only this node. Rendering
+		// the VRRP peers from that stale view made keepalived claim the VIP beside its holder after a power cut.
+		a.refreshMembers(s)
 		results = append(results, a.run(ctx, r, s))
 		a.beat.Store(time.Now().UnixNano())
 	}
@@ -98,12 +96,11 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 	return settled
 }
 
-// state snapshots the membership, decision and formation into a fresh State.
+// state snapshots the decision and formation into a fresh State; pass adds the membership.
 func (a *agent) state() *State {
 	c := a.cfg.Cluster
 	s := &State{Expected: c.Size, ClusterName: c.Name, VIP: c.VIP, Interface: a.net.Interface, Subnet: a.net.Subnet,
 		ReplaceAfter: c.ReplaceAfter, LocalEpoch: a.epoch, Status: map[string]string{}}
-	a.refreshMembers(s)
 	a.mu.Lock()
 	if a.rec != nil {
 		f := a.rec.Formation
