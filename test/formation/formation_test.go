@@ -12,7 +12,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -311,33 +310,9 @@ func TestFormation(t *testing.T) {
 	})
 
 	step("service", func(t *testing.T) {
-		var wg sync.WaitGroup
-		for _, n := range nodes {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				id, err := formation.InstallTestsvc(ctx, l, n, svcTar.Bytes())
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				t.Logf("%s: imported %s as %s", n.Name(), id, formation.TestsvcImage)
-			}()
-		}
-		wg.Wait()
-		if t.Failed() {
-			t.FailNow()
-		}
-		if err := formation.CreateWebService(ctx, nodes[0]); err != nil {
-			t.Fatal(err)
-		}
 		sctx, scancel := context.WithTimeout(ctx, serviceTimeout)
 		defer scancel()
-		err := formation.Poll(sctx, pollEvery, "service web 3/3", func(ctx context.Context) (bool, string, error) {
-			ok, detail := formation.ServiceConverged(ctx, nodes[0], "web")
-			return ok, detail, nil
-		})
-		if err != nil {
+		if err := formation.DeployWeb(sctx, l, nodes, svcTar.Bytes()); err != nil {
 			ps, _ := formation.Exec(ctx, nodes[0], "docker", "service", "ps", "--no-trunc", "web")
 			t.Fatalf("%v\n%s", err, ps)
 		}
@@ -348,7 +323,7 @@ func TestFormation(t *testing.T) {
 		var served map[string]int
 		mctx, mcancel := context.WithTimeout(ctx, convergeTimeout)
 		defer mcancel()
-		err = formation.Poll(mctx, pollEvery, "every task serves through the VIP", func(ctx context.Context) (bool, string, error) {
+		err := formation.Poll(mctx, pollEvery, "every task serves through the VIP", func(ctx context.Context) (bool, string, error) {
 			served = map[string]int{}
 			for range 12 {
 				code, body, err := formation.HTTPGet(ctx, l.Namespace(), netip.Addr{}, vip, 80, "/", 10*time.Second)
