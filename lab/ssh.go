@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kiln-project/kiln/internal/run"
 	"github.com/kiln-project/kiln/lab/netns"
@@ -49,12 +51,7 @@ func (l *Lab) ssh(ctx context.Context, addr string, argv ...string) (ExecResult,
 		"-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=6"}
 	args = append(args, l.muxOptions()...)
 	args = append(args, "root@"+addr, "--")
-	// ssh hands the remote shell one string: quote each word so the node runs exactly argv.
-	quoted := make([]string, len(argv))
-	for i, a := range argv {
-		quoted[i] = shellQuote(a)
-	}
-	args = append(args, strings.Join(quoted, " "))
+	args = append(args, RemoteCommand(ctx, argv...))
 	out, err := netns.Exec(ctx, l.Namespace(), nil, args...)
 	if err == nil {
 		return ExecResult{Stdout: out}, nil
@@ -87,6 +84,39 @@ func (l *Lab) closeMux(ctx context.Context, addr string) {
 	// No master is the common case (exit 255, "Control socket connect … No such file"): nothing to do.
 	_, _ = netns.Exec(ctx, l.Namespace(), nil, args...)
 }
+
+// RemoteCommand is the one string ssh hands the node's shell so that it runs exactly argv, bounded by ctx's
+// deadline (RemoteBound).
+func RemoteCommand(ctx context.Context, argv ...string) string {
+	argv = append(RemoteBound(ctx), argv...)
+	quoted := make([]string, len(argv))
+	for i, a := range argv {
+		quoted[i] = shellQuote(a)
+	}
+	return strings.Join(quoted, " ")
+}
+
+// RemoteBound returns the argv prefix that bounds a command in a node by ctx's deadline (nil without one).
+//
+// Killing the local ssh when ctx ends does not stop the remote command: without a tty sshd sends it no
+// signal. A test polling `gluster volume heal data info` every minute on a loaded node piled up one more
+// CLI (and its glfsheal client) per poll, which kept the node's gluster answering nothing for 25 minutes
+// (docs/self-healing.md). coreutils timeout runs the command in its own process group and signals the whole
+// group, so the children go too; it ends a little before ctx so the node is clean when the caller gives up.
+func RemoteBound(ctx context.Context) []string {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return nil
+	}
+	secs := int(time.Until(dl).Seconds()) - remoteBoundMargin
+	if secs < 1 {
+		secs = 1
+	}
+	return []string{"timeout", "--kill-after=5", strconv.Itoa(secs)}
+}
+
+// remoteBoundMargin is how much earlier than the caller's deadline a remote command is stopped, in seconds.
+const remoteBoundMargin = 2
 
 // shellQuote makes s one word for a POSIX shell.
 func shellQuote(s string) string {

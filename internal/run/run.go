@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // Error is a failed command: what ran, how it ended, and the end of what it said.
@@ -27,6 +29,9 @@ func (e *Error) Unwrap() error { return e.Err }
 // stderrTail bounds how much of stderr an error carries: enough for the tool's own message, not a whole log.
 const stderrTail = 2048
 
+// waitDelay is how long Wait waits for output after the command was killed.
+const waitDelay = 5 * time.Second
+
 // Cmd runs name with args and returns its stdout.
 func Cmd(ctx context.Context, name string, args ...string) ([]byte, error) {
 	return CmdIn(ctx, nil, name, args...)
@@ -35,6 +40,13 @@ func Cmd(ctx context.Context, name string, args ...string) ([]byte, error) {
 // CmdIn is Cmd with stdin (nil for none).
 func CmdIn(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
 	c := exec.CommandContext(ctx, name, args...)
+	// When ctx ends, kill the command's whole process group, not only the command: `gluster volume heal … info`
+	// runs glfsheal, which held the stdout pipe open after the CLI was killed, so Wait (and the agent's pass
+	// with it) blocked until glfsheal finished on its own, and each timed-out call left one more behind.
+	// WaitDelay bounds the wait for a descendant that escaped the group.
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+	c.WaitDelay = waitDelay
 	var stdout, stderr bytes.Buffer
 	c.Stdout, c.Stderr = &stdout, &stderr
 	if stdin != nil {

@@ -45,7 +45,7 @@ func SSH(ctx context.Context, l *lab.Lab, addr string, stdin []byte, command str
 		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
 		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
 		"-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=6",
-		"root@"+addr, "--", command)
+		"root@"+addr, "--", lab.RemoteCommand(ctx, "sh", "-c", command))
 	if err != nil {
 		return out, fmt.Errorf("ssh %s: %s: %w", addr, command, err)
 	}
