@@ -235,9 +235,13 @@ func (g *CLI) Create(ctx context.Context, name string, replica int, bricks []str
 	return g.op(ctx, append(args, bricks...)...)
 }
 
-// Set sets a volume option; volume "all" sets a cluster-wide one.
-func (g *CLI) Set(ctx context.Context, volume, key, value string) error {
-	return g.op(ctx, "volume", "set", volume, key, value)
+// Set sets volume options in one transaction; volume "all" sets cluster-wide ones.
+func (g *CLI) Set(ctx context.Context, volume string, opts ...Option) error {
+	args := []string{"volume", "set", volume}
+	for _, o := range opts {
+		args = append(args, o.Key, o.Value)
+	}
+	return g.op(ctx, args...)
 }
 
 // Start starts the volume.

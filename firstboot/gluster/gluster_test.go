@@ -115,7 +115,7 @@ func TestPlan(t *testing.T) {
 			[]string{"create replica 3 " + brick(mA) + " " + brick(mB) + " " + brick(mC)}},
 		{"only two of three members: wait", st(mA, mA, mB), Observed{Peers: []Peer{peer(mB, true)}}, nil},
 		{"created: options then start", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Volume: &Volume{Status: "Created", Options: map[string]string{}}},
-			[]string{"set auth.allow 127.0.0.1,10.77.0.11,10.77.0.12,10.77.0.13", "set cluster.quorum-type auto", "set cluster.server-quorum-type server", "set network.ping-timeout 5", "start"}},
+			[]string{"set auth.allow 127.0.0.1,10.77.0.11,10.77.0.12,10.77.0.13 cluster.quorum-type auto cluster.server-quorum-type server network.ping-timeout 5", "start"}},
 		{"converged: nothing", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Volume: started}, nil},
 		{"follower b probes the coordinator back", st(mB, mA, mB, mC), Observed{Peers: []Peer{{Hostname: "kiln-a", Connected: true, State: "Peer in Cluster"}}}, []string{"probe 10.77.0.11"}},
 		{"follower c does not", st(mC, mA, mB, mC), Observed{Peers: []Peer{{Hostname: "kiln-a", Connected: true}}}, nil},
@@ -208,8 +208,8 @@ func (f *fakeGlusterd) run(_ context.Context, args ...string) ([]byte, error) {
 		f.created, f.opts = true, map[string]string{}
 		return []byte(ok), nil
 	case args[0] == "volume" && args[1] == "set":
-		if args[2] == "data" {
-			f.opts[args[3]] = args[4]
+		for i := 3; args[2] == "data" && i+1 < len(args); i += 2 {
+			f.opts[args[i]] = args[i+1]
 		}
 		return []byte(ok), nil
 	case args[0] == "volume" && args[1] == "heal" && len(args) == 4 && args[3] == "info":

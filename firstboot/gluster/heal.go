@@ -121,8 +121,7 @@ func RecoverPlan(self netip.Addr, vol *Volume, peers []Peer) ([]Action, error) {
 		return nil, fmt.Errorf("gluster: recover: this node (%s) holds no brick of %s; recover on a node that does", self, VolumeName)
 	}
 	acts := []Action{
-		{Kind: ActSet, Key: "cluster.server-quorum-type", Value: "none"},
-		{Kind: ActSet, Key: "cluster.quorum-type", Value: "none"},
+		{Kind: ActSet, Options: []Option{{"cluster.server-quorum-type", "none"}, {"cluster.quorum-type", "none"}}},
 	}
 	var others []string
 	for _, b := range vol.Bricks {

@@ -225,7 +225,7 @@ func TestRecoverPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "set cluster.server-quorum-type none; set cluster.quorum-type none; remove-brick replica 1 10.77.0.12:" + BrickPath +
+	want := "set cluster.server-quorum-type none cluster.quorum-type none; remove-brick replica 1 10.77.0.12:" + BrickPath +
 		" 10.77.0.13:" + BrickPath + " force; peer detach 10.77.0.12; peer detach 10.77.0.13"
 	if got := kinds(acts); got != want {
 		t.Errorf("RecoverPlan =\n %q\nwant\n %q", got, want)
