@@ -61,6 +61,14 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 		a.refreshMembers(s)
 		results = append(results, a.run(ctx, r, s))
 		a.beat.Store(time.Now().UnixNano())
+		if s.Announce != nil && s.Formation == nil {
+			// The swarm was just initialised: publish the record now rather than at the end of the pass. The
+			// joiners wait for its token, and the reconcilers after this one (gluster) pick their coordinator
+			// from it; on a loaded lab node the rest of the pass took 30 s, and gluster then spent the whole
+			// pass deferring to the wrong coordinator. takeAnnounce at the end still sends refreshes.
+			a.takeAnnounce(s)
+			s.Formation = a.formation()
+		}
 	}
 	if ctx.Err() != nil {
 		return false
@@ -101,15 +109,23 @@ func (a *agent) state() *State {
 	c := a.cfg.Cluster
 	s := &State{Expected: c.Size, ClusterName: c.Name, VIP: c.VIP, Interface: a.net.Interface, Subnet: a.net.Subnet,
 		ReplaceAfter: c.ReplaceAfter, LocalEpoch: a.epoch, Status: map[string]string{}}
+	s.Formation = a.formation()
 	a.mu.Lock()
-	if a.rec != nil {
-		f := a.rec.Formation
-		f.ManagerAddrs = append([]string(nil), f.ManagerAddrs...)
-		s.Formation = &f
-	}
 	s.Initialiser = a.el.Decided() == a.id
 	a.mu.Unlock()
 	return s
+}
+
+// formation returns a copy of the adopted formation record (nil before there is one).
+func (a *agent) formation() *Formation {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.rec == nil {
+		return nil
+	}
+	f := a.rec.Formation
+	f.ManagerAddrs = append([]string(nil), f.ManagerAddrs...)
+	return &f
 }
 
 // refreshMembers replaces the State's membership with discovery's current view; the rest of the State (what
@@ -189,7 +205,8 @@ func (a *agent) phase(s *State, results []result) status.Phase {
 			alive++
 		}
 	}
-	failed := false
+	// A reconciler that waits (State.Pending) is not done: the node is not ready, but nothing failed either.
+	failed := len(s.Pending) > 0
 	for _, r := range results {
 		failed = failed || r.err != nil
 	}

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -96,7 +97,7 @@ type orderCheck struct {
 func (o orderCheck) Name() string { return o.name }
 func (o orderCheck) Reconcile(ctx context.Context, s *State) (bool, error) {
 	o.mu.Lock()
-	*o.log = append(*o.log, fmt.Sprintf("%s(active=%v)", o.name, s.SwarmActive))
+	*o.log = append(*o.log, fmt.Sprintf("%s(active=%v formation=%v)", o.name, s.SwarmActive, s.Formation != nil))
 	if len(*o.log) > 50 {
 		*o.log = (*o.log)[len(*o.log)-50:]
 	}
@@ -332,8 +333,13 @@ func TestAgentsFormOneSwarm(t *testing.T) {
 	c.orderMu.Lock()
 	order := strings.Join(c.order, " ")
 	c.orderMu.Unlock()
-	if !strings.Contains(order, "firewall(active=false) gluster(active=true)") {
+	if !regexp.MustCompile(`firewall\(active=false formation=\w+\) gluster\(active=true`).MatchString(order) {
 		t.Errorf("reconcilers did not run in order firewall, swarm, gluster with State passed along: %s", order)
+	}
+	// The initialiser publishes the record as soon as the swarm reconciler announces it, so gluster in the
+	// same pass already sees it: no reconciler after the swarm ever runs on an active swarm without one.
+	if strings.Contains(order, "gluster(active=true formation=false)") {
+		t.Errorf("gluster ran on an active swarm before the formation record existed: %s", order)
 	}
 
 	// A member crash shows as degraded on the others; its return makes them ready again.

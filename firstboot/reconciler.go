@@ -41,6 +41,11 @@ type State struct {
 	Initialiser bool
 	// Status collects what reconcilers report, for `kiln-firstboot status`.
 	Status map[string]string
+	// Pending is output: a reconciler that is not done but not failing either (waiting for the swarm, for
+	// a volume another node creates) names what it waits for, so the node does not report ready meanwhile.
+	// (A gluster reconciler waiting for its volume once returned no error and no change, and the node
+	// reported ready minutes before /var/data was mounted.)
+	Pending map[string]string
 	// ReplaceAfter is how long a member must be gone before an alive newcomer may take its place
 	// (config cluster.replaceAfter).
 	ReplaceAfter time.Duration
@@ -62,6 +67,18 @@ type State struct {
 	// (member.NoSwarmNode when inactive, "" when dockerd did not answer). The agent gossips it, so managers
 	// can tell this node's live entry from a stale one left by a previous install on the same machine.
 	SwarmNode string
+}
+
+// Wait records that reconciler name is not done and what it waits for (State.Pending); the same text goes to
+// its status line.
+func (s *State) Wait(name, what string) {
+	if s.Pending == nil {
+		s.Pending = map[string]string{}
+	}
+	if s.Status == nil {
+		s.Status = map[string]string{}
+	}
+	s.Pending[name], s.Status[name] = what, what
 }
 
 // Formation is what the initialiser announces once the swarm exists.

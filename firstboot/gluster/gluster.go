@@ -250,7 +250,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		return false, fmt.Errorf("gluster: brick directory: %w", err)
 	}
 	if !s.SwarmActive {
-		status(s, "waiting for swarm")
+		s.Wait("gluster", "waiting for swarm")
 		return false, nil
 	}
 	changed, rejoining, err := r.selfRepair(ctx, s)
@@ -260,7 +260,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	if rejoining {
 		// Until this glusterd is back in its old pool, forming would mean creating a second pool (and, on
 		// a coordinator, a second volume): wait for the next pass.
-		status(s, "reimaged: rejoining the pool as "+s.Formation.GlusterPeers[s.Self.Addr.String()])
+		s.Wait("gluster", "reimaged: rejoining the pool as "+s.Formation.GlusterPeers[s.Self.Addr.String()])
 		return changed, nil
 	}
 	var obs Observed
@@ -301,7 +301,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		r.clusterOptionsSet = true
 	}
 	if obs.Volume == nil || obs.Volume.Status != "Started" {
-		status(s, fmt.Sprintf("forming: %d peers, volume not started", len(obs.Peers)))
+		s.Wait("gluster", fmt.Sprintf("forming: %d peers, volume not started", len(obs.Peers)))
 		return changed, nil
 	}
 	healed, health, err := r.heal(ctx, s, obs)

@@ -155,7 +155,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 			if err := r.cli.SwarmLeave(ctx, true); err != nil {
 				return false, fmt.Errorf("swarm: leave after failed join: %w", err)
 			}
-			status(s, "swarm: left after a failed join, joining again")
+			s.Wait("swarm", "left after a failed join, joining again")
 			return true, nil
 		}
 		status(s, "swarm: "+string(info.LocalNodeState)+" "+info.Error)
@@ -202,7 +202,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		}
 		s.SwarmActive = true
 		if Role(s.Self.ID, s.Members, s.Expected) == swarm.NodeRoleManager {
-			status(s, "worker "+info.NodeID+", awaiting promotion to manager")
+			s.Wait("swarm", "worker "+info.NodeID+", awaiting promotion to manager")
 		} else {
 			status(s, "worker "+info.NodeID)
 		}
@@ -215,7 +215,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	}
 	if s.Formation == nil && !s.Initialiser {
 		// An active swarm nobody agreed on (left over on this disk?): never advertise it as the cluster's.
-		status(s, fmt.Sprintf("manager %s in swarm %s, which no formation names; not announcing or promoting", info.NodeID, clusterID(info)))
+		s.Wait("swarm", fmt.Sprintf("manager %s in swarm %s, which no formation names; not announcing or promoting", info.NodeID, clusterID(info)))
 		return changed, nil
 	}
 	s.SwarmActive = true
@@ -264,14 +264,14 @@ func (r *Reconciler) form(ctx context.Context, s *firstboot.State) (bool, error)
 	listen := net.JoinHostPort(addr, strconv.Itoa(Port))
 	if s.Formation == nil {
 		if !s.Initialiser {
-			status(s, "waiting for formation")
+			s.Wait("swarm", "waiting for formation")
 			return false, nil
 		}
 		for _, m := range s.Members {
 			if m.ID != s.Self.ID && m.Alive && m.SwarmNode != "" && m.SwarmNode != member.NoSwarmNode {
 				// A member is already in a swarm: this initialiser was reimaged (its formation record is
 				// gone with /var) and must join that swarm once the record arrives, never init another.
-				status(s, "waiting for the formation record: member "+m.ID+" is already in a swarm")
+				s.Wait("swarm", "waiting for the formation record: member "+m.ID+" is already in a swarm")
 				return false, nil
 			}
 		}

@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kiln-project/kiln/firstboot/status"
 	"github.com/kiln-project/kiln/lab"
 	"github.com/kiln-project/kiln/test/formation"
 )
@@ -105,15 +107,26 @@ func plainBoot(ctx context.Context, img string, n int, timeout time.Duration, ro
 	}
 	r := &plainResult{ssh: ssh, multiUser: map[string]time.Duration{}, phases: map[string]string{}}
 	for _, node := range ns {
-		at, err := formation.UnitActiveAt(ctx, node, "multi-user.target")
+		// ssh answers before multi-user.target is reached (its timestamp reads 0 until then): wait for it.
+		var at time.Time
+		err := formation.Poll(ctx, time.Second, node.Name()+" multi-user.target", func(ctx context.Context) (bool, string, error) {
+			var err error
+			if at, err = formation.UnitActiveAt(ctx, node, "multi-user.target"); err != nil {
+				return false, err.Error(), nil
+			}
+			return !at.IsZero(), "not reached", nil
+		})
 		if err != nil {
 			return nil, err
 		}
 		r.multiUser[node.Name()] = at.Sub(up)
-		if s, err := formation.AgentStatus(ctx, node); err == nil {
-			r.phases[node.Name()] = string(s.Phase)
-		} else {
-			r.phases[node.Name()] = "?"
+		// Without a config the agent reports an error phase and status exits non-zero: read it anyway.
+		r.phases[node.Name()] = "?"
+		if res, err := node.Exec(ctx, "kiln-firstboot", "status", "--json"); err == nil {
+			var st status.Status
+			if json.Unmarshal(res.Stdout, &st) == nil {
+				r.phases[node.Name()] = string(st.Phase)
+			}
 		}
 	}
 	return r, l.Down(ctx)
