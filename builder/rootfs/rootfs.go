@@ -97,14 +97,19 @@ func (st *Stage) Inputs(context.Context) (map[string]string, error) {
 		return nil, fmt.Errorf("packages: hash initramfs files: %w", err)
 	}
 	d := st.spec.Distribution
-	return map[string]string{
+	in := map[string]string{
 		"suite":        d.Suite,
 		"architecture": d.Architecture,
 		"sources":      strings.Join(st.sources(), "\n"),
 		"packages":     strings.Join(st.packages(), " "),
 		"initramfs":    files,
 		"hooks":        sha256Hex([]byte(essentialScript + customizeScript)),
-	}, nil
+	}
+	if len(st.spec.Exclude) > 0 {
+		// Only when set: a spec without excludes keeps the key (and the cache entry) it had before the field.
+		in["exclude"] = strings.Join(st.spec.Exclude, "\n")
+	}
+	return in, nil
 }
 
 // packages is the sorted, de-duplicated install set: the spec's packages and firmware plus bootPackages.
@@ -178,6 +183,9 @@ func (st *Stage) Run(ctx context.Context, env *builder.Env, dir string) error {
 		fmt.Sprintf(`--essential-hook=sh %q "$1"`, essential),
 		fmt.Sprintf(`--customize-hook=sh %q "$1"`, customize),
 		"--hook-dir=/usr/share/mmdebstrap/hooks/eatmydata",
+	}
+	for _, x := range st.spec.Exclude {
+		args = append(args, "--dpkgopt=path-exclude="+x)
 	}
 	if st.spec.Distribution.Snapshot != "" {
 		// Snapshots' Release files are past their Valid-Until date by design.

@@ -35,6 +35,14 @@ func TestInputs(t *testing.T) {
 	if !strings.Contains(in2["sources"], "snapshot.debian.org/archive/debian/20250520T000000Z bookworm") {
 		t.Errorf("snapshot sources:\n%s", in2["sources"])
 	}
+	// exclude joins the key only when set, so specs without it keep their cached packages stage.
+	if _, ok := in["exclude"]; ok {
+		t.Errorf("exclude input present without excludes: %q", in["exclude"])
+	}
+	s.Exclude = []string{"/usr/lib/x86_64-linux-gnu/glusterfs/gsyncd"}
+	if in3, _ := New(s).Inputs(context.Background()); in3["exclude"] != s.Exclude[0] {
+		t.Errorf("exclude input %q, want %q", in3["exclude"], s.Exclude[0])
+	}
 	if in2["initramfs"] != in["initramfs"] || len(in["initramfs"]) != 64 {
 		t.Errorf("initramfs hash unstable or malformed: %q %q", in["initramfs"], in2["initramfs"])
 	}

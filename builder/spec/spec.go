@@ -13,6 +13,10 @@ type Spec struct {
 	Packages []string `yaml:"packages" json:"packages" jsonschema:"required,minItems=1"`
 	// Firmware packages come from the non-free-firmware component; kept apart so they can be dropped for VMs.
 	Firmware []string `yaml:"firmware,omitempty" json:"firmware,omitempty"`
+	// Exclude are path globs dpkg never unpacks (dpkg --path-exclude), for package files the image must
+	// not have: images/node.yaml drops gluster's geo-replication helper, which glusterd otherwise runs two
+	// dozen times at every start. Absolute paths; * ? [ ] as in dpkg.
+	Exclude []string `yaml:"exclude,omitempty" json:"exclude,omitempty"`
 	// Overlays are directory trees (relative to the spec file) copied over the root in the node layer, in order.
 	Overlays []string `yaml:"overlays,omitempty" json:"overlays,omitempty"`
 	// Butane is a Butane file (relative to the spec) translated at build time to Ignition and applied at boot.

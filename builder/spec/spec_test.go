@@ -106,6 +106,8 @@ func TestLoadErrors(t *testing.T) {
 			[]string{`@F: disk.compression: "gzip" is not one of zstd, xz`}},
 		{"cmdline", [2]string{"butane: test.bu", "butane: test.bu\nkernel: {cmdline: ['', 'a b', boot=x]}"}, "",
 			[]string{"@F: kernel.cmdline[0]: empty argument", "@F: kernel.cmdline[1]", "@F: kernel.cmdline[2]"}},
+		{"exclude", [2]string{"butane: test.bu", "butane: test.bu\nexclude: [/usr/share/doc/*, usr/lib/x, /*, '/a b']"}, "",
+			[]string{`@F: exclude[1]: "usr/lib/x" must be an absolute path glob`, `@F: exclude[2]: "/*"`, `@F: exclude[3]: "/a b"`}},
 		{"two documents", [2]string{"butane: test.bu", "butane: test.bu\n---\nname: other"}, "",
 			[]string{"@F: line 8: more than one YAML document"}},
 		// Butane problems name the Butane file with line and column.

@@ -107,6 +107,13 @@ func (s *Spec) Validate() error {
 		}
 	}
 
+	for i, x := range s.Exclude {
+		// A relative or empty glob matches nothing dpkg unpacks (its paths are absolute), so it is a typo.
+		if !strings.HasPrefix(x, "/") || strings.ContainsAny(x, " \t\n") || x == "/" || strings.HasPrefix(x, "/*") {
+			v.add(fmt.Sprintf("exclude[%d]", i), "%q must be an absolute path glob below / (no spaces), e.g. /usr/share/doc/*", x)
+		}
+	}
+
 	for i, o := range s.Overlays {
 		v.path(fmt.Sprintf("overlays[%d]", i), o, s.Path(o), true)
 	}
