@@ -59,9 +59,10 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 		// commands on a loaded node), and right after a boot the pass starts seeing only this node. Rendering
 		// the VRRP peers from that stale view made keepalived claim the VIP beside its holder after a power cut.
 		a.refreshMembers(s)
+		announced := s.Announce != nil
 		results = append(results, a.run(ctx, r, s))
 		a.beat.Store(time.Now().UnixNano())
-		if s.Announce != nil && s.Formation == nil {
+		if !announced && s.Announce != nil && s.Formation == nil && s.Initialiser {
 			// The swarm was just initialised: publish the record now rather than at the end of the pass. The
 			// joiners wait for its token, and the reconcilers after this one (gluster) pick their coordinator
 			// from it; on a loaded lab node the rest of the pass took 30 s, and gluster then spent the whole
