@@ -2,6 +2,7 @@ package vrrp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -26,6 +27,14 @@ const (
 	Rise = 2
 )
 
+// FallSlow is Fall for checks that only timed out. A raft leader election or a manager catching up stalls
+// the swarm API on every manager at once: when a member came back after a power-off, both survivors' checks
+// timed out for ~15 s together, both released the VIP, and it landed wherever dockerd answered first (the
+// node-loss scenario saw it move although nothing was wrong with its holder). A timeout proves nothing about
+// quorum; an answer that says "no leader" does, and still flips after Fall. Eight timeouts in a row (about
+// 40 s) is a node that cannot serve.
+const FallSlow = 8
+
 // HealthReporter keeps HealthFile in step with Healthy: "0" healthy, "1" not. It writes only on a change
 // (keepalived re-reads on every inotify event) and logs each change with its reason.
 type HealthReporter struct {
@@ -36,8 +45,10 @@ type HealthReporter struct {
 	// Check is Healthy unless a test replaces it.
 	Check func(ctx context.Context, cli InfoAPI) error
 	last  string
-	// streak counts the checks in a row whose verdict differs from last.
+	// streak counts the checks in a row whose verdict differs from last; slow reports whether every failed
+	// check in it only timed out.
 	streak int
+	slow   bool
 }
 
 // Run checks every HealthInterval until ctx ends, then marks the node unhealthy: an agent that is not running
@@ -81,9 +92,17 @@ func (h *HealthReporter) Once(ctx context.Context) {
 		return
 	}
 	if h.last != "" {
+		timedOut := errors.Is(err, context.DeadlineExceeded)
+		if h.streak == 0 {
+			h.slow = timedOut
+		}
+		h.slow = h.slow && timedOut
 		h.streak++
 		need := Rise
-		if v == "1" {
+		switch {
+		case v == "1" && h.slow:
+			need = FallSlow
+		case v == "1":
 			need = Fall
 		}
 		if h.streak < need {

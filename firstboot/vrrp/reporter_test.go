@@ -3,11 +3,52 @@ package vrrp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
 )
+
+// Checks that only time out (a swarm API stalled by a raft election, on every manager at once) take FallSlow
+// checks in a row to flip; one explicit failure among them makes it Fall again.
+func TestHealthReporterTimeoutsNeedLonger(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vrrp-health")
+	var verdict error
+	h := &HealthReporter{Path: path, Log: slog.New(slog.DiscardHandler),
+		Check: func(context.Context, InfoAPI) error { return verdict }}
+	read := func() string { b, _ := os.ReadFile(path); return string(b) }
+	h.Once(context.Background())
+	verdict = fmt.Errorf("health: Get /v1.41/swarm: %w", context.DeadlineExceeded)
+	for i := 1; i < FallSlow; i++ {
+		h.Once(context.Background())
+		if got := read(); got != "0\n" {
+			t.Fatalf("after %d timed-out checks: file %q, want still 0", i, got)
+		}
+	}
+	h.Once(context.Background())
+	if got := read(); got != "1\n" {
+		t.Fatalf("after %d timed-out checks in a row: file %q, want 1", FallSlow, got)
+	}
+
+	h = &HealthReporter{Path: path, Log: slog.New(slog.DiscardHandler),
+		Check: func(context.Context, InfoAPI) error { return verdict }}
+	verdict = nil
+	h.Once(context.Background())
+	verdict = fmt.Errorf("health: %w", context.DeadlineExceeded)
+	h.Once(context.Background())
+	verdict = errors.New("health: The swarm does not have a leader")
+	for i := 2; i < Fall; i++ {
+		h.Once(context.Background())
+	}
+	if got := read(); got != "0\n" {
+		t.Fatalf("flipped before %d checks: file %q", Fall, got)
+	}
+	h.Once(context.Background())
+	if got := read(); got != "1\n" {
+		t.Fatalf("a timeout then explicit failures, %d in a row: file %q, want 1", Fall, got)
+	}
+}
 
 // TestHealthReporter: the file follows the check ("0" healthy, "1" not), is rewritten only on a change, and
 // says unhealthy once the reporter stops.

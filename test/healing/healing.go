@@ -284,10 +284,28 @@ func CountEntries(out string) (total int, unknown bool) {
 }
 
 // Healed is the end state every scenario must reach: on node `from`, 3 Ready managers and no other swarm
-// entries; 3 bricks online; no pending heal and no split-brain entries; and exactly one VIP holder among
-// nodes. It returns a description of what is still missing ("" when healed).
+// entries; 3 bricks online; no pending heal and no split-brain entries; exactly one VIP holder among nodes;
+// and on every node the agent reports ready and /var/data is the gluster mount. It returns a description of
+// what is still missing ("" when healed).
+//
+// The per-node part came from a run where glusterd, now quick to start, had every brick online and no heal
+// pending 4 min after a node's restart while that node's agent was still in its first pass: its /var/data
+// was the bare directory, and the records read there were missing.
 func Healed(ctx context.Context, from *lab.Node, nodes []*lab.Node, vip string) (string, error) {
 	var missing []string
+	for _, n := range nodes {
+		st, err := formation.AgentStatus(ctx, n)
+		if err != nil {
+			return "", err
+		}
+		if !formation.Formed(st) {
+			missing = append(missing, fmt.Sprintf("%s agent %s", n.Name(), st.Phase))
+		}
+		// findmnt exits 1 with no output when /var/data is not a mount point.
+		if fs, _ := formation.Exec(ctx, n, "findmnt", "-n", "-o", "FSTYPE", "/var/data"); fs != "fuse.glusterfs" {
+			missing = append(missing, fmt.Sprintf("%s /var/data is %q, not the gluster mount", n.Name(), fs))
+		}
+	}
 	sns, err := formation.SwarmNodes(ctx, from)
 	if err != nil {
 		return "", err
