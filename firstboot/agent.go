@@ -145,7 +145,10 @@ type agent struct {
 
 	// Reconcile-loop-only state.
 	swarmNode string // last observed swarm node ID of this node, gossiped in metadata
-	epoch     int    // formation epoch this node was last ready in (epochFile)
+	// metaPhase and metaVIP are what the last publishMeta said (republishMeta repeats them).
+	metaPhase status.Phase
+	metaVIP   bool
+	epoch     int // formation epoch this node was last ready in (epochFile)
 	everReady bool
 	lastErr   string
 	lastErrAt time.Time

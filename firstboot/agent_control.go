@@ -323,9 +323,22 @@ func (a *agent) broadcastRecord(r *record) {
 	}
 }
 
+// republishMeta gossips the metadata again with what changed mid-pass (the swarm node, the record), keeping
+// the phase and VIP flag of the last full publication.
+func (a *agent) republishMeta() {
+	a.mu.Lock()
+	phase, holds := a.metaPhase, a.metaVIP
+	a.mu.Unlock()
+	if phase == "" {
+		phase = status.PhaseForming
+	}
+	a.publishMeta(phase, holds)
+}
+
 // publishMeta gossips this node's phase, what it knows of the formation, and whether it holds the VIP.
 func (a *agent) publishMeta(phase status.Phase, holdsVIP bool) {
 	a.mu.Lock()
+	a.metaPhase, a.metaVIP = phase, holdsVIP
 	m := discovery.Meta{Phase: string(phase), Initialiser: a.el.Decided(), VIP: holdsVIP, SwarmNode: a.swarmNode}
 	if a.rec != nil {
 		m.SwarmID = a.rec.SwarmID

@@ -67,6 +67,14 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 			// joiners wait for its token, and the reconcilers after this one (gluster) pick their coordinator
 			// from it; on a loaded lab node the rest of the pass took 30 s, and gluster then spent the whole
 			// pass deferring to the wrong coordinator. takeAnnounce at the end still sends refreshes.
+			//
+			// The gossip must carry this node's swarm node before anyone can join: a joiner that became leader
+			// while the founder still advertised "no swarm node" took the founder's entry for a reimaged
+			// node's leftover and removed it (lab, session 5). So the swarm node goes out first.
+			if s.SwarmNode != "" {
+				a.swarmNode = s.SwarmNode
+			}
+			a.republishMeta()
 			a.takeAnnounce(s)
 			s.Formation = a.formation()
 		}

@@ -84,9 +84,9 @@ type CleanupInput struct {
 
 // PlanCleanup is the pure decision behind self-healing of the node list, run on the leader:
 //
-//   - stale entry: its hostname belongs to an alive member that reports another swarm node ID (or none):
-//     the member was reimaged and this entry is its previous install. It is not Ready (one dockerd has one
-//     node ID), so it goes at once.
+//   - stale entry: its hostname belongs to an alive member that reports another swarm node ID (or none),
+//     and the entry is Down and, for a manager, unreachable: the member was reimaged and this entry is its
+//     previous install. It goes at once.
 //   - gone for good: Down for ReplaceAfter and no alive member has its hostname. A worker entry goes; a
 //     manager entry only when an alive member waits as a Ready worker for the seat (remove first, then the
 //     leader promotes the newcomer): removing it without a successor gains nothing.
@@ -123,6 +123,13 @@ func PlanCleanup(in CleanupInput) []Cleanup {
 		if m, ok := alive[host]; ok {
 			if m.SwarmNode == "" || m.SwarmNode == n.ID {
 				continue // the member itself (rebooting), or not reported yet
+			}
+			if n.Status.State != swarm.NodeStateDown || (n.ManagerStatus != nil && n.ManagerStatus.Reachability == swarm.ReachabilityReachable) {
+				// Gossip can lag the swarm: the initialiser, busy right after `swarm init`, still advertised "no
+				// swarm node" when a joiner became leader and saw its entry in state unknown; this rule then
+				// removed the swarm's founder (lab, session 5). A reimaged machine's old dockerd is gone for
+				// good, so its entry goes Down and unreachable: wait for that.
+				continue
 			}
 			reason = fmt.Sprintf("stale entry: member %s with this hostname is alive as swarm node %s (reimaged)", m.ID, m.SwarmNode)
 		} else {

@@ -36,6 +36,8 @@ func TestPlanCleanup(t *testing.T) {
 	cGone := cDemoted
 	cGone.ManagerStatus = nil
 	c2Worker := node("C2", "kiln-c", swarm.NodeRoleWorker, swarm.NodeStateReady)
+	cBusy := node("C", "kiln-c", swarm.NodeRoleManager, swarm.NodeStateUnknown)
+	cBusy.ManagerStatus.Reachability = swarm.ReachabilityReachable
 	dWorker := node("D", "kiln-d", swarm.NodeRoleWorker, swarm.NodeStateReady)
 
 	long := map[string]time.Time{"C": t0.Add(-11 * time.Minute)}
@@ -56,6 +58,8 @@ func TestPlanCleanup(t *testing.T) {
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "")}, long, nil},
 		{"reimaged, in no swarm yet: stale manager entry demoted at once", []swarm.Node{leader, b, cDown},
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, member.NoSwarmNode)}, short, []string{"demote C"}},
+		{"founder busy after init, gossip still says no swarm node, entry unknown and reachable: keep", []swarm.Node{leader, b, cBusy},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, member.NoSwarmNode)}, short, nil},
 		{"reimaged, joined as worker C2: stale entry demoted", []swarm.Node{leader, b, cDown, c2Worker},
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C2")}, short, []string{"demote C"}},
 		{"demoted, still in raft: wait", []swarm.Node{leader, b, cDemoted, c2Worker},
