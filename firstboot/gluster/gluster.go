@@ -80,7 +80,8 @@ type Action struct {
 	// Options are set in one `volume set` (one cluster-wide transaction: each costs ~20 s on a loaded TCG
 	// lab node, so four separate ones delayed formation by a minute).
 	Options []Option
-	Value   string
+	// Value is the action's one argument: the UUID to adopt, the volume id of a brick to prepare, the epoch.
+	Value string
 	// Pool is the pool's address → glusterd UUID map without this node (adopt-uuid).
 	Pool map[string]string
 }
