@@ -15,9 +15,12 @@ import (
 func TestHealthReporterTimeoutsNeedLonger(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "vrrp-health")
 	var verdict error
-	h := &HealthReporter{Path: path, Log: slog.New(slog.DiscardHandler),
-		Check: func(context.Context, InfoAPI) error { return verdict }}
+	reporter := func() *HealthReporter {
+		return &HealthReporter{Path: path, Log: slog.New(slog.DiscardHandler),
+			Check: func(context.Context, InfoAPI) error { return verdict }}
+	}
 	read := func() string { b, _ := os.ReadFile(path); return string(b) }
+	h := reporter()
 	h.Once(context.Background())
 	verdict = fmt.Errorf("health: Get /v1.41/swarm: %w", context.DeadlineExceeded)
 	for i := 1; i < FallSlow; i++ {
@@ -31,8 +34,7 @@ func TestHealthReporterTimeoutsNeedLonger(t *testing.T) {
 		t.Fatalf("after %d timed-out checks in a row: file %q, want 1", FallSlow, got)
 	}
 
-	h = &HealthReporter{Path: path, Log: slog.New(slog.DiscardHandler),
-		Check: func(context.Context, InfoAPI) error { return verdict }}
+	h = reporter()
 	verdict = nil
 	h.Once(context.Background())
 	verdict = fmt.Errorf("health: %w", context.DeadlineExceeded)
