@@ -10,8 +10,9 @@ import (
 	"time"
 )
 
-// statusProbeTimeout bounds the ssh round trip of one node's status.
-const statusProbeTimeout = 15 * time.Second
+// statusProbeTimeout bounds the ssh round trip of one node's status: a new connection's handshake may take
+// up to sshConnectTimeout on a loaded TCG guest, then the agent's status command runs.
+const statusProbeTimeout = sshConnectTimeout*time.Second + 10*time.Second
 
 // NodeStatus is what `kiln lab status` shows for a node.
 type NodeStatus struct {
@@ -61,8 +62,12 @@ func (l *Lab) probeAgent(ctx context.Context, addr string, s *NodeStatus) {
 	defer cancel()
 	res, err := l.ssh(ctx, addr, "kiln-firstboot", "status", "--json")
 	switch {
-	case errors.Is(err, ErrUnreachable) || err != nil:
-		s.AgentError = "unreachable"
+	case errors.Is(err, ErrUnreachable):
+		// Refused or timed out: not booted yet, or cut off. ssh's own words say which.
+		s.AgentError = "unreachable: " + strings.TrimSpace(res.Stderr)
+		return
+	case err != nil:
+		s.AgentError = err.Error()
 		return
 	case res.ExitCode == 127:
 		s.Booted, s.AgentError = true, "kiln-firstboot not installed"
