@@ -229,7 +229,17 @@ type Reconciler struct {
 	// since when (clearFailedCreate's grace).
 	orphanID    string
 	orphanSince time.Time
+	// createFailed is when this coordinator's last `volume create` failed (see createRetryAfter).
+	createFailed time.Time
 }
+
+// createRetryAfter is how long a coordinator waits after a failed `volume create` before it tries again. A
+// failed create leaves volume-id marks on every brick whose staging passed, and the next create fails on
+// exactly those ("… is already part of a volume") while marking the others: retried every pass, the
+// followers' marks are never all cleared at once and formation livelocks (seen in the lab: 20 failed
+// creates in 5 minutes). Followers clear a mark after orphanGrace at their next pass, so the wait covers the
+// grace and two slow passes.
+const createRetryAfter = orphanGrace + 2*time.Minute
 
 // New returns the gluster reconciler. root prefixes the paths it writes ("" on a node; a temp dir in tests).
 func New(cli *CLI, systemd sdunit.Manager, root string, log *slog.Logger) *Reconciler {
@@ -245,8 +255,9 @@ const maxRounds = 5
 // Reconcile runs after the swarm is verified: it converges the pool and volume (coordinator), then mounts.
 func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, error) {
 	// The brick's parent must exist before the coordinator creates the volume (glusterd creates only the
-	// last path component; staging fails with ENOENT otherwise); every node makes its own, from its first
-	// pass on, long before anyone probes it (found with real glusterds: glusterd_test.go).
+	// last path component; staging fails with ENOENT otherwise: glusterd_test.go). On a node the image's
+	// tmpfiles.d makes it at boot, before glusterd answers a probe: this pass can come minutes later on a
+	// slow node (seen in the lab). Made here too for hosts without that file and for tests.
 	if err := os.MkdirAll(filepath.Join(r.root, filepath.Dir(BrickPath)), 0o755); err != nil {
 		return false, fmt.Errorf("gluster: brick directory: %w", err)
 	}
@@ -265,6 +276,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		return changed, nil
 	}
 	var obs Observed
+	var backoff string // why a create is held back, for status
 	for round := 0; ; round++ {
 		var err error
 		if obs, err = r.observe(ctx); err != nil {
@@ -279,6 +291,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 			r.orphanID = ""
 		}
 		acts := Plan(s, obs)
+		if wait := r.createFailed.Add(createRetryAfter).Sub(r.now()); wait > 0 {
+			acts = slices.DeleteFunc(acts, func(a Action) bool { return a.Kind == ActCreate })
+			backoff = fmt.Sprintf("volume create failed at %s: retrying in %s, once the bricks are clear of its marks",
+				r.createFailed.UTC().Format(time.RFC3339), wait.Round(time.Second))
+		}
 		if len(acts) == 0 {
 			break
 		}
@@ -288,6 +305,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		for _, a := range acts {
 			r.log.Info("gluster: "+a.String(), "volume", VolumeName)
 			if err := r.act(ctx, a); err != nil {
+				if a.Kind == ActCreate {
+					r.createFailed = r.now()
+				}
 				return changed, err
 			}
 			changed = true
@@ -300,6 +320,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 			}
 		}
 		r.clusterOptionsSet = true
+	}
+	if obs.Volume == nil && backoff != "" {
+		s.Wait("gluster", backoff)
+		return changed, nil
 	}
 	if obs.Volume == nil || obs.Volume.Status != "Started" {
 		s.Wait("gluster", fmt.Sprintf("forming: %d peers, volume not started", len(obs.Peers)))

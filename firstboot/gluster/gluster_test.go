@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kiln-project/kiln/firstboot"
 	"github.com/kiln-project/kiln/firstboot/member"
@@ -172,6 +173,8 @@ type fakeGlusterd struct {
 	started bool
 	opts    map[string]string
 	ran     []string
+	// failCreates makes that many `volume create` calls fail the way a marked brick does.
+	failCreates int
 }
 
 func (f *fakeGlusterd) run(_ context.Context, args ...string) ([]byte, error) {
@@ -204,6 +207,9 @@ func (f *fakeGlusterd) run(_ context.Context, args ...string) ([]byte, error) {
 		}
 		b.WriteString(`</options></volume></volumes></volInfo></cliOutput>`)
 		return []byte(b.String()), nil
+	case args[0] == "volume" && args[1] == "create" && f.failCreates > 0:
+		f.failCreates--
+		return []byte(`<cliOutput><opRet>-1</opRet><opErrno>30800</opErrno><opErrstr>Staging failed on 10.77.0.13. Error: /var/lib/kiln/bricks/data/brick is already part of a volume</opErrstr></cliOutput>`), nil
 	case args[0] == "volume" && args[1] == "create":
 		f.created, f.opts = true, map[string]string{}
 		return []byte(ok), nil
@@ -285,5 +291,51 @@ func TestReconcileFormsAndMountsThenIsIdempotent(t *testing.T) {
 				t.Errorf("pass %d ran %q", i, c)
 			}
 		}
+	}
+}
+
+// TestReconcileBacksOffAfterFailedCreate: after a failed create the coordinator does not retry on every pass
+// (each retry would re-mark the bricks the followers are clearing) but waits createRetryAfter, says so in
+// status, and then forms.
+func TestReconcileBacksOffAfterFailedCreate(t *testing.T) {
+	g := &fakeGlusterd{failCreates: 1}
+	sd := &fakeSystemd{active: map[string]bool{}}
+	r := New(NewCLI(g.run), sd, t.TempDir(), slog.New(slog.DiscardHandler))
+	now := time.Unix(1000, 0)
+	r.now = func() time.Time { return now }
+	s := st(mA, mA, mB, mC)
+	s.SwarmActive = true
+	creates := func() int {
+		n := 0
+		for _, c := range g.ran {
+			if strings.HasPrefix(c, "volume create") {
+				n++
+			}
+		}
+		return n
+	}
+
+	if _, err := r.Reconcile(context.Background(), s); err == nil || !strings.Contains(err.Error(), "already part of a volume") {
+		t.Fatalf("first pass: err %v, want the staging failure", err)
+	}
+	for _, d := range []time.Duration{5 * time.Second, createRetryAfter - 6*time.Second} {
+		now = now.Add(d)
+		s.Pending, s.Status = nil, nil
+		if _, err := r.Reconcile(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+		if n := creates(); n != 1 {
+			t.Fatalf("%s after the failure: %d creates, want no retry yet", d, n)
+		}
+		if w := s.Pending["gluster"]; !strings.Contains(w, "volume create failed at") {
+			t.Fatalf("pending %q, want the back-off named", w)
+		}
+	}
+	now = now.Add(2 * time.Second)
+	if _, err := r.Reconcile(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if n := creates(); n != 2 || !g.started {
+		t.Fatalf("after the back-off: %d creates, started %v; want the retry to form", n, g.started)
 	}
 }
