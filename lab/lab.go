@@ -40,6 +40,10 @@ type Options struct {
 	CPUs int
 	// DiskGiB is each node disk's virtual size; default 8.
 	DiskGiB int
+	// DataDiskGiB, when set, gives every node a second, blank disk of that size: the agent puts its gluster
+	// brick there (firstboot/brickdisk). It is the machine's, like MAC and UUID: reimage keeps it, replace
+	// brings a new blank one.
+	DataDiskGiB int
 	// ClusterConfig is the content of a cluster config file (docs/design.md); its cluster section reaches every
 	// node through fw_cfg. Optional: without it nodes get only the lab's SSH key.
 	ClusterConfig []byte
@@ -97,6 +101,9 @@ func (o Options) Validate() error {
 	}
 	if o.DiskGiB < 1 {
 		errs = append(errs, fmt.Errorf("disk: %d GiB is below 1", o.DiskGiB))
+	}
+	if o.DataDiskGiB < 0 {
+		errs = append(errs, fmt.Errorf("data-disk: %d GiB is negative", o.DataDiskGiB))
 	}
 	switch o.Accel {
 	case "", qemu.AccelTCG, qemu.AccelKVM:
@@ -186,7 +193,7 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 		return nil, fmt.Errorf("lab up: %w", err)
 	}
 	st := State{Version: stateVersion, Name: o.Name, Image: image, MemoryMiB: o.MemoryMiB, CPUs: o.CPUs,
-		DiskGiB: o.DiskGiB, Accel: accel, NextHardware: 1, CreatedAt: time.Now().UTC()}
+		DiskGiB: o.DiskGiB, DataDiskGiB: o.DataDiskGiB, Accel: accel, NextHardware: 1, CreatedAt: time.Now().UTC()}
 	for i := 1; i <= o.Nodes; i++ {
 		st.Nodes = append(st.Nodes, newNode(o.Name, i, st.NextHardware))
 		st.NextHardware++
@@ -342,15 +349,16 @@ func (l *Lab) flock() (func(), error) {
 }
 
 // Paths inside the lab directory.
-func (l *Lab) nodeDir(n NodeState) string   { return filepath.Join(l.dir, n.Name) }
-func (l *Lab) keyPath() string              { return filepath.Join(l.dir, "id_ed25519") }
-func (l *Lab) clusterConfigPath() string    { return filepath.Join(l.dir, "cluster.yaml") }
-func (l *Lab) dhcpConfig() dhcp.Config      { return dhcpConfigFor(l.dir) }
-func (l *Lab) pidFile(n NodeState) string   { return filepath.Join(l.nodeDir(n), "qemu.pid") }
-func (l *Lab) qmpSocket(n NodeState) string { return filepath.Join(l.nodeDir(n), "qmp.sock") }
-func (l *Lab) serialLog(n NodeState) string { return filepath.Join(l.nodeDir(n), "serial.log") }
-func (l *Lab) diskPath(n NodeState) string  { return filepath.Join(l.nodeDir(n), "disk.qcow2") }
-func (l *Lab) varsPath(n NodeState) string  { return filepath.Join(l.nodeDir(n), "OVMF_VARS.fd") }
+func (l *Lab) nodeDir(n NodeState) string      { return filepath.Join(l.dir, n.Name) }
+func (l *Lab) keyPath() string                 { return filepath.Join(l.dir, "id_ed25519") }
+func (l *Lab) clusterConfigPath() string       { return filepath.Join(l.dir, "cluster.yaml") }
+func (l *Lab) dhcpConfig() dhcp.Config         { return dhcpConfigFor(l.dir) }
+func (l *Lab) pidFile(n NodeState) string      { return filepath.Join(l.nodeDir(n), "qemu.pid") }
+func (l *Lab) qmpSocket(n NodeState) string    { return filepath.Join(l.nodeDir(n), "qmp.sock") }
+func (l *Lab) serialLog(n NodeState) string    { return filepath.Join(l.nodeDir(n), "serial.log") }
+func (l *Lab) diskPath(n NodeState) string     { return filepath.Join(l.nodeDir(n), "disk.qcow2") }
+func (l *Lab) dataDiskPath(n NodeState) string { return filepath.Join(l.nodeDir(n), "data.qcow2") }
+func (l *Lab) varsPath(n NodeState) string     { return filepath.Join(l.nodeDir(n), "OVMF_VARS.fd") }
 func (l *Lab) configPath(n NodeState) string {
 	return filepath.Join(l.nodeDir(n), "config.yaml")
 }
@@ -383,7 +391,11 @@ func (l *Lab) genKey(ctx context.Context) error {
 
 // spec is the qemu Spec of node n.
 func (l *Lab) spec(st State, n NodeState) qemu.Spec {
-	return qemu.Spec{
+	data := ""
+	if st.DataDiskGiB > 0 {
+		data = l.dataDiskPath(n)
+	}
+	return qemu.Spec{DataDisk: data,
 		Name: fmt.Sprintf("kiln-%s-%s", l.name, n.Name), MemoryMiB: st.MemoryMiB, CPUs: st.CPUs, Accel: st.Accel,
 		OVMFCode: qemu.DefaultOVMFCode, OVMFVars: l.varsPath(n), Disk: l.diskPath(n),
 		MAC: n.MAC, Tap: n.Tap, UUID: n.UUID,
@@ -411,6 +423,14 @@ func (l *Lab) provision(ctx context.Context, st State, n NodeState, fresh bool) 
 	if _, err := os.Stat(l.diskPath(n)); fresh || err != nil {
 		if err := l.freshDisk(ctx, st, n); err != nil {
 			return err
+		}
+	}
+	if _, err := os.Stat(l.dataDiskPath(n)); st.DataDiskGiB > 0 && (fresh || err != nil) {
+		if err := os.Remove(l.dataDiskPath(n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+		if err := qemu.CreateBlankDisk(ctx, l.dataDiskPath(n), st.DataDiskGiB); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
 	}
 	return nil

@@ -23,8 +23,8 @@ func TestUpValidation(t *testing.T) {
 	}{
 		"missing image": {Options{Image: filepath.Join(root, "nope.raw")}, []string{"image:", "no such file"}},
 		"no image":      {Options{}, []string{"image: not set"}},
-		"bad values": {Options{Image: img, Name: "Bad_Name", Nodes: -1, MemoryMiB: 10, CPUs: -2, DiskGiB: -1, Accel: "hvf"},
-			[]string{"lab name", "nodes:", "memory:", "cpus:", "disk:", "accel:"}},
+		"bad values": {Options{Image: img, Name: "Bad_Name", Nodes: -1, MemoryMiB: 10, CPUs: -2, DiskGiB: -1, DataDiskGiB: -3, Accel: "hvf"},
+			[]string{"lab name", "nodes:", "memory:", "cpus:", "disk:", "data-disk:", "accel:"}},
 		"bad config": {Options{Image: img, ClusterConfig: []byte("clusterr: {}\n")}, []string{`unknown key "clusterr"`}},
 	} {
 		t.Run(name, func(t *testing.T) {

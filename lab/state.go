@@ -37,11 +37,13 @@ type State struct {
 	Version int    `json:"version"`
 	Name    string `json:"name"`
 	// Image is the absolute path of the raw image every node disk is an overlay of.
-	Image     string     `json:"image"`
-	MemoryMiB int        `json:"memory_mib"`
-	CPUs      int        `json:"cpus"`
-	DiskGiB   int        `json:"disk_gib"`
-	Accel     qemu.Accel `json:"accel"`
+	Image     string `json:"image"`
+	MemoryMiB int    `json:"memory_mib"`
+	CPUs      int    `json:"cpus"`
+	DiskGiB   int    `json:"disk_gib"`
+	// DataDiskGiB is the size of every node's second, blank disk; 0: none.
+	DataDiskGiB int        `json:"data_disk_gib,omitempty"`
+	Accel       qemu.Accel `json:"accel"`
 	// NextHardware is the serial of the next new machine (add, replace): serials are never reused, so a replaced
 	// node gets a new MAC, UUID and address.
 	NextHardware int         `json:"next_hardware"`

@@ -104,8 +104,18 @@ func TestBootImage(t *testing.T) {
 	if len(machineID) != 32 {
 		t.Fatalf("machine-id %q", machineID)
 	}
+	// The empty second disk became the brick disk; the one holding a byte was left alone.
+	out = vm.mustSSH(ctx, t, "findmnt -no SOURCE,FSTYPE,LABEL /var/lib/kiln/bricks; test -d /var/lib/kiln/bricks/data && echo data-dir")
+	if f := strings.Fields(out); len(f) != 4 || f[0] != "/dev/vdb" || f[1] != "ext4" || f[2] != "kiln-bricks" || f[3] != "data-dir" {
+		t.Errorf("/var/lib/kiln/bricks: want /dev/vdb ext4 kiln-bricks with data/, got %q\n%s", out,
+			vm.mustSSH(ctx, t, "journalctl -b -u kiln-brick-disk -o cat --no-pager | tail -n 20"))
+	}
+	out = vm.mustSSH(ctx, t, "blkid -p /dev/vdc; echo rc=$?; od -An -tx1 -j4096 -N1 /dev/vdc")
+	if f := strings.Fields(out); len(f) != 2 || f[0] != "rc=2" || f[1] != "5a" {
+		t.Errorf("/dev/vdc (not empty) was touched: blkid/od say %q", out)
+	}
 	marker := randomHex(t)
-	vm.mustSSH(ctx, t, "echo "+marker+" >/var/lib/kiln/boottest-marker && sync")
+	vm.mustSSH(ctx, t, "echo "+marker+" >/var/lib/kiln/boottest-marker && echo "+marker+" >/var/lib/kiln/bricks/data/marker && sync")
 
 	t.Log("rebooting")
 	vm.reboot(ctx, t)
@@ -113,6 +123,10 @@ func TestBootImage(t *testing.T) {
 	t.Logf("second boot reached SSH after %s", vm.sinceStart())
 	if out := strings.TrimSpace(vm.mustSSH(ctx, t, "cat /var/lib/kiln/boottest-marker")); out != marker {
 		t.Errorf("/var/lib/kiln/boottest-marker after reboot: %q, want %q", out, marker)
+	}
+	// The brick disk is mounted again (by its label, not formatted again: the marker is there).
+	if out := strings.TrimSpace(vm.mustSSH(ctx, t, "findmnt -no SOURCE /var/lib/kiln/bricks; cat /var/lib/kiln/bricks/data/marker")); out != "/dev/vdb\n"+marker {
+		t.Errorf("brick disk after reboot: %q, want /dev/vdb and the marker", out)
 	}
 	if out := strings.TrimSpace(vm.mustSSH(ctx, t, "cat /etc/machine-id")); out != machineID {
 		t.Errorf("machine-id changed across reboot: %q → %q", machineID, out)
@@ -152,6 +166,17 @@ func startVM(ctx context.Context, t *testing.T, work, raw string) *vm {
 	t.Helper()
 	overlay := filepath.Join(work, "disk.qcow2")
 	run(ctx, t, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", raw, overlay, strconv.Itoa(diskSize))
+	// Two more disks: vdb blank (the brick disk to be), vdc with one byte of "data" in its first MiB, which
+	// nothing may ever write to.
+	blank := filepath.Join(work, "blank.qcow2")
+	run(ctx, t, "qemu-img", "create", "-q", "-f", "qcow2", blank, "2G")
+	dirty := filepath.Join(work, "dirty.raw")
+	if err := os.WriteFile(dirty, append(make([]byte, 4096), 0x5a), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(dirty, 2<<30); err != nil {
+		t.Fatal(err)
+	}
 	vars := filepath.Join(work, "OVMF_VARS.fd")
 	data, err := os.ReadFile(ovmfVars)
 	if err != nil {
@@ -181,6 +206,8 @@ func startVM(ctx context.Context, t *testing.T, work, raw string) *vm {
 		"-drive", "if=pflash,format=raw,readonly=on,file=" + ovmfCode,
 		"-drive", "if=pflash,format=raw,file=" + vars,
 		"-drive", "file=" + overlay + ",if=virtio,format=qcow2",
+		"-drive", "file=" + blank + ",if=virtio,format=qcow2",
+		"-drive", "file=" + dirty + ",if=virtio,format=raw",
 		"-nic", fmt.Sprintf("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:%d-:22", port),
 		"-fw_cfg", "name=opt/kiln/config,file=" + config,
 		// A guest reboot ends qemu; the test then starts it again on the same disk and firmware variables (a

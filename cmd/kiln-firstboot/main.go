@@ -20,6 +20,7 @@ var commands = []func() *cobra.Command{
 	newRunCmd,
 	newStatusCmd,
 	newIdentityCmd,
+	newBrickDiskCmd,
 	newIgniteCmd,
 	newSSHKeysCmd,
 	newHealthCmd,

@@ -123,6 +123,7 @@ func labUpCmd(f *labFlags) *cobra.Command {
 	c.Flags().IntVar(&o.MemoryMiB, "memory", 1536, "memory per node, MiB")
 	c.Flags().IntVar(&o.CPUs, "cpus", 1, "vCPUs per node")
 	c.Flags().IntVar(&o.DiskGiB, "disk", 8, "disk size per node, GiB (copy-on-write over the image)")
+	c.Flags().IntVar(&o.DataDiskGiB, "data-disk", 0, "a second, blank disk per node, GiB (the node puts its gluster brick there); 0: none")
 	c.Flags().StringVar(&config, "config", "", "cluster config file (its cluster section reaches every node via fw_cfg)")
 	c.Flags().StringVar(&accel, "accel", os.Getenv("KILN_LAB_ACCEL"), "tcg or kvm (default: probe KVM, fall back to tcg; env KILN_LAB_ACCEL)")
 	waitFlag(c, &wait)

@@ -42,6 +42,8 @@ type Spec struct {
 	OVMFCode, OVMFVars string
 	// Disk is the node's qcow2 overlay.
 	Disk string
+	// DataDisk, if set, is a second qcow2 disk (the guest's vdb).
+	DataDisk string
 	// MAC is the NIC's address (52:54:00:xx:xx:xx); Tap the host-side tap device in the namespace.
 	MAC, Tap string
 	// UUID is the SMBIOS system UUID: with the MAC, the node's "hardware" identity.
@@ -118,19 +120,24 @@ func Args(s Spec) ([]string, error) {
 		"-drive", "if=pflash,format=raw,unit=1,file=" + s.OVMFVars,
 		// cache=writeback (the default) honours guest flushes, so a hard kill keeps what the guest synced.
 		"-drive", "if=virtio,format=qcow2,file=" + s.Disk,
-		"-netdev", "tap,id=net0,ifname=" + s.Tap + ",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=net0,mac=" + s.MAC,
+	}
+	if s.DataDisk != "" {
+		a = append(a, "-drive", "if=virtio,format=qcow2,file="+s.DataDisk)
+	}
+	a = append(a,
+		"-netdev", "tap,id=net0,ifname="+s.Tap+",script=no,downscript=no",
+		"-device", "virtio-net-pci,netdev=net0,mac="+s.MAC,
 		// Guests generate SSH host keys and seed docker/gluster on first boot: don't let them starve for entropy.
 		"-device", "virtio-rng-pci",
-		"-smbios", "type=1,uuid=" + s.UUID,
-		"-chardev", "file,id=serial0,path=" + s.SerialLog + ",append=on",
+		"-smbios", "type=1,uuid="+s.UUID,
+		"-chardev", "file,id=serial0,path="+s.SerialLog+",append=on",
 		"-serial", "chardev:serial0",
-		"-qmp", "unix:" + s.QMPSocket + ",server=on,wait=off",
+		"-qmp", "unix:"+s.QMPSocket+",server=on,wait=off",
 		"-pidfile", s.PidFile,
 		// qemu's parent exits once the VM is set up: start errors (busy tap, bad disk) still reach us,
 		// and the VM outlives the kiln process that started it.
 		"-daemonize",
-	}
+	)
 	if s.ConfigFile != "" {
 		a = append(a, "-fw_cfg", "name="+FwCfgConfigName+",file="+s.ConfigFile)
 	}

@@ -24,7 +24,9 @@ func TestArgsGolden(t *testing.T) {
 	multi := testSpec()
 	multi.CPUs = 2
 	multi.ConfigFile = ""
-	for name, s := range map[string]Spec{"tcg-1cpu": testSpec(), "tcg-2cpu-noconfig": multi} {
+	data := testSpec()
+	data.DataDisk = "/state/node1/data.qcow2"
+	for name, s := range map[string]Spec{"tcg-1cpu": testSpec(), "tcg-2cpu-noconfig": multi, "tcg-1cpu-datadisk": data} {
 		t.Run(name, func(t *testing.T) {
 			a, err := Args(s)
 			if err != nil {

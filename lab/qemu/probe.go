@@ -100,6 +100,14 @@ func CreateDisk(ctx context.Context, backing, disk string, sizeGiB int) error {
 	return nil
 }
 
+// CreateBlankDisk creates an empty qcow2 disk of sizeGiB (a data disk: all zeros to the guest).
+func CreateBlankDisk(ctx context.Context, disk string, sizeGiB int) error {
+	if _, err := run.Cmd(ctx, "qemu-img", "create", "-q", "-f", "qcow2", disk, fmt.Sprintf("%dG", sizeGiB)); err != nil {
+		return fmt.Errorf("qemu: create disk %s: %w", disk, err)
+	}
+	return nil
+}
+
 // qcow2Magic starts every qcow2 file.
 var qcow2Magic = []byte("QFI\xfb")
 
