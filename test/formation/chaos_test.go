@@ -43,9 +43,10 @@ func envInt(t *testing.T, name string, def int) int {
 	return n
 }
 
-// assertOneCluster checks the formed cluster is one: every node in the same swarm (docker info cluster id), the
-// swarm has exactly these nodes as ready managers, the gluster volume has 3 bricks online, one node holds the
-// VIP. It returns the swarm cluster id.
+// assertOneCluster checks the formed cluster is one: every node in the same swarm (docker info cluster id: two
+// ids fail at once), and then, within swarmSettle (a just-joined manager shows Ready a little after its agent
+// reports formed), the swarm has exactly these nodes as ready managers, the volume 3 bricks online and one node
+// the VIP. It returns the swarm cluster id.
 func assertOneCluster(ctx context.Context, t *testing.T, nodes []*lab.Node) string {
 	t.Helper()
 	ids := map[string][]string{}
@@ -62,42 +63,47 @@ func assertOneCluster(ctx context.Context, t *testing.T, nodes []*lab.Node) stri
 	if len(ids) != 1 {
 		t.Fatalf("%d swarms, want exactly one: %v", len(ids), ids)
 	}
-	sn, err := formation.SwarmNodes(ctx, nodes[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready := 0
-	for _, s := range sn {
-		if s.ReadyManager() {
-			ready++
+	sctx, cancel := context.WithTimeout(ctx, swarmSettle)
+	defer cancel()
+	err := formation.Poll(sctx, pollEvery, "one settled cluster", func(ctx context.Context) (bool, string, error) {
+		sn, err := formation.SwarmNodes(ctx, nodes[0])
+		if err != nil {
+			return false, err.Error(), nil
 		}
-	}
-	if len(sn) != len(nodes) || ready != len(nodes) {
-		t.Errorf("docker node ls: %+v, want %d ready managers and nothing else", sn, len(nodes))
-	}
-	res, err := nodes[0].Exec(ctx, "gluster", "volume", "status", "data", "--xml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs, err := formation.ParseVolumeStatusXML(res.Stdout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	online := 0
-	for _, b := range bs {
-		if b.Online {
-			online++
+		ready := 0
+		for _, s := range sn {
+			if s.ReadyManager() {
+				ready++
+			}
 		}
-	}
-	if len(bs) != 3 || online != 3 {
-		t.Errorf("volume data bricks %+v, want 3 online", bs)
-	}
-	hs, err := formation.VIPHolders(ctx, nodes, formation.VIP.Addr())
+		if len(sn) != len(nodes) || ready != len(nodes) {
+			return false, fmt.Sprintf("docker node ls: %+v, want %d ready managers and nothing else", sn, len(nodes)), nil
+		}
+		res, err := nodes[0].Exec(ctx, "gluster", "volume", "status", "data", "--xml")
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		bs, err := formation.ParseVolumeStatusXML(res.Stdout)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		online := 0
+		for _, b := range bs {
+			if b.Online {
+				online++
+			}
+		}
+		if len(bs) != 3 || online != 3 {
+			return false, fmt.Sprintf("volume data bricks %+v, want 3 online", bs), nil
+		}
+		hs, err := formation.VIPHolders(ctx, nodes, formation.VIP.Addr())
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		return len(hs) == 1, fmt.Sprintf("VIP holders %v, want exactly one", hs), nil
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if len(hs) != 1 {
-		t.Errorf("VIP holders %v, want exactly one", hs)
+		t.Error(err)
 	}
 	for id := range ids {
 		return id
