@@ -66,7 +66,11 @@ type Writer struct {
 	ackAt []time.Time
 	// fails counts writes the storage refused (expected while a node is lost, never while it is healthy).
 	fails int
-	done  chan error
+	// ended is set when the stream stopped by itself (ssh lost, script ended), with why: waits fail at once
+	// instead of waiting out their bound for acks that cannot come.
+	ended    bool
+	endedErr error
+	done     chan error
 }
 
 func newWriter(source string) *Writer {
@@ -83,7 +87,9 @@ func StartWriter(ctx context.Context, l *lab.Lab, n *lab.Node, name string, coun
 	w := newWriter("cat " + file)
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", l.Namespace(), "ssh", "-i", filepath.Join(l.Dir(), "id_ed25519"),
 		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=12",
+		// ConnectTimeout as the lab's (lab/ssh.go): a loaded TCG guest's handshake takes more than 10 s; a
+		// writer that never connected once sat silent for 20 min of a chain run before this failed fast.
+		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=12",
 		"root@"+addr, "--", WriterScript(file, count, intervalMS))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -94,8 +100,11 @@ func StartWriter(ctx context.Context, l *lab.Lab, n *lab.Node, name string, coun
 	}
 	w.stop = func() { _ = cmd.Process.Kill() }
 	go func() {
-		err := w.read(out)
-		w.done <- errors.Join(err, cmd.Wait())
+		err := errors.Join(w.read(out), cmd.Wait())
+		w.mu.Lock()
+		w.ended, w.endedErr = true, err
+		w.mu.Unlock()
+		w.done <- err
 	}()
 	return w, nil
 }
@@ -219,7 +228,16 @@ func (w *Writer) WaitAcked(ctx context.Context, more int) error {
 	base, _ := w.Acked()
 	return formation.Poll(ctx, time.Second, "writer acknowledges writes", func(context.Context) (bool, string, error) {
 		a, f := w.Acked()
-		return a >= base+more, fmt.Sprintf("%d acked, %d failed", a, f), nil
+		if a >= base+more {
+			return true, "", nil
+		}
+		w.mu.Lock()
+		ended, err := w.ended, w.endedErr
+		w.mu.Unlock()
+		if ended {
+			return false, "", fmt.Errorf("writer ended after %d acked, %d failed: %v", a, f, err)
+		}
+		return false, fmt.Sprintf("%d acked, %d failed", a, f), nil
 	})
 }
 

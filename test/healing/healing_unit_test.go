@@ -2,6 +2,7 @@ package healing
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -101,5 +102,25 @@ func TestLongestGap(t *testing.T) {
 				t.Errorf("LongestGap = %s, want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestWaitAckedFailsWhenWriterEnded: a writer whose stream died (ssh could not connect) makes the wait fail at
+// once with the reason, instead of polling out its bound for acks that cannot come.
+func TestWaitAckedFailsWhenWriterEnded(t *testing.T) {
+	w := newWriter("cat /dev/null")
+	w.record(0, true)
+	w.mu.Lock()
+	w.ended, w.endedErr = true, errors.New("exit status 255")
+	w.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	err := w.WaitAcked(ctx, 5)
+	if err == nil || !strings.Contains(err.Error(), "writer ended after 1 acked") || !strings.Contains(err.Error(), "255") {
+		t.Fatalf("err %v, want the writer's end named", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %s: want an immediate failure", d)
 	}
 }

@@ -41,6 +41,7 @@ type Cluster struct {
 // NodeLoss is scenarios 1 and 2: the VIP holder is powered off hard; the VIP moves, the two survivors keep
 // swarm quorum and a writable volume; the node comes back, rejoins, heals, and nothing acknowledged is lost.
 func NodeLoss(ctx context.Context, t testing.TB, c Cluster) {
+	settled(ctx, t, c)
 	nodes, vip := c.Nodes, c.VIP
 	holder := vipHolder(ctx, t, nodes, vip)
 	survivors := others(nodes, holder)
@@ -80,6 +81,7 @@ func NodeLoss(ctx context.Context, t testing.TB, c Cluster) {
 // PowerCut is scenario 3: every node loses power at once and all start again: back to formed with no
 // hand, the same swarm and volume (no re-initialisation, no double join), and nothing acknowledged lost.
 func PowerCut(ctx context.Context, t testing.TB, c Cluster) {
+	settled(ctx, t, c)
 	l, nodes, vip := c.Lab, c.Nodes, c.VIP
 	_, swarmBefore, err := formation.SwarmInfo(ctx, nodes[0])
 	if err != nil {
@@ -118,6 +120,7 @@ func PowerCut(ctx context.Context, t testing.TB, c Cluster) {
 // PowerCutTwoBack is scenario 4: all nodes lose power, only two come back: they resume swarm (2 of 3
 // managers), a writable volume (2 of 3 bricks) and the VIP; then the third returns and everything heals.
 func PowerCutTwoBack(ctx context.Context, t testing.TB, c Cluster) {
+	settled(ctx, t, c)
 	l, nodes, vip := c.Lab, c.Nodes, c.VIP
 	if err := l.PowerCut(ctx); err != nil {
 		t.Fatal(err)
@@ -153,6 +156,7 @@ func PowerCutTwoBack(ctx context.Context, t testing.TB, c Cluster) {
 // hostname and address, empty /var). The stale swarm entry is removed, the node rejoins as a manager, its
 // glusterd takes its old place and its brick is healed in full; nothing acknowledged is lost.
 func Reimage(ctx context.Context, t testing.TB, c Cluster) {
+	settled(ctx, t, c)
 	nodes, vip := c.Nodes, c.VIP
 	target := nodes[2]
 	uuidBefore := mustExec(ctx, t, target, "sh", "-c", "grep ^UUID= /var/lib/glusterd/glusterd.info")
@@ -189,6 +193,7 @@ func Reimage(ctx context.Context, t testing.TB, c Cluster) {
 // (clients). It must give the VIP up (its swarm manager loses quorum, so its health check fails) and its
 // volume must refuse writes; after the link heals, no split-brain entries and nothing acknowledged lost.
 func Partition(ctx context.Context, t testing.TB, c Cluster) {
+	settled(ctx, t, c)
 	l, nodes, vip := c.Lab, c.Nodes, c.VIP
 	holder := vipHolder(ctx, t, nodes, vip)
 	rest := others(nodes, holder)
@@ -257,6 +262,18 @@ func waitHealed(ctx context.Context, t testing.TB, from *lab.Node, nodes []*lab.
 		t.Fatal(err)
 	}
 	t.Logf("healed %s after the fault was repaired", time.Since(start).Round(time.Second))
+}
+
+// settled waits until c is healed: every scenario starts from there. After a step that loaded the host (a
+// fourth VM booting, a previous scenario) swarm may still be electing a leader or a node still be slow to
+// answer; a fault injected then would test the previous disturbance, not this one.
+func settled(ctx context.Context, t testing.TB, c Cluster) {
+	t.Helper()
+	start := time.Now()
+	if err := WaitHealed(ctx, c.Nodes[0], c.Nodes, c.VIP); err != nil {
+		t.Fatalf("the cluster is not healed before the scenario: %v", err)
+	}
+	t.Logf("started from the healed state (%s to confirm)", time.Since(start).Round(time.Second))
 }
 
 // verify stops the writer and checks every acknowledged record as read from node n's /var/data.
@@ -387,6 +404,7 @@ func readyManagers(ctx context.Context, n *lab.Node) (ready int, detail string, 
 // the dead member is removed from swarm and its brick is replaced onto the newcomer, which is filled by a
 // full heal: 3 Ready managers (the newcomer one of them), 3 bricks, the dead address gone, nothing lost.
 func Replacement(ctx context.Context, t testing.TB, c Cluster) {
+	settled(ctx, t, c)
 	nodes, vip := c.Nodes, c.VIP
 	target := nodes[2]
 	oldAddr, err := target.Address()
@@ -418,6 +436,7 @@ func Replacement(ctx context.Context, t testing.TB, c Cluster) {
 // volume with everything acknowledged before, the VIP). When the two come back they are taken in again
 // (their old state set aside) and the cluster heals to three.
 func LostQuorum(ctx context.Context, t testing.TB, c Cluster) {
+	settled(ctx, t, c)
 	l, nodes, vip := c.Lab, c.Nodes, c.VIP
 	survivor, lost := nodes[0], nodes[1:]
 	w := startWriter(ctx, t, l, survivor, "quorum", 20)
