@@ -208,7 +208,10 @@ func TestChaosAgentKill(t *testing.T) {
 		if s := sts[victim.Name()]; s != nil {
 			phase = s.Phase
 		}
-		res, err := victim.Exec(bctx, "systemctl", "kill", "-s", "KILL", "kiln-firstboot")
+		// Only a kill that hit a running agent counts: `systemctl kill` also exits 0 for a unit that has not
+		// started yet (waiting for dockerd), and the first run counted two such non-kills.
+		res, err := victim.Exec(bctx, "sh", "-c",
+			`pid=$(systemctl show -p MainPID --value kiln-firstboot); [ "$pid" -gt 0 ] && kill -KILL "$pid"`)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -217,7 +220,8 @@ func TestChaosAgentKill(t *testing.T) {
 			kills[victim.Name()]++
 			phases = append(phases, fmt.Sprintf("%s@%s", victim.Name(), phase))
 		} else {
-			// Between a kill and systemd's restart (RestartSec) there is no process to kill.
+			// Before the agent's first start, and between a kill and systemd's restart (RestartSec), there is
+			// no process to kill.
 			t.Logf("kill on %s (%s) found no process: %s", victim.Name(), phase, strings.TrimSpace(res.Stderr))
 		}
 		select {
