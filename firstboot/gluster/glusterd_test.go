@@ -293,7 +293,8 @@ func TestReimageRealGlusterd(t *testing.T) {
 		}
 		return true, ""
 	}
-	until("formed and mounted everywhere", 3*time.Minute, mounted)
+	// The first create fails on purpose (brick parents missing); the coordinator then waits createRetryAfter.
+	until("formed and mounted everywhere", createRetryAfter+3*time.Minute, mounted)
 	if len(f.GlusterPeers) != 3 {
 		t.Fatalf("pool map %v, want 3 entries", f.GlusterPeers)
 	}
@@ -402,7 +403,7 @@ func TestRecoverRealGlusterd(t *testing.T) {
 			fmt.Sprintf("echo %s > %s", name, filepath.Join(n.dir, "mnt", name)))
 		return err
 	}
-	until("formed and mounted", 3*time.Minute, func() (bool, string) {
+	until("formed and mounted", createRetryAfter+3*time.Minute, func() (bool, string) {
 		for _, n := range ns {
 			if st, _ := (nodeSystemd{t, n}).ActiveState(ctx, MountUnit); st != "active" {
 				return false, n.m.ID + " not mounted"
