@@ -40,25 +40,10 @@ is never written to. With --apply the chosen disk is formatted (only when empty)
 }
 
 func showBrickDisk(ctx context.Context, h *brickdisk.Host) error {
-	if m, err := h.Mounted(); err != nil {
-		return err
-	} else if m {
-		fmt.Println(brickdisk.MountPoint, "is mounted: the brick is on its own disk")
-		return nil
-	}
-	boot, err := h.BootDisk()
+	d, err := h.Decide(ctx)
 	if err != nil {
 		return err
 	}
-	used, err := h.StateBrickUsed()
-	if err != nil {
-		return err
-	}
-	disks, err := h.Scan(ctx)
-	if err != nil {
-		return err
-	}
-	d := brickdisk.Choose(disks, boot, used)
 	if d.Disk != nil {
 		fmt.Printf("chosen: %s (%s)\n", d.Disk.Name, d.Reason)
 	} else {

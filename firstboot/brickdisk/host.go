@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -86,7 +85,7 @@ func (h *Host) Scan(ctx context.Context) ([]Disk, error) {
 
 // BootDisk names the disk holding /var (the state partition), "" when /var is not on a disk partition.
 func (h *Host) BootDisk() (string, error) {
-	devno, _, err := h.mountInfo("/var")
+	devno, err := h.mountInfo("/var")
 	if err != nil || devno == "" {
 		return "", err
 	}
@@ -102,15 +101,15 @@ func (h *Host) BootDisk() (string, error) {
 
 // Mounted reports whether something is mounted at MountPoint already (the unit ran earlier this boot).
 func (h *Host) Mounted() (bool, error) {
-	devno, _, err := h.mountInfo(MountPoint)
+	devno, err := h.mountInfo(MountPoint)
 	return devno != "", err
 }
 
-// mountInfo returns the major:minor and source of the mount at mountPoint ("" when none).
-func (h *Host) mountInfo(mountPoint string) (devno, source string, err error) {
+// mountInfo returns the major:minor of the mount at mountPoint ("" when none).
+func (h *Host) mountInfo(mountPoint string) (devno string, err error) {
 	f, err := os.Open(h.path("/proc/self/mountinfo"))
 	if err != nil {
-		return "", "", fmt.Errorf("brickdisk: %w", err)
+		return "", fmt.Errorf("brickdisk: %w", err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -121,11 +120,8 @@ func (h *Host) mountInfo(mountPoint string) (devno, source string, err error) {
 			continue
 		}
 		devno = fields[2]
-		if i := slices.Index(fields, "-"); i >= 0 && i+2 < len(fields) {
-			source = fields[i+2]
-		}
 	}
-	return devno, source, sc.Err()
+	return devno, sc.Err()
 }
 
 // StateBrickUsed reports whether the brick directory on the state partition holds anything or carries a
@@ -146,9 +142,9 @@ func (h *Host) StateBrickUsed() (bool, error) {
 	return err == nil, nil
 }
 
-// Reconcile observes, decides and acts: the whole boot step. Safe to run again: a mounted brick disk is left
-// as it is, a labelled one is mounted without formatting.
-func (h *Host) Reconcile(ctx context.Context) (Decision, error) {
+// Decide observes and decides, touching nothing: what Reconcile would do now. A brick disk already mounted
+// this boot is reported as such (Disk nil).
+func (h *Host) Decide(ctx context.Context) (Decision, error) {
 	if m, err := h.Mounted(); err != nil || m {
 		return Decision{Reason: MountPoint + " is mounted already"}, err
 	}
@@ -164,7 +160,16 @@ func (h *Host) Reconcile(ctx context.Context) (Decision, error) {
 	if err != nil {
 		return Decision{}, err
 	}
-	d := Choose(disks, boot, used)
+	return Choose(disks, boot, used), nil
+}
+
+// Reconcile decides and acts: the whole boot step. Safe to run again: a mounted brick disk is left as it is,
+// a labelled one is mounted without formatting.
+func (h *Host) Reconcile(ctx context.Context) (Decision, error) {
+	d, err := h.Decide(ctx)
+	if err != nil {
+		return d, err
+	}
 	for name, why := range d.Skipped {
 		h.Log.Info("brick disk: not using "+name, "reason", why)
 	}
