@@ -59,11 +59,16 @@ e2e: deps image
 	$(E2E_ENV) $(GO) test -p 1 -count=1 -timeout 2h -v $(E2E_ALL)
 
 # Long suites and benchmarks: not part of make test.
+# Every self-healing scenario once: 1-5, 7, 8 chained on one formation, replacement (6) on its own lab.
+HEAL_ENV = KILN_E2E=1 KILN_HEALING=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(BIN)
 e2e-healing: build
-	KILN_E2E=1 KILN_HEALING=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(BIN) \
-	  $(GO) test -p 1 -count=1 -timeout 3h -v ./test/healing/
+	$(HEAL_ENV) $(GO) test -p 1 -count=1 -timeout 4h30m -v -run 'TestChain$$|TestReplacement$$' ./test/healing/
 
+# Everything that breaks things on purpose: the healing scenarios, HEAL_REPEAT more runs of 1, 3 and 5 each on
+# a fresh lab, then the formation chaos (10 simultaneous cold starts, agent kills during formation). Many hours.
+HEAL_REPEAT ?= 3
 chaos: build e2e-healing
+	$(HEAL_ENV) $(GO) test -p 1 -count=$(HEAL_REPEAT) -timeout 10h -v -run 'TestNodeLoss$$|TestPowerCut$$|TestReimage$$' ./test/healing/
 	KILN_CHAOS=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(BIN) \
 	  $(GO) test -p 1 -count=1 -timeout 6h -run TestChaos -v ./test/formation/
 

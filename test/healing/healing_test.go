@@ -16,6 +16,11 @@ import (
 // scenarioTimeout bounds one scenario, formation and teardown included.
 const scenarioTimeout = 90 * time.Minute
 
+// chainTimeout bounds TestChain: one formation and six scenarios. It stays below make e2e-healing's go test
+// -timeout less TestReplacement's scenarioTimeout, so a stuck chain ends through its context and its
+// cleanup (lab down) runs.
+const chainTimeout = 150 * time.Minute
+
 func e2eImage(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
@@ -140,4 +145,30 @@ func TestLostQuorum(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
 	healing.LostQuorum(ctx, t, formed(ctx, t, "hquor"))
+}
+
+// TestChain runs scenarios 1–5, 7 and 8 one after the other on one formation, each starting from and
+// leaving the healed state: one formation instead of seven, which is what makes the whole set fit an
+// afternoon on two cores. Lost quorum goes last (it ends healed, but through a forced new cluster).
+// Replacement needs a short replaceAfter that would make the others' downtimes look like deaths, so it
+// keeps its own lab (TestReplacement).
+func TestChain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), chainTimeout)
+	defer cancel()
+	c := formed(ctx, t, "hchain")
+	for _, s := range []struct {
+		name string
+		run  func(context.Context, testing.TB, healing.Cluster)
+	}{
+		{"1-2 node loss", healing.NodeLoss},
+		{"3 power cut", healing.PowerCut},
+		{"5 reimage", healing.Reimage},
+		{"4 power cut, two back", healing.PowerCutTwoBack},
+		{"7 partition", healing.Partition},
+		{"8 lost quorum", healing.LostQuorum},
+	} {
+		start := time.Now()
+		t.Run(s.name, func(t *testing.T) { s.run(ctx, t, c) })
+		t.Logf("%s: %s", s.name, time.Since(start).Round(time.Second))
+	}
 }
