@@ -65,6 +65,11 @@ type Reconciler struct {
 	noQuorumSince time.Time
 	// lastHeal is the last corrective action with its reason and time, shown in status.
 	lastHeal string
+	// awaitingSince is when this node, which should be a manager, was first seen a worker; zero otherwise.
+	// Shown in status: under load a promoted worker's certificate renewal can time out again and again
+	// (swarmkit retries it with back-off; 11 min in the session-7 lab) and "since" tells that from a
+	// promotion just sent.
+	awaitingSince time.Time
 }
 
 // New returns the swarm reconciler talking to dockerd through cli.
@@ -201,13 +206,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 			return changed, fmt.Errorf("swarm: worker %s is active but knows no manager", info.NodeID)
 		}
 		s.SwarmActive = true
-		if Role(s.Self.ID, s.Members, s.Expected) == swarm.NodeRoleManager {
-			s.Wait("swarm", "worker "+info.NodeID+", awaiting promotion to manager")
-		} else {
+		if Role(s.Self.ID, s.Members, s.Expected) != swarm.NodeRoleManager {
+			r.awaitingSince = time.Time{}
 			status(s, "worker "+info.NodeID)
+			return changed, nil
 		}
+		if r.awaitingSince.IsZero() {
+			r.awaitingSince = r.now()
+		}
+		s.Wait("swarm", fmt.Sprintf("worker %s, awaiting promotion to manager (since %s)", info.NodeID, r.awaitingSince.UTC().Format(time.RFC3339)))
 		return changed, nil
 	}
+	r.awaitingSince = time.Time{}
 
 	nodes, err := r.waitReady(ctx, info.NodeID, true)
 	if err != nil {
