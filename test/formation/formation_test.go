@@ -544,7 +544,7 @@ func TestFormation(t *testing.T) {
 		t.Log("self-healing scenarios not run: set KILN_HEALING=1")
 		return
 	}
-	c := healing.Cluster{Lab: l, Nodes: nodes, VIP: vip.String(), Web: true} // "service" created web
+	c := healing.Cluster{Lab: l, Nodes: nodes, VIP: vip.String(), Web: true, Testsvc: svcTar.Bytes()} // "service" created web
 	step("heal: node loss", func(t *testing.T) { healing.NodeLoss(ctx, t, c) })
 	step("heal: power cut", func(t *testing.T) { healing.PowerCut(ctx, t, c) })
 	step("heal: reimage", func(t *testing.T) { healing.Reimage(ctx, t, c) })

@@ -94,7 +94,7 @@ func formedWith(ctx context.Context, t *testing.T, prefix string, replaceAfter t
 	if err := formation.DeployWeb(fctx, l, nodes, tarball); err != nil {
 		t.Fatal(err)
 	}
-	return healing.Cluster{Lab: l, Nodes: nodes, VIP: cfg.Cluster.VIP.Addr().String(), Web: true}
+	return healing.Cluster{Lab: l, Nodes: nodes, VIP: cfg.Cluster.VIP.Addr().String(), Web: true, Testsvc: tarball}
 }
 
 // TestNodeLoss: see healing.NodeLoss.

@@ -36,6 +36,30 @@ type Cluster struct {
 	VIP   string
 	// Web says the web service runs (formation.CreateWebService): scenarios then also write through the VIP.
 	Web bool
+	// Testsvc is the web service's image tarball. A node whose disk was replaced gets it again, as it would
+	// pull it from a registry: without it swarm retries the node's web task every few seconds for as long
+	// as the scenario lasts (seen in session 7), raft writes on managers that are busy enough already.
+	Testsvc []byte
+}
+
+// reinstallTestsvc loads the web service's image on n once its dockerd answers (bounded by healTimeout).
+func reinstallTestsvc(ctx context.Context, t testing.TB, c Cluster, n *lab.Node) {
+	t.Helper()
+	if !c.Web || c.Testsvc == nil {
+		return
+	}
+	ictx, cancel := context.WithTimeout(ctx, healTimeout)
+	defer cancel()
+	err := formation.Poll(ictx, PollEvery, n.Name()+": web image loaded", func(ctx context.Context) (bool, string, error) {
+		out, err := formation.InstallTestsvc(ctx, c.Lab, n, c.Testsvc)
+		if err != nil {
+			return false, err.Error(), nil // still booting, or dockerd not up yet
+		}
+		return true, out, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // NodeLoss is scenarios 1 and 2: the VIP holder is powered off hard; the VIP moves, the two survivors keep
@@ -165,6 +189,7 @@ func Reimage(ctx context.Context, t testing.TB, c Cluster) {
 	if err := target.Reimage(ctx); err != nil {
 		t.Fatal(err)
 	}
+	reinstallTestsvc(ctx, t, c, target)
 	waitHealed(ctx, t, nodes[0], nodes, vip)
 	if h, err := formation.Exec(ctx, target, "hostname"); err != nil || h != hostBefore {
 		t.Errorf("hostname after reimage %q, want %q (%v)", h, hostBefore, err)
@@ -415,6 +440,7 @@ func Replacement(ctx context.Context, t testing.TB, c Cluster) {
 	if err := target.Replace(ctx); err != nil {
 		t.Fatal(err)
 	}
+	reinstallTestsvc(ctx, t, c, target)
 	newAddr, err := target.Address()
 	if err != nil || newAddr == oldAddr {
 		t.Fatalf("replaced node's address %q (was %q): %v", newAddr, oldAddr, err)
