@@ -65,6 +65,8 @@ type Reconciler struct {
 	noQuorumSince time.Time
 	// lastHeal is the last corrective action with its reason and time, shown in status.
 	lastHeal string
+	// ownSeatSince is when this inactive node first found its own address among the record's managers.
+	ownSeatSince time.Time
 	// awaitingSince is when this node, which should be a manager, was first seen a worker; zero otherwise.
 	// Shown in status: under load a promoted worker's certificate renewal can time out again and again
 	// (swarmkit retries it with back-off; 11 min in the session-7 lab) and "since" tells that from a
@@ -265,6 +267,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	return changed, nil
 }
 
+// ownSeatWait bounds how long a reimaged manager waits for the leader to free its old seat before it joins
+// as a worker (see form).
+const ownSeatWait = 3 * time.Minute
+
 // form runs init or join from the inactive state. It reports whether it acted.
 func (r *Reconciler) form(ctx context.Context, s *firstboot.State) (bool, error) {
 	if !s.Self.Addr.IsValid() {
@@ -305,6 +311,22 @@ func (r *Reconciler) form(ctx context.Context, s *firstboot.State) (bool, error)
 		return false, errors.New("swarm: formation lists no manager other than this node")
 	}
 	role := JoinRole(s.Self.ID, s.Members, s.Expected, s.Formation.Managers)
+	if role == swarm.NodeRoleWorker && len(remotes) < len(s.Formation.ManagerAddrs) && Role(s.Self.ID, s.Members, s.Expected) == swarm.NodeRoleManager {
+		// The record still counts this address as a manager: this machine was one before its disk was
+		// replaced, and that old entry holds the seat. The leader removes it (PlanCleanup) and publishes a
+		// record without it, usually within a minute; joining now instead takes the worker path and a
+		// promotion, whose certificate renewal kept timing out for 11 min on a loaded lab (session 7). So
+		// wait for the fresh record, for ownSeatWait at most; then join as a worker, as before.
+		now := r.now()
+		if r.ownSeatSince.IsZero() {
+			r.ownSeatSince = now
+		}
+		if now.Sub(r.ownSeatSince) < ownSeatWait {
+			s.Wait("swarm", fmt.Sprintf("the formation record still counts %s as a manager (the old install of this machine): waiting since %s for the leader to free the seat, to join as a manager",
+				addr, r.ownSeatSince.UTC().Format(time.RFC3339)))
+			return false, nil
+		}
+	}
 	token := s.Formation.ManagerToken
 	if role == swarm.NodeRoleWorker {
 		token = s.Formation.WorkerToken

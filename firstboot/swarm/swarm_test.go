@@ -254,3 +254,62 @@ func TestFailedJoinIsLeftAndRetried(t *testing.T) {
 		})
 	}
 }
+
+// joinRecorder is an inactive dockerd that records the join token it was given (and then fails the join:
+// only the choice of token matters here).
+type joinRecorder struct {
+	inactiveAPI
+	tokens []string
+}
+
+func (f *joinRecorder) SwarmJoin(_ context.Context, req swarm.JoinRequest) error {
+	f.tokens = append(f.tokens, req.JoinToken)
+	return errors.New("test: join not carried out")
+}
+
+// A reimaged manager whose old entry still holds its seat in the record waits for the leader to free it and
+// then joins as a manager (no promotion, no certificate renewal); if the seat stays taken for ownSeatWait it
+// joins as a worker, as before.
+func TestReimagedManagerWaitsForItsSeat(t *testing.T) {
+	ms := members(3) // 10.0.0.10, .11, .12
+	stale := &firstboot.Formation{SwarmID: "x", ManagerToken: "M", WorkerToken: "W", Managers: 3,
+		ManagerAddrs: []string{"10.0.0.10:2377", "10.0.0.11:2377", "10.0.0.12:2377"}}
+	fresh := &firstboot.Formation{SwarmID: "x", ManagerToken: "M", WorkerToken: "W", Managers: 2,
+		ManagerAddrs: []string{"10.0.0.10:2377", "10.0.0.11:2377"}}
+	newRec := func() (*Reconciler, *joinRecorder, *time.Time) {
+		api := &joinRecorder{}
+		r := NewWithOptions(api, quiet(), Options{ReadyTimeout: time.Millisecond, PollInterval: time.Millisecond})
+		now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+		r.now = func() time.Time { return now }
+		return r, api, &now
+	}
+	pass := func(r *Reconciler, f *firstboot.Formation) *firstboot.State {
+		s := &firstboot.State{Self: ms[2], Members: ms, Expected: 3, Formation: f}
+		r.Reconcile(context.Background(), s) // the recorder fails every join: only its token is looked at
+		return s
+	}
+
+	r, api, now := newRec()
+	s := pass(r, stale)
+	if len(api.tokens) != 0 || !strings.Contains(s.Status["swarm"], "still counts 10.0.0.12 as a manager") {
+		t.Fatalf("seat still taken: joined with %v, status %q; want a wait", api.tokens, s.Status["swarm"])
+	}
+	*now = now.Add(time.Minute)
+	pass(r, fresh)
+	if !slices.Equal(api.tokens, []string{"M"}) {
+		t.Fatalf("seat freed: joined with %v, want the manager token", api.tokens)
+	}
+
+	r, api, now = newRec()
+	pass(r, stale)
+	*now = now.Add(ownSeatWait - time.Second)
+	pass(r, stale)
+	if len(api.tokens) != 0 {
+		t.Fatalf("joined with %v before ownSeatWait", api.tokens)
+	}
+	*now = now.Add(time.Second)
+	pass(r, stale)
+	if !slices.Equal(api.tokens, []string{"W"}) {
+		t.Fatalf("seat still taken after ownSeatWait: joined with %v, want the worker token", api.tokens)
+	}
+}
