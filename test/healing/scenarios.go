@@ -24,6 +24,11 @@ const (
 	failoverTimeout = 3 * time.Minute
 	// PollEvery is the pause between two observations of a converging state.
 	PollEvery = 5 * time.Second
+	// healedPollEvery is WaitHealed's pause. One Healed observation is a dozen commands over ssh, two of
+	// them `gluster volume heal … info` (each a glfsheal client connecting to every brick); taking several
+	// seconds on the loaded guests, at 5 s they ran back to back for the whole heal, on the very nodes whose
+	// swarm certificate requests kept timing out (session 7).
+	healedPollEvery = 20 * time.Second
 	// writerRecords and writerInterval: a writer outlives any scenario (it is stopped explicitly).
 	writerRecords  = 1_000_000
 	writerInterval = 250 // ms
@@ -265,12 +270,13 @@ func waitRefused(ctx context.Context, t testing.TB, w *Writer, what string) {
 	}
 }
 
-// WaitHealed polls Healed from `from` (every PollEvery, each observation bounded by formation.Poll) until it
-// reports nothing missing, for at most the healing bound.
+// WaitHealed polls Healed from `from` (every healedPollEvery, each observation bounded by formation.Poll)
+// until it reports nothing missing, for at most the healing bound. Heal times it reports are therefore
+// upper bounds, 20 s coarse.
 func WaitHealed(ctx context.Context, from *lab.Node, nodes []*lab.Node, vip string) error {
 	hctx, cancel := context.WithTimeout(ctx, healTimeout)
 	defer cancel()
-	return formation.Poll(hctx, PollEvery, "cluster healed", func(ctx context.Context) (bool, string, error) {
+	return formation.Poll(hctx, healedPollEvery, "cluster healed", func(ctx context.Context) (bool, string, error) {
 		missing, err := Healed(ctx, from, nodes, vip)
 		if err != nil {
 			return false, err.Error(), nil // a node still booting does not answer yet
