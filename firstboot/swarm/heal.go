@@ -132,6 +132,18 @@ func PlanCleanup(in CleanupInput) []Cleanup {
 				continue
 			}
 			reason = fmt.Sprintf("stale entry: member %s with this hostname is alive as swarm node %s (reimaged)", m.ID, m.SwarmNode)
+		} else if host == "" {
+			// A join that never completed: swarm created the entry (and, for a manager join, its seat in the
+			// spec) when it issued the certificate, but the node never registered, so the entry has no
+			// description. It held the third seat for good in a lab reimage (session 7: the manager join
+			// timed out, the node left and joined again as a worker, and no seat was free to promote it).
+			// Nothing runs there and nothing is known of it; once it has been Down for failedJoinGrace it goes.
+			since, ok := in.DownSince[n.ID]
+			if n.Status.State != swarm.NodeStateDown || !ok || in.Now.Sub(since) < failedJoinGrace {
+				continue
+			}
+			host = "(none: never registered)"
+			reason = fmt.Sprintf("failed join: the entry never registered and is down since %s", since.UTC().Format(time.RFC3339))
 		} else {
 			since, ok := in.DownSince[n.ID]
 			if n.Status.State != swarm.NodeStateDown || !ok || in.Now.Sub(since) < in.ReplaceAfter {
@@ -161,6 +173,10 @@ func PlanCleanup(in CleanupInput) []Cleanup {
 	}
 	return out
 }
+
+// failedJoinGrace is how long an entry that never registered must be Down before it is removed: longer than
+// a slow node takes from its certificate to its first session (seconds, a minute on a loaded lab guest).
+const failedJoinGrace = 2 * time.Minute
 
 func isManager(n swarm.Node) bool {
 	return n.Spec.Role == swarm.NodeRoleManager || n.ManagerStatus != nil

@@ -39,6 +39,13 @@ func TestPlanCleanup(t *testing.T) {
 	cBusy := node("C", "kiln-c", swarm.NodeRoleManager, swarm.NodeStateUnknown)
 	cBusy.ManagerStatus.Reachability = swarm.ReachabilityReachable
 	dWorker := node("D", "kiln-d", swarm.NodeRoleWorker, swarm.NodeStateReady)
+	// A manager join that never completed: a seat in the spec, no description, no raft membership.
+	ghost := node("G", "", swarm.NodeRoleManager, swarm.NodeStateDown)
+	ghost.ManagerStatus = nil
+	ghostDemoted := ghost
+	ghostDemoted.Spec.Role = swarm.NodeRoleWorker
+	ghostNew := map[string]time.Time{"G": t0.Add(-time.Minute)}
+	ghostOld := map[string]time.Time{"G": t0.Add(-3 * time.Minute)}
 
 	long := map[string]time.Time{"C": t0.Add(-11 * time.Minute)}
 	short := map[string]time.Time{"C": t0.Add(-time.Minute)}
@@ -75,6 +82,14 @@ func TestPlanCleanup(t *testing.T) {
 		{"dead worker past the grace period: remove", []swarm.Node{leader, b, cGone},
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B")}, long, []string{"remove C"}},
 		{"never the leader itself", []swarm.Node{leader}, []member.Member{mem("a", true, "Z")}, nil, nil},
+		{"failed manager join (never registered), down 1 min: keep, it may still be registering", []swarm.Node{leader, b, ghost, c2Worker},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C2")}, ghostNew, nil},
+		{"failed manager join, down 3 min: demote (its seat blocks the promotion of the node's retry)", []swarm.Node{leader, b, ghost, c2Worker},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C2")}, ghostOld, []string{"demote G"}},
+		{"failed join demoted: remove", []swarm.Node{leader, b, ghostDemoted, c2Worker},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C2")}, ghostOld, []string{"remove G"}},
+		{"failed join, never seen down by this leader: keep", []swarm.Node{leader, b, ghost},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B")}, nil, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
