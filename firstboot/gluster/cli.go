@@ -1,6 +1,5 @@
 // Package gluster forms and keeps the replicated GlusterFS volume `data`: peers, volume, options, and the
-// /var/data mount on every node. The gluster CLI is wrapped once here (script mode, XML output except for
-// heal launches).
+// /var/data mount on every node. The gluster CLI is wrapped once here (script mode, XML output).
 package gluster
 
 import (
@@ -13,13 +12,12 @@ import (
 	"github.com/kiln-project/kiln/internal/run"
 )
 
-// Runner runs `gluster --mode=script args...` and returns stdout; its error may come with stdout too. CLI
-// puts `--xml` first in args wherever it wants XML.
+// Runner runs `gluster --mode=script --xml args...` and returns stdout; its error may come with stdout too.
 type Runner func(ctx context.Context, args ...string) ([]byte, error)
 
 // HostRunner runs the host's gluster CLI through internal/run.
 func HostRunner(ctx context.Context, args ...string) ([]byte, error) {
-	return run.Cmd(ctx, "gluster", append([]string{"--mode=script"}, args...)...)
+	return run.Cmd(ctx, "gluster", append([]string{"--mode=script", "--xml"}, args...)...)
 }
 
 // CLI is the typed gluster command set the reconciler uses.
@@ -169,9 +167,9 @@ func ParseHealInfo(out []byte) ([]HealBrick, error) {
 	return bs, nil
 }
 
-// call runs args with XML output, preferring gluster's own error text over the exit status.
+// call runs args and decodes the XML, preferring gluster's own error text over the exit status.
 func (g *CLI) call(ctx context.Context, args ...string) ([]byte, error) {
-	out, err := g.run(ctx, append([]string{"--xml"}, args...)...)
+	out, err := g.run(ctx, args...)
 	if err != nil {
 		if _, perr := parse(out); perr != nil {
 			var oe *OpError
@@ -214,7 +212,7 @@ func (g *CLI) Probe(ctx context.Context, host string) error { return g.op(ctx, "
 
 // VolumeInfo returns the volume, or nil when it does not exist.
 func (g *CLI) VolumeInfo(ctx context.Context, name string) (*Volume, error) {
-	out, err := g.run(ctx, "--xml", "volume", "info", name)
+	out, err := g.run(ctx, "volume", "info", name)
 	// gluster may exit non-zero for a missing volume while printing valid XML saying so: the XML decides.
 	v, perr := ParseVolumeInfo(out)
 	if perr == nil {
@@ -249,26 +247,6 @@ func (g *CLI) Set(ctx context.Context, volume string, opts ...Option) error {
 // Start starts the volume.
 func (g *CLI) Start(ctx context.Context, name string) error {
 	return g.op(ctx, "volume", "start", name)
-}
-
-// Heal launches an index heal of name's pending entries, or with full a crawl of the whole volume (what an
-// empty, replaced or added brick needs). It runs without --xml: gluster 10.3 prints nothing and exits 1 for
-// a heal launch in XML mode, successful or not (seen in the lab: every heal the agent launched "failed"
-// with an empty document), while the text mode says "has been successful" or why not.
-func (g *CLI) Heal(ctx context.Context, name string, full bool) error {
-	args := []string{"volume", "heal", name}
-	if full {
-		args = append(args, "full")
-	}
-	out, err := g.run(ctx, args...)
-	text := strings.TrimSpace(string(out))
-	if err != nil {
-		return fmt.Errorf("gluster %s: %w (%s)", strings.Join(args, " "), err, text)
-	}
-	if !strings.Contains(text, "has been successful") {
-		return fmt.Errorf("gluster %s: not launched: %q", strings.Join(args, " "), text)
-	}
-	return nil
 }
 
 // HealInfo returns per-brick pending heal counts.

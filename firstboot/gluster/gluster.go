@@ -30,11 +30,6 @@ const (
 	// (/run: regenerated every boot, nothing to clean up on a read-only root).
 	MountUnit = "var-data.mount"
 	UnitPath  = "/run/systemd/system/var-data.mount"
-	// HealFullOwed marks that this node made a brick that needs a full heal (recreated, replaced or added)
-	// and has not launched one yet. It is written before the action and removed only after the heal was
-	// launched, so a failed launch, or a crash in between, is retried (PlanSelfRepair) instead of leaving
-	// the brick filled only by whatever the index heal happens to list.
-	HealFullOwed = "/var/lib/kiln/gluster-heal-full-owed"
 )
 
 // Options are the volume options kiln sets; docs/cluster-services.md gives the reasons. auth.allow names every
@@ -366,21 +361,6 @@ func (r *Reconciler) observe(ctx context.Context) (Observed, error) {
 	return Observed{Peers: peers, Volume: vol}, nil
 }
 
-// owe writes (or with false removes) the HealFullOwed marker.
-func (r *Reconciler) owe(owed bool) error {
-	path := filepath.Join(r.root, HealFullOwed)
-	if !owed {
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(path, nil, 0o644)
-}
-
 func (r *Reconciler) act(ctx context.Context, a Action) error {
 	var err error
 	switch a.Kind {
@@ -395,15 +375,11 @@ func (r *Reconciler) act(ctx context.Context, a Action) error {
 	case ActStartForce:
 		err = r.cli.op(ctx, "volume", "start", VolumeName, "force")
 	case ActHeal:
-		err = r.cli.Heal(ctx, VolumeName, false)
+		err = r.cli.op(ctx, "volume", "heal", VolumeName)
 	case ActHealFull:
-		if err = r.cli.Heal(ctx, VolumeName, true); err == nil {
-			err = r.owe(false)
-		}
+		err = r.cli.op(ctx, "volume", "heal", VolumeName, "full")
 	case ActReplaceBrick:
-		if err = r.owe(true); err == nil {
-			err = r.cli.op(ctx, "volume", "replace-brick", VolumeName, a.Bricks[0], a.Bricks[1], "commit", "force")
-		}
+		err = r.cli.op(ctx, "volume", "replace-brick", VolumeName, a.Bricks[0], a.Bricks[1], "commit", "force")
 	case ActDetach:
 		// force: the peer is gone for good and holds no brick (checked by PlanHeal); a plain detach
 		// refuses a disconnected peer.
@@ -411,13 +387,9 @@ func (r *Reconciler) act(ctx context.Context, a Action) error {
 	case ActAdoptUUID:
 		err = r.adoptUUID(ctx, a.Value, a.Pool)
 	case ActPrepareBrick:
-		if err = r.owe(true); err == nil {
-			err = prepareBrick(filepath.Join(r.root, BrickPath), a.Value)
-		}
+		err = prepareBrick(filepath.Join(r.root, BrickPath), a.Value)
 	case ActAddBrick:
-		if err = r.owe(true); err == nil {
-			err = r.cli.op(ctx, append([]string{"volume", "add-brick", VolumeName, "replica", fmt.Sprint(a.Replica)}, a.Bricks...)...)
-		}
+		err = r.cli.op(ctx, append([]string{"volume", "add-brick", VolumeName, "replica", fmt.Sprint(a.Replica)}, a.Bricks...)...)
 	case ActRemoveBricks:
 		err = r.cli.op(ctx, append(append([]string{"volume", "remove-brick", VolumeName, "replica", fmt.Sprint(a.Replica)}, a.Bricks...), "force")...)
 	case ActResetPeer:

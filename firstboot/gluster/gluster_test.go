@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -179,12 +178,6 @@ type fakeGlusterd struct {
 }
 
 func (f *fakeGlusterd) run(_ context.Context, args ...string) ([]byte, error) {
-	if args[0] != "--xml" && !(args[0] == "volume" && args[1] == "heal") {
-		return nil, errors.New("fake glusterd: no --xml: " + strings.Join(args, " "))
-	}
-	if args[0] == "--xml" {
-		args = args[1:]
-	}
 	f.ran = append(f.ran, strings.Join(args, " "))
 	ok := `<cliOutput><opRet>0</opRet><opErrno>0</opErrno><opErrstr/></cliOutput>`
 	switch {
@@ -344,50 +337,5 @@ func TestReconcileBacksOffAfterFailedCreate(t *testing.T) {
 	}
 	if n := creates(); n != 2 || !g.started {
 		t.Fatalf("after the back-off: %d creates, started %v; want the retry to form", n, g.started)
-	}
-}
-
-// A heal launch is judged by gluster's text, not XML (10.3 prints no XML for it), and a full heal stays owed
-// (the marker) until one was launched: a failed launch is retried on a later pass.
-func TestHealFullStaysOwedUntilLaunched(t *testing.T) {
-	var replies []string
-	var ran []string
-	runner := func(_ context.Context, args ...string) ([]byte, error) {
-		ran = append(ran, strings.Join(args, " "))
-		out := replies[0]
-		replies = replies[1:]
-		if strings.HasPrefix(out, "rc=1 ") {
-			return []byte(strings.TrimPrefix(out, "rc=1 ")), errors.New("exit status 1")
-		}
-		return []byte(out), nil
-	}
-	root := t.TempDir()
-	r := New(NewCLI(runner), &fakeSystemd{active: map[string]bool{}}, root, slog.New(slog.DiscardHandler))
-	marker := filepath.Join(root, HealFullOwed)
-	if err := r.act(context.Background(), Action{Kind: ActPrepareBrick, Value: volID}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(marker); err != nil {
-		t.Fatalf("prepare-brick did not record the owed full heal: %v", err)
-	}
-	replies = []string{
-		"rc=1 Launching heal operation to perform full self heal on volume data has been unsuccessful:\nSelf-heal daemon is not running. Check self-heal daemon log file.",
-		"Launching heal operation to perform full self heal on volume data has been successful \nUse heal info commands to check status.",
-	}
-	err := r.act(context.Background(), Action{Kind: ActHealFull})
-	if err == nil || !strings.Contains(err.Error(), "Self-heal daemon is not running") {
-		t.Fatalf("failed launch: err = %v, want gluster's reason", err)
-	}
-	if _, err := os.Stat(marker); err != nil {
-		t.Fatalf("a failed launch cleared the owed full heal: %v", err)
-	}
-	if err := r.act(context.Background(), Action{Kind: ActHealFull}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(marker); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("launched, but still owed: %v", err)
-	}
-	if want := []string{"volume heal data full", "volume heal data full"}; !slices.Equal(ran, want) {
-		t.Errorf("ran %q, want %q (text mode: no --xml)", ran, want)
 	}
 }

@@ -63,8 +63,6 @@ type HealObserved struct {
 	SelfUUID string
 	// BrickPrepared reports whether this node's brick directory carries the volume-id xattr.
 	BrickPrepared bool
-	// HealFullOwed reports the HealFullOwed marker: a brick this node made still waits for its full heal.
-	HealFullOwed bool
 	// Heal is `volume heal data info` (nil when not asked: volume absent or not started).
 	Heal []HealBrick
 	// DownSince is when this node first saw each peer address disconnected (in memory).
@@ -104,14 +102,8 @@ func PlanSelfRepair(s *firstboot.State, obs HealObserved) []Action {
 	if known && obs.SelfUUID == old && len(obs.Peers) > 0 && obs.Volume == nil {
 		return []Action{{Kind: ActRestartGlusterd}}
 	}
-	started := obs.Volume != nil && obs.Volume.Status == "Started"
-	if started && slices.Contains(obs.Volume.Bricks, self+":"+BrickPath) && !obs.BrickPrepared {
-		return []Action{{Kind: ActPrepareBrick, Value: obs.Volume.ID}} // owes the start and the full heal below
-	}
-	// (no heal on a one-brick volume, after `recover`: add-brick owes it once the replica is back)
-	if started && obs.HealFullOwed && obs.Volume.Replica > 1 {
-		// start force first: a brick recreated here runs only once the volume is started again.
-		return []Action{{Kind: ActStartForce}, {Kind: ActHealFull}}
+	if obs.Volume != nil && obs.Volume.Status == "Started" && slices.Contains(obs.Volume.Bricks, self+":"+BrickPath) && !obs.BrickPrepared {
+		return []Action{{Kind: ActPrepareBrick, Value: obs.Volume.ID}, {Kind: ActStartForce}, {Kind: ActHealFull}}
 	}
 	return nil
 }
@@ -524,8 +516,7 @@ func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (change
 		for _, a := range acts {
 			r.log.Info("gluster: "+a.String(), "volume", VolumeName, "reason", selfRepairReason(a))
 			if err := r.act(ctx, a); err != nil {
-				// A brick being repaired does not hold the rest of the plan (mount, options) back.
-				return changed, acts[0].Kind != ActPrepareBrick && acts[0].Kind != ActStartForce, err
+				return changed, acts[0].Kind != ActPrepareBrick, err
 			}
 			changed = true
 			r.lastRepair = fmt.Sprintf("%s (%s) at %s", a, selfRepairReason(a), r.now().UTC().Format(time.RFC3339))
@@ -547,10 +538,8 @@ func selfRepairReason(a Action) string {
 		return "reimaged: the pool knows this address as glusterd " + a.Value
 	case ActProbe:
 		return "reimaged: rejoining the pool through a member"
-	case ActPrepareBrick:
-		return "brick directory empty (no volume id): recreating it; a full heal is owed"
-	case ActStartForce, ActHealFull:
-		return "a brick made here (recreated, replaced or added) still waits for its full heal"
+	case ActPrepareBrick, ActStartForce, ActHealFull:
+		return "brick directory empty (no volume id): recreating it and healing it in full"
 	case ActRestartGlusterd:
 		return "reimaged: back in the pool but without its volumes; a restart fetches them"
 	case ActResetPeer:
@@ -573,11 +562,6 @@ func (r *Reconciler) healObserve(ctx context.Context, withHeal bool) (HealObserv
 		return ho, err
 	}
 	ho.BrickPrepared = brickPrepared(filepath.Join(r.root, BrickPath))
-	if _, err := os.Stat(filepath.Join(r.root, HealFullOwed)); err == nil {
-		ho.HealFullOwed = true
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return ho, fmt.Errorf("gluster: %w", err)
-	}
 	// heal info walks every brick's index through glusterd: at most every healInfoEvery, since the planner only
 	// needs it to start a heal (itself rate-limited to one a minute), not on every 5 s pass.
 	if withHeal && obs.Volume != nil && obs.Volume.Status == "Started" && obs.Volume.Replica > 1 &&

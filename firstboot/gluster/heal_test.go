@@ -42,7 +42,7 @@ func kinds(acts []Action) string {
 
 func TestPlanSelfRepair(t *testing.T) {
 	pool := map[string]string{"10.77.0.11": uuidA, "10.77.0.12": uuidB, "10.77.0.13": uuidC}
-	started := &Volume{ID: volID, Status: "Started", Replica: 3, Bricks: bricks(mA, mB, mC)}
+	started := &Volume{ID: volID, Status: "Started", Bricks: bricks(mA, mB, mC)}
 	tests := []struct {
 		name string
 		pool map[string]string
@@ -55,15 +55,9 @@ func TestPlanSelfRepair(t *testing.T) {
 			HealObserved{SelfUUID: uuidC}, "probe 10.77.0.11"},
 		{"probed back in, volumes not synced yet: restart glusterd", pool,
 			HealObserved{SelfUUID: uuidC, Observed: Observed{Peers: []Peer{peer(mA, false)}}}, "restart-glusterd"},
-		{"back in the pool, brick directory without volume id: recreate it (which owes a full heal)", pool,
+		{"back in the pool, brick directory without volume id: recreate, start, full heal", pool,
 			HealObserved{SelfUUID: uuidC, Observed: Observed{Peers: []Peer{peer(mA, true), peer(mB, true)}, Volume: started}},
-			"prepare-brick"},
-		{"a full heal is owed (brick recreated, replaced or added; launch failed or crashed before): start, heal", pool,
-			HealObserved{SelfUUID: uuidC, BrickPrepared: true, HealFullOwed: true, Observed: Observed{Peers: []Peer{peer(mA, true), peer(mB, true)}, Volume: started}},
-			"start-force; heal-full"},
-		{"owed, but the volume is down to one brick (after recover): add-brick will heal", pool,
-			HealObserved{SelfUUID: uuidC, BrickPrepared: true, HealFullOwed: true, Observed: Observed{Peers: []Peer{peer(mA, true)}, Volume: &Volume{Name: VolumeName, Status: "Started", Replica: 1, Bricks: []string{"10.77.0.13:" + BrickPath}}}},
-			""},
+			"prepare-brick; start-force; heal-full"},
 		{"healthy node", pool,
 			HealObserved{SelfUUID: uuidC, BrickPrepared: true, Observed: Observed{Peers: []Peer{peer(mA, true), peer(mB, true)}, Volume: started}}, ""},
 		{"new machine, address unknown to the pool: nothing to adopt", map[string]string{"10.77.0.11": uuidA},
