@@ -135,8 +135,9 @@ func PlanCleanup(in CleanupInput) []Cleanup {
 		} else if host == "" {
 			// A join that never completed: swarm created the entry (and, for a manager join, its seat in the
 			// spec) when it issued the certificate, but the node never registered, so the entry has no
-			// description. It held the third seat for good in a lab reimage (session 7: the manager join
-			// timed out, the node left and joined again as a worker, and no seat was free to promote it).
+			// description. It held the third seat for 10 min in a lab reimage (session 7: the manager join
+			// timed out, the node left and joined again as a worker, and no seat was free to promote it until
+			// the "gone for good" rule below took the entry).
 			// Nothing runs there and nothing is known of it; once it has been Down for failedJoinGrace it goes.
 			since, ok := in.DownSince[n.ID]
 			if n.Status.State != swarm.NodeStateDown || !ok || in.Now.Sub(since) < failedJoinGrace {
