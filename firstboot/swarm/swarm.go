@@ -301,9 +301,11 @@ func (r *Reconciler) form(ctx context.Context, s *firstboot.State) (bool, error)
 	}
 
 	var remotes []string
+	ownSeat := false // the record counts this address as a manager
 	for _, a := range s.Formation.ManagerAddrs {
 		if h, _, err := net.SplitHostPort(a); err == nil && h == addr {
-			continue // ourselves, e.g. a reimaged initialiser rejoining its own cluster
+			ownSeat = true // ourselves, e.g. a reimaged initialiser rejoining its own cluster
+			continue
 		}
 		remotes = append(remotes, a)
 	}
@@ -311,7 +313,7 @@ func (r *Reconciler) form(ctx context.Context, s *firstboot.State) (bool, error)
 		return false, errors.New("swarm: formation lists no manager other than this node")
 	}
 	role := JoinRole(s.Self.ID, s.Members, s.Expected, s.Formation.Managers)
-	if role == swarm.NodeRoleWorker && len(remotes) < len(s.Formation.ManagerAddrs) && Role(s.Self.ID, s.Members, s.Expected) == swarm.NodeRoleManager {
+	if role == swarm.NodeRoleWorker && ownSeat && Role(s.Self.ID, s.Members, s.Expected) == swarm.NodeRoleManager {
 		// The record still counts this address as a manager: this machine was one before its disk was
 		// replaced, and that old entry holds the seat. The leader removes it (PlanCleanup) and publishes a
 		// record without it, usually within a minute; joining now instead takes the worker path and a
