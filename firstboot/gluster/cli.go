@@ -1,5 +1,5 @@
 // Package gluster forms and keeps the replicated GlusterFS volume `data`: peers, volume, options, and the
-// /var/data mount on every node. The gluster CLI is wrapped once here (script mode, XML output).
+// /var/data mount on every node. The gluster CLI is wrapped once here (script mode, XML output where it works).
 package gluster
 
 import (
@@ -12,12 +12,13 @@ import (
 	"github.com/kiln-project/kiln/internal/run"
 )
 
-// Runner runs `gluster --mode=script --xml args...` and returns stdout; its error may come with stdout too.
+// Runner runs `gluster --mode=script args...` and returns stdout; its error may come with stdout too. The
+// CLI adds `--xml` in front of args for every command but the heal launches (see Heal).
 type Runner func(ctx context.Context, args ...string) ([]byte, error)
 
 // HostRunner runs the host's gluster CLI through internal/run.
 func HostRunner(ctx context.Context, args ...string) ([]byte, error) {
-	return run.Cmd(ctx, "gluster", append([]string{"--mode=script", "--xml"}, args...)...)
+	return run.Cmd(ctx, "gluster", append([]string{"--mode=script"}, args...)...)
 }
 
 // CLI is the typed gluster command set the reconciler uses.
@@ -169,7 +170,7 @@ func ParseHealInfo(out []byte) ([]HealBrick, error) {
 
 // call runs args and decodes the XML, preferring gluster's own error text over the exit status.
 func (g *CLI) call(ctx context.Context, args ...string) ([]byte, error) {
-	out, err := g.run(ctx, args...)
+	out, err := g.xml(ctx, args...)
 	if err != nil {
 		if _, perr := parse(out); perr != nil {
 			var oe *OpError
@@ -180,6 +181,11 @@ func (g *CLI) call(ctx context.Context, args ...string) ([]byte, error) {
 		return out, fmt.Errorf("gluster %s: %w", strings.Join(args, " "), err)
 	}
 	return out, nil
+}
+
+// xml runs args in XML output mode.
+func (g *CLI) xml(ctx context.Context, args ...string) ([]byte, error) {
+	return g.run(ctx, append([]string{"--xml"}, args...)...)
 }
 
 // op runs a command whose output carries nothing but success or failure.
@@ -212,7 +218,7 @@ func (g *CLI) Probe(ctx context.Context, host string) error { return g.op(ctx, "
 
 // VolumeInfo returns the volume, or nil when it does not exist.
 func (g *CLI) VolumeInfo(ctx context.Context, name string) (*Volume, error) {
-	out, err := g.run(ctx, "volume", "info", name)
+	out, err := g.xml(ctx, "volume", "info", name)
 	// gluster may exit non-zero for a missing volume while printing valid XML saying so: the XML decides.
 	v, perr := ParseVolumeInfo(out)
 	if perr == nil {
@@ -260,4 +266,79 @@ func (g *CLI) HealInfo(ctx context.Context, name string) ([]HealBrick, error) {
 		return nil, fmt.Errorf("gluster volume heal %s info: %w", name, err)
 	}
 	return bs, nil
+}
+
+// Heal launches a heal of volume name: an index heal of the pending entries, or with full a crawl of every
+// brick. It runs in text mode: glusterfs 10.3 prints nothing and exits 1 for `--xml volume heal <v> [full]`
+// even when the launch worked (measured: a FULL crawl shows in `heal <v> statistics` afterwards), so XML
+// mode cannot tell a launch from a refusal. In text mode exit status 0 is a launch.
+func (g *CLI) Heal(ctx context.Context, name string, full bool) error {
+	args := []string{"volume", "heal", name}
+	if full {
+		args = append(args, "full")
+	}
+	out, err := g.run(ctx, args...)
+	if err != nil {
+		if msg := strings.TrimSpace(string(out)); msg != "" {
+			return fmt.Errorf("gluster %s: %s: %w", strings.Join(args, " "), msg, err)
+		}
+		return fmt.Errorf("gluster %s: %w", strings.Join(args, " "), err)
+	}
+	return nil
+}
+
+// Process is one line of `volume status <v>`: a brick (Host, Path) or a daemon such as the self-heal daemon
+// (Host "Self-heal Daemon", Path the node it runs on, "localhost" for this one).
+type Process struct {
+	Host   string
+	Path   string
+	PeerID string
+	Online bool
+}
+
+// SelfHealDaemon is the Host `volume status` gives the self-heal daemons.
+const SelfHealDaemon = "Self-heal Daemon"
+
+// ParseVolumeStatus decodes volume name's part of `volume status` output.
+func ParseVolumeStatus(out []byte, name string) ([]Process, error) {
+	var c struct {
+		Volumes []struct {
+			Name  string `xml:"volName"`
+			Nodes []struct {
+				Hostname string `xml:"hostname"`
+				Path     string `xml:"path"`
+				PeerID   string `xml:"peerid"`
+				Status   int    `xml:"status"`
+			} `xml:"node"`
+		} `xml:"volStatus>volumes>volume"`
+	}
+	if _, err := parse(out); err != nil {
+		return nil, err
+	}
+	if err := xml.Unmarshal(out, &c); err != nil {
+		return nil, fmt.Errorf("gluster: decode XML output: %w", err)
+	}
+	var ps []Process
+	for _, v := range c.Volumes {
+		if v.Name != name {
+			continue
+		}
+		for _, n := range v.Nodes {
+			ps = append(ps, Process{Host: n.Hostname, Path: n.Path, PeerID: n.PeerID, Online: n.Status == 1})
+		}
+	}
+	return ps, nil
+}
+
+// VolumeStatus returns the bricks and daemons of volume name with whether each is online.
+func (g *CLI) VolumeStatus(ctx context.Context, name string) ([]Process, error) {
+	out, err := g.call(ctx, "volume", "status", name)
+	if err != nil {
+		return nil, err
+	}
+	ps, err := ParseVolumeStatus(out, name)
+	if err != nil {
+		return nil, fmt.Errorf("gluster volume status %s: %w", name, err)
+	}
+	return ps, nil
 }

@@ -231,6 +231,9 @@ type Reconciler struct {
 	orphanSince time.Time
 	// createFailed is when this coordinator's last `volume create` failed (see createRetryAfter).
 	createFailed time.Time
+	// onlineSince is when this node's brick and self-heal daemon were first seen online while a full heal
+	// of the brick is owed (healSettle).
+	onlineSince time.Time
 }
 
 // createRetryAfter is how long a coordinator waits after a failed `volume create` before it tries again. A
@@ -375,9 +378,9 @@ func (r *Reconciler) act(ctx context.Context, a Action) error {
 	case ActStartForce:
 		err = r.cli.op(ctx, "volume", "start", VolumeName, "force")
 	case ActHeal:
-		err = r.cli.op(ctx, "volume", "heal", VolumeName)
+		err = r.cli.Heal(ctx, VolumeName, false)
 	case ActHealFull:
-		err = r.cli.op(ctx, "volume", "heal", VolumeName, "full")
+		err = r.cli.Heal(ctx, VolumeName, true)
 	case ActReplaceBrick:
 		err = r.cli.op(ctx, "volume", "replace-brick", VolumeName, a.Bricks[0], a.Bricks[1], "commit", "force")
 	case ActDetach:
@@ -387,7 +390,19 @@ func (r *Reconciler) act(ctx context.Context, a Action) error {
 	case ActAdoptUUID:
 		err = r.adoptUUID(ctx, a.Value, a.Pool)
 	case ActPrepareBrick:
-		err = prepareBrick(filepath.Join(r.root, BrickPath), a.Value)
+		// Owed first: a crash between the two leaves a heal owed for a brick that gets prepared next pass.
+		// Only the file's presence counts, so a plain write is enough.
+		owed := filepath.Join(r.root, FullHealOwedFile)
+		if err = os.MkdirAll(filepath.Dir(owed), 0o755); err == nil {
+			err = os.WriteFile(owed, []byte(a.Value+"\n"), 0o644)
+		}
+		if err == nil {
+			err = prepareBrick(filepath.Join(r.root, BrickPath), a.Value)
+		}
+	case ActHealOwnBrick:
+		if err = r.cli.Heal(ctx, VolumeName, true); err == nil {
+			err = os.Remove(filepath.Join(r.root, FullHealOwedFile))
+		}
 	case ActAddBrick:
 		err = r.cli.op(ctx, append([]string{"volume", "add-brick", VolumeName, "replica", fmt.Sprint(a.Replica)}, a.Bricks...)...)
 	case ActRemoveBricks:

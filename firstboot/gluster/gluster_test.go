@@ -54,6 +54,12 @@ func TestParseRealOutput(t *testing.T) {
 	if err != nil || len(hs) != 3 || hs[0].Entries != 0 || hs[0].Status != "Connected" {
 		t.Fatalf("heal: %+v %v", hs, err)
 	}
+	// The self-heal daemon is a line of its own, "localhost" for this node's; bricks are host and path.
+	procs, err := ParseVolumeStatus(fixture(t, "volstatus-all.xml"), "r3")
+	if err != nil || len(procs) != 4 || procs[3] != (Process{Host: SelfHealDaemon, Path: "localhost", PeerID: "a9593a6d-e5c7-49b1-85d4-ea0aeaa85585", Online: true}) ||
+		procs[0].Host != "10.99.6.11" || procs[0].Path != "/tmp/kglb/r1" || !procs[0].Online {
+		t.Fatalf("volume status r3: %+v %v", procs, err)
+	}
 	// gluster exits 0 with opRet -1: the XML carries the failure.
 	for _, f := range []string{"probe-unreach.xml", "create-noforce.xml", "start-again.xml", "heal.xml"} {
 		_, err := parse(fixture(t, f))
@@ -78,6 +84,7 @@ func FuzzParsers(f *testing.F) {
 		ParsePeers(in)
 		ParseVolumeInfo(in)
 		ParseHealInfo(in)
+		ParseVolumeStatus(in, "data")
 	})
 }
 
@@ -178,6 +185,9 @@ type fakeGlusterd struct {
 }
 
 func (f *fakeGlusterd) run(_ context.Context, args ...string) ([]byte, error) {
+	if len(args) > 0 && args[0] == "--xml" {
+		args = args[1:]
+	}
 	f.ran = append(f.ran, strings.Join(args, " "))
 	ok := `<cliOutput><opRet>0</opRet><opErrno>0</opErrno><opErrstr/></cliOutput>`
 	switch {

@@ -145,7 +145,7 @@ func (n *gnode) run(ctx context.Context, args ...string) ([]byte, error) {
 }
 
 func (n *gnode) runner(ctx context.Context, args ...string) ([]byte, error) {
-	return n.run(ctx, append([]string{"--mode=script", "--xml"}, args...)...)
+	return n.run(ctx, append([]string{"--mode=script"}, args...)...)
 }
 
 // nodeSystemd plays systemd for one node: glusterd.service stops and starts the node's glusterd; the mount
@@ -324,7 +324,7 @@ func TestReimageRealGlusterd(t *testing.T) {
 		if u, _ := ReadUUID(filepath.Join(c.dir, GlusterdInfo)); u != oldC {
 			return false, "UUID " + u
 		}
-		out, err := ns[0].runner(ctx, "volume", "heal", VolumeName, "info")
+		out, err := ns[0].runner(ctx, "--xml", "volume", "heal", VolumeName, "info")
 		if err != nil {
 			return false, err.Error()
 		}
@@ -348,6 +348,13 @@ func TestReimageRealGlusterd(t *testing.T) {
 	peers, err := recs[2].cli.Peers(ctx)
 	if err != nil || len(peers) != 2 || !peers[0].InCluster() || !peers[1].InCluster() {
 		t.Fatalf("reimaged node's pool: %+v %v", peers, err)
+	}
+	// Which crawl filled the brick (docs/self-healing.md section 2): the self-heal daemons' statistics
+	// name each crawl's type (FULL or INDEX) and how many entries it healed.
+	if out, err := ns[0].run(ctx, "--mode=script", "volume", "heal", VolumeName, "statistics"); err == nil {
+		t.Logf("heal statistics:\n%s", out)
+	} else {
+		t.Logf("heal statistics: %v", err)
 	}
 }
 
@@ -428,7 +435,7 @@ func TestRecoverRealGlusterd(t *testing.T) {
 	if err := recs[0].Recover(ctx, ms[0].Addr); err != nil {
 		t.Fatal(err)
 	}
-	out, err := ns[0].runner(ctx, "volume", "info", VolumeName)
+	out, err := ns[0].runner(ctx, "--xml", "volume", "info", VolumeName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +466,7 @@ func TestRecoverRealGlusterd(t *testing.T) {
 	ms[1].Alive = true
 	brick := filepath.Join(b.dir, BrickPath)
 	until("volume grown back with the newcomer", 3*time.Minute, func() (bool, string) {
-		out, err := ns[0].runner(ctx, "volume", "info", VolumeName)
+		out, err := ns[0].runner(ctx, "--xml", "volume", "info", VolumeName)
 		if err != nil {
 			return false, err.Error()
 		}

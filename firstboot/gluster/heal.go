@@ -37,6 +37,9 @@ const (
 	// no pending markers on the good ones, so only a full heal fills it).
 	ActHeal     ActionKind = "heal"
 	ActHealFull ActionKind = "heal-full"
+	// ActHealOwnBrick is the full heal a prepared empty brick is owed (FullHealOwed), launched once the
+	// brick and this node's self-heal daemon are online; a launch clears what is owed.
+	ActHealOwnBrick ActionKind = "heal-own-brick"
 	// ActReplaceBrick moves a brick of a member gone past cluster.replaceAfter to a newcomer
 	// (`replace-brick … commit force`); ActDetach then removes the dead peer from the pool.
 	ActReplaceBrick ActionKind = "replace-brick"
@@ -63,6 +66,13 @@ type HealObserved struct {
 	SelfUUID string
 	// BrickPrepared reports whether this node's brick directory carries the volume-id xattr.
 	BrickPrepared bool
+	// FullHealOwed: this node prepared its empty brick and no full heal has been launched for it since
+	// (FullHealOwedFile). BrickOnline and HealDaemonOnline are this node's brick and self-heal daemon in
+	// `volume status`, and OnlineFor how long both have been seen online; observed only while a heal is owed.
+	FullHealOwed     bool
+	BrickOnline      bool
+	HealDaemonOnline bool
+	OnlineFor        time.Duration
 	// Heal is `volume heal data info` (nil when not asked: volume absent or not started).
 	Heal []HealBrick
 	// DownSince is when this node first saw each peer address disconnected (in memory).
@@ -103,10 +113,25 @@ func PlanSelfRepair(s *firstboot.State, obs HealObserved) []Action {
 		return []Action{{Kind: ActRestartGlusterd}}
 	}
 	if obs.Volume != nil && obs.Volume.Status == "Started" && slices.Contains(obs.Volume.Bricks, self+":"+BrickPath) && !obs.BrickPrepared {
-		return []Action{{Kind: ActPrepareBrick, Value: obs.Volume.ID}, {Kind: ActStartForce}, {Kind: ActHealFull}}
+		return []Action{{Kind: ActPrepareBrick, Value: obs.Volume.ID}, {Kind: ActStartForce}}
+	}
+	if obs.FullHealOwed && obs.Volume != nil && obs.Volume.Status == "Started" && obs.BrickOnline && obs.HealDaemonOnline && obs.OnlineFor >= healSettle {
+		return []Action{{Kind: ActHealOwnBrick}}
 	}
 	return nil
 }
+
+// healSettle is how long the prepared brick and this node's self-heal daemon must have been online before
+// the full heal is launched. The full crawl that fills an empty brick runs in this node's self-heal daemon
+// over its local brick: launched before the daemon has connected to the restarted brick, it crawls nothing
+// and reports success (session 7: a launch 0.3 s after `start force` left the brick empty for 4 min), and
+// nothing launches it again. `volume status` shows the brick online as soon as glusterd has its port; the
+// daemon reconnects within a few seconds of that.
+const healSettle = 10 * time.Second
+
+// FullHealOwedFile marks a prepared brick that still needs its full heal; it sits beside the brick so
+// it goes with it (a new brick disk starts without it and is prepared again).
+var FullHealOwedFile = filepath.Join(filepath.Dir(BrickPath), "full-heal-owed")
 
 // RecoverPlan is what `kiln-firstboot recover --force-new-cluster` does to the volume on the survivor: lift
 // both quorums (the lost majority can no longer form one), shrink the volume to the local brick, and
@@ -353,6 +378,11 @@ func volumeID(dir string) string {
 	return hex.EncodeToString(buf)
 }
 
+func isFile(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
+}
+
 func isDir(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
@@ -495,6 +525,23 @@ func parseUUID(s string) ([]byte, error) {
 	return b, nil
 }
 
+// localOnline reads this node's brick and self-heal daemon out of `volume status` (by glusterd UUID: the
+// brick line names the host as the volume does, the daemon line says "localhost").
+func localOnline(ps []Process, vol *Volume, selfUUID string) (brick, daemon bool) {
+	for _, p := range ps {
+		if p.PeerID != selfUUID {
+			continue
+		}
+		switch {
+		case p.Host == SelfHealDaemon:
+			daemon = daemon || p.Online
+		case p.Path == BrickPath && slices.Contains(vol.Bricks, p.Host+":"+p.Path):
+			brick = brick || p.Online
+		}
+	}
+	return brick, daemon
+}
+
 // selfRepair brings a reimaged node back in place (PlanSelfRepair), before the normal plan runs. rejoining
 // reports that this glusterd is not back in its old pool yet: the normal plan must not run meanwhile.
 func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (changed, rejoining bool, err error) {
@@ -538,8 +585,10 @@ func selfRepairReason(a Action) string {
 		return "reimaged: the pool knows this address as glusterd " + a.Value
 	case ActProbe:
 		return "reimaged: rejoining the pool through a member"
-	case ActPrepareBrick, ActStartForce, ActHealFull:
-		return "brick directory empty (no volume id): recreating it and healing it in full"
+	case ActPrepareBrick, ActStartForce:
+		return "brick directory empty (no volume id): recreating it, then healing it in full"
+	case ActHealOwnBrick:
+		return "the prepared empty brick and the self-heal daemon are online: healing the brick in full"
 	case ActRestartGlusterd:
 		return "reimaged: back in the pool but without its volumes; a restart fetches them"
 	case ActResetPeer:
@@ -562,6 +611,21 @@ func (r *Reconciler) healObserve(ctx context.Context, withHeal bool) (HealObserv
 		return ho, err
 	}
 	ho.BrickPrepared = brickPrepared(filepath.Join(r.root, BrickPath))
+	if ho.FullHealOwed = isFile(filepath.Join(r.root, FullHealOwedFile)); ho.FullHealOwed && obs.Volume != nil && obs.Volume.Status == "Started" {
+		ps, err := r.cli.VolumeStatus(ctx, VolumeName)
+		if err != nil {
+			return ho, err
+		}
+		ho.BrickOnline, ho.HealDaemonOnline = localOnline(ps, obs.Volume, ho.SelfUUID)
+		if !ho.BrickOnline || !ho.HealDaemonOnline {
+			r.onlineSince = time.Time{}
+		} else if r.onlineSince.IsZero() {
+			r.onlineSince = ho.Now
+		}
+		if !r.onlineSince.IsZero() {
+			ho.OnlineFor = ho.Now.Sub(r.onlineSince)
+		}
+	}
 	// heal info walks every brick's index through glusterd: at most every healInfoEvery, since the planner only
 	// needs it to start a heal (itself rate-limited to one a minute), not on every 5 s pass.
 	if withHeal && obs.Volume != nil && obs.Volume.Status == "Started" && obs.Volume.Replica > 1 &&

@@ -55,9 +55,15 @@ func TestPlanSelfRepair(t *testing.T) {
 			HealObserved{SelfUUID: uuidC}, "probe 10.77.0.11"},
 		{"probed back in, volumes not synced yet: restart glusterd", pool,
 			HealObserved{SelfUUID: uuidC, Observed: Observed{Peers: []Peer{peer(mA, false)}}}, "restart-glusterd"},
-		{"back in the pool, brick directory without volume id: recreate, start, full heal", pool,
+		{"back in the pool, brick directory without volume id: recreate and start it (a full heal is owed)", pool,
 			HealObserved{SelfUUID: uuidC, Observed: Observed{Peers: []Peer{peer(mA, true), peer(mB, true)}, Volume: started}},
-			"prepare-brick; start-force; heal-full"},
+			"prepare-brick; start-force"},
+		{"full heal owed, brick online, self-heal daemon not yet: wait", pool,
+			HealObserved{SelfUUID: uuidC, BrickPrepared: true, FullHealOwed: true, BrickOnline: true, Observed: Observed{Peers: []Peer{peer(mA, true), peer(mB, true)}, Volume: started}}, ""},
+		{"full heal owed, both online but only just: wait for the daemon to connect to the brick", pool,
+			HealObserved{SelfUUID: uuidC, BrickPrepared: true, FullHealOwed: true, BrickOnline: true, HealDaemonOnline: true, OnlineFor: time.Second, Observed: Observed{Peers: []Peer{peer(mA, true), peer(mB, true)}, Volume: started}}, ""},
+		{"full heal owed, both online for healSettle: launch it", pool,
+			HealObserved{SelfUUID: uuidC, BrickPrepared: true, FullHealOwed: true, BrickOnline: true, HealDaemonOnline: true, OnlineFor: healSettle, Observed: Observed{Peers: []Peer{peer(mA, true), peer(mB, true)}, Volume: started}}, "heal-own-brick"},
 		{"healthy node", pool,
 			HealObserved{SelfUUID: uuidC, BrickPrepared: true, Observed: Observed{Peers: []Peer{peer(mA, true), peer(mB, true)}, Volume: started}}, ""},
 		{"new machine, address unknown to the pool: nothing to adopt", map[string]string{"10.77.0.11": uuidA},
@@ -356,4 +362,31 @@ func TestClearFailedCreate(t *testing.T) {
 			t.Fatal("the marks of a brick holding data were cleared")
 		}
 	})
+}
+
+func TestLocalOnline(t *testing.T) {
+	vol := &Volume{Bricks: bricks(mA, mB, mC)}
+	brick := func(m member.Member, id string, online bool) Process {
+		return Process{Host: m.Addr.String(), Path: BrickPath, PeerID: id, Online: online}
+	}
+	shd := func(path, id string, online bool) Process {
+		return Process{Host: SelfHealDaemon, Path: path, PeerID: id, Online: online}
+	}
+	tests := []struct {
+		name          string
+		ps            []Process
+		brick, daemon bool
+	}{
+		{"both up", []Process{brick(mA, uuidA, true), brick(mC, uuidC, true), shd("localhost", uuidC, true), shd("10.77.0.11", uuidA, true)}, true, true},
+		{"own brick still down (others' are up)", []Process{brick(mA, uuidA, true), brick(mC, uuidC, false), shd("localhost", uuidC, true)}, false, true},
+		{"another node's daemon does not count", []Process{brick(mC, uuidC, true), shd("10.77.0.11", uuidA, true)}, true, false},
+		{"no lines for this node yet", []Process{brick(mA, uuidA, true)}, false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if b, d := localOnline(tc.ps, vol, uuidC); b != tc.brick || d != tc.daemon {
+				t.Errorf("localOnline = brick %v daemon %v, want %v %v", b, d, tc.brick, tc.daemon)
+			}
+		})
+	}
 }
