@@ -19,7 +19,8 @@ func TestNewEpoch(t *testing.T) {
 	}
 	now := time.Unix(1000, 0)
 	for want := 1; want <= 2; want++ {
-		e, err := NewEpoch(dir, "aa", "10.0.0.1:2377", now)
+		// "bb" recovers: the survivor, not the original initialiser "aa" (lost, or back later).
+		e, err := NewEpoch(dir, "bb", "10.0.0.1:2377", now)
 		if err != nil || e != want {
 			t.Fatalf("NewEpoch = %d, %v; want %d", e, err, want)
 		}
@@ -29,7 +30,7 @@ func TestNewEpoch(t *testing.T) {
 	readJSON(filepath.Join(dir, formationFile), &r)
 	readJSON(filepath.Join(dir, epochFile), &le)
 	if r.Epoch != 2 || le.Epoch != 2 || len(r.ManagerAddrs) != 1 || r.Managers != 1 || r.GlusterPeers != nil ||
-		!r.Updated.Equal(now) || r.SwarmID != "s" || r.ManagerToken != "m" {
+		!r.Updated.Equal(now) || r.SwarmID != "s" || r.ManagerToken != "m" || r.Initialiser != "bb" {
 		t.Fatalf("record %+v, local epoch %d", r, le.Epoch)
 	}
 }

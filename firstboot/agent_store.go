@@ -118,6 +118,10 @@ func NewEpoch(stateDir, nodeID, managerAddr string, now time.Time) (int, error) 
 		return 0, fmt.Errorf("%s: no formation record: this node never formed a cluster", filepath.Join(stateDir, formationFile))
 	}
 	r.Epoch++
+	// The recovering node is the new epoch's initialiser: it forced the new swarm and holds the only brick.
+	// The gluster coordinator follows the initialiser; left as the old one, a returning old initialiser
+	// (reset to a fresh glusterd) coordinated again and probed the others into a second pool (lab, session 8).
+	r.Initialiser = nodeID
 	r.ManagerAddrs = []string{managerAddr}
 	r.Managers = 1
 	r.GlusterPeers = nil

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -69,6 +70,8 @@ type HealObserved struct {
 	// FullHealOwed: this node prepared its empty brick and no full heal has been launched for it since
 	// (FullHealOwedFile). BrickOnline and HealDaemonOnline are this node's brick and self-heal daemon in
 	// `volume status`, and OnlineFor how long both have been seen online; observed only while a heal is owed.
+	// ResetEpoch is the epoch this glusterd was last reset for (ResetEpochFile; 0: never).
+	ResetEpoch       int
 	FullHealOwed     bool
 	BrickOnline      bool
 	HealDaemonOnline bool
@@ -165,8 +168,15 @@ func RecoverPlan(self netip.Addr, vol *Volume, peers []Peer) ([]Action, error) {
 
 // PlanEpochReset: after a `recover`, a node whose glusterd still belongs to the old pool (it has peers, and
 // the new pool's map does not know it by its UUID) must start over as a fresh peer. Pure.
+//
+// Once per epoch: right after the reset the coordinator probes the fresh glusterd, which then has a peer
+// before the record's map names its new UUID; reading that as "still the old pool" reset it every pass until
+// systemd refused to start glusterd again (lab, session 8).
 func PlanEpochReset(s *firstboot.State, obs HealObserved) []Action {
 	if s.Formation == nil || s.Formation.Epoch <= s.LocalEpoch || len(obs.Peers) == 0 || s.Formation.GlusterPeers == nil {
+		return nil
+	}
+	if obs.ResetEpoch >= s.Formation.Epoch {
 		return nil
 	}
 	if s.Formation.GlusterPeers[s.Self.Addr.String()] == obs.SelfUUID {
@@ -192,10 +202,34 @@ func (r *Reconciler) resetPeer(ctx context.Context, epoch string) error {
 			return fmt.Errorf("gluster: reset peer: set %s aside: %w", path, err)
 		}
 	}
+	// Recorded before glusterd starts: from here on its state is the new epoch's.
+	marker := filepath.Join(r.root, ResetEpochFile)
+	if err := os.MkdirAll(filepath.Dir(marker), 0o755); err != nil {
+		return fmt.Errorf("gluster: reset peer: %w", err)
+	}
+	if err := os.WriteFile(marker, []byte(epoch+"\n"), 0o644); err != nil {
+		return fmt.Errorf("gluster: reset peer: %w", err)
+	}
 	if err := r.systemd.Start(ctx, "glusterd.service"); err != nil {
 		return fmt.Errorf("gluster: reset peer: %w", err)
 	}
 	return nil
+}
+
+// ResetEpochFile holds the epoch this node's glusterd was last reset for (PlanEpochReset).
+const ResetEpochFile = "/var/lib/kiln/gluster-reset-epoch"
+
+// readResetEpoch reads ResetEpochFile under root; absent or unreadable is 0 (never reset).
+func readResetEpoch(root string) int {
+	b, err := os.ReadFile(filepath.Join(root, ResetEpochFile))
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // isolated: this glusterd has the UUID the pool knows this address by, but no peers (it adopted it and no
@@ -611,6 +645,7 @@ func (r *Reconciler) healObserve(ctx context.Context, withHeal bool) (HealObserv
 		return ho, err
 	}
 	ho.BrickPrepared = brickPrepared(filepath.Join(r.root, BrickPath))
+	ho.ResetEpoch = readResetEpoch(r.root)
 	if ho.FullHealOwed = isFile(filepath.Join(r.root, FullHealOwedFile)); ho.FullHealOwed && obs.Volume != nil && obs.Volume.Status == "Started" {
 		ps, err := r.cli.VolumeStatus(ctx, VolumeName)
 		if err != nil {

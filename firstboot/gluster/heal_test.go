@@ -282,6 +282,17 @@ func TestPlanEpochReset(t *testing.T) {
 	if got := kinds(PlanEpochReset(s, fresh)); got != "" {
 		t.Errorf("fresh node (no peers): %q", got)
 	}
+	// Reset once for epoch 1: the coordinator then probes the fresh glusterd, which has a peer before the
+	// record's map names its new UUID. That must not read as "still the old pool".
+	probed := HealObserved{SelfUUID: uuidX, ResetEpoch: 1, Observed: Observed{Peers: []Peer{peer(mA, true)}}}
+	if got := kinds(PlanEpochReset(s, probed)); got != "" {
+		t.Errorf("fresh glusterd already reset for this epoch, probed in: %q", got)
+	}
+	s.Formation.Epoch = 2
+	if got := kinds(PlanEpochReset(s, probed)); got != "reset to a fresh peer (epoch 2)" {
+		t.Errorf("reset for epoch 1, cluster recovered again (epoch 2): %q", got)
+	}
+	s.Formation.Epoch = 1
 	s.Formation.GlusterPeers["10.77.0.13"] = uuidC
 	if got := kinds(PlanEpochReset(s, old)); got != "" {
 		t.Errorf("node the recovered pool knows: %q", got)
