@@ -182,8 +182,10 @@ func TestChain(t *testing.T) {
 		{"7 partition", healing.Partition},
 		{"8 lost quorum", healing.LostQuorum},
 	} {
-		start := time.Now()
-		t.Run(s.name, func(t *testing.T) { s.run(ctx, t, c) })
-		t.Logf("%s: %s", s.name, time.Since(start).Round(time.Second))
+		start, ran := time.Now(), false
+		t.Run(s.name, func(t *testing.T) { ran = true; s.run(ctx, t, c) })
+		if ran { // -run may select a subset (make test: HEAL_CI)
+			t.Logf("%s: %s", s.name, time.Since(start).Round(time.Second))
+		}
 	}
 }
