@@ -102,6 +102,15 @@ type cliOutput struct {
 		Status  string `xml:"status"`
 		Entries string `xml:"numberOfEntries"`
 	} `xml:"healInfo>bricks>brick"`
+	StatusVolumes []struct {
+		Name  string `xml:"volName"`
+		Nodes []struct {
+			Hostname string `xml:"hostname"`
+			Path     string `xml:"path"`
+			PeerID   string `xml:"peerid"`
+			Status   int    `xml:"status"`
+		} `xml:"node"`
+	} `xml:"volStatus>volumes>volume"`
 }
 
 // parse decodes gluster's XML and turns opRet != 0 into an *OpError.
@@ -301,25 +310,12 @@ const SelfHealDaemon = "Self-heal Daemon"
 
 // ParseVolumeStatus decodes volume name's part of `volume status` output.
 func ParseVolumeStatus(out []byte, name string) ([]Process, error) {
-	var c struct {
-		Volumes []struct {
-			Name  string `xml:"volName"`
-			Nodes []struct {
-				Hostname string `xml:"hostname"`
-				Path     string `xml:"path"`
-				PeerID   string `xml:"peerid"`
-				Status   int    `xml:"status"`
-			} `xml:"node"`
-		} `xml:"volStatus>volumes>volume"`
-	}
-	if _, err := parse(out); err != nil {
+	c, err := parse(out)
+	if err != nil {
 		return nil, err
 	}
-	if err := xml.Unmarshal(out, &c); err != nil {
-		return nil, fmt.Errorf("gluster: decode XML output: %w", err)
-	}
 	var ps []Process
-	for _, v := range c.Volumes {
+	for _, v := range c.StatusVolumes {
 		if v.Name != name {
 			continue
 		}

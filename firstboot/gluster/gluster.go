@@ -391,12 +391,7 @@ func (r *Reconciler) act(ctx context.Context, a Action) error {
 		err = r.adoptUUID(ctx, a.Value, a.Pool)
 	case ActPrepareBrick:
 		// Owed first: a crash between the two leaves a heal owed for a brick that gets prepared next pass.
-		// Only the file's presence counts, so a plain write is enough.
-		owed := filepath.Join(r.root, FullHealOwedFile)
-		if err = os.MkdirAll(filepath.Dir(owed), 0o755); err == nil {
-			err = os.WriteFile(owed, []byte(a.Value+"\n"), 0o644)
-		}
-		if err == nil {
+		if err = writeMarker(filepath.Join(r.root, FullHealOwedFile), a.Value); err == nil {
 			err = prepareBrick(filepath.Join(r.root, BrickPath), a.Value)
 		}
 	case ActHealOwnBrick:

@@ -203,11 +203,7 @@ func (r *Reconciler) resetPeer(ctx context.Context, epoch string) error {
 		}
 	}
 	// Recorded before glusterd starts: from here on its state is the new epoch's.
-	marker := filepath.Join(r.root, ResetEpochFile)
-	if err := os.MkdirAll(filepath.Dir(marker), 0o755); err != nil {
-		return fmt.Errorf("gluster: reset peer: %w", err)
-	}
-	if err := os.WriteFile(marker, []byte(epoch+"\n"), 0o644); err != nil {
+	if err := writeMarker(filepath.Join(r.root, ResetEpochFile), epoch); err != nil {
 		return fmt.Errorf("gluster: reset peer: %w", err)
 	}
 	if err := r.systemd.Start(ctx, "glusterd.service"); err != nil {
@@ -218,6 +214,15 @@ func (r *Reconciler) resetPeer(ctx context.Context, epoch string) error {
 
 // ResetEpochFile holds the epoch this node's glusterd was last reset for (PlanEpochReset).
 const ResetEpochFile = "/var/lib/kiln/gluster-reset-epoch"
+
+// writeMarker writes a one-line marker file, creating its directory. Markers are read for their presence or
+// one value, so a plain write is enough.
+func writeMarker(path, value string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(value+"\n"), 0o644)
+}
 
 // readResetEpoch reads ResetEpochFile under root; absent or unreadable is 0 (never reset).
 func readResetEpoch(root string) int {
@@ -597,7 +602,7 @@ func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (change
 		for _, a := range acts {
 			r.log.Info("gluster: "+a.String(), "volume", VolumeName, "reason", selfRepairReason(a))
 			if err := r.act(ctx, a); err != nil {
-				return changed, acts[0].Kind != ActPrepareBrick, err
+				return changed, rejoins(acts[0].Kind), err
 			}
 			changed = true
 			r.lastRepair = fmt.Sprintf("%s (%s) at %s", a, selfRepairReason(a), r.now().UTC().Format(time.RFC3339))
@@ -605,12 +610,23 @@ func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (change
 		if acts[0].Kind == ActRestartGlusterd {
 			r.lastRestart = r.now()
 		}
-		if acts[0].Kind == ActAdoptUUID || acts[0].Kind == ActProbe || acts[0].Kind == ActResetPeer || acts[0].Kind == ActRestartGlusterd {
+		if rejoins(acts[0].Kind) {
 			// glusterd restarted or is syncing peers and volumes: look again next pass.
 			return changed, true, nil
 		}
 	}
 	return changed, false, nil
+}
+
+// rejoins reports whether a self-repair of this kind means the node is not back in its pool yet, so the
+// normal plan must wait. Repairing the brick (prepare, start, its full heal) happens in the pool and holds
+// nothing back (mount, options), whether it worked or not.
+func rejoins(k ActionKind) bool {
+	switch k {
+	case ActAdoptUUID, ActProbe, ActResetPeer, ActRestartGlusterd:
+		return true
+	}
+	return false
 }
 
 func selfRepairReason(a Action) string {
