@@ -145,6 +145,8 @@ type agent struct {
 
 	// Reconcile-loop-only state.
 	swarmNode string // last observed swarm node ID of this node, gossiped in metadata
+	// glusterEpoch is the last observed epoch of this node's glusterd state, gossiped in metadata.
+	glusterEpoch string
 	// metaPhase and metaVIP are what the last publishMeta said (republishMeta repeats them).
 	metaPhase status.Phase
 	metaVIP   bool

@@ -339,7 +339,8 @@ func (a *agent) republishMeta() {
 func (a *agent) publishMeta(phase status.Phase, holdsVIP bool) {
 	a.mu.Lock()
 	a.metaPhase, a.metaVIP = phase, holdsVIP
-	m := discovery.Meta{Phase: string(phase), Initialiser: a.el.Decided(), VIP: holdsVIP, SwarmNode: a.swarmNode}
+	m := discovery.Meta{Phase: string(phase), Initialiser: a.el.Decided(), VIP: holdsVIP, SwarmNode: a.swarmNode,
+		GlusterEpoch: a.glusterEpoch}
 	if a.rec != nil {
 		m.SwarmID = a.rec.SwarmID
 	}

@@ -88,6 +88,9 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 	if s.SwarmNode != "" {
 		a.swarmNode = s.SwarmNode // keep the last observation when dockerd does not answer
 	}
+	if s.GlusterEpoch != "" {
+		a.glusterEpoch = s.GlusterEpoch // likewise when glusterd does not answer
+	}
 	phase := a.phase(s, results)
 	if phase == status.PhaseReady && s.Formation != nil && s.Formation.Epoch > a.epoch {
 		// Everything converged in the new epoch: this node's state belongs to it now.

@@ -67,6 +67,9 @@ type State struct {
 	// (member.NoSwarmNode when inactive, "" when dockerd did not answer). The agent gossips it, so managers
 	// can tell this node's live entry from a stale one left by a previous install on the same machine.
 	SwarmNode string
+	// GlusterEpoch is output: the epoch this node's glusterd state belongs to, as the gluster reconciler
+	// observed it this pass ("" when glusterd did not answer). The agent gossips it (member.GlusterEpoch).
+	GlusterEpoch string
 }
 
 // Wait records that reconciler name is not done and what it waits for (State.Pending); the same text goes to

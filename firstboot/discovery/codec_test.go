@@ -159,7 +159,8 @@ func TestReplay(t *testing.T) {
 }
 
 func TestMeta(t *testing.T) {
-	m := Meta{ID: "0123abcd", Hostname: "kiln-0123abcd", Phase: "formed", Initialiser: "0123abcd", SwarmID: "x7u2"}
+	m := Meta{ID: "0123abcd", Hostname: "kiln-0123abcd", Phase: "formed", Initialiser: "0123abcd", SwarmID: "x7u2",
+		SwarmNode: "n0de1d", GlusterEpoch: "2"}
 	b, err := EncodeMeta(m)
 	if err != nil {
 		t.Fatal(err)

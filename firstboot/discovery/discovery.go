@@ -293,7 +293,8 @@ func (d *Discovery) Peers() []Peer {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	self := d.known[d.cfg.NodeID]
-	self.Member = member.Member{ID: d.cfg.NodeID, Hostname: d.cfg.Hostname, Addr: d.Addr().Addr(), Alive: true, SwarmNode: d.meta.SwarmNode}
+	self.Member = member.Member{ID: d.cfg.NodeID, Hostname: d.cfg.Hostname, Addr: d.Addr().Addr(), Alive: true, SwarmNode: d.meta.SwarmNode,
+		GlusterEpoch: d.meta.GlusterEpoch}
 	self.Meta = d.meta
 	d.known[d.cfg.NodeID] = self
 	out := make([]Peer, 0, len(d.known))
@@ -430,7 +431,8 @@ func (e *eventDelegate) update(n *memberlist.Node, alive bool) {
 	addr, _ := netip.AddrFromSlice(n.Addr)
 	d.mu.Lock()
 	old, seen := d.known[n.Name]
-	p := Peer{Member: member.Member{ID: n.Name, Hostname: meta.Hostname, Addr: addr.Unmap(), Alive: alive, SwarmNode: meta.SwarmNode}, Meta: meta}
+	p := Peer{Member: member.Member{ID: n.Name, Hostname: meta.Hostname, Addr: addr.Unmap(), Alive: alive, SwarmNode: meta.SwarmNode,
+		GlusterEpoch: meta.GlusterEpoch}, Meta: meta}
 	d.known[n.Name] = p
 	d.gossip[n.Name] = netip.AddrPortFrom(addr.Unmap(), n.Port)
 	d.mu.Unlock()

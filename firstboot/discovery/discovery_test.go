@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kiln-project/kiln/firstboot/member"
 )
 
 // syncBuffer collects log output from many goroutines.
@@ -148,12 +150,12 @@ func TestMessagesAndState(t *testing.T) {
 	if err := a.Send("zz", []byte("x")); err == nil {
 		t.Fatal("send to unknown member succeeded")
 	}
-	if err := b.SetMeta(Meta{Phase: "formed", SwarmID: "s1"}); err != nil {
+	if err := b.SetMeta(Meta{Phase: "formed", SwarmID: "s1", GlusterEpoch: member.FreshGluster}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "b's metadata at a", func() bool {
 		for _, p := range a.Peers() {
-			if p.ID == "b2" && p.Meta.SwarmID == "s1" {
+			if p.ID == "b2" && p.Meta.SwarmID == "s1" && p.GlusterEpoch == member.FreshGluster {
 				return true
 			}
 		}

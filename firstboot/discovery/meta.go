@@ -28,6 +28,8 @@ type Meta struct {
 	// SwarmNode is the node's own swarm node ID as its dockerd reports it ("-": in no swarm; "": not
 	// observed yet). Managers compare it with their node list to find stale entries of reimaged nodes.
 	SwarmNode string `json:"n,omitempty"`
+	// GlusterEpoch is the formation epoch the node's glusterd state belongs to (member.GlusterEpoch).
+	GlusterEpoch string `json:"g,omitempty"`
 }
 
 // EncodeMeta serialises m, refusing anything over the limit.
@@ -64,7 +66,7 @@ func DecodeMeta(b []byte) (Meta, error) {
 			return Meta{}, fmt.Errorf("discovery: meta initialiser: %w", err)
 		}
 	}
-	for _, s := range []string{m.Hostname, m.Phase, m.SwarmID, m.SwarmNode} {
+	for _, s := range []string{m.Hostname, m.Phase, m.SwarmID, m.SwarmNode, m.GlusterEpoch} {
 		if len(s) > 128 {
 			return Meta{}, fmt.Errorf("discovery: meta field too long")
 		}

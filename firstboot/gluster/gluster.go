@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -149,7 +150,7 @@ func Plan(s *firstboot.State, obs Observed) []Action {
 	}
 	var acts []Action
 	for _, m := range aliveMembers(s) {
-		if m.ID != s.Self.ID && findPeer(obs.Peers, m.Addr) == nil {
+		if m.ID != s.Self.ID && findPeer(obs.Peers, m.Addr) == nil && probeable(s, m) {
 			acts = append(acts, Action{Kind: ActProbe, Host: m.Addr.String()})
 		}
 	}
@@ -187,6 +188,42 @@ func Plan(s *firstboot.State, obs Observed) []Action {
 		acts = append(acts, Action{Kind: ActStart})
 	}
 	return acts
+}
+
+// probeable reports whether the coordinator may probe m: its glusterd is in no pool, or its state belongs to
+// the record's epoch. A member back from before a `recover` still holds the old pool until it resets its
+// glusterd (PlanEpochReset); probed in those seconds, it left an entry under its old UUID in the recovered
+// pool beside the one of its fresh glusterd, and every add-brick then failed with "Another transaction is
+// in progress" (lab, session 8). A member that has not reported yet is not probed either: its first pass
+// reports it, even before its swarm is up.
+func probeable(s *firstboot.State, m member.Member) bool {
+	if m.GlusterEpoch == member.FreshGluster {
+		return true
+	}
+	e, err := strconv.Atoi(m.GlusterEpoch)
+	return err == nil && e >= recordEpoch(s)
+}
+
+// recordEpoch is the formation record's epoch (0 before there is a record).
+func recordEpoch(s *firstboot.State) int {
+	if s.Formation == nil {
+		return 0
+	}
+	return s.Formation.Epoch
+}
+
+// GlusterEpoch is what this node reports as member.GlusterEpoch: FreshGluster with no peer, else the newest
+// of the epoch it was last ready in, the epoch it was reset for, and the record's epoch once the record
+// names this glusterd's UUID at its address. Pure.
+func GlusterEpoch(s *firstboot.State, peers []Peer, selfUUID string, resetEpoch int) string {
+	if len(peers) == 0 {
+		return member.FreshGluster
+	}
+	e := max(s.LocalEpoch, resetEpoch)
+	if s.Formation != nil && selfUUID != "" && s.Formation.GlusterPeers[s.Self.Addr.String()] == selfUUID {
+		e = max(e, s.Formation.Epoch)
+	}
+	return strconv.Itoa(e)
 }
 
 // planFollower: the lowest-ID other member probes the coordinator back once it is in the pool, so the
@@ -265,6 +302,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		return false, fmt.Errorf("gluster: brick directory: %w", err)
 	}
 	if !s.SwarmActive {
+		// The coordinator probes only members that reported their glusterd's epoch: report it now, so
+		// storage formation does not wait for a pass after this node's swarm is up.
+		if err := r.reportEpoch(ctx, s); err != nil {
+			r.log.Warn("gluster: observe peers for the epoch report", "err", err)
+		}
 		s.Wait("gluster", "waiting for swarm")
 		return false, nil
 	}
@@ -350,6 +392,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	}
 	status(s, st)
 	return changed || mounted, nil
+}
+
+// reportEpoch sets s.GlusterEpoch from glusterd's peer list (GlusterEpoch).
+func (r *Reconciler) reportEpoch(ctx context.Context, s *firstboot.State) error {
+	peers, err := r.cli.Peers(ctx)
+	if err != nil {
+		return err
+	}
+	uuid, err := ReadUUID(filepath.Join(r.root, GlusterdInfo))
+	if err != nil {
+		return err
+	}
+	s.GlusterEpoch = GlusterEpoch(s, peers, uuid, readResetEpoch(r.root))
+	return nil
 }
 
 func (r *Reconciler) observe(ctx context.Context) (Observed, error) {

@@ -89,10 +89,23 @@ func FuzzParsers(f *testing.F) {
 }
 
 var (
-	mA = member.Member{ID: "a", Addr: netip.MustParseAddr("10.77.0.11"), Alive: true}
-	mB = member.Member{ID: "b", Addr: netip.MustParseAddr("10.77.0.12"), Alive: true}
-	mC = member.Member{ID: "c", Addr: netip.MustParseAddr("10.77.0.13"), Alive: true}
+	mA = member.Member{ID: "a", Addr: netip.MustParseAddr("10.77.0.11"), Alive: true, GlusterEpoch: member.FreshGluster}
+	mB = member.Member{ID: "b", Addr: netip.MustParseAddr("10.77.0.12"), Alive: true, GlusterEpoch: member.FreshGluster}
+	mC = member.Member{ID: "c", Addr: netip.MustParseAddr("10.77.0.13"), Alive: true, GlusterEpoch: member.FreshGluster}
 )
+
+// inEpoch is m reporting its glusterd state as epoch e's ("" for not reported).
+func inEpoch(m member.Member, e string) member.Member {
+	m.GlusterEpoch = e
+	return m
+}
+
+// recovered is st with a record of epoch 1 (one `recover` ago) coordinated by a.
+func recovered(self member.Member, ms ...member.Member) *firstboot.State {
+	s := st(self, ms...)
+	s.Formation.Epoch = 1
+	return s
+}
 
 func st(self member.Member, ms ...member.Member) *firstboot.State {
 	return &firstboot.State{Self: self, Members: ms, Expected: 3, SwarmActive: true, Formation: &firstboot.Formation{Initialiser: "a"}}
@@ -139,6 +152,12 @@ func TestPlan(t *testing.T) {
 			s.Formation = &firstboot.Formation{GlusterPeers: map[string]string{"10.77.0.12": "u-b", "10.77.0.13": "u-c", "10.77.0.11": "u-a"}}
 			return s
 		}(), Observed{Volume: started}, nil},
+		{"a member that has not reported its glusterd's epoch is not probed", st(mA, mA, inEpoch(mB, ""), mC), Observed{},
+			[]string{"probe 10.77.0.13"}},
+		{"after a recover: a member still in the old pool is not probed", recovered(mA, mA, inEpoch(mB, "0"), mC), Observed{},
+			[]string{"probe 10.77.0.13"}},
+		{"after a recover: a member reset for the new epoch is probed", recovered(mA, mA, inEpoch(mB, "1"), mC), Observed{},
+			[]string{"probe 10.77.0.12", "probe 10.77.0.13"}},
 		{"single-node cluster: plain volume", &firstboot.State{Self: mA, Members: []member.Member{mA}, Expected: 1}, Observed{},
 			[]string{"create replica 1 " + brick(mA)}},
 	}
@@ -267,8 +286,11 @@ func TestReconcileFormsAndMountsThenIsIdempotent(t *testing.T) {
 	s := st(mA, mA, mB, mC)
 
 	s.SwarmActive = false
-	if changed, err := r.Reconcile(context.Background(), s); err != nil || changed || len(g.ran) != 0 {
-		t.Fatalf("before swarm: changed=%v err=%v ran=%v", changed, err, g.ran)
+	if changed, err := r.Reconcile(context.Background(), s); err != nil || changed || !slices.Equal(g.ran, []string{"peer status"}) {
+		t.Fatalf("before swarm: changed=%v err=%v ran=%v, want only the peer list (for the epoch report)", changed, err, g.ran)
+	}
+	if s.GlusterEpoch != member.FreshGluster {
+		t.Fatalf("before swarm: reported glusterd epoch %q, want %q", s.GlusterEpoch, member.FreshGluster)
 	}
 	s.SwarmActive = true
 	changed, err := r.Reconcile(context.Background(), s)
@@ -347,5 +369,40 @@ func TestReconcileBacksOffAfterFailedCreate(t *testing.T) {
 	}
 	if n := creates(); n != 2 || !g.started {
 		t.Fatalf("after the back-off: %d creates, started %v; want the retry to form", n, g.started)
+	}
+}
+
+func TestGlusterEpoch(t *testing.T) {
+	two := []Peer{peer(mB, true), peer(mC, true)}
+	cases := []struct {
+		name       string
+		s          *firstboot.State
+		peers      []Peer
+		uuid       string
+		resetEpoch int
+		want       string
+	}{
+		{"no peer: fresh, whatever the epochs", recovered(mA, mA), nil, "u-a", 0, member.FreshGluster},
+		{"formed in epoch 0", st(mA, mA, mB, mC), two, "u-a", 0, "0"},
+		{"back from before a recover: still the old epoch", recovered(mA, mA, mB, mC), two, "u-a", 0, "0"},
+		{"reset for epoch 1", recovered(mA, mA, mB, mC), two, "u-new", 1, "1"},
+		{"ready in epoch 1", func() *firstboot.State { s := recovered(mA, mA, mB, mC); s.LocalEpoch = 1; return s }(), two, "u-a", 0, "1"},
+		{"the record names this glusterd", func() *firstboot.State {
+			s := recovered(mA, mA, mB, mC)
+			s.Formation.GlusterPeers = map[string]string{"10.77.0.11": "u-a"}
+			return s
+		}(), two, "u-a", 0, "1"},
+		{"the record names another UUID at this address", func() *firstboot.State {
+			s := recovered(mA, mA, mB, mC)
+			s.Formation.GlusterPeers = map[string]string{"10.77.0.11": "u-other"}
+			return s
+		}(), two, "u-a", 0, "0"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := GlusterEpoch(c.s, c.peers, c.uuid, c.resetEpoch); got != c.want {
+				t.Errorf("GlusterEpoch = %q, want %q", got, c.want)
+			}
+		})
 	}
 }

@@ -261,6 +261,7 @@ func TestReimageRealGlusterd(t *testing.T) {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
 		_, err := recs[i].Reconcile(cctx, s)
+		gossip(ms, i, s)
 		if i == 0 && s.Announce.GlusterPeers != nil {
 			f.GlusterPeers = s.Announce.GlusterPeers
 		}
@@ -384,6 +385,7 @@ func TestRecoverRealGlusterd(t *testing.T) {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
 		_, err := recs[i].Reconcile(cctx, s)
+		gossip(ms, i, s)
 		return err
 	}
 	until := func(what string, within time.Duration, cond func() (bool, string)) {
@@ -481,4 +483,12 @@ func TestRecoverRealGlusterd(t *testing.T) {
 		}
 		return true, ""
 	})
+}
+
+// gossip does what the agent's metadata does between passes: the glusterd epoch node i observed reaches
+// every member's view (the coordinator probes only members that reported one).
+func gossip(ms []member.Member, i int, s *firstboot.State) {
+	if s.GlusterEpoch != "" {
+		ms[i].GlusterEpoch = s.GlusterEpoch
+	}
 }

@@ -589,6 +589,10 @@ func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (change
 		if err != nil {
 			return changed, false, err
 		}
+		if round == 0 {
+			// Before any repair: a reset below makes it fresh, reported from the next pass on.
+			s.GlusterEpoch = GlusterEpoch(s, obs.Peers, obs.SelfUUID, obs.ResetEpoch)
+		}
 		acts := PlanEpochReset(s, obs)
 		if len(acts) == 0 {
 			acts = PlanSelfRepair(s, obs)

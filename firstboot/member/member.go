@@ -17,7 +17,16 @@ type Member struct {
 	// (not reported yet), NoSwarmNode when its dockerd is in no swarm. A swarm entry with the member's
 	// hostname but another ID is a stale leftover (the member was reimaged), never the member itself.
 	SwarmNode string `json:"swarmNode,omitempty"`
+	// GlusterEpoch is the formation epoch the member's glusterd state belongs to, as it last reported
+	// (gossiped metadata): "" unknown, FreshGluster for a glusterd in no pool, else the epoch in decimal. The
+	// gluster coordinator probes only fresh members and members of the record's epoch: probing a glusterd
+	// still holding a pool from before a `recover` left a second entry for its address in the recovered
+	// pool, and every add-brick failed while it was there (lab, session 8).
+	GlusterEpoch string `json:"glusterEpoch,omitempty"`
 }
+
+// FreshGluster is GlusterEpoch for a member whose glusterd has no peer: probing it cannot merge two pools.
+const FreshGluster = "fresh"
 
 // NoSwarmNode is SwarmNode for a member that observed itself in no swarm (inactive): unlike "", it is a
 // statement, so a leftover swarm entry with its hostname can be recognised as stale.
