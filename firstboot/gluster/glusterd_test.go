@@ -295,6 +295,12 @@ func TestReimageRealGlusterd(t *testing.T) {
 		return true, ""
 	}
 	// The first create fails on purpose (brick parents missing); the coordinator then waits createRetryAfter.
+	// For that the followers must look reported (fresh) before their first pass, which is also what makes
+	// their brick parents: as if their agents had reported from a pass that ran before their reconciler
+	// made the directory (the image's tmpfiles.d makes it at boot, so on a node this takes a broken image).
+	for i := 1; i < 3; i++ {
+		ms[i].GlusterEpoch = member.FreshGluster
+	}
 	until("formed and mounted everywhere", createRetryAfter+3*time.Minute, mounted)
 	if len(f.GlusterPeers) != 3 {
 		t.Fatalf("pool map %v, want 3 entries", f.GlusterPeers)
