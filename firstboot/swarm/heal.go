@@ -386,7 +386,15 @@ func NoQuorum(err error) bool {
 // staleEpoch reports whether this node's swarm state predates a forced recovery it did not take part in:
 // the formation's epoch is newer than the one this node was last ready in, the node is in some swarm, the
 // recovered formation does not list it as a manager, and it cannot show itself healthy in the recovered
-// swarm (Ready in a manager's node list, or a worker that knows a recovered manager).
+// swarm (Ready in a manager's node list beside the epoch's initialiser, or a worker that knows a recovered
+// manager).
+//
+// "Beside the initialiser": `swarm init --force-new-cluster` keeps the swarm ID, so two lost managers that
+// come back together still hold a majority of the old raft and elect a leader in it, with the same swarm
+// ID and each of them Ready. Only the recovering node (the epoch's initialiser, NewEpoch) tells the
+// recovered raft from that fork: it is Ready in the one and Down in the other. In the lab (session 9) the
+// fork's leader then announced its managers under the new epoch, every node took that record, and the
+// cluster stayed split: one survivor alone, two nodes in the old raft.
 func (r *Reconciler) staleEpoch(ctx context.Context, s *firstboot.State, info swarm.Info) bool {
 	f := s.Formation
 	if f == nil || f.Epoch <= s.LocalEpoch || info.LocalNodeState == swarm.LocalNodeStateInactive {
@@ -409,15 +417,28 @@ func (r *Reconciler) staleEpoch(ctx context.Context, s *firstboot.State, info sw
 		qctx, cancel := context.WithTimeout(ctx, quorumProbeTimeout)
 		nodes, err := r.cli.NodeList(qctx, swarm.NodeListOptions{})
 		cancel()
-		if err == nil {
-			for _, n := range nodes {
-				if n.ID == info.NodeID && n.Status.State == swarm.NodeStateReady {
-					return false
-				}
-			}
+		if err == nil && readyNode(nodes, info.NodeID) && readyNode(nodes, initialiserNode(s)) {
+			return false
 		}
 	}
 	return true
+}
+
+// readyNode reports whether nodes hold node id, Ready ("" never is).
+func readyNode(nodes []swarm.Node, id string) bool {
+	return id != "" && slices.ContainsFunc(nodes, func(n swarm.Node) bool {
+		return n.ID == id && n.Status.State == swarm.NodeStateReady
+	})
+}
+
+// initialiserNode is the swarm node ID the formation's initialiser gossips for itself ("" when unknown).
+func initialiserNode(s *firstboot.State) string {
+	for _, m := range s.Members {
+		if m.ID == s.Formation.Initialiser && m.SwarmNode != member.NoSwarmNode {
+			return m.SwarmNode
+		}
+	}
+	return ""
 }
 
 // ForceNewCluster is the swarm half of `kiln-firstboot recover --force-new-cluster`: on a manager whose swarm

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -279,8 +280,9 @@ func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
 // TestRecoverRealDockerd: two of three managers are lost for good; the survivor reports no quorum, then
 // ForceNewCluster (the swarm half of `kiln-firstboot recover --force-new-cluster`) makes it the cluster with
-// no other entries, healthy again. One of the lost nodes then returns with its old state: it sees the newer
-// formation epoch, leaves its pre-recovery swarm and joins the recovered one as a manager.
+// no other entries, healthy again. Then both lost nodes return with their old state, together: they hold a
+// majority of the old raft and elect a leader in it, under the same swarm ID (the lab's scenario 8, session
+// 9). Each must see the newer formation epoch, leave that fork and join the recovered swarm as a manager.
 func TestRecoverRealDockerd(t *testing.T) {
 	needDocker(t)
 	ds, ms := newHealLAN(t, 3)
@@ -346,28 +348,41 @@ func TestRecoverRealDockerd(t *testing.T) {
 	}
 	// The new epoch, as firstboot.NewEpoch writes it.
 	rec := *f
-	rec.Epoch, rec.ManagerAddrs, rec.Managers, rec.GlusterPeers = 1, []string{listen}, 1, nil
+	rec.Epoch, rec.ManagerAddrs, rec.Managers, rec.GlusterPeers, rec.Initialiser = 1, []string{listen}, 1, nil, ms[0].ID
 	f = &rec
 	local[0] = 1
 
-	// C returns with its pre-recovery state.
+	// B and C return with their pre-recovery state.
+	oldB := ms[1].SwarmNode
+	ds[1].start(t)
 	ds[2].start(t)
-	ms[2].Alive = true
-	deadline := time.Now().Add(3 * time.Minute)
+	ms[1].Alive, ms[2].Alive = true, true
+	// As in the lab, where the agents' first passes came after boot: let the fork elect its leader first,
+	// so B and C each list themselves Ready in it.
+	forked := time.Now().Add(2 * time.Minute)
 	for {
-		s, err := pass(2)
-		if err == nil && s.SwarmActive && s.Announce != nil {
+		if _, err := ds[1].cli.NodeList(ctx, swarm.NodeListOptions{}); err == nil {
 			break
+		}
+		if time.Now().After(forked) {
+			t.Fatal("the returning nodes never elected a leader in their old raft")
+		}
+		time.Sleep(time.Second)
+	}
+	deadline := time.Now().Add(4 * time.Minute)
+	rejoined := map[int]bool{}
+	for len(rejoined) < 2 {
+		for _, i := range []int{1, 2} {
+			s, err := pass(i)
+			if err == nil && s.SwarmActive && ms[i].SwarmNode != oldB && ms[i].SwarmNode != oldC {
+				rejoined[i] = true
+			} else if time.Now().After(deadline) {
+				t.Fatalf("returning node %d did not rejoin the recovered swarm: %v (status %q)", i, err, s.Status["swarm"])
+			}
 		}
 		if _, err := pass(0); err != nil {
 			t.Logf("survivor: %v", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("returning node did not rejoin the recovered swarm: %v (status %q)", err, s.Status["swarm"])
-		}
-	}
-	if ms[2].SwarmNode == oldC {
-		t.Fatalf("returning node kept its pre-recovery swarm node %s", oldC)
 	}
 	nodes, err = ds[0].cli.NodeList(ctx, swarm.NodeListOptions{})
 	if err != nil {
@@ -379,7 +394,10 @@ func TestRecoverRealDockerd(t *testing.T) {
 			ready++
 		}
 	}
-	if len(nodes) != 2 || ready != 2 {
-		t.Fatalf("recovered swarm: %d nodes, %d ready managers; want 2 and 2", len(nodes), ready)
+	if len(nodes) != 3 || ready != 3 {
+		t.Fatalf("recovered swarm: %d nodes, %d ready managers; want 3 and 3", len(nodes), ready)
+	}
+	if f.Epoch != 1 || !slices.Contains(f.ManagerAddrs, listen) {
+		t.Fatalf("formation record after the return: epoch %d, managers %v; want epoch 1 with the survivor %s", f.Epoch, f.ManagerAddrs, listen)
 	}
 }
