@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-project/kiln/builder"
 	"github.com/kiln-project/kiln/builder/cache"
 )
 
@@ -95,12 +96,7 @@ func packagesOut(t *testing.T, img string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m struct {
-		Stages []struct {
-			Name string `json:"name"`
-			Key  string `json:"key"`
-		} `json:"stages"`
-	}
+	var m builder.Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatalf("manifest.json: %v", err)
 	}
