@@ -361,7 +361,9 @@ func TestRecoverRealDockerd(t *testing.T) {
 	// so B and C each list themselves Ready in it.
 	forked := time.Now().Add(2 * time.Minute)
 	for {
-		if _, err := ds[1].cli.NodeList(ctx, swarm.NodeListOptions{}); err == nil {
+		// Right after the election swarmkit lists the returning managers Unknown until they open a
+		// session with the new leader; the lab's agents saw them Ready.
+		if nodes, err := ds[1].cli.NodeList(ctx, swarm.NodeListOptions{}); err == nil && readyNode(nodes, oldB) && readyNode(nodes, oldC) {
 			break
 		}
 		if time.Now().After(forked) {
