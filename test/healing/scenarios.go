@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-project/kiln/firstboot/gluster"
 	"github.com/kiln-project/kiln/lab"
 	"github.com/kiln-project/kiln/test/formation"
 )
@@ -464,6 +465,7 @@ func Replacement(ctx context.Context, t testing.TB, c Cluster) {
 		t.Fatal(err)
 	}
 	ws := startWriters(ctx, t, c, nodes[0], "replace", 20)
+	cold := writeColdFile(ctx, t, nodes[0], "replace")
 	if err := target.Replace(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -481,6 +483,34 @@ func Replacement(ctx context.Context, t testing.TB, c Cluster) {
 		t.Errorf("the dead peer %s is still in the pool:\n%s", oldAddr, pool)
 	}
 	ws.verify(ctx, t, target)
+	checkBrickHolds(ctx, t, target, cold)
+}
+
+// coldFile is a file written once on a node's mount before a fault and never touched again.
+type coldFile struct{ path, sum string }
+
+// writeColdFile writes 1 MiB of random data under /var/data/healing on n and returns it with its checksum.
+// The writers' logs are appended to while a new brick joins, so gluster marks them pending and an index heal
+// copies them; a file nobody touches after the brick joined reaches it only through a full crawl (or the
+// pending marks replace-brick and add-brick leave on the root), which is what this checks.
+func writeColdFile(ctx context.Context, t testing.TB, n *lab.Node, name string) coldFile {
+	t.Helper()
+	p := "/var/data/healing/" + name + "-cold.bin"
+	out := mustExec(ctx, t, n, "sh", "-c", "mkdir -p /var/data/healing && head -c 1048576 /dev/urandom > "+p+
+		" && sync && sha256sum "+p)
+	sum, _, _ := strings.Cut(out, " ")
+	return coldFile{path: p, sum: sum}
+}
+
+// checkBrickHolds wants n's own brick to hold f, byte for byte: read through the mount, a file is served by
+// any replica, so only the brick shows whether a new brick was filled.
+func checkBrickHolds(ctx context.Context, t testing.TB, n *lab.Node, f coldFile) {
+	t.Helper()
+	onBrick := gluster.BrickPath + strings.TrimPrefix(f.path, "/var/data")
+	out, err := formation.Exec(ctx, n, "sha256sum", onBrick)
+	if sum, _, _ := strings.Cut(out, " "); err != nil || sum != f.sum {
+		t.Errorf("%s: brick copy of %s: %q %v; want sha256 %s (brick not filled)", n.Name(), f.path, out, err, f.sum)
+	}
 }
 
 // LostQuorum is scenario 8: two of three members are lost for good. The survivor does not act on its own
@@ -493,6 +523,7 @@ func LostQuorum(ctx context.Context, t testing.TB, c Cluster) {
 	l, nodes, vip := c.Lab, c.Nodes, c.VIP
 	survivor, lost := nodes[0], nodes[1:]
 	w := startWriter(ctx, t, l, survivor, "quorum", 20)
+	cold := writeColdFile(ctx, t, survivor, "quorum")
 	for _, n := range lost {
 		if err := n.Kill(ctx); err != nil {
 			t.Fatal(err)
@@ -538,4 +569,7 @@ func LostQuorum(ctx context.Context, t testing.TB, c Cluster) {
 	}
 	waitHealed(ctx, t, survivor, nodes, vip)
 	verify(ctx, t, w, lost[0])
+	for _, n := range lost {
+		checkBrickHolds(ctx, t, n, cold)
+	}
 }
