@@ -215,7 +215,7 @@ func Reimage(ctx context.Context, t testing.TB, c Cluster) {
 	}
 	// Read from the reimaged node's own mount, and check its brick got the data by full heal.
 	ws.verify(ctx, t, target)
-	if _, err := formation.Exec(ctx, target, "test", "-s", "/var/lib/kiln/bricks/data/brick/healing/reimage.log"); err != nil {
+	if _, err := formation.Exec(ctx, target, "test", "-s", gluster.BrickPath+strings.TrimPrefix(DataDir, gluster.MountPoint)+"/reimage.log"); err != nil {
 		t.Errorf("reimaged brick not healed: %v", err)
 	}
 }
@@ -489,14 +489,14 @@ func Replacement(ctx context.Context, t testing.TB, c Cluster) {
 // coldFile is a file written once on a node's mount before a fault and never touched again.
 type coldFile struct{ path, sum string }
 
-// writeColdFile writes 1 MiB of random data under /var/data/healing on n and returns it with its checksum.
+// writeColdFile writes 1 MiB of random data under DataDir on n and returns it with its checksum.
 // The writers' logs are appended to while a new brick joins, so gluster marks them pending and an index heal
 // copies them; a file nobody touches after the brick joined reaches it only through a full crawl (or the
 // pending marks replace-brick and add-brick leave on the root), which is what this checks.
 func writeColdFile(ctx context.Context, t testing.TB, n *lab.Node, name string) coldFile {
 	t.Helper()
-	p := "/var/data/healing/" + name + "-cold.bin"
-	out := mustExec(ctx, t, n, "sh", "-c", "mkdir -p /var/data/healing && head -c 1048576 /dev/urandom > "+p+
+	p := DataDir + "/" + name + "-cold.bin"
+	out := mustExec(ctx, t, n, "sh", "-c", "mkdir -p "+DataDir+" && head -c 1048576 /dev/urandom > "+p+
 		" && sync && sha256sum "+p)
 	sum, _, _ := strings.Cut(out, " ")
 	return coldFile{path: p, sum: sum}
@@ -506,7 +506,7 @@ func writeColdFile(ctx context.Context, t testing.TB, n *lab.Node, name string) 
 // any replica, so only the brick shows whether a new brick was filled.
 func checkBrickHolds(ctx context.Context, t testing.TB, n *lab.Node, f coldFile) {
 	t.Helper()
-	onBrick := gluster.BrickPath + strings.TrimPrefix(f.path, "/var/data")
+	onBrick := gluster.BrickPath + strings.TrimPrefix(f.path, gluster.MountPoint)
 	out, err := formation.Exec(ctx, n, "sha256sum", onBrick)
 	if sum, _, _ := strings.Cut(out, " "); err != nil || sum != f.sum {
 		t.Errorf("%s: brick copy of %s: %q %v; want sha256 %s (brick not filled)", n.Name(), f.path, out, err, f.sum)
