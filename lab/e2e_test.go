@@ -195,10 +195,6 @@ func TestE2E(t *testing.T) {
 	}
 	wg.Wait()
 
-	if t.Failed() {
-		dumpSerial(t, l) // before Down removes the logs
-	}
-
 	// An ACPI shutdown needs no reboot afterwards: cheap to check last.
 	stopStart := time.Now()
 	if err := n1.Stop(ctx); err != nil {
@@ -209,6 +205,10 @@ func TestE2E(t *testing.T) {
 		t.Logf("node1 ACPI shutdown took %s", time.Since(stopStart).Round(time.Second))
 	}
 
+	if t.Failed() {
+		// Last before Down removes the logs, so that a CI report's tail (the lines before --- FAIL) shows them.
+		dumpSerial(t, l)
+	}
 	if err := l.Down(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -254,6 +254,11 @@ func dumpSerial(t *testing.T, l *lab.Lab) {
 	nodes, _ := l.Nodes()
 	for _, n := range nodes {
 		t.Logf("=== %s serial tail ===\n%s", n.Name(), n.SerialTail(40))
+	}
+	// One short block per node at the very end: a report that keeps only the output's tail still has it.
+	for _, n := range nodes {
+		st, _ := n.State()
+		t.Logf("=== %s: running %v, address %s, mac %s; DHCP log:\n%s", n.Name(), n.Running(), st.Address, st.MAC, n.DHCPLog(4))
 	}
 }
 

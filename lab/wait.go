@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ const bootPoll = 2 * time.Second
 func (n *Node) WaitBooted(ctx context.Context) (time.Duration, error) {
 	t := time.NewTicker(bootPoll)
 	defer t.Stop()
+	lastErr := "none yet"
 	for {
 		s, err := n.State()
 		if err != nil {
@@ -35,10 +37,15 @@ func (n *Node) WaitBooted(ctx context.Context) (time.Duration, error) {
 			return d, nil
 		} else if !errors.Is(err, ErrUnreachable) && ctx.Err() == nil {
 			return 0, err
+		} else {
+			lastErr = err.Error()
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("node %s: not booted (no ssh at %s): %w; serial tail:\n%s", n.name, s.Address, ctx.Err(), n.SerialTail(20))
+			// The last ssh error tells a node that never got its address (no route to host) from one that
+			// rejects the lab key (permission denied); the DHCP log says whether it asked for one.
+			return 0, fmt.Errorf("node %s: not booted (no ssh at %s): %w; last ssh error: %s; DHCP log for %s:\n%s\nserial tail:\n%s",
+				n.name, s.Address, ctx.Err(), lastErr, s.MAC, n.DHCPLog(10), n.SerialTail(20))
 		case <-t.C:
 		}
 	}
@@ -60,6 +67,29 @@ func (l *Lab) WaitBooted(ctx context.Context) (map[string]time.Duration, error) 
 		return err
 	})
 	return times, err
+}
+
+// DHCPLog is the last lines of the lab's dnsmasq log that name the node's current MAC ("" if none), for
+// failure reports.
+func (n *Node) DHCPLog(lines int) string {
+	s, err := n.State()
+	if err != nil {
+		return ""
+	}
+	b, err := os.ReadFile(n.lab.dhcpConfig().LogFile())
+	if err != nil {
+		return ""
+	}
+	var hits []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(strings.ToLower(l), strings.ToLower(s.MAC)) {
+			hits = append(hits, l)
+		}
+	}
+	if len(hits) > lines {
+		hits = hits[len(hits)-lines:]
+	}
+	return strings.Join(hits, "\n")
 }
 
 // SerialTail is the last lines of the node's serial log ("" if none), for failure reports.
