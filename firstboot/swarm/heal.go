@@ -138,13 +138,16 @@ func PlanCleanup(in CleanupInput) []Cleanup {
 			// description. It held the third seat for 10 min in a lab reimage (session 7: the manager join
 			// timed out, the node left and joined again as a worker, and no seat was free to promote it until
 			// the "gone for good" rule below took the entry).
-			// Nothing runs there and nothing is known of it; once it has been Down for failedJoinGrace it goes.
+			// Nothing runs there and nothing is known of it; once it has been not Ready (Down, or Unknown: an
+			// entry that never registered need not ever go Down, session 11's lost-quorum run kept one Unknown
+			// for 15 min after the two lost nodes joined the recovered swarm) for failedJoinGrace it goes.
 			since, ok := in.DownSince[n.ID]
-			if n.Status.State != swarm.NodeStateDown || !ok || in.Now.Sub(since) < failedJoinGrace {
+			if !ok || in.Now.Sub(since) < failedJoinGrace ||
+				(n.ManagerStatus != nil && n.ManagerStatus.Reachability == swarm.ReachabilityReachable) {
 				continue
 			}
 			host = "(none: never registered)"
-			reason = fmt.Sprintf("failed join: the entry never registered and is down since %s", since.UTC().Format(time.RFC3339))
+			reason = fmt.Sprintf("failed join: the entry never registered and is %s since %s", n.Status.State, since.UTC().Format(time.RFC3339))
 		} else {
 			since, ok := in.DownSince[n.ID]
 			if n.Status.State != swarm.NodeStateDown || !ok || in.Now.Sub(since) < in.ReplaceAfter {
@@ -175,7 +178,7 @@ func PlanCleanup(in CleanupInput) []Cleanup {
 	return out
 }
 
-// failedJoinGrace is how long an entry that never registered must be Down before it is removed: longer than
+// failedJoinGrace is how long an entry that never registered must be not Ready before it is removed: longer than
 // a slow node takes from its certificate to its first session (seconds, a minute on a loaded lab guest).
 const failedJoinGrace = 2 * time.Minute
 
@@ -261,7 +264,8 @@ func (r *Reconciler) heal(ctx context.Context, s *firstboot.State, self string, 
 	now := r.now()
 	seen := map[string]bool{}
 	for _, n := range nodes {
-		if n.Status.State == swarm.NodeStateDown {
+		// An entry without a description never registered: Unknown counts like Down for it (PlanCleanup).
+		if n.Status.State == swarm.NodeStateDown || (n.Description.Hostname == "" && n.Status.State != swarm.NodeStateReady) {
 			seen[n.ID] = true
 			if _, ok := r.downSince[n.ID]; !ok {
 				r.downSince[n.ID] = now
