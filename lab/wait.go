@@ -31,15 +31,16 @@ func (n *Node) WaitBooted(ctx context.Context) (time.Duration, error) {
 		if !n.Running() {
 			return 0, fmt.Errorf("node %s: VM not running while waiting for boot; serial tail:\n%s", n.name, n.SerialTail(20))
 		}
-		if _, err := n.lab.ssh(ctx, s.Address, "true"); err == nil {
+		_, err = n.lab.ssh(ctx, s.Address, "true")
+		if err == nil {
 			d := time.Since(s.StartedAt)
 			n.lab.log.Info("node booted", "node", n.name, "address", s.Address, "after", d.Round(time.Second))
 			return d, nil
-		} else if !errors.Is(err, ErrUnreachable) && ctx.Err() == nil {
-			return 0, err
-		} else {
-			lastErr = err.Error()
 		}
+		if !errors.Is(err, ErrUnreachable) && ctx.Err() == nil {
+			return 0, err
+		}
+		lastErr = err.Error()
 		select {
 		case <-ctx.Done():
 			// The last ssh error tells a node that never got its address (no route to host) from one that
@@ -80,9 +81,10 @@ func (n *Node) DHCPLog(lines int) string {
 	if err != nil {
 		return ""
 	}
+	mac := strings.ToLower(s.MAC) // dnsmasq logs MACs in lower case
 	var hits []string
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(strings.ToLower(l), strings.ToLower(s.MAC)) {
+		if strings.Contains(l, mac) {
 			hits = append(hits, l)
 		}
 	}

@@ -74,8 +74,9 @@ type CleanupInput struct {
 	Self    string // the leader's own node ID: never touched
 	Nodes   []swarm.Node
 	Members []member.Member
-	// DownSince is when the leader first saw each node Down (in memory: a restarted agent starts the grace
-	// period again, which only delays a replacement).
+	// DownSince is when the leader first saw each node Down, or, for an entry that never registered, not
+	// Ready (timed); in memory: a restarted agent starts the grace period again, which only delays a
+	// replacement.
 	DownSince    map[string]time.Time
 	Now          time.Time
 	ReplaceAfter time.Duration
@@ -182,6 +183,12 @@ func PlanCleanup(in CleanupInput) []Cleanup {
 // a slow node takes from its certificate to its first session (seconds, a minute on a loaded lab guest).
 const failedJoinGrace = 2 * time.Minute
 
+// timed reports whether the leader keeps a "since" for the entry (CleanupInput.DownSince): it is Down, or it
+// never registered (no description) and is not Ready, since such an entry can stay Unknown for good.
+func timed(n swarm.Node) bool {
+	return n.Status.State == swarm.NodeStateDown || (n.Description.Hostname == "" && n.Status.State != swarm.NodeStateReady)
+}
+
 func isManager(n swarm.Node) bool {
 	return n.Spec.Role == swarm.NodeRoleManager || n.ManagerStatus != nil
 }
@@ -264,8 +271,7 @@ func (r *Reconciler) heal(ctx context.Context, s *firstboot.State, self string, 
 	now := r.now()
 	seen := map[string]bool{}
 	for _, n := range nodes {
-		// An entry without a description never registered: Unknown counts like Down for it (PlanCleanup).
-		if n.Status.State == swarm.NodeStateDown || (n.Description.Hostname == "" && n.Status.State != swarm.NodeStateReady) {
+		if timed(n) {
 			seen[n.ID] = true
 			if _, ok := r.downSince[n.ID]; !ok {
 				r.downSince[n.ID] = now

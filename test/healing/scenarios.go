@@ -215,7 +215,7 @@ func Reimage(ctx context.Context, t testing.TB, c Cluster) {
 	}
 	// Read from the reimaged node's own mount, and check its brick got the data by full heal.
 	ws.verify(ctx, t, target)
-	if _, err := formation.Exec(ctx, target, "test", "-s", gluster.BrickPath+strings.TrimPrefix(DataDir, gluster.MountPoint)+"/reimage.log"); err != nil {
+	if _, err := formation.Exec(ctx, target, "test", "-s", onBrick(DataDir+"/reimage.log")); err != nil {
 		t.Errorf("reimaged brick not healed: %v", err)
 	}
 }
@@ -486,6 +486,11 @@ func Replacement(ctx context.Context, t testing.TB, c Cluster) {
 	checkBrickHolds(ctx, t, target, cold)
 }
 
+// onBrick is where a file at path on the volume's mount lies on a node's brick.
+func onBrick(path string) string {
+	return gluster.BrickPath + strings.TrimPrefix(path, gluster.MountPoint)
+}
+
 // coldFile is a file written once on a node's mount before a fault and never touched again.
 type coldFile struct{ path, sum string }
 
@@ -506,8 +511,7 @@ func writeColdFile(ctx context.Context, t testing.TB, n *lab.Node, name string) 
 // any replica, so only the brick shows whether a new brick was filled.
 func checkBrickHolds(ctx context.Context, t testing.TB, n *lab.Node, f coldFile) {
 	t.Helper()
-	onBrick := gluster.BrickPath + strings.TrimPrefix(f.path, gluster.MountPoint)
-	out, err := formation.Exec(ctx, n, "sha256sum", onBrick)
+	out, err := formation.Exec(ctx, n, "sha256sum", onBrick(f.path))
 	if sum, _, _ := strings.Cut(out, " "); err != nil || sum != f.sum {
 		t.Errorf("%s: brick copy of %s: %q %v; want sha256 %s (brick not filled)", n.Name(), f.path, out, err, f.sum)
 	}
