@@ -310,7 +310,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		s.Wait("gluster", "waiting for swarm")
 		return false, nil
 	}
-	changed, rejoining, err := r.selfRepair(ctx, s)
+	changed, rejoining, last, err := r.selfRepair(ctx, s)
 	if err != nil {
 		return changed, err
 	}
@@ -320,15 +320,30 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		s.Wait("gluster", "reimaged: rejoining the pool as "+s.Formation.GlusterPeers[s.Self.Addr.String()])
 		return changed, nil
 	}
+	coord, _ := Coordinator(s)
+	if coord.ID == s.Self.ID && !r.clusterOptionsSet {
+		// Before the first probe: in a pool of one the transaction commits locally, and glusterd hands its
+		// global options to every peer it probes (checked with real glusterds: TestClusterOptionsReachProbedPeers).
+		// Set after `volume start`, it was one more three-node transaction between the start and the mount.
+		for _, k := range sortedKeys(ClusterOptions) {
+			if err := r.cli.Set(ctx, "all", Option{k, ClusterOptions[k]}); err != nil {
+				return changed, fmt.Errorf("gluster: set all %s: %w", k, err)
+			}
+		}
+		r.clusterOptionsSet = true
+	}
 	var obs Observed
 	var backoff string // why a create is held back, for status
 	for round := 0; ; round++ {
-		var err error
-		if obs, err = r.observe(ctx); err != nil {
-			return changed, err
+		if round == 0 && last != nil {
+			obs = *last // selfRepair's observation, taken after its last action
+		} else {
+			var err error
+			if obs, err = r.observe(ctx); err != nil {
+				return changed, err
+			}
 		}
 		if obs.Volume == nil {
-			coord, _ := Coordinator(s)
 			if err := r.clearFailedCreate(coord.ID == s.Self.ID); err != nil {
 				return changed, err
 			}
@@ -355,16 +370,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 				}
 				return changed, err
 			}
+			if a.Kind == ActStart {
+				// A volume started just now holds no file, so nothing can be pending heal: the first heal info
+				// (a client graph connecting to every brick, seconds on a TCG guest) waits healInfoEvery.
+				r.lastHealInfo = r.now()
+			}
 			changed = true
 		}
-	}
-	if coord, _ := Coordinator(s); coord.ID == s.Self.ID && obs.Volume != nil && !r.clusterOptionsSet {
-		for _, k := range sortedKeys(ClusterOptions) {
-			if err := r.cli.Set(ctx, "all", Option{k, ClusterOptions[k]}); err != nil {
-				return changed, fmt.Errorf("gluster: set all %s: %w", k, err)
-			}
-		}
-		r.clusterOptionsSet = true
 	}
 	if obs.Volume == nil && backoff != "" {
 		s.Wait("gluster", backoff)

@@ -32,7 +32,7 @@ type gnode struct {
 	exited chan struct{}
 }
 
-func needGlusterd(t *testing.T) {
+func needGlusterd(t testing.TB) {
 	t.Helper()
 	if os.Getenv("KILN_GLUSTER_TESTS") != "1" {
 		t.Skip("set KILN_GLUSTER_TESTS=1 to run gluster tests against real glusterds (needs root, glusterfs-server, unshare, nsenter)")
@@ -47,14 +47,14 @@ func needGlusterd(t *testing.T) {
 	}
 }
 
-func gsh(t *testing.T, name string, args ...string) {
+func gsh(t testing.TB, name string, args ...string) {
 	t.Helper()
 	if _, err := run.Cmd(context.Background(), name, args...); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (n *gnode) start(t *testing.T) {
+func (n *gnode) start(t testing.TB) {
 	t.Helper()
 	script := fmt.Sprintf(`set -e
 mount --make-rprivate /
@@ -108,7 +108,7 @@ exec glusterd -N --log-level=INFO
 
 // stop ends every process in the node's network namespace (glusterd, bricks, self-heal daemon, fuse
 // client): all started by this test, as descendants of glusterd or of the mount.
-func (n *gnode) stop(t *testing.T) {
+func (n *gnode) stop(t testing.TB) {
 	t.Helper()
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		out, _ := run.Cmd(context.Background(), "ip", "netns", "pids", n.ns)
@@ -151,7 +151,7 @@ func (n *gnode) runner(ctx context.Context, args ...string) ([]byte, error) {
 // nodeSystemd plays systemd for one node: glusterd.service stops and starts the node's glusterd; the mount
 // unit mounts the volume with the FUSE client inside the node's namespaces at <dir>/mnt.
 type nodeSystemd struct {
-	t *testing.T
+	t testing.TB
 	n *gnode
 }
 
@@ -188,7 +188,7 @@ func (s nodeSystemd) ActiveState(ctx context.Context, unit string) (string, erro
 	return "active", nil
 }
 
-func newGlusterLAN(t *testing.T) []*gnode {
+func newGlusterLAN(t testing.TB) []*gnode {
 	t.Helper()
 	tag := strconv.Itoa(os.Getpid() % 100000)
 	hub := "kgl-hub-" + tag

@@ -582,12 +582,14 @@ func localOnline(ps []Process, vol *Volume, selfUUID string) (brick, daemon bool
 }
 
 // selfRepair brings a reimaged node back in place (PlanSelfRepair), before the normal plan runs. rejoining
-// reports that this glusterd is not back in its old pool yet: the normal plan must not run meanwhile.
-func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (changed, rejoining bool, err error) {
+// reports that this glusterd is not back in its old pool yet: the normal plan must not run meanwhile. When its
+// last round found nothing to do, that round's observation is still current and is returned as last, so the
+// normal plan starts from it (every gluster CLI call costs about a second on a TCG guest).
+func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (changed, rejoining bool, last *Observed, err error) {
 	for round := 0; round < maxRounds; round++ {
-		obs, err := r.healObserve(ctx, false)
+		obs, err := r.healObserve(ctx, nil, false)
 		if err != nil {
-			return changed, false, err
+			return changed, false, nil, err
 		}
 		if round == 0 {
 			// Before any repair: a reset below makes it fresh, reported from the next pass on.
@@ -598,15 +600,15 @@ func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (change
 			acts = PlanSelfRepair(s, obs)
 		}
 		if len(acts) == 0 {
-			return changed, isolated(s, obs), nil
+			return changed, isolated(s, obs), &obs.Observed, nil
 		}
 		if acts[0].Kind == ActRestartGlusterd && r.now().Sub(r.lastRestart) < restartEvery {
-			return changed, true, nil // give the last restart's handshake time
+			return changed, true, nil, nil // give the last restart's handshake time
 		}
 		for _, a := range acts {
 			r.log.Info("gluster: "+a.String(), "volume", VolumeName, "reason", selfRepairReason(a))
 			if err := r.act(ctx, a); err != nil {
-				return changed, rejoins(acts[0].Kind), err
+				return changed, rejoins(acts[0].Kind), nil, err
 			}
 			changed = true
 			r.lastRepair = fmt.Sprintf("%s (%s) at %s", a, selfRepairReason(a), r.now().UTC().Format(time.RFC3339))
@@ -616,10 +618,10 @@ func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (change
 		}
 		if rejoins(acts[0].Kind) {
 			// glusterd restarted or is syncing peers and volumes: look again next pass.
-			return changed, true, nil
+			return changed, true, nil, nil
 		}
 	}
-	return changed, false, nil
+	return changed, false, nil, nil
 }
 
 // rejoins reports whether a self-repair of this kind means the node is not back in its pool yet, so the
@@ -655,12 +657,19 @@ func selfRepairReason(a Action) string {
 const healInfoEvery = 30 * time.Second
 
 // healObserve adds to observe what healing needs; heal info only when asked (it walks the bricks' indices).
-func (r *Reconciler) healObserve(ctx context.Context, withHeal bool) (HealObserved, error) {
-	obs, err := r.observe(ctx)
-	if err != nil {
-		return HealObserved{}, err
+// current is an observation of peers and volume taken since the last action, reused as is; nil observes anew.
+func (r *Reconciler) healObserve(ctx context.Context, current *Observed, withHeal bool) (HealObserved, error) {
+	var obs Observed
+	if current != nil {
+		obs = *current
+	} else {
+		var err error
+		if obs, err = r.observe(ctx); err != nil {
+			return HealObserved{}, err
+		}
 	}
 	ho := HealObserved{Observed: obs, DownSince: r.downSince, Now: r.now()}
+	var err error
 	if ho.SelfUUID, err = ReadUUID(filepath.Join(r.root, GlusterdInfo)); err != nil {
 		return ho, err
 	}
@@ -722,7 +731,7 @@ func (r *Reconciler) heal(ctx context.Context, s *firstboot.State, obs Observed)
 	if coord.ID != s.Self.ID {
 		return false, health, nil
 	}
-	ho, err := r.healObserve(ctx, true)
+	ho, err := r.healObserve(ctx, &obs, true)
 	if err != nil {
 		return false, health, err
 	}

@@ -31,7 +31,7 @@ type node struct {
 }
 
 // needDocker skips unless KILN_DOCKER_TESTS=1 and the host can run private dockerds in namespaces.
-func needDocker(t *testing.T) {
+func needDocker(t testing.TB) {
 	t.Helper()
 	if os.Getenv("KILN_DOCKER_TESTS") != "1" {
 		t.Skip("set KILN_DOCKER_TESTS=1 to run swarm tests against real dockerds (needs root, dockerd, nsenter)")
@@ -46,7 +46,7 @@ func needDocker(t *testing.T) {
 	}
 }
 
-func sh(t *testing.T, name string, args ...string) {
+func sh(t testing.TB, name string, args ...string) {
 	t.Helper()
 	if _, err := run.Cmd(context.Background(), name, args...); err != nil {
 		t.Fatal(err)
@@ -56,7 +56,7 @@ func sh(t *testing.T, name string, args ...string) {
 // newLAN creates a hub namespace with a bridge and n node namespaces wired to it by veth pairs, node i at
 // 10.99.9.(11+i)/24, and starts a dockerd in each. dockerd runs under `nsenter --net` (not `ip netns exec`,
 // whose private /sys hides the cgroup mounts dockerd needs). Everything is stopped and removed in t.Cleanup.
-func newLAN(t *testing.T, n int) []node {
+func newLAN(t testing.TB, n int) []node {
 	t.Helper()
 	tag := strconv.Itoa(os.Getpid() % 100000)
 	hub := "ksw-hub-" + tag
@@ -89,7 +89,7 @@ func newLAN(t *testing.T, n int) []node {
 	return nodes
 }
 
-func startDockerd(t *testing.T, ns, dir string) *client.Client {
+func startDockerd(t testing.TB, ns, dir string) *client.Client {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -158,7 +158,7 @@ func testOptions() Options {
 	return Options{ReadyTimeout: 60 * time.Second, ControlTimeout: 5 * time.Second, PollInterval: 200 * time.Millisecond}
 }
 
-func reconcile(t *testing.T, r *Reconciler, s *firstboot.State, wantChanged bool) {
+func reconcile(t testing.TB, r *Reconciler, s *firstboot.State, wantChanged bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -172,7 +172,7 @@ func reconcile(t *testing.T, r *Reconciler, s *firstboot.State, wantChanged bool
 }
 
 // nodeByAddr finds the swarm node entry advertising addr, as a manager sees it.
-func nodeByAddr(t *testing.T, cli *client.Client, addr netip.Addr) swarm.Node {
+func nodeByAddr(t testing.TB, cli *client.Client, addr netip.Addr) swarm.Node {
 	t.Helper()
 	nodes, err := cli.NodeList(context.Background(), swarm.NodeListOptions{})
 	if err != nil {
@@ -274,7 +274,7 @@ func TestSwarmFormationRealDockerd(t *testing.T) {
 }
 
 // unmountUnder lazily unmounts every mount point below dir (so the temp dir can be removed).
-func unmountUnder(t *testing.T, dir string) {
+func unmountUnder(t testing.TB, dir string) {
 	b, err := os.ReadFile("/proc/self/mounts")
 	if err != nil {
 		t.Log(err)

@@ -50,6 +50,9 @@ type Options struct {
 	ControlTimeout time.Duration
 	// PollInterval is how often Info/NodeList are polled while waiting (default 250 ms).
 	PollInterval time.Duration
+	// StartWait bounds the one wait for dockerd to answer when this node first has swarm work (default 60 s;
+	// see Reconcile).
+	StartWait time.Duration
 }
 
 // Reconciler converges this node's swarm membership.
@@ -67,6 +70,8 @@ type Reconciler struct {
 	lastHeal string
 	// ownSeatSince is when this inactive node first found its own address among the record's managers.
 	ownSeatSince time.Time
+	// waitedForDockerd is set once dockerd answered or this process waited for it once (see Reconcile).
+	waitedForDockerd bool
 	// awaitingSince is when this node, which should be a manager, was first seen a worker; zero otherwise.
 	// Shown in status: under load a promoted worker's certificate renewal can time out again and again
 	// (swarmkit retries it with back-off; 11 min in the session-7 lab) and "since" tells that from a
@@ -89,6 +94,9 @@ func NewWithOptions(cli DockerAPI, log *slog.Logger, opts Options) *Reconciler {
 	}
 	if opts.PollInterval == 0 {
 		opts.PollInterval = 250 * time.Millisecond
+	}
+	if opts.StartWait == 0 {
+		opts.StartWait = 60 * time.Second
 	}
 	return &Reconciler{cli: cli, log: log, opts: opts, now: time.Now, downSince: map[string]time.Time{}}
 }
@@ -127,9 +135,22 @@ func rank(id string, members []member.Member) int {
 func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, error) {
 	s.Announce, s.SwarmActive, s.SwarmNode = nil, false, ""
 	info, err := r.info(ctx)
+	if err != nil && !r.waitedForDockerd && (s.Initialiser || s.Formation != nil) {
+		// The agent starts beside dockerd, not after it (kiln-firstboot.service), so at boot the election is
+		// usually decided while dockerd is still starting (20-25 s under TCG). The first time there is swarm work,
+		// wait for dockerd here and act the moment it answers, rather than fail and come back at the next pass
+		// (5 s later). Once per process: a dockerd that is down for good must not hold every pass up.
+		r.waitedForDockerd = true
+		r.log.Info("swarm: waiting for dockerd to answer", "within", r.opts.StartWait, "err", err)
+		err = r.poll(ctx, "dockerd answering", r.opts.StartWait, func() (bool, error) {
+			info, err = r.info(ctx)
+			return err == nil, err
+		})
+	}
 	if err != nil {
 		return false, err
 	}
+	r.waitedForDockerd = true
 	if r.staleEpoch(ctx, s, info) {
 		// The cluster was recovered (`recover --force-new-cluster`) while this node was away: its swarm
 		// state is the old majority's, which the survivor removed. Leaving is what the operator's recover

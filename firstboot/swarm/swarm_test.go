@@ -313,3 +313,47 @@ func TestReimagedManagerWaitsForItsSeat(t *testing.T) {
 		t.Fatalf("seat still taken after ownSeatWait: joined with %v, want the worker token", api.tokens)
 	}
 }
+
+// startingAPI is a dockerd that is still starting: Info fails until it has been called more than down times,
+// then answers as a daemon in no swarm.
+type startingAPI struct {
+	inactiveAPI
+	down, calls int
+}
+
+func (f *startingAPI) Info(ctx context.Context) (system.Info, error) {
+	if f.calls++; f.calls <= f.down {
+		return system.Info{}, errors.New("Cannot connect to the Docker daemon at unix:///var/run/docker.sock")
+	}
+	return f.inactiveAPI.Info(ctx)
+}
+
+// The agent starts beside dockerd. A node with swarm work waits for dockerd once and acts as soon as it answers;
+// a node with none yet does not wait (nothing to act on), and after one wait a dead dockerd fails the pass at once.
+func TestWaitsForStartingDockerdOnce(t *testing.T) {
+	ms := members(3)
+	ms[1].SwarmNode = "nodeB" // a swarm exists: the initialiser waits for its record and writes nothing
+	opts := Options{ReadyTimeout: time.Second, PollInterval: time.Millisecond, StartWait: 5 * time.Second}
+
+	api := &startingAPI{down: 3}
+	r := NewWithOptions(api, quiet(), opts)
+	if _, err := r.Reconcile(context.Background(), &firstboot.State{Self: ms[2], Members: ms, Expected: 3}); err == nil || api.calls != 1 {
+		t.Fatalf("no swarm work: err %v after %d Info calls, want an error after 1", err, api.calls)
+	}
+	s := &firstboot.State{Self: ms[0], Members: ms, Expected: 3, Initialiser: true}
+	if _, err := r.Reconcile(context.Background(), s); err != nil || api.calls != 4 || !strings.Contains(s.Status["swarm"], "already in a swarm") {
+		// calls 2-4: the failed first look, one failed poll, the answer
+		t.Fatalf("initialiser: err %v after %d Info calls, status %q; want it to wait for dockerd (4 calls) and go on", err, api.calls, s.Status["swarm"])
+	}
+
+	api.calls, api.down = 0, 1000
+	if _, err := r.Reconcile(context.Background(), &firstboot.State{Self: ms[0], Members: ms, Expected: 3, Initialiser: true}); err == nil || api.calls != 1 {
+		t.Fatalf("dockerd down after it answered: err %v after %d Info calls, want an error after 1", err, api.calls)
+	}
+
+	r = NewWithOptions(&startingAPI{down: 1000}, quiet(), Options{PollInterval: time.Millisecond, StartWait: 20 * time.Millisecond})
+	_, err := r.Reconcile(context.Background(), &firstboot.State{Self: ms[0], Members: ms, Expected: 3, Initialiser: true})
+	if err == nil || !strings.Contains(err.Error(), "dockerd answering: not reached within 20ms") {
+		t.Fatalf("dockerd never answers: err %v", err)
+	}
+}
