@@ -13,7 +13,7 @@ DEB_PACKAGES := mmdebstrap squashfs-tools erofs-utils qemu-system-x86 qemu-utils
 	mtools dosfstools docker.io iproute2 nftables openssh-client eatmydata zstd cpio \
 	systemd-boot-efi ca-certificates fdisk keepalived glusterfs-server glusterfs-client
 
-.PHONY: all deps build image test unit e2e e2e-healing lint chaos bench bench-build bench-lab bench-form bench-heal clean
+.PHONY: all deps build image test unit e2e e2e-healing lint chaos bench bench-build bench-lab bench-form bench-form-native bench-heal clean
 
 all: build
 
@@ -86,6 +86,7 @@ bench:
 	$(MAKE) bench-build
 	$(MAKE) bench-lab
 	$(MAKE) bench-form
+	$(MAKE) bench-form-native
 	$(MAKE) bench-heal
 
 bench-lab: build
@@ -93,6 +94,13 @@ bench-lab: build
 
 bench-form: build
 	$(GO) run ./test/formation/benchform -image $(OUT)/node.raw
+
+# The swarm and storage halves of formation at native speed: the agent's real reconcilers against real dockerds
+# and glusterds in network namespaces on this host, per step, RUNS formations each (the TCG guests of bench-form
+# run the same commands 10-30 times slower). About a minute; run it on an idle machine.
+bench-form-native:
+	KILN_DOCKER_TESTS=1 KILN_GLUSTER_TESTS=1 $(GO) test -run '^$$' -bench 'BenchmarkFormationReal' -benchtime 1x \
+	  -count $(RUNS) ./firstboot/swarm ./firstboot/gluster
 
 # Self-healing figures (VIP gap, storage stall, service back, reimage to redundancy), medians of RUNS runs per
 # scenario on one lab. Hours under TCG: RUNS=1 SCENARIOS=loss for a quick look.

@@ -222,6 +222,20 @@ func (g *CLI) Peers(ctx context.Context) ([]Peer, error) {
 	return ps, nil
 }
 
+// PeersOf returns the peers host's glusterd knows, asked over the network (`--remote-host`: glusterd's port
+// 24007, which the firewall opens to members only). Read-only; glusterd serves it to remote CLIs.
+func (g *CLI) PeersOf(ctx context.Context, host string) ([]Peer, error) {
+	out, err := g.call(ctx, "--remote-host="+host, "peer", "status")
+	if err != nil {
+		return nil, err
+	}
+	ps, err := ParsePeers(out)
+	if err != nil {
+		return nil, fmt.Errorf("gluster --remote-host=%s peer status: %w", host, err)
+	}
+	return ps, nil
+}
+
 // Probe adds host to the trusted pool (a no-op for a known peer or this node).
 func (g *CLI) Probe(ctx context.Context, host string) error { return g.op(ctx, "peer", "probe", host) }
 

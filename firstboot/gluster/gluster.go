@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/moby/sys/atomicwriter"
@@ -120,6 +121,9 @@ func (a Action) String() string {
 type Observed struct {
 	Peers  []Peer
 	Volume *Volume // nil: no volume `data` (or this node is not in the pool yet)
+	// Views are the other brick members' own peer lists, by address, observed only by a coordinator about to
+	// create the volume (see unmeshed); a member whose list could not be read has no entry.
+	Views map[string][]Peer
 }
 
 // Coordinator is the member that probes peers and creates the volume: the swarm initialiser while it is alive,
@@ -155,22 +159,12 @@ func Plan(s *firstboot.State, obs Observed) []Action {
 		}
 	}
 	if obs.Volume == nil {
-		replica := min(3, max(s.Expected, 1))
-		// Bricks on the lowest-ID members that are in the pool; self is always in its own pool.
-		var ready []member.Member
-		for _, m := range aliveMembers(s) {
-			if m.ID == s.Self.ID {
-				ready = append(ready, m)
-			} else if p := findPeer(obs.Peers, m.Addr); p != nil && p.InCluster() {
-				ready = append(ready, m)
-			}
-		}
-		if len(ready) >= replica {
+		if ms := brickMembers(s, obs); ms != nil && unmeshed(s.Self, ms, obs.Views) == "" {
 			var bricks []string
-			for _, m := range ready[:replica] {
+			for _, m := range ms {
 				bricks = append(bricks, m.Addr.String()+":"+BrickPath)
 			}
-			acts = append(acts, Action{Kind: ActCreate, Replica: replica, Bricks: bricks})
+			acts = append(acts, Action{Kind: ActCreate, Replica: len(ms), Bricks: bricks})
 		}
 		return acts
 	}
@@ -188,6 +182,63 @@ func Plan(s *firstboot.State, obs Observed) []Action {
 		acts = append(acts, Action{Kind: ActStart})
 	}
 	return acts
+}
+
+// brickMembers are the members a new volume gets its bricks on: the lowest-ID alive members in this node's
+// pool (self is always in its own pool), as many as the replica count; nil while fewer are in.
+func brickMembers(s *firstboot.State, obs Observed) []member.Member {
+	replica := min(3, max(s.Expected, 1))
+	var ready []member.Member
+	for _, m := range aliveMembers(s) {
+		if m.ID == s.Self.ID {
+			ready = append(ready, m)
+		} else if p := findPeer(obs.Peers, m.Addr); p != nil && p.InCluster() {
+			ready = append(ready, m)
+		}
+	}
+	if len(ready) < replica {
+		return nil
+	}
+	return ready[:replica]
+}
+
+// unmeshed says why the volume cannot be created on bricks yet, "" when it can. Every brick's glusterd stages
+// the create and refuses it unless it is connected to every other brick's host; the coordinator's own view
+// is not enough: a follower learns of the other followers from the coordinator and connects to them seconds
+// later. A create in that window failed ("Staging failed on 10.77.0.12. Error: Host 10.77.0.13 not
+// connected", lab, session 12), and a failed create leaves marks that hold formation back for
+// createRetryAfter. So each other brick member's own peer list must show the other followers, and as many
+// peers in the pool as there are other bricks, all connected (the coordinator may be listed under the name
+// its first probe gave it rather than its address: planFollower). A member whose list could not be read is
+// not held against the create: the check guards against a known race, it must not become a way to stall.
+func unmeshed(self member.Member, bricks []member.Member, views map[string][]Peer) string {
+	for _, b := range bricks {
+		if b.ID == self.ID {
+			continue
+		}
+		view, ok := views[b.Addr.String()]
+		if !ok {
+			continue
+		}
+		in := 0
+		for _, p := range view {
+			if p.InCluster() {
+				in++
+			}
+		}
+		for _, o := range bricks {
+			if o.ID == self.ID || o.ID == b.ID {
+				continue
+			}
+			if p := findPeer(view, o.Addr); p == nil || !p.InCluster() {
+				return fmt.Sprintf("%s does not see %s in its pool yet", b.Addr, o.Addr)
+			}
+		}
+		if in < len(bricks)-1 {
+			return fmt.Sprintf("%s sees %d of the %d other bricks' hosts in its pool", b.Addr, in, len(bricks)-1)
+		}
+	}
+	return ""
 }
 
 // probeable reports whether the coordinator may probe m: its glusterd is in no pool, or its state belongs to
@@ -334,9 +385,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	}
 	var obs Observed
 	var backoff string // why a create is held back, for status
-	for round := 0; ; round++ {
-		if round == 0 && last != nil {
-			obs = *last // selfRepair's observation, taken after its last action
+	var meshing string // why a create waits for the pool to mesh, for status
+	var meshDeadline time.Time
+	for round, fresh := 0, last; ; fresh = nil {
+		if fresh != nil {
+			obs = *fresh // selfRepair's observation, taken after its last action
 		} else {
 			var err error
 			if obs, err = r.observe(ctx); err != nil {
@@ -346,6 +399,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		if obs.Volume == nil {
 			if err := r.clearFailedCreate(coord.ID == s.Self.ID); err != nil {
 				return changed, err
+			}
+			if coord.ID == s.Self.ID {
+				obs.Views = r.observeViews(ctx, s, obs)
 			}
 		} else {
 			r.orphanID = ""
@@ -357,11 +413,31 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 				r.createFailed.UTC().Format(time.RFC3339), wait.Round(time.Second))
 		}
 		if len(acts) == 0 {
-			break
+			meshing = ""
+			if ms := brickMembers(s, obs); obs.Volume == nil && coord.ID == s.Self.ID && ms != nil && backoff == "" {
+				meshing = unmeshed(s.Self, ms, obs.Views)
+			}
+			if meshing == "" {
+				break
+			}
+			// Meshing takes seconds: wait for it in this pass (bounded) rather than a whole pass interval.
+			if meshDeadline.IsZero() {
+				meshDeadline = time.Now().Add(meshWait)
+			}
+			if time.Now().After(meshDeadline) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return changed, ctx.Err()
+			case <-time.After(meshPoll):
+			}
+			continue
 		}
 		if round == maxRounds {
 			return changed, fmt.Errorf("gluster: not converged after %d rounds, next: %v", maxRounds, acts)
 		}
+		round++
 		for _, a := range acts {
 			r.log.Info("gluster: "+a.String(), "volume", VolumeName)
 			if err := r.act(ctx, a); err != nil {
@@ -380,6 +456,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	}
 	if obs.Volume == nil && backoff != "" {
 		s.Wait("gluster", backoff)
+		return changed, nil
+	}
+	if obs.Volume == nil && meshing != "" {
+		s.Wait("gluster", "forming: "+meshing)
 		return changed, nil
 	}
 	if obs.Volume == nil || obs.Volume.Status != "Started" {
@@ -404,6 +484,41 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	}
 	status(s, st)
 	return changed || mounted, nil
+}
+
+// meshWait bounds how long one pass waits for the pool to mesh before a create, polling every meshPoll.
+const (
+	meshWait = 30 * time.Second
+	meshPoll = time.Second
+)
+
+// observeViews asks the other members a create would put bricks on for their own peer lists (unmeshed), at
+// the same time: each answer takes about a second on a TCG guest. A member that does not answer gets no entry.
+func (r *Reconciler) observeViews(ctx context.Context, s *firstboot.State, obs Observed) map[string][]Peer {
+	ms := brickMembers(s, obs)
+	if ms == nil {
+		return nil
+	}
+	views := map[string][]Peer{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		if m.ID == s.Self.ID {
+			continue
+		}
+		wg.Go(func() {
+			ps, err := r.cli.PeersOf(ctx, m.Addr.String())
+			if err != nil {
+				r.log.Warn("gluster: cannot read a brick member's peer list; not waiting for it", "member", m.Addr, "err", err)
+				return
+			}
+			mu.Lock()
+			views[m.Addr.String()] = ps
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return views
 }
 
 // reportEpoch sets s.GlusterEpoch from glusterd's peer list (GlusterEpoch).

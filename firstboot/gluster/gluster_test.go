@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -132,8 +133,24 @@ func TestPlan(t *testing.T) {
 	}{
 		{"coordinator probes everyone", st(mA, mA, mB, mC), Observed{}, []string{"probe 10.77.0.12", "probe 10.77.0.13"}},
 		{"probed but not yet in cluster: no create", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, false)}}, nil},
-		{"all in: create replica 3", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}},
-			[]string{"create replica 3 " + brick(mA) + " " + brick(mB) + " " + brick(mC)}},
+		{"all in, and in each other's pools: create replica 3", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Views: map[string][]Peer{
+			"10.77.0.12": {{Hostname: "kiln-a", Connected: true, State: "Peer in Cluster"}, peer(mC, true)},
+			"10.77.0.13": {peer(mA, true), peer(mB, true)},
+		}}, []string{"create replica 3 " + brick(mA) + " " + brick(mB) + " " + brick(mC)}},
+		{"all in, but b not yet connected to c: no create", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Views: map[string][]Peer{
+			"10.77.0.12": {peer(mA, true), peer(mC, false)},
+			"10.77.0.13": {peer(mA, true), peer(mB, true)},
+		}}, nil},
+		{"all in, c's peer list unreadable: not held against the create", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Views: map[string][]Peer{
+			"10.77.0.12": {peer(mA, true), peer(mC, true)},
+		}}, []string{"create replica 3 " + brick(mA) + " " + brick(mB) + " " + brick(mC)}},
+		{"all in, b lists c but not yet connected to the coordinator: no create", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Views: map[string][]Peer{
+			"10.77.0.12": {peer(mA, false), peer(mC, true)},
+		}}, nil},
+		{"all in, but c does not list the coordinator yet: no create", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Views: map[string][]Peer{
+			"10.77.0.12": {peer(mA, true), peer(mC, true)},
+			"10.77.0.13": {peer(mB, true)},
+		}}, nil},
 		{"only two of three members: wait", st(mA, mA, mB), Observed{Peers: []Peer{peer(mB, true)}}, nil},
 		{"created: options then start", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Volume: &Volume{Status: "Created", Options: map[string]string{}}},
 			[]string{"set auth.allow 127.0.0.1,10.77.0.11,10.77.0.12,10.77.0.13 cluster.quorum-type auto cluster.server-quorum-type server network.ping-timeout 5", "start"}},
@@ -194,6 +211,7 @@ func TestRenderMountUnitGolden(t *testing.T) {
 
 // fakeGlusterd plays glusterd for the CLI: a pool, one volume, and a log of what was run.
 type fakeGlusterd struct {
+	mu      sync.Mutex // the reconciler asks peers' views concurrently
 	peers   []string
 	created bool
 	started bool
@@ -201,19 +219,36 @@ type fakeGlusterd struct {
 	ran     []string
 	// failCreates makes that many `volume create` calls fail the way a marked brick does.
 	failCreates int
+	// unmeshedViews makes that many other members' peer lists (--remote-host) miss the other followers, as
+	// right after the probes, before the followers have connected to each other.
+	unmeshedViews int
 }
 
 func (f *fakeGlusterd) run(_ context.Context, args ...string) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if len(args) > 0 && args[0] == "--xml" {
 		args = args[1:]
 	}
 	f.ran = append(f.ran, strings.Join(args, " "))
 	ok := `<cliOutput><opRet>0</opRet><opErrno>0</opErrno><opErrstr/></cliOutput>`
+	peers := f.peers
+	if host, remote := strings.CutPrefix(args[0], "--remote-host="); remote {
+		// Another member's own view: the pool is fully meshed, and this glusterd is the coordinator 10.77.0.11.
+		args = args[1:]
+		peers = []string{"10.77.0.11"}
+		for _, p := range f.peers {
+			if p != host && f.unmeshedViews <= 0 {
+				peers = append(peers, p)
+			}
+		}
+		f.unmeshedViews--
+	}
 	switch {
 	case args[0] == "peer" && args[1] == "status":
 		var b strings.Builder
 		b.WriteString(`<cliOutput><opRet>0</opRet><peerStatus>`)
-		for _, p := range f.peers {
+		for _, p := range peers {
 			b.WriteString(`<peer><hostname>` + p + `</hostname><connected>1</connected><stateStr>Peer in Cluster</stateStr></peer>`)
 		}
 		b.WriteString(`</peerStatus></cliOutput>`)
@@ -404,5 +439,31 @@ func TestGlusterEpoch(t *testing.T) {
 				t.Errorf("GlusterEpoch = %q, want %q", got, c.want)
 			}
 		})
+	}
+}
+
+// TestReconcileWaitsForTheMeshBeforeCreate: right after the probes, the followers do not list each other yet;
+// the coordinator keeps reading their peer lists in the same pass and creates once they do, never before.
+func TestReconcileWaitsForTheMeshBeforeCreate(t *testing.T) {
+	g := &fakeGlusterd{unmeshedViews: 3}
+	sd := &fakeSystemd{active: map[string]bool{}}
+	r := New(NewCLI(g.run), sd, t.TempDir(), slog.New(slog.DiscardHandler))
+	s := st(mA, mA, mB, mC)
+	if _, err := r.Reconcile(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	create := slices.IndexFunc(g.ran, func(c string) bool { return strings.HasPrefix(c, "volume create") })
+	if create < 0 || !g.started {
+		t.Fatalf("no create in the pass (started %v); ran %q", g.started, g.ran)
+	}
+	views := 0
+	for _, c := range g.ran[:create] {
+		if strings.HasPrefix(c, "--remote-host=") {
+			views++
+		}
+	}
+	// Three unmeshed answers, then both members' meshed ones: at least two rounds of asking before the create.
+	if views < 5 {
+		t.Fatalf("%d peer lists read before the create, want the three unmeshed ones and two meshed; ran %q", views, g.ran)
 	}
 }
