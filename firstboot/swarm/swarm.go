@@ -39,6 +39,9 @@ const MaxManagers = 7
 // Port is swarm's control-plane port (raft, join).
 const Port = 2377
 
+// dockerdFirstAnswer bounds a look at dockerd from a pass with no swarm work before dockerd first answered.
+const dockerdFirstAnswer = 2 * time.Second
+
 // Options tune the reconciler's waits.
 type Options struct {
 	// ReadyTimeout bounds one wait for the node to become active and ready (default 90 s: a join can take 20 s
@@ -134,8 +137,18 @@ func rank(id string, members []member.Member) int {
 // swarm, with the right role"; then, on the leader, promotes members that should be managers.
 func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, error) {
 	s.Announce, s.SwarmActive, s.SwarmNode = nil, false, ""
-	info, err := r.info(ctx)
-	if err != nil && !r.waitedForDockerd && (s.Initialiser || s.Formation != nil) {
+	work := s.Initialiser || s.Formation != nil
+	infoCtx := ctx
+	if !r.waitedForDockerd && !work {
+		// dockerd's socket is systemd's: while dockerd starts, a call waits for it rather than fail. With no
+		// swarm work in this pass's State, that wait only held the pass (and the election decided meanwhile)
+		// back until dockerd was up; seen in the lab: 5 s more to the init. Ask briefly instead.
+		var cancel context.CancelFunc
+		infoCtx, cancel = context.WithTimeout(ctx, dockerdFirstAnswer)
+		defer cancel()
+	}
+	info, err := r.info(infoCtx)
+	if err != nil && !r.waitedForDockerd && work {
 		// The agent starts beside dockerd, not after it (kiln-firstboot.service), so at boot the election is
 		// usually decided while dockerd is still starting (20-25 s under TCG). The first time there is swarm work,
 		// wait for dockerd here and act the moment it answers, rather than fail and come back at the next pass

@@ -357,3 +357,23 @@ func TestWaitsForStartingDockerdOnce(t *testing.T) {
 		t.Fatalf("dockerd never answers: err %v", err)
 	}
 }
+
+// socketActivatedAPI is dockerd's socket while dockerd starts: a call waits until dockerd answers or the
+// caller gives up.
+type socketActivatedAPI struct{ inactiveAPI }
+
+func (socketActivatedAPI) Info(ctx context.Context) (system.Info, error) {
+	<-ctx.Done()
+	return system.Info{}, ctx.Err()
+}
+
+// A pass with no swarm work does not wait on a starting dockerd's socket: it gives up after
+// dockerdFirstAnswer, so the pass ends and the next one sees the election's outcome.
+func TestNoSwarmWorkDoesNotWaitOnStartingDockerd(t *testing.T) {
+	ms := members(3)
+	r := NewWithOptions(socketActivatedAPI{}, quiet(), Options{PollInterval: time.Millisecond})
+	_, err := r.Reconcile(context.Background(), &firstboot.State{Self: ms[2], Members: ms, Expected: 3})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the brief look's deadline", err)
+	}
+}

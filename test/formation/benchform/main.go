@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -35,14 +36,15 @@ func main() {
 	timeout := flag.Duration("timeout", 30*time.Minute, "bound for each lab (boot and formation)")
 	skipPlain := flag.Bool("skip-plain", false, "skip the plain boot (no cluster config) run")
 	root := flag.String("root", "", "lab root (default: a temp dir)")
+	journals := flag.String("journals", "", "directory to save each formation node's journal in (<node>.log, monotonic time) before the lab goes down")
 	flag.Parse()
-	if err := run(*img, *nodes, *timeout, *skipPlain, *root); err != nil {
+	if err := run(*img, *nodes, *timeout, *skipPlain, *root, *journals); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-form:", err)
 		os.Exit(1)
 	}
 }
 
-func run(img string, nodes int, timeout time.Duration, skipPlain bool, root string) error {
+func run(img string, nodes int, timeout time.Duration, skipPlain bool, root, journals string) error {
 	if img != "" {
 		os.Setenv("KILN_IMAGE", img)
 	}
@@ -72,7 +74,7 @@ func run(img string, nodes int, timeout time.Duration, skipPlain bool, root stri
 		}
 		plain = p
 	}
-	f, err := formationRun(ctx, img, nodes, timeout, root, log)
+	f, err := formationRun(ctx, img, nodes, timeout, root, journals, log)
 	if err != nil {
 		return fmt.Errorf("formation: %w", err)
 	}
@@ -142,7 +144,7 @@ type formResult struct {
 	nodes map[string]*nodeResult
 }
 
-func formationRun(ctx context.Context, img string, n int, timeout time.Duration, root string, log *slog.Logger) (*formResult, error) {
+func formationRun(ctx context.Context, img string, n int, timeout time.Duration, root, journals string, log *slog.Logger) (*formResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cfg, c, err := formation.ClusterConfig("bench", n)
@@ -210,11 +212,34 @@ func formationRun(ctx context.Context, img string, n int, timeout time.Duration,
 		}()
 	}
 	wg.Wait()
+	if journals != "" {
+		saveJournals(journals, ns)
+	}
 	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintln(os.Stderr, formation.Diagnose(ctx, ns))
 		return nil, err
 	}
 	return res, l.Down(ctx)
+}
+
+// saveJournals writes each node's journal of this boot to dir/<node>.log with guest monotonic timestamps: where
+// the formation's time went, step by step (docs/formation.md). Failures are reported, not fatal.
+func saveJournals(dir string, ns []*lab.Node) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "journals:", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, node := range ns {
+		res, err := node.Exec(ctx, "journalctl", "-b", "-o", "short-monotonic", "--no-pager")
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, node.Name()+".log"), res.Stdout, 0o644)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "journals: %s: %v\n", node.Name(), err)
+		}
+	}
 }
 
 func report(w *os.File, plain *plainResult, f *formResult) {
