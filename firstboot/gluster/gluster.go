@@ -374,7 +374,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	coord, _ := Coordinator(s)
 	if coord.ID == s.Self.ID && !r.clusterOptionsSet {
 		// Before the first probe: in a pool of one the transaction commits locally, and glusterd hands its
-		// global options to every peer it probes (checked with real glusterds: TestClusterOptionsReachProbedPeers).
+		// global options to every peer it probes (checked with real glusterds: TestFormationRealGlusterd).
 		// Set after `volume start`, it was one more three-node transaction between the start and the mount.
 		for _, k := range sortedKeys(ClusterOptions) {
 			if err := r.cli.Set(ctx, "all", Option{k, ClusterOptions[k]}); err != nil {
