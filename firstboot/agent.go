@@ -2,6 +2,7 @@ package firstboot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -59,6 +60,9 @@ type Options struct {
 	RetryInterval time.Duration
 	// ReconcileTimeout bounds one reconciler call (default 5 min: a swarm join alone may wait 90 s).
 	ReconcileTimeout time.Duration
+	// AddressCheckInterval is how often the agent selects the cluster interface again to notice that its
+	// address changed (default 10 s; see ErrAddressChanged).
+	AddressCheckInterval time.Duration
 }
 
 // Env is what building the reconcilers needs.
@@ -116,8 +120,21 @@ func (o Options) withDefaults() Options {
 	if o.ReconcileTimeout == 0 {
 		o.ReconcileTimeout = 5 * time.Minute
 	}
+	if o.AddressCheckInterval == 0 {
+		o.AddressCheckInterval = 10 * time.Second
+	}
 	return o
 }
+
+// ErrAddressChanged ends Run when the cluster address changed for good (a DHCP server renumbered the node, a
+// new default route): memberlist cannot rebind its sockets, and the firewall, keepalived and glusterd all
+// name the old address. The unit restarts the agent (Restart=always); the new run picks the new address and
+// resumes from /var/lib/kiln.
+var ErrAddressChanged = errors.New("cluster address changed")
+
+// addressChecks is how many checks in a row must find another address before the agent restarts: a lease
+// renewal or a link flap can take the address away for a moment, and that is no reason to restart.
+const addressChecks = 2
 
 // agent is one run of the node agent.
 type agent struct {
@@ -161,7 +178,9 @@ type agent struct {
 // never returns an error for a problem it can wait out (no config yet, no network yet): it reports it in
 // the status file and retries, changing nothing. Every decision is persisted or re-observable, so the
 // process may be killed at any instant and started again.
-func Run(ctx context.Context, opts Options) error {
+func Run(parent context.Context, opts Options) error {
+	ctx, restart := context.WithCancelCause(parent)
+	defer restart(nil)
 	opts = opts.withDefaults()
 	a := &agent{opts: opts, log: opts.Logger, kick: make(chan struct{}, 1), asked: map[string]time.Time{}, conflicted: map[string]bool{}}
 	a.beat.Store(time.Now().UnixNano())
@@ -176,8 +195,9 @@ func Run(ctx context.Context, opts Options) error {
 		go func() { defer wg.Done(); a.watchdog(ctx) }()
 	}
 	if a.setup(ctx) {
-		wg.Add(1)
+		wg.Add(2)
 		go func() { defer wg.Done(); a.control(ctx) }()
+		go func() { defer wg.Done(); a.watchAddress(ctx, restart) }()
 		a.reconcileLoop(ctx)
 	}
 	// ctx has ended: stop our goroutines first, then leave the membership they use.
@@ -188,7 +208,37 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		a.sends.Wait()
 	}
+	if err := context.Cause(ctx); errors.Is(err, ErrAddressChanged) {
+		return err
+	}
 	return nil
+}
+
+// watchAddress selects the cluster interface again every AddressCheckInterval and ends the run through
+// restart once addressChecks checks in a row found another interface or address than the one in use.
+func (a *agent) watchAddress(ctx context.Context, restart context.CancelCauseFunc) {
+	t := time.NewTicker(a.opts.AddressCheckInterval)
+	defer t.Stop()
+	moved := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c, err := a.opts.SelectInterface(a.cfg.Cluster.Interface, a.cfg.Cluster.VIP.Addr())
+		if err != nil || (c.Interface == a.net.Interface && c.Addr == a.net.Addr) {
+			moved = 0 // no address for a moment, or the same one: nothing to rebind
+			continue
+		}
+		if moved++; moved < addressChecks {
+			continue
+		}
+		a.log.Warn("cluster address changed: restarting to rebind", "was", a.net.Addr, "dev_was", a.net.Interface,
+			"now", c.Addr, "dev", c.Interface)
+		restart(fmt.Errorf("%w: %s on %s, was %s on %s", ErrAddressChanged, c.Addr, c.Interface, a.net.Addr, a.net.Interface))
+		return
+	}
 }
 
 // setup gets config, identity, interface, election state, discovery and reconcilers, retrying each until

@@ -409,3 +409,39 @@ func TestAgentWaitsForConfig(t *testing.T) {
 		return c.status(0).Phase == status.PhaseDiscovering
 	})
 }
+
+// TestAgentRestartsWhenItsAddressChanges: a lease renewal that drops the address for a moment changes
+// nothing; an address that moved for good ends Run with ErrAddressChanged (systemd then restarts the agent,
+// which binds the new address), after leaving the membership cleanly.
+func TestAgentRestartsWhenItsAddressChanges(t *testing.T) {
+	c := newCluster(t, 101)
+	opts := c.options(0)
+	var calls atomic.Int32
+	addr := netip.MustParseAddr(c.ips[0])
+	opts.SelectInterface = func(string, netip.Addr) (netif.Choice, error) {
+		n := calls.Add(1)
+		switch {
+		case n == 3: // the address is gone for one check
+			return netif.Choice{}, errors.New("no IPv4 address on lo")
+		case n == 4: // another address for one check only
+			return netif.Choice{Interface: "lo", Addr: netip.MustParseAddr("127.0.0.250"), Subnet: netip.MustParsePrefix("127.0.0.0/8")}, nil
+		case n < 8:
+			return netif.Choice{Interface: "lo", Addr: addr, Subnet: netip.MustParsePrefix("127.0.0.0/8")}, nil
+		}
+		return netif.Choice{Interface: "lo", Addr: netip.MustParseAddr("127.0.0.251"), Subnet: netip.MustParsePrefix("127.0.0.0/8")}, nil
+	}
+	opts.AddressCheckInterval = 20 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := Run(ctx, opts)
+	if !errors.Is(err, ErrAddressChanged) || !strings.Contains(err.Error(), "127.0.0.251") {
+		t.Fatalf("Run = %v, want ErrAddressChanged naming the new address", err)
+	}
+	if n := calls.Load(); n != 9 {
+		// call 1 is setup; 2-7 see no change worth a restart (3 and 4 are one-check blips); 8 and 9 see the move
+		t.Fatalf("restarted after %d interface selections, want 9", n)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Run returned only at the test's deadline")
+	}
+}
