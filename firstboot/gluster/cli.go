@@ -210,28 +210,23 @@ func (g *CLI) op(ctx context.Context, args ...string) error {
 }
 
 // Peers returns the peers this node knows (itself excluded).
-func (g *CLI) Peers(ctx context.Context) ([]Peer, error) {
-	out, err := g.call(ctx, "peer", "status")
-	if err != nil {
-		return nil, err
-	}
-	ps, err := ParsePeers(out)
-	if err != nil {
-		return nil, fmt.Errorf("gluster peer status: %w", err)
-	}
-	return ps, nil
-}
+func (g *CLI) Peers(ctx context.Context) ([]Peer, error) { return g.peers(ctx) }
 
 // PeersOf returns the peers host's glusterd knows, asked over the network (`--remote-host`: glusterd's port
 // 24007, which the firewall opens to members only). Read-only; glusterd serves it to remote CLIs.
 func (g *CLI) PeersOf(ctx context.Context, host string) ([]Peer, error) {
-	out, err := g.call(ctx, "--remote-host="+host, "peer", "status")
+	return g.peers(ctx, "--remote-host="+host)
+}
+
+func (g *CLI) peers(ctx context.Context, flags ...string) ([]Peer, error) {
+	args := append(flags, "peer", "status")
+	out, err := g.call(ctx, args...)
 	if err != nil {
 		return nil, err
 	}
 	ps, err := ParsePeers(out)
 	if err != nil {
-		return nil, fmt.Errorf("gluster --remote-host=%s peer status: %w", host, err)
+		return nil, fmt.Errorf("gluster %s: %w", strings.Join(args, " "), err)
 	}
 	return ps, nil
 }
