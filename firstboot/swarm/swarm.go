@@ -137,33 +137,10 @@ func rank(id string, members []member.Member) int {
 // swarm, with the right role"; then, on the leader, promotes members that should be managers.
 func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, error) {
 	s.Announce, s.SwarmActive, s.SwarmNode = nil, false, ""
-	work := s.Initialiser || s.Formation != nil
-	infoCtx := ctx
-	if !r.waitedForDockerd && !work {
-		// dockerd's socket is systemd's: while dockerd starts, a call waits for it rather than fail. With no
-		// swarm work in this pass's State, that wait only held the pass (and the election decided meanwhile)
-		// back until dockerd was up; seen in the lab: 5 s more to the init. Ask briefly instead.
-		var cancel context.CancelFunc
-		infoCtx, cancel = context.WithTimeout(ctx, dockerdFirstAnswer)
-		defer cancel()
-	}
-	info, err := r.info(infoCtx)
-	if err != nil && !r.waitedForDockerd && work {
-		// The agent starts beside dockerd, not after it (kiln-firstboot.service), so at boot the election is
-		// usually decided while dockerd is still starting (20-25 s under TCG). The first time there is swarm work,
-		// wait for dockerd here and act the moment it answers, rather than fail and come back at the next pass
-		// (5 s later). Once per process: a dockerd that is down for good must not hold every pass up.
-		r.waitedForDockerd = true
-		r.log.Info("swarm: waiting for dockerd to answer", "within", r.opts.StartWait, "err", err)
-		err = r.poll(ctx, "dockerd answering", r.opts.StartWait, func() (bool, error) {
-			info, err = r.info(ctx)
-			return err == nil, err
-		})
-	}
+	info, err := r.firstInfo(ctx, s.Initialiser || s.Formation != nil)
 	if err != nil {
 		return false, err
 	}
-	r.waitedForDockerd = true
 	if r.staleEpoch(ctx, s, info) {
 		// The cluster was recovered (`recover --force-new-cluster`) while this node was away: its swarm
 		// state is the old majority's, which the survivor removed. Leaving is what the operator's recover
@@ -384,6 +361,38 @@ func (r *Reconciler) form(ctx context.Context, s *firstboot.State) (bool, error)
 		r.log.Info("swarm: join call returned an error but the node is joining", "state", info.LocalNodeState, "err", err)
 	}
 	return true, nil
+}
+
+// firstInfo is info for the start of a pass, aware that the agent starts beside dockerd, not after it
+// (kiln-firstboot.service): at boot the election is usually decided while dockerd is still starting (20-25 s
+// under TCG). work tells whether this pass's State gives the node swarm work (init or join).
+//   - With work, and before dockerd ever answered: wait for it here, once per process (a dockerd down for good
+//     must not hold every pass up), and act the moment it answers rather than at the next pass, 5 s later.
+//   - Without work, before dockerd ever answered: ask briefly. dockerd's socket is systemd's, so a call waits
+//     for a starting dockerd rather than fail; that held the pass, and the election decided meanwhile, until
+//     dockerd was up (lab: 5 s more to the init).
+func (r *Reconciler) firstInfo(ctx context.Context, work bool) (swarm.Info, error) {
+	if r.waitedForDockerd {
+		return r.info(ctx)
+	}
+	if !work {
+		brief, cancel := context.WithTimeout(ctx, dockerdFirstAnswer)
+		defer cancel()
+		info, err := r.info(brief)
+		r.waitedForDockerd = err == nil
+		return info, err
+	}
+	r.waitedForDockerd = true
+	info, err := r.info(ctx)
+	if err == nil {
+		return info, nil
+	}
+	r.log.Info("swarm: waiting for dockerd to answer", "within", r.opts.StartWait, "err", err)
+	err = r.poll(ctx, "dockerd answering", r.opts.StartWait, func() (bool, error) {
+		info, err = r.info(ctx)
+		return err == nil, err
+	})
+	return info, err
 }
 
 func (r *Reconciler) info(ctx context.Context) (swarm.Info, error) {
