@@ -42,6 +42,10 @@ const Port = 2377
 // dockerdFirstAnswer bounds a look at dockerd from a pass with no swarm work before dockerd first answered.
 const dockerdFirstAnswer = 2 * time.Second
 
+// errDockerdStarting: dockerd has not answered since the agent started, and this pass has no swarm work. The
+// reconciler reports it as waiting, not as an error (at boot the agent starts beside dockerd).
+var errDockerdStarting = errors.New("dockerd has not answered yet")
+
 // Options tune the reconciler's waits.
 type Options struct {
 	// ReadyTimeout bounds one wait for the node to become active and ready (default 90 s: a join can take 20 s
@@ -138,6 +142,10 @@ func rank(id string, members []member.Member) int {
 func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, error) {
 	s.Announce, s.SwarmActive, s.SwarmNode = nil, false, ""
 	info, err := r.firstInfo(ctx, s.Initialiser || s.Formation != nil)
+	if errors.Is(err, errDockerdStarting) {
+		s.Wait("swarm", "waiting for dockerd to start")
+		return false, nil
+	}
 	if err != nil {
 		return false, err
 	}
@@ -379,6 +387,10 @@ func (r *Reconciler) firstInfo(ctx context.Context, work bool) (swarm.Info, erro
 		brief, cancel := context.WithTimeout(ctx, dockerdFirstAnswer)
 		defer cancel()
 		info, err := r.info(brief)
+		if err != nil && ctx.Err() == nil {
+			// Not a failure: nothing to do yet, and dockerd has not answered since the agent started.
+			return info, fmt.Errorf("%w: %w", errDockerdStarting, err)
+		}
 		r.waitedForDockerd = err == nil
 		return info, err
 	}
