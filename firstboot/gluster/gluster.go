@@ -159,7 +159,7 @@ func Plan(s *firstboot.State, obs Observed) []Action {
 		}
 	}
 	if obs.Volume == nil {
-		if ms := brickMembers(s, obs); ms != nil && unmeshed(s.Self, ms, obs.Views) == "" {
+		if ms := brickMembers(s, obs); ms != nil && meshLag(s, obs) == "" {
 			var bricks []string
 			for _, m := range ms {
 				bricks = append(bricks, m.Addr.String()+":"+BrickPath)
@@ -200,6 +200,15 @@ func brickMembers(s *firstboot.State, obs Observed) []member.Member {
 		return nil
 	}
 	return ready[:replica]
+}
+
+// meshLag is unmeshed for the bricks a create would use now ("" when there are not enough of them yet).
+func meshLag(s *firstboot.State, obs Observed) string {
+	ms := brickMembers(s, obs)
+	if ms == nil {
+		return ""
+	}
+	return unmeshed(s.Self, ms, obs.Views)
 }
 
 // unmeshed says why the volume cannot be created on bricks yet, "" when it can. Every brick's glusterd stages
@@ -396,41 +405,39 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 				return changed, err
 			}
 		}
+		wait := r.createFailed.Add(createRetryAfter).Sub(r.now())
+		creating := obs.Volume == nil && coord.ID == s.Self.ID && wait <= 0
 		if obs.Volume == nil {
 			if err := r.clearFailedCreate(coord.ID == s.Self.ID); err != nil {
 				return changed, err
 			}
-			if coord.ID == s.Self.ID {
+			if creating {
 				obs.Views = r.observeViews(ctx, s, obs)
 			}
 		} else {
 			r.orphanID = ""
 		}
 		acts := Plan(s, obs)
-		if wait := r.createFailed.Add(createRetryAfter).Sub(r.now()); wait > 0 {
+		if wait > 0 {
 			acts = slices.DeleteFunc(acts, func(a Action) bool { return a.Kind == ActCreate })
 			backoff = fmt.Sprintf("volume create failed at %s: retrying in %s, once the bricks are clear of its marks",
 				r.createFailed.UTC().Format(time.RFC3339), wait.Round(time.Second))
 		}
 		if len(acts) == 0 {
 			meshing = ""
-			if ms := brickMembers(s, obs); obs.Volume == nil && coord.ID == s.Self.ID && ms != nil && backoff == "" {
-				meshing = unmeshed(s.Self, ms, obs.Views)
+			if creating {
+				meshing = meshLag(s, obs)
 			}
 			if meshing == "" {
 				break
 			}
 			// Meshing takes seconds: wait for it in this pass (bounded) rather than a whole pass interval.
-			if meshDeadline.IsZero() {
-				meshDeadline = time.Now().Add(meshWait)
+			again, err := awaitMesh(ctx, &meshDeadline)
+			if err != nil {
+				return changed, err
 			}
-			if time.Now().After(meshDeadline) {
+			if !again {
 				break
-			}
-			select {
-			case <-ctx.Done():
-				return changed, ctx.Err()
-			case <-time.After(meshPoll):
 			}
 			continue
 		}
@@ -491,6 +498,23 @@ const (
 	meshWait = 30 * time.Second
 	meshPoll = time.Second
 )
+
+// awaitMesh sleeps meshPoll and reports true while the pass's meshWait, counted from its first call (deadline),
+// has not run out.
+func awaitMesh(ctx context.Context, deadline *time.Time) (bool, error) {
+	if deadline.IsZero() {
+		*deadline = time.Now().Add(meshWait)
+	}
+	if time.Now().After(*deadline) {
+		return false, nil
+	}
+	select {
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-time.After(meshPoll):
+		return true, nil
+	}
+}
 
 // observeViews asks the other members a create would put bricks on for their own peer lists (unmeshed), at
 // the same time: each answer takes about a second on a TCG guest. A member that does not answer gets no entry.

@@ -660,16 +660,13 @@ const healInfoEvery = 30 * time.Second
 // current is an observation of peers and volume taken since the last action, reused as is; nil observes anew.
 func (r *Reconciler) healObserve(ctx context.Context, current *Observed, withHeal bool) (HealObserved, error) {
 	var obs Observed
+	var err error
 	if current != nil {
 		obs = *current
-	} else {
-		var err error
-		if obs, err = r.observe(ctx); err != nil {
-			return HealObserved{}, err
-		}
+	} else if obs, err = r.observe(ctx); err != nil {
+		return HealObserved{}, err
 	}
 	ho := HealObserved{Observed: obs, DownSince: r.downSince, Now: r.now()}
-	var err error
 	if ho.SelfUUID, err = ReadUUID(filepath.Join(r.root, GlusterdInfo)); err != nil {
 		return ho, err
 	}
