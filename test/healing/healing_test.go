@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,6 +171,13 @@ const cleanupReserve = 3 * time.Minute
 func TestChain(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), chainBound(t))
 	defer cancel()
+	var failed failures
+	// Registered before formed's teardown, so it runs after it: the recap is the run's last output.
+	t.Cleanup(func() {
+		if msgs := failed.list(); len(msgs) > 0 {
+			t.Logf("recap of the failures above:\n%s", strings.Join(msgs, "\n"))
+		}
+	})
 	c := formed(ctx, t, "hchain")
 	for _, s := range []struct {
 		name string
@@ -183,9 +191,15 @@ func TestChain(t *testing.T) {
 		{"8 lost quorum", healing.LostQuorum},
 	} {
 		start, ran := time.Now(), false
-		t.Run(s.name, func(t *testing.T) { ran = true; s.run(ctx, t, c) })
-		if ran { // -run may select a subset (make test: HEAL_CI)
-			t.Logf("%s: %s", s.name, time.Since(start).Round(time.Second))
+		ok := t.Run(s.name, func(t *testing.T) { ran = true; s.run(ctx, failed.wrap(t), c) })
+		if !ran { // -run may select a subset (make test: HEAL_CI)
+			continue
+		}
+		t.Logf("%s: %s", s.name, time.Since(start).Round(time.Second))
+		if !ok {
+			// The state when it failed, not only at the end of the chain (the teardown's diagnostics), once
+			// later scenarios have healed or changed it.
+			t.Logf("%s failed; diagnostics now:\n%s", s.name, formation.Diagnose(ctx, c.Nodes))
 		}
 	}
 }
