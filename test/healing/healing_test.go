@@ -22,7 +22,7 @@ const scenarioTimeout = 90 * time.Minute
 // cleanup (lab down) runs.
 const chainTimeout = 150 * time.Minute
 
-func e2eImage(t *testing.T) string {
+func e2eImage(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: no VMs")
@@ -44,12 +44,12 @@ func e2eImage(t *testing.T) string {
 
 // formed boots a 3-node lab with a fresh config, waits until every agent reports ready, and registers
 // teardown (with diagnostics when the test failed).
-func formed(ctx context.Context, t *testing.T, prefix string) healing.Cluster {
+func formed(ctx context.Context, t testing.TB, prefix string) healing.Cluster {
 	return formedWith(ctx, t, prefix, 0)
 }
 
 // formedWith is formed with the cluster's replaceAfter set (0: the default).
-func formedWith(ctx context.Context, t *testing.T, prefix string, replaceAfter time.Duration) healing.Cluster {
+func formedWith(ctx context.Context, t testing.TB, prefix string, replaceAfter time.Duration) healing.Cluster {
 	t.Helper()
 	img := e2eImage(t)
 	cfgFile, cfg, err := formation.ClusterConfig("heal", 3)
@@ -178,7 +178,7 @@ func TestChain(t *testing.T) {
 			t.Logf("recap of the failures above:\n%s", strings.Join(msgs, "\n"))
 		}
 	})
-	c := formed(ctx, t, "hchain")
+	c := formed(ctx, failed.wrap(t), "hchain") // a formation that fails is recapped too
 	for _, s := range []struct {
 		name string
 		run  func(context.Context, testing.TB, healing.Cluster)

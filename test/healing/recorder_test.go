@@ -12,14 +12,13 @@ import (
 // out of view (session 12's CI run: "FAIL: TestChain/1-2_node_loss" and nothing to say why).
 type recorder struct {
 	testing.TB
-	mu   *sync.Mutex
-	msgs *[]string
+	kept *failures
 }
 
 func (r recorder) note(msg string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	*r.msgs = append(*r.msgs, r.Name()+": "+msg)
+	r.kept.mu.Lock()
+	defer r.kept.mu.Unlock()
+	r.kept.msgs = append(r.kept.msgs, r.Name()+": "+msg)
 }
 
 func (r recorder) Error(args ...any) {
@@ -52,7 +51,7 @@ type failures struct {
 	msgs []string
 }
 
-func (f *failures) wrap(t testing.TB) testing.TB { return recorder{TB: t, mu: &f.mu, msgs: &f.msgs} }
+func (f *failures) wrap(t testing.TB) testing.TB { return recorder{TB: t, kept: f} }
 
 func (f *failures) list() []string {
 	f.mu.Lock()
