@@ -9,7 +9,6 @@ import (
 	_ "github.com/coreos/ignition/v2/config/v3_3"
 	_ "github.com/diskfs/go-diskfs"
 	_ "github.com/docker/docker/client"
-	_ "github.com/google/nftables"
 	_ "github.com/hashicorp/memberlist"
 	_ "github.com/spf13/cobra"
 	_ "github.com/vbauerster/mpb/v8"
