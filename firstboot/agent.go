@@ -1,3 +1,6 @@
+// Package firstboot is the node agent: it loads the cluster config, discovers peers, elects the initialiser
+// once per cluster lifetime, and runs the reconcilers of a state.Pass (firewall, swarm, gluster, VRRP) every
+// pass, turning the config and the observed membership into a formed cluster and keeping it converged.
 package firstboot
 
 import (
@@ -19,11 +22,12 @@ import (
 	"github.com/kiln-project/kiln/firstboot/election"
 	"github.com/kiln-project/kiln/firstboot/identity"
 	"github.com/kiln-project/kiln/firstboot/netif"
+	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/firstboot/status"
 )
 
 // Options configure Run. Zero values take the production defaults, so `Run(ctx, Options{Logger: l,
-// Reconcilers: reconcilers.Default})` is the whole agent.
+// Reconcilers: build})` is the whole agent.
 type Options struct {
 	Logger *slog.Logger
 	// LoadConfig finds and validates the cluster config (default: config.Load over config.Sources("/")).
@@ -34,9 +38,9 @@ type Options struct {
 	SelectInterface func(configured string, exclude netip.Addr) (netif.Choice, error)
 	// HoldsVIP reports whether the cluster interface carries the VIP now (default: netif.HasAddr).
 	HoldsVIP func(dev string, vip netip.Addr) (bool, error)
-	// Reconcilers builds the ordered reconciler list once config, identity and interface are known. nil
+	// Reconcilers builds the pass's reconcilers once config, identity and interface are known. nil
 	// means none (the agent still discovers, elects and reports).
-	Reconcilers func(env Env) ([]Reconciler, error)
+	Reconcilers func(env Env) (state.Pass, error)
 	// StateDir holds election.json and formation.json (default /var/lib/kiln).
 	StateDir string
 	// StatusPath is the status file (default status.DefaultPath).
@@ -145,7 +149,7 @@ type agent struct {
 	host string
 	net  netif.Choice
 	disc *discovery.Discovery
-	recs []Reconciler
+	recs []state.Reconciler
 	kick chan struct{}
 	// beat is the unix-nano time the reconcile loop last made progress; the watchdog stops when it stalls.
 	beat atomic.Int64
@@ -296,13 +300,13 @@ func (a *agent) setup(ctx context.Context) bool {
 		if a.opts.Reconcilers == nil {
 			return nil
 		}
-		recs, err := a.opts.Reconcilers(Env{Config: a.cfg, NodeID: a.id, Hostname: a.host, Net: a.net, Logger: a.log})
+		pass, err := a.opts.Reconcilers(Env{Config: a.cfg, NodeID: a.id, Hostname: a.host, Net: a.net, Logger: a.log})
 		if err != nil {
 			err = fmt.Errorf("build reconcilers: %w", err)
 			a.setupError(err)
 			return err
 		}
-		a.recs = recs
+		a.recs = pass.Steps()
 		return nil
 	})
 }

@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/kiln-project/kiln/firstboot/state"
 )
 
 func TestNewEpoch(t *testing.T) {
@@ -11,7 +13,7 @@ func TestNewEpoch(t *testing.T) {
 	if _, err := NewEpoch(dir, "aa", "10.0.0.1:2377", time.Now()); err == nil {
 		t.Fatal("no record: want an error")
 	}
-	old := record{Formation: Formation{SwarmID: "s", Initialiser: "aa", ManagerToken: "m", WorkerToken: "w",
+	old := record{Formation: state.Formation{SwarmID: "s", Initialiser: "aa", ManagerToken: "m", WorkerToken: "w",
 		ManagerAddrs: []string{"10.0.0.1:2377", "10.0.0.2:2377", "10.0.0.3:2377"}, Managers: 3,
 		GlusterPeers: map[string]string{"10.0.0.1": "u1"}}, Updated: time.Unix(1, 0)}
 	if err := writeJSON(filepath.Join(dir, formationFile), &old); err != nil {
@@ -39,7 +41,7 @@ func TestNewEpoch(t *testing.T) {
 func TestMergeByEpoch(t *testing.T) {
 	a := &agent{opts: Options{StateDir: t.TempDir()}.withDefaults(), log: Options{}.withDefaults().Logger, kick: make(chan struct{}, 1), conflicted: map[string]bool{}}
 	a.el = nil
-	base := record{Formation: Formation{SwarmID: "s", Initialiser: "aa", ManagerToken: "m", WorkerToken: "w", ManagerAddrs: []string{"x:2377"}, Epoch: 1}, Updated: time.Unix(100, 0)}
+	base := record{Formation: state.Formation{SwarmID: "s", Initialiser: "aa", ManagerToken: "m", WorkerToken: "w", ManagerAddrs: []string{"x:2377"}, Epoch: 1}, Updated: time.Unix(100, 0)}
 	a.rec = &base
 	older := base
 	older.Epoch, older.Updated, older.ManagerAddrs = 0, time.Unix(999, 0), []string{"y:2377"}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kiln-project/kiln/firstboot/election"
+	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/firstboot/status"
 )
 
@@ -45,7 +46,7 @@ func (a *agent) reconcileLoop(ctx context.Context) {
 
 // pass builds the State, runs every reconciler in order, adopts what the swarm reconciler announces, and
 // reports. A reconciler's error does not stop the ones after it: each one decides from State whether it
-// can act (gluster waits for SwarmActive), and the status shows every failure at once. It reports whether
+// can act (gluster waits for State.Swarm.Active), and the status shows every failure at once. It reports whether
 // the node is settled: ready, and no reconciler changed anything or failed.
 func (a *agent) pass(ctx context.Context) (settled bool) {
 	a.beat.Store(time.Now().UnixNano())
@@ -59,10 +60,10 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 		// commands on a loaded node), and right after a boot the pass starts seeing only this node. Rendering
 		// the VRRP peers from that stale view made keepalived claim the VIP beside its holder after a power cut.
 		a.refreshMembers(s)
-		announced := s.Announce != nil
+		announced := s.Swarm.Announce != nil
 		results = append(results, a.run(ctx, r, s))
 		a.beat.Store(time.Now().UnixNano())
-		if !announced && s.Announce != nil && s.Formation == nil && s.Initialiser {
+		if !announced && s.Swarm.Announce != nil && s.Formation == nil && s.Initialiser {
 			// The swarm was just initialised: publish the record now rather than at the end of the pass. The
 			// joiners wait for its token, and the reconcilers after this one (gluster) pick their coordinator
 			// from it; on a loaded lab node the rest of the pass took 30 s, and gluster then spent the whole
@@ -71,25 +72,28 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 			// The gossip must carry this node's swarm node before anyone can join: a joiner that became leader
 			// while the founder still advertised "no swarm node" took the founder's entry for a reimaged
 			// node's leftover and removed it (lab, session 5). So the swarm node goes out first.
-			if s.SwarmNode != "" {
-				a.swarmNode = s.SwarmNode
+			if s.Swarm.Node != "" {
+				a.swarmNode = s.Swarm.Node
 			}
 			a.republishMeta()
-			a.takeAnnounce(s)
+			a.takeAnnounce(s.Swarm.Announce)
 			s.Formation = a.formation()
 		}
 	}
 	if ctx.Err() != nil {
 		return false
 	}
-	if s.Announce != nil {
-		a.takeAnnounce(s)
+	if ann := s.Swarm.Announce; ann != nil {
+		if s.Gluster.PoolUUIDs != nil {
+			ann.GlusterPeers = s.Gluster.PoolUUIDs
+		}
+		a.takeAnnounce(ann)
 	}
-	if s.SwarmNode != "" {
-		a.swarmNode = s.SwarmNode // keep the last observation when dockerd does not answer
+	if s.Swarm.Node != "" {
+		a.swarmNode = s.Swarm.Node // keep the last observation when dockerd does not answer
 	}
-	if s.GlusterEpoch != "" {
-		a.glusterEpoch = s.GlusterEpoch // likewise when glusterd does not answer
+	if s.Gluster.Epoch != "" {
+		a.glusterEpoch = s.Gluster.Epoch // likewise when glusterd does not answer
 	}
 	phase := a.phase(s, results)
 	if phase == status.PhaseReady && s.Formation != nil && s.Formation.Epoch > a.epoch {
@@ -116,12 +120,12 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 	return settled
 }
 
-// state snapshots the decision and formation into a fresh State; pass adds the membership.
-func (a *agent) state() *State {
+// state snapshots config, decision and formation into a fresh State; pass adds the membership.
+func (a *agent) state() *state.State {
 	c := a.cfg.Cluster
-	s := &State{Expected: c.Size, ClusterName: c.Name, VIP: c.VIP, Interface: a.net.Interface, Subnet: a.net.Subnet,
-		ReplaceAfter: c.ReplaceAfter, LocalEpoch: a.epoch, Status: map[string]string{}}
-	s.Formation = a.formation()
+	s := &state.State{Inputs: state.Inputs{Expected: c.Size, ClusterName: c.Name, VIP: c.VIP,
+		Interface: a.net.Interface, Subnet: a.net.Subnet, ReplaceAfter: c.ReplaceAfter, LocalEpoch: a.epoch,
+		Formation: a.formation()}}
 	a.mu.Lock()
 	s.Initialiser = a.el.Decided() == a.id
 	a.mu.Unlock()
@@ -129,20 +133,18 @@ func (a *agent) state() *State {
 }
 
 // formation returns a copy of the adopted formation record (nil before there is one).
-func (a *agent) formation() *Formation {
+func (a *agent) formation() *state.Formation {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.rec == nil {
 		return nil
 	}
-	f := a.rec.Formation
-	f.ManagerAddrs = append([]string(nil), f.ManagerAddrs...)
-	return &f
+	return a.rec.Formation.Clone()
 }
 
 // refreshMembers replaces the State's membership with discovery's current view; the rest of the State (what
 // earlier reconcilers reported in this pass) stays.
-func (a *agent) refreshMembers(s *State) {
+func (a *agent) refreshMembers(s *state.State) {
 	s.Members = s.Members[:0:0]
 	for _, p := range a.disc.Peers() {
 		m := p.Member
@@ -155,7 +157,7 @@ func (a *agent) refreshMembers(s *State) {
 
 // run calls one reconciler with a deadline, turning a panic into an error: one broken reconciler must not
 // take the agent (and with it the membership and the VIP) down.
-func (a *agent) run(ctx context.Context, r Reconciler, s *State) (res result) {
+func (a *agent) run(ctx context.Context, r state.Reconciler, s *state.State) (res result) {
 	res.name = r.Name()
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, a.opts.ReconcileTimeout)
@@ -177,10 +179,10 @@ func (a *agent) run(ctx context.Context, r Reconciler, s *State) (res result) {
 	return res
 }
 
-// takeAnnounce turns the swarm reconciler's Announce into the formation record: the first one only on the
-// decided initialiser, later ones only as refreshes of the same swarm.
-func (a *agent) takeAnnounce(s *State) {
-	ann := *s.Announce
+// takeAnnounce turns the swarm reconciler's announced record into the formation record: the first one only
+// on the decided initialiser, later ones only as refreshes of the same swarm.
+func (a *agent) takeAnnounce(announced *state.Formation) {
+	ann := *announced.Clone()
 	a.mu.Lock()
 	var out *record
 	switch {
@@ -210,14 +212,14 @@ func (a *agent) takeAnnounce(s *State) {
 	}
 }
 
-func (a *agent) phase(s *State, results []result) status.Phase {
+func (a *agent) phase(s *state.State, results []result) status.Phase {
 	alive := 0
 	for _, m := range s.Members {
 		if m.Alive {
 			alive++
 		}
 	}
-	// A reconciler that waits (State.Pending) is not done: the node is not ready, but nothing failed either.
+	// A reconciler that waits (state.Report.Pending) is not done: the node is not ready, but nothing failed either.
 	failed := len(s.Pending) > 0
 	for _, r := range results {
 		failed = failed || r.err != nil
@@ -239,7 +241,7 @@ func (a *agent) phase(s *State, results []result) status.Phase {
 	return status.PhaseReady
 }
 
-func (a *agent) report(s *State, phase status.Phase, results []result, holdsVIP bool) {
+func (a *agent) report(s *state.State, phase status.Phase, results []result, holdsVIP bool) {
 	st := &status.Status{Phase: phase, Members: s.Members, Reconcilers: map[string]string{}}
 	maps.Copy(st.Reconcilers, s.Status)
 	var errs []string
@@ -257,7 +259,7 @@ func (a *agent) report(s *State, phase status.Phase, results []result, holdsVIP 
 	st.Swarm = component(results, "swarm", s.Status["swarm"])
 	if st.Swarm.State == "" {
 		switch {
-		case s.SwarmActive:
+		case s.Swarm.Active:
 			st.Swarm.State = "active"
 		case s.Formation == nil:
 			st.Swarm.State = "waiting"

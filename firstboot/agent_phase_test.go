@@ -5,17 +5,21 @@ import (
 
 	"github.com/kiln-project/kiln/firstboot/election"
 	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/firstboot/status"
 )
 
 // A node whose reconcilers all returned without error is still forming while one of them waits for something
-// (State.Pending): a follower whose gluster volume another node has not created yet must not report ready.
+// (state.Report.Pending): a follower whose gluster volume another node has not created yet must not report ready.
 // Once it was ready, the same wait reads as degraded.
 func TestPhaseWaitsForPendingReconcilers(t *testing.T) {
 	a := &agent{el: election.New("a1", 3, election.Persistent{}, election.Config{})}
 	members := []member.Member{{ID: "a1", Alive: true}, {ID: "b2", Alive: true}, {ID: "c3", Alive: true}}
-	formed := func() *State {
-		return &State{Expected: 3, Members: members, Formation: &Formation{SwarmID: "s", Initialiser: "b2"}}
+	formed := func() *state.State {
+		return &state.State{
+			Inputs:   state.Inputs{Expected: 3, Formation: &state.Formation{SwarmID: "s", Initialiser: "b2"}},
+			Observed: state.Observed{Members: members},
+		}
 	}
 	ok := []result{{name: "swarm"}, {name: "gluster"}}
 

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/kiln-project/kiln/firstboot/state"
 )
 
 // Files under Options.StateDir (/var/lib/kiln). Both hold what must survive a crash at any instant: the
@@ -16,7 +18,7 @@ import (
 const (
 	electionFile  = "election.json"
 	formationFile = "formation.json"
-	// epochFile holds the formation epoch this node was last ready in (see State.LocalEpoch).
+	// epochFile holds the formation epoch this node was last ready in (see state.Inputs.LocalEpoch).
 	epochFile = "epoch.json"
 )
 
@@ -27,7 +29,7 @@ type localEpoch struct {
 
 // record is the persisted and gossiped formation: the Formation plus what merging needs.
 type record struct {
-	Formation
+	state.Formation
 	// Updated orders refreshes of the same swarm's record (new manager list, rotated tokens); clocks may
 	// differ between nodes, which only delays a refresh, never mixes swarms.
 	Updated time.Time `json:"updated"`

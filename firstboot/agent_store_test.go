@@ -3,12 +3,14 @@ package firstboot
 import (
 	"slices"
 	"testing"
+
+	"github.com/kiln-project/kiln/firstboot/state"
 )
 
 // TestWorthRefreshing: a manager list that only lacks addresses is no news (records ping-ponged between
 // nodes whose views lagged each other); new addresses, new tokens or another manager count are.
 func TestWorthRefreshing(t *testing.T) {
-	cur := &record{Formation: Formation{SwarmID: "s", Initialiser: "a", ManagerToken: "m", WorkerToken: "w",
+	cur := &record{Formation: state.Formation{SwarmID: "s", Initialiser: "a", ManagerToken: "m", WorkerToken: "w",
 		ManagerAddrs: []string{"10.0.0.1:2377", "10.0.0.2:2377", "10.0.0.3:2377"}, Managers: 3}}
 	with := func(f func(*record)) *record {
 		r := *cur

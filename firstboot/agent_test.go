@@ -20,6 +20,7 @@ import (
 	"github.com/kiln-project/kiln/firstboot/config"
 	"github.com/kiln-project/kiln/firstboot/discovery"
 	"github.com/kiln-project/kiln/firstboot/netif"
+	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/firstboot/status"
 )
 
@@ -42,14 +43,14 @@ type fakeSwarm struct {
 
 func (f *fakeSwarm) Name() string { return "swarm" }
 
-func (f *fakeSwarm) Reconcile(ctx context.Context, s *State) (bool, error) {
+func (f *fakeSwarm) Reconcile(ctx context.Context, s *state.State) (bool, error) {
 	f.w.mu.Lock()
 	changed := false
 	sid := f.w.nodeSwarm[f.id]
 	switch {
 	case sid == "" && s.Formation == nil && !s.Initialiser:
 		f.w.mu.Unlock()
-		s.Status["swarm"] = "waiting for formation"
+		s.Set("swarm", "waiting for formation")
 		return false, nil
 	case sid == "" && s.Formation == nil:
 		f.w.inits = append(f.w.inits, f.id)
@@ -81,9 +82,9 @@ func (f *fakeSwarm) Reconcile(ctx context.Context, s *State) (bool, error) {
 	if s.Formation == nil && !s.Initialiser {
 		return changed, nil
 	}
-	s.SwarmActive = true
-	s.Announce = &Formation{SwarmID: sid, ManagerToken: "SWMTKN-1-manager-secret", WorkerToken: "SWMTKN-1-worker-secret", ManagerAddrs: managers}
-	s.Status["swarm"] = "manager in " + sid
+	s.Swarm.Active = true
+	s.Swarm.Announce = &state.Formation{SwarmID: sid, ManagerToken: "SWMTKN-1-manager-secret", WorkerToken: "SWMTKN-1-worker-secret", ManagerAddrs: managers}
+	s.Set("swarm", "manager in "+sid)
 	return changed, nil
 }
 
@@ -95,9 +96,9 @@ type orderCheck struct {
 }
 
 func (o orderCheck) Name() string { return o.name }
-func (o orderCheck) Reconcile(ctx context.Context, s *State) (bool, error) {
+func (o orderCheck) Reconcile(ctx context.Context, s *state.State) (bool, error) {
 	o.mu.Lock()
-	*o.log = append(*o.log, fmt.Sprintf("%s(active=%v formation=%v)", o.name, s.SwarmActive, s.Formation != nil))
+	*o.log = append(*o.log, fmt.Sprintf("%s(active=%v formation=%v)", o.name, s.Swarm.Active, s.Formation != nil))
 	if len(*o.log) > 50 {
 		*o.log = (*o.log)[len(*o.log)-50:]
 	}
@@ -202,11 +203,11 @@ func (c *testCluster) options(i int) Options {
 		SelectInterface: func(string, netip.Addr) (netif.Choice, error) {
 			return netif.Choice{Interface: "lo", Addr: netip.MustParseAddr(ip), Subnet: netip.MustParsePrefix("127.0.0.0/8"), Reason: "test"}, nil
 		},
-		Reconcilers: func(env Env) ([]Reconciler, error) {
-			return []Reconciler{
-				orderCheck{name: "firewall", log: &c.order, mu: &c.orderMu},
-				&fakeSwarm{w: c.w, id: env.NodeID, onInit: c.onInit[env.NodeID]},
-				orderCheck{name: "gluster", log: &c.order, mu: &c.orderMu},
+		Reconcilers: func(env Env) (state.Pass, error) {
+			return state.Pass{
+				Firewall: orderCheck{name: "firewall", log: &c.order, mu: &c.orderMu},
+				Swarm:    &fakeSwarm{w: c.w, id: env.NodeID, onInit: c.onInit[env.NodeID]},
+				Gluster:  orderCheck{name: "gluster", log: &c.order, mu: &c.orderMu},
 			}, nil
 		},
 		StateDir:   c.dirs[i],

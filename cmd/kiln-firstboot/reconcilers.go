@@ -12,37 +12,36 @@ import (
 	"github.com/kiln-project/kiln/firstboot/firewall"
 	"github.com/kiln-project/kiln/firstboot/gluster"
 	"github.com/kiln-project/kiln/firstboot/sdunit"
+	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/firstboot/swarm"
 	"github.com/kiln-project/kiln/firstboot/vrrp"
 )
 
-// reconcilers builds the agent's ordered reconciler list once config, identity and the cluster interface are
-// known. Order matters: the firewall first (cluster ports open to members only before any service listens on
-// them), then swarm (its formation record gates gluster), gluster, and VRRP last (the VIP only moves to a node
-// whose swarm is healthy).
-func reconcilers(env firstboot.Env) ([]firstboot.Reconciler, error) {
+// reconcilers builds the agent's pass once config, identity and the cluster interface are known (state.Pass
+// says why its slots run in their order).
+func reconcilers(env firstboot.Env) (state.Pass, error) {
 	docker, err := dockerClient()
 	if err != nil {
-		return nil, err
+		return state.Pass{}, err
 	}
 	systemd, err := sdunit.Connect(context.Background())
 	if err != nil {
-		return nil, fmt.Errorf("reconcilers: systemd: %w", err)
+		return state.Pass{}, fmt.Errorf("reconcilers: systemd: %w", err)
 	}
 	nl, err := netlink.NewHandle()
 	if err != nil {
-		return nil, fmt.Errorf("reconcilers: netlink: %w", err)
+		return state.Pass{}, fmt.Errorf("reconcilers: netlink: %w", err)
 	}
 	log := env.Logger
-	return []firstboot.Reconciler{
-		firewall.New(firewall.HostNFT, firewall.Options{
+	return state.Pass{
+		Firewall: firewall.New(firewall.HostNFT, firewall.Options{
 			DiscoveryPorts: []uint16{discovery.GossipPort, discovery.BeaconPort},
 			StaticPeers:    env.Config.Cluster.Peers,
 			ScriptPath:     "/run/kiln/firewall.nft",
 		}, log.With("reconciler", "firewall")),
-		swarm.New(docker, log.With("reconciler", "swarm")),
-		gluster.New(gluster.NewCLI(gluster.HostRunner), systemd, "", log.With("reconciler", "gluster")),
-		vrrp.New(systemd, nl, vrrp.ConfigPath, log.With("reconciler", "vrrp")),
+		Swarm:   swarm.New(docker, log.With("reconciler", "swarm")),
+		Gluster: gluster.New(gluster.NewCLI(gluster.HostRunner), systemd, "", log.With("reconciler", "gluster")),
+		VRRP:    vrrp.New(systemd, nl, vrrp.ConfigPath, log.With("reconciler", "vrrp")),
 	}, nil
 }
 

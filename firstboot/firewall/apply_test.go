@@ -16,8 +16,8 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/kiln-project/kiln/firstboot"
 	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/internal/run"
 )
 
@@ -127,11 +127,7 @@ func TestApplyInNetns(t *testing.T) {
 	dockerBefore := mustRun(t, "ip", "netns", "exec", node, "nft", "list", "table", "ip", "filter")
 
 	r := New(nft, Options{DiscoveryPorts: []uint16{7373}}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	s := &firstboot.State{
-		Self:    member.Member{ID: "a", Addr: netip.MustParseAddr("10.99.7.1")},
-		Members: []member.Member{{ID: "a", Addr: netip.MustParseAddr("10.99.7.1")}, {ID: "b", Addr: netip.MustParseAddr("10.99.7.2")}},
-		Subnet:  netip.MustParsePrefix("10.99.7.0/24"),
-	}
+	s := &state.State{Inputs: state.Inputs{Subnet: netip.MustParsePrefix("10.99.7.0/24")}, Observed: state.Observed{Self: member.Member{ID: "a", Addr: netip.MustParseAddr("10.99.7.1")}, Members: []member.Member{{ID: "a", Addr: netip.MustParseAddr("10.99.7.1")}, {ID: "b", Addr: netip.MustParseAddr("10.99.7.2")}}}}
 	reconcile := func(wantChanged bool) {
 		t.Helper()
 		changed, err := r.Reconcile(ctx, s)

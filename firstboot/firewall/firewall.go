@@ -12,7 +12,7 @@ import (
 
 	"github.com/moby/sys/atomicwriter"
 
-	"github.com/kiln-project/kiln/firstboot"
+	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/internal/run"
 )
 
@@ -48,12 +48,12 @@ func New(nft NFT, opts Options, log *slog.Logger) *Reconciler {
 	return &Reconciler{nft: nft, opts: opts, log: log}
 }
 
-// Name implements firstboot.Reconciler.
+// Name implements state.Reconciler.
 func (r *Reconciler) Name() string { return "firewall" }
 
 // RulesFor derives the rules from the agent state: every known or recorded member, the local subnet and static
 // peers.
-func (r *Reconciler) RulesFor(s *firstboot.State) Rules {
+func (r *Reconciler) RulesFor(s *state.State) Rules {
 	rules := Rules{DiscoveryPorts: r.opts.DiscoveryPorts}
 	for _, m := range s.Members {
 		rules.Members = append(rules.Members, m.Addr)
@@ -77,14 +77,14 @@ func (r *Reconciler) RulesFor(s *firstboot.State) Rules {
 
 // Reconcile observes which ruleset is loaded (by the table comment), and replaces the table only if it differs.
 // A flushed ruleset or a missing table reads as "nothing loaded" and is repaired on the next pass.
-func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, error) {
+func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error) {
 	script := Render(r.RulesFor(s))
 	want := MarkerOf(script)
 	have, err := r.Loaded(ctx)
 	if err != nil {
 		return false, err
 	}
-	setStatus(s, "firewall", "table inet kiln "+want)
+	s.Set("firewall", "table inet kiln "+want)
 	if have == want {
 		return false, nil
 	}
@@ -148,13 +148,6 @@ func ParseMarker(out []byte) string {
 		return v
 	}
 	return ""
-}
-
-func setStatus(s *firstboot.State, k, v string) {
-	if s.Status == nil {
-		s.Status = map[string]string{}
-	}
-	s.Status[k] = v
 }
 
 // writeFile replaces path atomically (temp file + rename), creating its directory.

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-project/kiln/firstboot"
 	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/internal/run"
 )
 
@@ -70,7 +70,7 @@ func (s timedSystemd) Start(ctx context.Context, unit string) error {
 
 // formConcurrently drives three fresh glusterds to a formed volume the way three agents do: each node's own
 // reconciler, all at the same time, sharing what gossip would carry (the members' glusterd epochs, the pool map
-// the coordinator announces). The swarm is taken as formed (SwarmActive), which is where an agent starts
+// the coordinator announces). The swarm is taken as formed (State.Swarm.Active), which is where an agent starts
 // storage. Node 0 is the coordinator (lowest id, the formation's initialiser); clock, if not nil, times its
 // gluster commands and its mount. It returns when each node mounted /var/data, measured from the start.
 //
@@ -93,7 +93,7 @@ func formConcurrently(tb testing.TB, ns []*gnode, clock *stepClock) []time.Durat
 		recs[i] = New(NewCLI(runner), nodeSystemd{tb, n}, n.dir, log.With("node", n.m.ID))
 	}
 	ms := []member.Member{ns[0].m, ns[1].m, ns[2].m}
-	f := &firstboot.Formation{Initialiser: ns[0].m.ID}
+	f := &state.Formation{Initialiser: ns[0].m.ID}
 	var mu sync.Mutex // guards ms and f: what gossip carries between the agents
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -107,16 +107,13 @@ func formConcurrently(tb testing.TB, ns []*gnode, clock *stepClock) []time.Durat
 			for ctx.Err() == nil {
 				mu.Lock()
 				fc := *f
-				s := &firstboot.State{Self: ms[i], Members: slices.Clone(ms), Expected: 3, SwarmActive: true, Formation: &fc, ReplaceAfter: time.Hour}
+				s := &state.State{Inputs: state.Inputs{Expected: 3, Formation: &fc, ReplaceAfter: time.Hour}, Observed: state.Observed{Self: ms[i], Members: slices.Clone(ms)}, Swarm: state.SwarmOutput{Active: true}}
 				mu.Unlock()
-				if i == 0 {
-					s.Announce = &firstboot.Formation{}
-				}
 				_, err := recs[i].Reconcile(ctx, s)
 				mu.Lock()
 				gossip(ms, i, s)
-				if i == 0 && s.Announce.GlusterPeers != nil {
-					f.GlusterPeers = s.Announce.GlusterPeers
+				if i == 0 && s.Gluster.PoolUUIDs != nil {
+					f.GlusterPeers = s.Gluster.PoolUUIDs
 				}
 				mu.Unlock()
 				lastStatus[i] = fmt.Sprintf("%s (err %v)", s.Status["gluster"], err)

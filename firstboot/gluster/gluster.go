@@ -18,9 +18,9 @@ import (
 
 	"github.com/moby/sys/atomicwriter"
 
-	"github.com/kiln-project/kiln/firstboot"
 	"github.com/kiln-project/kiln/firstboot/member"
 	"github.com/kiln-project/kiln/firstboot/sdunit"
+	"github.com/kiln-project/kiln/firstboot/state"
 )
 
 // The volume, its bricks and its mount (docs/design.md: /var/data on every node, bricks on the state partition).
@@ -128,7 +128,7 @@ type Observed struct {
 
 // Coordinator is the member that probes peers and creates the volume: the swarm initialiser while it is alive,
 // else the lowest-ID alive member. Every node computes the same answer from the same membership.
-func Coordinator(s *firstboot.State) (member.Member, bool) {
+func Coordinator(s *state.State) (member.Member, bool) {
 	alive := aliveMembers(s)
 	if s.Formation != nil {
 		for _, m := range alive {
@@ -144,7 +144,7 @@ func Coordinator(s *firstboot.State) (member.Member, bool) {
 }
 
 // Plan is the pure decision: given the state and what glusterd reports, the next steps for this node.
-func Plan(s *firstboot.State, obs Observed) []Action {
+func Plan(s *state.State, obs Observed) []Action {
 	coord, ok := Coordinator(s)
 	if !ok {
 		return nil
@@ -186,7 +186,7 @@ func Plan(s *firstboot.State, obs Observed) []Action {
 
 // brickMembers are the members a new volume gets its bricks on: the lowest-ID alive members in this node's
 // pool (self is always in its own pool), as many as the replica count; nil while fewer are in.
-func brickMembers(s *firstboot.State, obs Observed) []member.Member {
+func brickMembers(s *state.State, obs Observed) []member.Member {
 	replica := min(3, max(s.Expected, 1))
 	var ready []member.Member
 	for _, m := range aliveMembers(s) {
@@ -203,7 +203,7 @@ func brickMembers(s *firstboot.State, obs Observed) []member.Member {
 }
 
 // meshLag is unmeshed for the bricks a create would use now ("" when there are not enough of them yet).
-func meshLag(s *firstboot.State, obs Observed) string {
+func meshLag(s *state.State, obs Observed) string {
 	ms := brickMembers(s, obs)
 	if ms == nil {
 		return ""
@@ -256,7 +256,7 @@ func unmeshed(self member.Member, bricks []member.Member, views map[string][]Pee
 // pool beside the one of its fresh glusterd, and every add-brick then failed with "Another transaction is
 // in progress" (lab, session 8). A member that has not reported yet is not probed either: its first pass
 // reports it, even before its swarm is up.
-func probeable(s *firstboot.State, m member.Member) bool {
+func probeable(s *state.State, m member.Member) bool {
 	if m.GlusterEpoch == member.FreshGluster {
 		return true
 	}
@@ -265,7 +265,7 @@ func probeable(s *firstboot.State, m member.Member) bool {
 }
 
 // recordEpoch is the formation record's epoch (0 before there is a record).
-func recordEpoch(s *firstboot.State) int {
+func recordEpoch(s *state.State) int {
 	if s.Formation == nil {
 		return 0
 	}
@@ -275,7 +275,7 @@ func recordEpoch(s *firstboot.State) int {
 // GlusterEpoch is what this node reports as member.GlusterEpoch: FreshGluster with no peer, else the newest
 // of the epoch it was last ready in, the epoch it was reset for, and the record's epoch once the record
 // names this glusterd's UUID at its address. Pure.
-func GlusterEpoch(s *firstboot.State, peers []Peer, selfUUID string, resetEpoch int) string {
+func GlusterEpoch(s *state.State, peers []Peer, selfUUID string, resetEpoch int) string {
 	if len(peers) == 0 {
 		return member.FreshGluster
 	}
@@ -288,7 +288,7 @@ func GlusterEpoch(s *firstboot.State, peers []Peer, selfUUID string, resetEpoch 
 
 // planFollower: the lowest-ID other member probes the coordinator back once it is in the pool, so the
 // coordinator is known by its address rather than by whatever name the first probe recorded (glusterdocs#706).
-func planFollower(s *firstboot.State, obs Observed, coord member.Member) []Action {
+func planFollower(s *state.State, obs Observed, coord member.Member) []Action {
 	if len(obs.Peers) == 0 || findPeer(obs.Peers, coord.Addr) != nil {
 		return nil
 	}
@@ -346,14 +346,14 @@ func New(cli *CLI, systemd sdunit.Manager, root string, log *slog.Logger) *Recon
 	return &Reconciler{cli: cli, systemd: systemd, root: root, log: log, now: time.Now, downSince: map[string]time.Time{}}
 }
 
-// Name implements firstboot.Reconciler.
+// Name implements state.Reconciler.
 func (r *Reconciler) Name() string { return "gluster" }
 
 // maxRounds bounds observe→plan→act rounds in one pass (probe, create, set, start: four are enough).
 const maxRounds = 5
 
 // Reconcile runs after the swarm is verified: it converges the pool and volume (coordinator), then mounts.
-func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, error) {
+func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error) {
 	// The brick's parent must exist before the coordinator creates the volume (glusterd creates only the
 	// last path component; staging fails with ENOENT otherwise: glusterd_test.go). On a node the image's
 	// tmpfiles.d makes it at boot, before glusterd answers a probe: this pass can come minutes later on a
@@ -361,7 +361,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	if err := os.MkdirAll(filepath.Join(r.root, filepath.Dir(BrickPath)), 0o755); err != nil {
 		return false, fmt.Errorf("gluster: brick directory: %w", err)
 	}
-	if !s.SwarmActive {
+	if !s.Swarm.Active {
 		// The coordinator probes only members that reported their glusterd's epoch: report it now, so
 		// storage formation does not wait for a pass after this node's swarm is up.
 		if err := r.reportEpoch(ctx, s); err != nil {
@@ -489,7 +489,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	if r.lastRepair != "" {
 		st += "; last repair: " + r.lastRepair
 	}
-	status(s, st)
+	s.Set("gluster", st)
 	return changed || mounted, nil
 }
 
@@ -518,7 +518,7 @@ func awaitMesh(ctx context.Context, deadline *time.Time) (bool, error) {
 
 // observeViews asks the other members a create would put bricks on for their own peer lists (unmeshed), at
 // the same time: each answer takes about a second on a TCG guest. A member that does not answer gets no entry.
-func (r *Reconciler) observeViews(ctx context.Context, s *firstboot.State, obs Observed) map[string][]Peer {
+func (r *Reconciler) observeViews(ctx context.Context, s *state.State, obs Observed) map[string][]Peer {
 	ms := brickMembers(s, obs)
 	if ms == nil {
 		return nil
@@ -545,8 +545,8 @@ func (r *Reconciler) observeViews(ctx context.Context, s *firstboot.State, obs O
 	return views
 }
 
-// reportEpoch sets s.GlusterEpoch from glusterd's peer list (GlusterEpoch).
-func (r *Reconciler) reportEpoch(ctx context.Context, s *firstboot.State) error {
+// reportEpoch sets s.Gluster.Epoch from glusterd's peer list (GlusterEpoch).
+func (r *Reconciler) reportEpoch(ctx context.Context, s *state.State) error {
 	peers, err := r.cli.Peers(ctx)
 	if err != nil {
 		return err
@@ -555,7 +555,7 @@ func (r *Reconciler) reportEpoch(ctx context.Context, s *firstboot.State) error 
 	if err != nil {
 		return err
 	}
-	s.GlusterEpoch = GlusterEpoch(s, peers, uuid, readResetEpoch(r.root))
+	s.Gluster.Epoch = GlusterEpoch(s, peers, uuid, readResetEpoch(r.root))
 	return nil
 }
 
@@ -623,7 +623,7 @@ func (r *Reconciler) act(ctx context.Context, a Action) error {
 }
 
 // mount writes the mount unit when it differs, reloads systemd, and starts the mount if it is not active.
-func (r *Reconciler) mount(ctx context.Context, s *firstboot.State) (bool, error) {
+func (r *Reconciler) mount(ctx context.Context, s *state.State) (bool, error) {
 	unit := RenderMountUnit(s.Self.Addr, backupServers(s))
 	path := filepath.Join(r.root, UnitPath)
 	old, err := os.ReadFile(path)
@@ -688,7 +688,7 @@ TimeoutSec=90
 }
 
 // backupServers are the other members' addresses (alive or not: the list is only tried in order).
-func backupServers(s *firstboot.State) []netip.Addr {
+func backupServers(s *state.State) []netip.Addr {
 	var out []netip.Addr
 	for _, a := range addrs(s.Members) {
 		if a != s.Self.Addr.Unmap() {
@@ -698,7 +698,7 @@ func backupServers(s *firstboot.State) []netip.Addr {
 	return out
 }
 
-func aliveMembers(s *firstboot.State) []member.Member {
+func aliveMembers(s *state.State) []member.Member {
 	var out []member.Member
 	seenSelf := false
 	for _, m := range s.Members {
@@ -745,13 +745,6 @@ func sortedKeys(m map[string]string) []string {
 	}
 	slices.Sort(ks)
 	return ks
-}
-
-func status(s *firstboot.State, v string) {
-	if s.Status == nil {
-		s.Status = map[string]string{}
-	}
-	s.Status["gluster"] = v
 }
 
 // Recover shrinks the volume to this node's brick after the majority is lost for good (RecoverPlan), logging

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-project/kiln/firstboot"
 	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/state"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")
@@ -102,14 +102,14 @@ func inEpoch(m member.Member, e string) member.Member {
 }
 
 // recovered is st with a record of epoch 1 (one `recover` ago) coordinated by a.
-func recovered(self member.Member, ms ...member.Member) *firstboot.State {
+func recovered(self member.Member, ms ...member.Member) *state.State {
 	s := st(self, ms...)
 	s.Formation.Epoch = 1
 	return s
 }
 
-func st(self member.Member, ms ...member.Member) *firstboot.State {
-	return &firstboot.State{Self: self, Members: ms, Expected: 3, SwarmActive: true, Formation: &firstboot.Formation{Initialiser: "a"}}
+func st(self member.Member, ms ...member.Member) *state.State {
+	return &state.State{Inputs: state.Inputs{Expected: 3, Formation: &state.Formation{Initialiser: "a"}}, Observed: state.Observed{Self: self, Members: ms}, Swarm: state.SwarmOutput{Active: true}}
 }
 
 func peer(m member.Member, inCluster bool) Peer {
@@ -127,7 +127,7 @@ func TestPlan(t *testing.T) {
 	deadB.Alive = false
 	cases := []struct {
 		name string
-		s    *firstboot.State
+		s    *state.State
 		obs  Observed
 		want []string
 	}{
@@ -158,15 +158,15 @@ func TestPlan(t *testing.T) {
 		{"follower b probes the coordinator back", st(mB, mA, mB, mC), Observed{Peers: []Peer{{Hostname: "kiln-a", Connected: true, State: "Peer in Cluster"}}}, []string{"probe 10.77.0.11"}},
 		{"follower c does not", st(mC, mA, mB, mC), Observed{Peers: []Peer{{Hostname: "kiln-a", Connected: true}}}, nil},
 		{"follower not yet in a pool waits", st(mB, mA, mB, mC), Observed{}, nil},
-		{"dead coordinator: next lowest alive takes over", func() *firstboot.State {
+		{"dead coordinator: next lowest alive takes over", func() *state.State {
 			dead := mA
 			dead.Alive = false
 			return st(mB, dead, mB, mC)
 		}(), Observed{Peers: []Peer{peer(mA, false), peer(mC, true)}, Volume: started}, nil},
 		{"dead member is not probed", st(mA, mA, deadB, mC), Observed{Peers: []Peer{peer(mC, true)}}, nil},
-		{"rebooted, no peer seen yet: auth.allow keeps the recorded pool", func() *firstboot.State {
+		{"rebooted, no peer seen yet: auth.allow keeps the recorded pool", func() *state.State {
 			s := st(mA, mA)
-			s.Formation = &firstboot.Formation{GlusterPeers: map[string]string{"10.77.0.12": "u-b", "10.77.0.13": "u-c", "10.77.0.11": "u-a"}}
+			s.Formation = &state.Formation{GlusterPeers: map[string]string{"10.77.0.12": "u-b", "10.77.0.13": "u-c", "10.77.0.11": "u-a"}}
 			return s
 		}(), Observed{Volume: started}, nil},
 		{"a member that has not reported its glusterd's epoch is not probed", st(mA, mA, inEpoch(mB, ""), mC), Observed{},
@@ -175,7 +175,7 @@ func TestPlan(t *testing.T) {
 			[]string{"probe 10.77.0.13"}},
 		{"after a recover: a member reset for the new epoch is probed", recovered(mA, mA, inEpoch(mB, "1"), mC), Observed{},
 			[]string{"probe 10.77.0.12", "probe 10.77.0.13"}},
-		{"single-node cluster: plain volume", &firstboot.State{Self: mA, Members: []member.Member{mA}, Expected: 1}, Observed{},
+		{"single-node cluster: plain volume", &state.State{Inputs: state.Inputs{Expected: 1}, Observed: state.Observed{Self: mA, Members: []member.Member{mA}}}, Observed{},
 			[]string{"create replica 1 " + brick(mA)}},
 	}
 	for _, c := range cases {
@@ -320,14 +320,14 @@ func TestReconcileFormsAndMountsThenIsIdempotent(t *testing.T) {
 	r := New(NewCLI(g.run), sd, root, log)
 	s := st(mA, mA, mB, mC)
 
-	s.SwarmActive = false
+	s.Swarm.Active = false
 	if changed, err := r.Reconcile(context.Background(), s); err != nil || changed || !slices.Equal(g.ran, []string{"peer status"}) {
 		t.Fatalf("before swarm: changed=%v err=%v ran=%v, want only the peer list (for the epoch report)", changed, err, g.ran)
 	}
-	if s.GlusterEpoch != member.FreshGluster {
-		t.Fatalf("before swarm: reported glusterd epoch %q, want %q", s.GlusterEpoch, member.FreshGluster)
+	if s.Gluster.Epoch != member.FreshGluster {
+		t.Fatalf("before swarm: reported glusterd epoch %q, want %q", s.Gluster.Epoch, member.FreshGluster)
 	}
-	s.SwarmActive = true
+	s.Swarm.Active = true
 	changed, err := r.Reconcile(context.Background(), s)
 	if err != nil || !changed {
 		t.Fatalf("first pass: changed=%v err=%v", changed, err)
@@ -371,7 +371,7 @@ func TestReconcileBacksOffAfterFailedCreate(t *testing.T) {
 	now := time.Unix(1000, 0)
 	r.now = func() time.Time { return now }
 	s := st(mA, mA, mB, mC)
-	s.SwarmActive = true
+	s.Swarm.Active = true
 	creates := func() int {
 		n := 0
 		for _, c := range g.ran {
@@ -411,7 +411,7 @@ func TestGlusterEpoch(t *testing.T) {
 	two := []Peer{peer(mB, true), peer(mC, true)}
 	cases := []struct {
 		name       string
-		s          *firstboot.State
+		s          *state.State
 		peers      []Peer
 		uuid       string
 		resetEpoch int
@@ -421,13 +421,13 @@ func TestGlusterEpoch(t *testing.T) {
 		{"formed in epoch 0", st(mA, mA, mB, mC), two, "u-a", 0, "0"},
 		{"back from before a recover: still the old epoch", recovered(mA, mA, mB, mC), two, "u-a", 0, "0"},
 		{"reset for epoch 1", recovered(mA, mA, mB, mC), two, "u-new", 1, "1"},
-		{"ready in epoch 1", func() *firstboot.State { s := recovered(mA, mA, mB, mC); s.LocalEpoch = 1; return s }(), two, "u-a", 0, "1"},
-		{"the record names this glusterd", func() *firstboot.State {
+		{"ready in epoch 1", func() *state.State { s := recovered(mA, mA, mB, mC); s.LocalEpoch = 1; return s }(), two, "u-a", 0, "1"},
+		{"the record names this glusterd", func() *state.State {
 			s := recovered(mA, mA, mB, mC)
 			s.Formation.GlusterPeers = map[string]string{"10.77.0.11": "u-a"}
 			return s
 		}(), two, "u-a", 0, "1"},
-		{"the record names another UUID at this address", func() *firstboot.State {
+		{"the record names another UUID at this address", func() *state.State {
 			s := recovered(mA, mA, mB, mC)
 			s.Formation.GlusterPeers = map[string]string{"10.77.0.11": "u-other"}
 			return s

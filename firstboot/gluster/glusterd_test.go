@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-project/kiln/firstboot"
 	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/internal/run"
 )
 
@@ -252,18 +252,15 @@ func TestReimageRealGlusterd(t *testing.T) {
 		recs[i] = New(NewCLI(n.runner), nodeSystemd{t, n}, n.dir, log.With("node", n.m.ID))
 	}
 	ctx := context.Background()
-	f := &firstboot.Formation{Initialiser: "a"}
-	pass := func(i int) (*firstboot.State, error) {
-		s := &firstboot.State{Self: ms[i], Members: ms, Expected: 3, SwarmActive: true, Formation: f, ReplaceAfter: time.Hour}
-		if i == 0 {
-			s.Announce = &firstboot.Formation{}
-		}
+	f := &state.Formation{Initialiser: "a"}
+	pass := func(i int) (*state.State, error) {
+		s := &state.State{Inputs: state.Inputs{Expected: 3, Formation: f, ReplaceAfter: time.Hour}, Observed: state.Observed{Self: ms[i], Members: ms}, Swarm: state.SwarmOutput{Active: true}}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
 		_, err := recs[i].Reconcile(cctx, s)
 		gossip(ms, i, s)
-		if i == 0 && s.Announce.GlusterPeers != nil {
-			f.GlusterPeers = s.Announce.GlusterPeers
+		if i == 0 && s.Gluster.PoolUUIDs != nil {
+			f.GlusterPeers = s.Gluster.PoolUUIDs
 		}
 		return s, err
 	}
@@ -382,12 +379,12 @@ func TestRecoverRealGlusterd(t *testing.T) {
 		recs[i] = New(NewCLI(n.runner), nodeSystemd{t, n}, n.dir, log.With("node", n.m.ID))
 	}
 	ctx := context.Background()
-	f := &firstboot.Formation{Initialiser: "a"}
+	f := &state.Formation{Initialiser: "a"}
 	pass := func(i int) error {
 		if !ms[i].Alive {
 			return nil
 		}
-		s := &firstboot.State{Self: ms[i], Members: ms, Expected: 3, SwarmActive: true, Formation: f, ReplaceAfter: time.Hour}
+		s := &state.State{Inputs: state.Inputs{Expected: 3, Formation: f, ReplaceAfter: time.Hour}, Observed: state.Observed{Self: ms[i], Members: ms}, Swarm: state.SwarmOutput{Active: true}}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
 		_, err := recs[i].Reconcile(cctx, s)
@@ -493,8 +490,8 @@ func TestRecoverRealGlusterd(t *testing.T) {
 
 // gossip does what the agent's metadata does between passes: the glusterd epoch node i observed reaches
 // every member's view (the coordinator probes only members that reported one).
-func gossip(ms []member.Member, i int, s *firstboot.State) {
-	if s.GlusterEpoch != "" {
-		ms[i].GlusterEpoch = s.GlusterEpoch
+func gossip(ms []member.Member, i int, s *state.State) {
+	if s.Gluster.Epoch != "" {
+		ms[i].GlusterEpoch = s.Gluster.Epoch
 	}
 }

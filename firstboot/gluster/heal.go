@@ -18,8 +18,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/kiln-project/kiln/firstboot"
 	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/state"
 )
 
 // Healing actions (docs/self-healing.md).
@@ -85,7 +85,7 @@ type HealObserved struct {
 
 // PlanSelfRepair is what a node does for itself: adopt its old UUID when it was reimaged, probe its way back
 // into the pool, and prepare its empty brick. Pure.
-func PlanSelfRepair(s *firstboot.State, obs HealObserved) []Action {
+func PlanSelfRepair(s *state.State, obs HealObserved) []Action {
 	self := s.Self.Addr.String()
 	if s.Formation == nil {
 		return nil
@@ -172,7 +172,7 @@ func RecoverPlan(self netip.Addr, vol *Volume, peers []Peer) ([]Action, error) {
 // Once per epoch: right after the reset the coordinator probes the fresh glusterd, which then has a peer
 // before the record's map names its new UUID; reading that as "still the old pool" reset it every pass until
 // systemd refused to start glusterd again (lab, session 8).
-func PlanEpochReset(s *firstboot.State, obs HealObserved) []Action {
+func PlanEpochReset(s *state.State, obs HealObserved) []Action {
 	if s.Formation == nil || s.Formation.Epoch <= s.LocalEpoch || len(obs.Peers) == 0 || s.Formation.GlusterPeers == nil {
 		return nil
 	}
@@ -239,7 +239,7 @@ func readResetEpoch(root string) int {
 
 // isolated: this glusterd has the UUID the pool knows this address by, but no peers (it adopted it and no
 // pool member is alive to probe yet).
-func isolated(s *firstboot.State, obs HealObserved) bool {
+func isolated(s *state.State, obs HealObserved) bool {
 	if s.Formation == nil {
 		return false
 	}
@@ -253,7 +253,7 @@ func isolated(s *firstboot.State, obs HealObserved) bool {
 //     (never act without quorum); then a full heal. A dead peer without bricks is detached.
 //   - Pending heal entries with every brick connected: start an index heal (the self-heal daemon would
 //     get there within 10 minutes; this makes "node back" converge in seconds).
-func PlanHeal(s *firstboot.State, obs HealObserved, replaceAfter time.Duration) []Action {
+func PlanHeal(s *state.State, obs HealObserved, replaceAfter time.Duration) []Action {
 	if obs.Volume == nil || obs.Volume.Status != "Started" {
 		return nil
 	}
@@ -585,7 +585,7 @@ func localOnline(ps []Process, vol *Volume, selfUUID string) (brick, daemon bool
 // reports that this glusterd is not back in its old pool yet: the normal plan must not run meanwhile. When its
 // last round found nothing to do, that round's observation is still current and is returned as last, so the
 // normal plan starts from it (every gluster CLI call costs about a second on a TCG guest).
-func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (changed, rejoining bool, last *Observed, err error) {
+func (r *Reconciler) selfRepair(ctx context.Context, s *state.State) (changed, rejoining bool, last *Observed, err error) {
 	for round := 0; round < maxRounds; round++ {
 		obs, err := r.healObserve(ctx, nil, false)
 		if err != nil {
@@ -593,7 +593,7 @@ func (r *Reconciler) selfRepair(ctx context.Context, s *firstboot.State) (change
 		}
 		if round == 0 {
 			// Before any repair: a reset below makes it fresh, reported from the next pass on.
-			s.GlusterEpoch = GlusterEpoch(s, obs.Peers, obs.SelfUUID, obs.ResetEpoch)
+			s.Gluster.Epoch = GlusterEpoch(s, obs.Peers, obs.SelfUUID, obs.ResetEpoch)
 		}
 		acts := PlanEpochReset(s, obs)
 		if len(acts) == 0 {
@@ -702,7 +702,7 @@ func (r *Reconciler) healObserve(ctx context.Context, current *Observed, withHea
 
 // heal runs on every node with a started volume: it tracks disconnected peers, and on the coordinator
 // publishes the pool's UUIDs and carries out PlanHeal. It returns a one-line health summary.
-func (r *Reconciler) heal(ctx context.Context, s *firstboot.State, obs Observed) (bool, string, error) {
+func (r *Reconciler) heal(ctx context.Context, s *state.State, obs Observed) (bool, string, error) {
 	now := r.now()
 	seen := map[string]bool{}
 	var down []string
@@ -732,11 +732,7 @@ func (r *Reconciler) heal(ctx context.Context, s *firstboot.State, obs Observed)
 	if err != nil {
 		return false, health, err
 	}
-	if s.Announce != nil {
-		if m := PoolUUIDs(s.Self.Addr, ho.SelfUUID, ho.Peers); m != nil {
-			s.Announce.GlusterPeers = m
-		}
-	}
+	s.Gluster.PoolUUIDs = PoolUUIDs(s.Self.Addr, ho.SelfUUID, ho.Peers)
 	pending := 0
 	for _, h := range ho.Heal {
 		pending += max(h.Entries, 0)

@@ -51,7 +51,7 @@ type Status struct {
 	// or unknown.
 	VIP       string `json:"vip,omitempty"`
 	VIPHolder string `json:"vipHolder,omitempty"`
-	// Reconcilers holds each reconciler's one-line report by name (firstboot.State.Status).
+	// Reconcilers holds each reconciler's one-line report by name (state.Report.Status).
 	Reconcilers map[string]string `json:"reconcilers,omitempty"`
 	// LastError is the most recent error of the agent loop or a reconciler; LastErrorAt when it happened.
 	LastError   string    `json:"lastError,omitempty"`

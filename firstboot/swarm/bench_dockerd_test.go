@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/swarm"
-	"github.com/kiln-project/kiln/firstboot"
 	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/state"
 )
 
 // BenchmarkFormationRealDockerd is swarm formation at native speed: three fresh real dockerds in network
@@ -37,11 +37,11 @@ func BenchmarkFormationRealDockerd(b *testing.B) {
 
 	b.StartTimer()
 	start := time.Now()
-	s := &firstboot.State{Self: nodes[0].m, Members: members, Expected: 3, Initialiser: true}
-	if _, err := recs[0].Reconcile(ctx, s); err != nil || s.Announce == nil {
-		b.Fatalf("init: announce %+v, err %v", s.Announce, err)
+	s := &state.State{Inputs: state.Inputs{Expected: 3, Initialiser: true}, Observed: state.Observed{Self: nodes[0].m, Members: members}}
+	if _, err := recs[0].Reconcile(ctx, s); err != nil || s.Swarm.Announce == nil {
+		b.Fatalf("init: announce %+v, err %v", s.Swarm.Announce, err)
 	}
-	f := s.Announce
+	f := s.Swarm.Announce
 	initTook := time.Since(start)
 	joinTook := make([]time.Duration, 3)
 	errs := make([]error, 3)
@@ -49,8 +49,8 @@ func BenchmarkFormationRealDockerd(b *testing.B) {
 	for i := 1; i < 3; i++ {
 		wg.Go(func() {
 			js := time.Now()
-			s := &firstboot.State{Self: nodes[i].m, Members: members, Expected: 3, Formation: f}
-			if _, errs[i] = recs[i].Reconcile(ctx, s); errs[i] == nil && s.SwarmActive {
+			s := &state.State{Inputs: state.Inputs{Expected: 3, Formation: f}, Observed: state.Observed{Self: nodes[i].m, Members: members}}
+			if _, errs[i] = recs[i].Reconcile(ctx, s); errs[i] == nil && s.Swarm.Active {
 				joinTook[i] = time.Since(js)
 			}
 		})

@@ -19,8 +19,8 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
 
-	"github.com/kiln-project/kiln/firstboot"
 	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/internal/run"
 )
 
@@ -158,7 +158,7 @@ func testOptions() Options {
 	return Options{ReadyTimeout: 60 * time.Second, ControlTimeout: 5 * time.Second, PollInterval: 200 * time.Millisecond}
 }
 
-func reconcile(t testing.TB, r *Reconciler, s *firstboot.State, wantChanged bool) {
+func reconcile(t testing.TB, r *Reconciler, s *state.State, wantChanged bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -192,8 +192,8 @@ func TestSwarmFormationRealDockerd(t *testing.T) {
 	nodes := newLAN(t, 3)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	members := []member.Member{a.m, b.m, c.m}
-	state := func(n node, initialiser bool, f *firstboot.Formation) *firstboot.State {
-		return &firstboot.State{Self: n.m, Members: members, Expected: 3, Initialiser: initialiser, Formation: f}
+	state := func(n node, initialiser bool, f *state.Formation) *state.State {
+		return &state.State{Inputs: state.Inputs{Expected: 3, Initialiser: initialiser, Formation: f}, Observed: state.Observed{Self: n.m, Members: members}}
 	}
 	ra := NewWithOptions(a.cli, quiet(), testOptions())
 
@@ -201,14 +201,14 @@ func TestSwarmFormationRealDockerd(t *testing.T) {
 	rc := NewWithOptions(c.cli, quiet(), testOptions())
 	sc := state(c, false, nil)
 	reconcile(t, rc, sc, false)
-	if sc.Announce != nil || sc.SwarmActive {
-		t.Fatalf("waiting node announced %+v / active %v", sc.Announce, sc.SwarmActive)
+	if sc.Swarm.Announce != nil || sc.Swarm.Active {
+		t.Fatalf("waiting node announced %+v / active %v", sc.Swarm.Announce, sc.Swarm.Active)
 	}
 
 	// Init on the initialiser: it announces the formation.
 	sa := state(a, true, nil)
 	reconcile(t, ra, sa, true)
-	f := sa.Announce
+	f := sa.Swarm.Announce
 	if f == nil || f.SwarmID == "" || !strings.HasPrefix(f.ManagerToken, "SWMTKN-") || !strings.HasPrefix(f.WorkerToken, "SWMTKN-") {
 		t.Fatalf("initialiser announced %+v", f)
 	}
@@ -229,8 +229,8 @@ func TestSwarmFormationRealDockerd(t *testing.T) {
 		nb.ManagerStatus == nil || nb.ManagerStatus.Reachability != swarm.ReachabilityReachable {
 		t.Fatalf("B as seen by A: role %s state %s manager %+v", nb.Spec.Role, nb.Status.State, nb.ManagerStatus)
 	}
-	if sb.Announce == nil || sb.Announce.SwarmID != f.SwarmID || len(sb.Announce.ManagerAddrs) != 2 || sb.Announce.Initialiser != "a" {
-		t.Fatalf("B announces %+v", sb.Announce)
+	if sb.Swarm.Announce == nil || sb.Swarm.Announce.SwarmID != f.SwarmID || len(sb.Swarm.Announce.ManagerAddrs) != 2 || sb.Swarm.Announce.Initialiser != "a" {
+		t.Fatalf("B announces %+v", sb.Swarm.Announce)
 	}
 	reconcile(t, rb, state(b, false, f), false)
 	reconcile(t, NewWithOptions(b.cli, quiet(), testOptions()), state(b, false, f), false)
@@ -257,8 +257,8 @@ func TestSwarmFormationRealDockerd(t *testing.T) {
 	}
 	sc = state(c, false, f)
 	reconcile(t, rc, sc, false)
-	if !sc.SwarmActive || sc.Announce == nil || len(sc.Announce.ManagerAddrs) != 3 {
-		t.Fatalf("C after promotion: active %v announce %+v", sc.SwarmActive, sc.Announce)
+	if !sc.Swarm.Active || sc.Swarm.Announce == nil || len(sc.Swarm.Announce.ManagerAddrs) != 3 {
+		t.Fatalf("C after promotion: active %v announce %+v", sc.Swarm.Active, sc.Swarm.Announce)
 	}
 
 	// A formation naming another swarm is refused, never "fixed" by leaving.

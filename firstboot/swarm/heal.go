@@ -14,8 +14,8 @@ import (
 
 	"github.com/docker/docker/api/types/swarm"
 
-	"github.com/kiln-project/kiln/firstboot"
 	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/state"
 )
 
 // Seats is how many managers a cluster of the expected size keeps: the expected size capped at MaxManagers,
@@ -264,7 +264,7 @@ func QuorumReport(remote []swarm.Peer, members []member.Member, since time.Time)
 }
 
 // heal runs PlanCleanup on the leader and carries it out, logging every step with its reason.
-func (r *Reconciler) heal(ctx context.Context, s *firstboot.State, self string, nodes []swarm.Node) (bool, error) {
+func (r *Reconciler) heal(ctx context.Context, s *state.State, self string, nodes []swarm.Node) (bool, error) {
 	if !isLeader(nodes, self) {
 		return false, nil
 	}
@@ -355,7 +355,7 @@ func degraded(nodes []swarm.Node) string {
 // checkQuorum asks the control plane for the node list with a short deadline; a manager whose raft has no
 // leader answers with an error (docker 20.10: "The swarm does not have a leader…") or not at all. It
 // reports that precisely instead of letting the pass wait out the ready timeout.
-func (r *Reconciler) checkQuorum(ctx context.Context, s *firstboot.State, info swarm.Info) error {
+func (r *Reconciler) checkQuorum(ctx context.Context, s *state.State, info swarm.Info) error {
 	var err error
 	if info.Error != "" && NoQuorum(errors.New(info.Error)) {
 		err = errors.New(info.Error) // docker info already tried and failed to list the nodes
@@ -376,7 +376,7 @@ func (r *Reconciler) checkQuorum(ctx context.Context, s *firstboot.State, info s
 		r.noQuorumSince = r.now()
 	}
 	rep := QuorumReport(info.RemoteManagers, s.Members, r.noQuorumSince)
-	status(s, rep)
+	s.Set("swarm", rep)
 	return fmt.Errorf("swarm: %s: %w", rep, err)
 }
 
@@ -405,7 +405,7 @@ func NoQuorum(err error) bool {
 // recovered raft from that fork: it is Ready in the one and Down in the other. In the lab (session 9) the
 // fork's leader then announced its managers under the new epoch, every node took that record, and the
 // cluster stayed split: one survivor alone, two nodes in the old raft.
-func (r *Reconciler) staleEpoch(ctx context.Context, s *firstboot.State, info swarm.Info) bool {
+func (r *Reconciler) staleEpoch(ctx context.Context, s *state.State, info swarm.Info) bool {
 	f := s.Formation
 	if f == nil || f.Epoch <= s.LocalEpoch || info.LocalNodeState == swarm.LocalNodeStateInactive {
 		return false
@@ -442,7 +442,7 @@ func readyNode(nodes []swarm.Node, id string) bool {
 }
 
 // initialiserNode is the swarm node ID the formation's initialiser gossips for itself ("" when unknown).
-func initialiserNode(s *firstboot.State) string {
+func initialiserNode(s *state.State) string {
 	for _, m := range s.Members {
 		if m.ID == s.Formation.Initialiser && m.SwarmNode != member.NoSwarmNode {
 			return m.SwarmNode

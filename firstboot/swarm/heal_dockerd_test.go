@@ -17,8 +17,8 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
 
-	"github.com/kiln-project/kiln/firstboot"
 	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/firstboot/vrrp"
 	"github.com/kiln-project/kiln/internal/run"
 )
@@ -166,16 +166,16 @@ func TestSelfHealingRealDockerd(t *testing.T) {
 		recs[i] = NewWithOptions(d.cli, quiet(), testOptions())
 	}
 	ctx := context.Background()
-	var f *firstboot.Formation
+	var f *state.Formation
 	// pass runs node i's reconciler with the members' gossiped swarm node IDs, and keeps the newest announce.
-	pass := func(i int) (*firstboot.State, error) {
-		s := &firstboot.State{Self: ms[i], Members: ms, Expected: 3, Initialiser: i == 0, Formation: f, ReplaceAfter: time.Hour}
+	pass := func(i int) (*state.State, error) {
+		s := &state.State{Inputs: state.Inputs{Expected: 3, Initialiser: i == 0, Formation: f, ReplaceAfter: time.Hour}, Observed: state.Observed{Self: ms[i], Members: ms}}
 		_, err := recs[i].Reconcile(ctx, s)
-		if s.SwarmNode != "" {
-			ms[i].SwarmNode = s.SwarmNode
+		if s.Swarm.Node != "" {
+			ms[i].SwarmNode = s.Swarm.Node
 		}
-		if s.Announce != nil {
-			f = s.Announce
+		if s.Swarm.Announce != nil {
+			f = s.Swarm.Announce
 		}
 		return s, err
 	}
@@ -237,8 +237,8 @@ func TestSelfHealingRealDockerd(t *testing.T) {
 		}
 	}
 	for i := range 3 {
-		if s, err := pass(i); err != nil || !s.SwarmActive {
-			t.Fatalf("node %d after healing: active %v err %v", i, s.SwarmActive, err)
+		if s, err := pass(i); err != nil || !s.Swarm.Active {
+			t.Fatalf("node %d after healing: active %v err %v", i, s.Swarm.Active, err)
 		}
 	}
 	if f.Managers != 3 {
@@ -291,16 +291,16 @@ func TestRecoverRealDockerd(t *testing.T) {
 		recs[i] = NewWithOptions(d.cli, quiet(), testOptions())
 	}
 	ctx := context.Background()
-	var f *firstboot.Formation
+	var f *state.Formation
 	local := make([]int, 3) // each node's LocalEpoch
-	pass := func(i int) (*firstboot.State, error) {
-		s := &firstboot.State{Self: ms[i], Members: ms, Expected: 3, Initialiser: i == 0, Formation: f, LocalEpoch: local[i], ReplaceAfter: time.Hour}
+	pass := func(i int) (*state.State, error) {
+		s := &state.State{Inputs: state.Inputs{Expected: 3, Initialiser: i == 0, Formation: f, LocalEpoch: local[i], ReplaceAfter: time.Hour}, Observed: state.Observed{Self: ms[i], Members: ms}}
 		_, err := recs[i].Reconcile(ctx, s)
-		if s.SwarmNode != "" {
-			ms[i].SwarmNode = s.SwarmNode
+		if s.Swarm.Node != "" {
+			ms[i].SwarmNode = s.Swarm.Node
 		}
-		if s.Announce != nil {
-			f = s.Announce
+		if s.Swarm.Announce != nil {
+			f = s.Swarm.Announce
 		}
 		return s, err
 	}
@@ -376,7 +376,7 @@ func TestRecoverRealDockerd(t *testing.T) {
 	for len(rejoined) < 2 {
 		for _, i := range []int{1, 2} {
 			s, err := pass(i)
-			if err == nil && s.SwarmActive && ms[i].SwarmNode != oldB && ms[i].SwarmNode != oldC {
+			if err == nil && s.Swarm.Active && ms[i].SwarmNode != oldB && ms[i].SwarmNode != oldC {
 				rejoined[i] = true
 			} else if time.Now().After(deadline) {
 				t.Fatalf("returning node %d did not rejoin the recovered swarm: %v (status %q)", i, err, s.Status["swarm"])

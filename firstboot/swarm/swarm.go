@@ -16,8 +16,8 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/api/types/system"
 
-	"github.com/kiln-project/kiln/firstboot"
 	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/state"
 )
 
 // DockerAPI is the part of github.com/docker/docker/client the reconciler uses (*client.Client satisfies it).
@@ -108,7 +108,7 @@ func NewWithOptions(cli DockerAPI, log *slog.Logger, opts Options) *Reconciler {
 	return &Reconciler{cli: cli, log: log, opts: opts, now: time.Now, downSince: map[string]time.Time{}}
 }
 
-// Name implements firstboot.Reconciler.
+// Name implements state.Reconciler.
 func (r *Reconciler) Name() string { return "swarm" }
 
 // ErrForeignSwarm means the node is active in a swarm other than the formation's. Leaving would destroy
@@ -139,8 +139,8 @@ func rank(id string, members []member.Member) int {
 
 // Reconcile observes the local swarm state and moves it one step towards "active, ready, in the formation's
 // swarm, with the right role"; then, on the leader, promotes members that should be managers.
-func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, error) {
-	s.Announce, s.SwarmActive, s.SwarmNode = nil, false, ""
+func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error) {
+	s.Swarm.Announce, s.Swarm.Active, s.Swarm.Node = nil, false, ""
 	info, err := r.firstInfo(ctx, s.Initialiser || s.Formation != nil)
 	if errors.Is(err, errDockerdStarting) {
 		s.Wait("swarm", "waiting for dockerd to start")
@@ -162,9 +162,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 			return true, err
 		}
 	}
-	s.SwarmNode = info.NodeID
-	if info.LocalNodeState == swarm.LocalNodeStateInactive || s.SwarmNode == "" {
-		s.SwarmNode = member.NoSwarmNode
+	s.Swarm.Node = info.NodeID
+	if info.LocalNodeState == swarm.LocalNodeStateInactive || s.Swarm.Node == "" {
+		s.Swarm.Node = member.NoSwarmNode
 	}
 	changed := false
 	switch info.LocalNodeState {
@@ -184,7 +184,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 			s.Wait("swarm", "left after a failed join, joining again")
 			return true, nil
 		}
-		status(s, "swarm: "+string(info.LocalNodeState)+" "+info.Error)
+		s.Set("swarm", "swarm: "+string(info.LocalNodeState)+" "+info.Error)
 		return false, fmt.Errorf("swarm: local node state %s: %s", info.LocalNodeState, info.Error)
 	case swarm.LocalNodeStateActive:
 	case swarm.LocalNodeStateInactive:
@@ -201,7 +201,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	if err != nil {
 		return changed, err
 	}
-	s.SwarmNode = info.NodeID
+	s.Swarm.Node = info.NodeID
 	if !info.ControlAvailable && Role(s.Self.ID, s.Members, s.Expected) == swarm.NodeRoleManager {
 		// A manager reports active before its raft member has caught up, and a promoted worker needs a moment
 		// to start its manager: give the control plane a bounded wait. If it does not come, this node is a
@@ -218,7 +218,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		}
 	}
 	if s.Formation != nil && s.Formation.SwarmID != "" && info.Cluster != nil && info.Cluster.ID != "" && info.Cluster.ID != s.Formation.SwarmID {
-		status(s, "swarm: foreign swarm "+info.Cluster.ID)
+		s.Set("swarm", "swarm: foreign swarm "+info.Cluster.ID)
 		return changed, fmt.Errorf("swarm: in swarm %s, formation says %s: %w", info.Cluster.ID, s.Formation.SwarmID, ErrForeignSwarm)
 	}
 	if !info.ControlAvailable {
@@ -226,10 +226,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		if len(info.RemoteManagers) == 0 {
 			return changed, fmt.Errorf("swarm: worker %s is active but knows no manager", info.NodeID)
 		}
-		s.SwarmActive = true
+		s.Swarm.Active = true
 		if Role(s.Self.ID, s.Members, s.Expected) != swarm.NodeRoleManager {
 			r.awaitingSince = time.Time{}
-			status(s, "worker "+info.NodeID)
+			s.Set("swarm", "worker "+info.NodeID)
 			return changed, nil
 		}
 		if r.awaitingSince.IsZero() {
@@ -249,7 +249,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 		s.Wait("swarm", fmt.Sprintf("manager %s in swarm %s, which no formation names; not announcing or promoting", info.NodeID, clusterID(info)))
 		return changed, nil
 	}
-	s.SwarmActive = true
+	s.Swarm.Active = true
 	healed, err := r.heal(ctx, s, info.NodeID, nodes)
 	if err != nil {
 		return changed, err
@@ -274,7 +274,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	if err != nil {
 		return changed, err
 	}
-	s.Announce = ann
+	s.Swarm.Announce = ann
 	st := fmt.Sprintf("manager %s swarm %s (%d of %d managers ready)", info.NodeID, ann.SwarmID, len(ann.ManagerAddrs), ann.Managers)
 	if d := degraded(nodes); d != "" {
 		st += "; " + d
@@ -282,7 +282,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	if r.lastHeal != "" {
 		st += "; last repair: " + r.lastHeal
 	}
-	status(s, st)
+	s.Set("swarm", st)
 	return changed, nil
 }
 
@@ -291,7 +291,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 const ownSeatWait = 3 * time.Minute
 
 // form runs init or join from the inactive state. It reports whether it acted.
-func (r *Reconciler) form(ctx context.Context, s *firstboot.State) (bool, error) {
+func (r *Reconciler) form(ctx context.Context, s *state.State) (bool, error) {
 	if !s.Self.Addr.IsValid() {
 		return false, errors.New("swarm: this node has no cluster address yet")
 	}
@@ -493,7 +493,7 @@ func (r *Reconciler) waitReady(ctx context.Context, self string, manager bool) (
 
 // promote turns workers that should be managers into managers. Only the leader does it, so two managers do
 // not race on the same node object (the loser would get "update out of sequence").
-func (r *Reconciler) promote(ctx context.Context, s *firstboot.State, self string, nodes []swarm.Node) (bool, error) {
+func (r *Reconciler) promote(ctx context.Context, s *state.State, self string, nodes []swarm.Node) (bool, error) {
 	var leader bool
 	for _, n := range nodes {
 		if n.ID == self && n.ManagerStatus != nil && n.ManagerStatus.Leader {
@@ -539,12 +539,12 @@ func Promotions(nodes []swarm.Node, members []member.Member, expected int) []swa
 
 // announce builds the formation record this manager vouches for: fresh tokens and the ready, reachable
 // managers' addresses.
-func (r *Reconciler) announce(ctx context.Context, s *firstboot.State, nodes []swarm.Node) (*firstboot.Formation, error) {
+func (r *Reconciler) announce(ctx context.Context, s *state.State, nodes []swarm.Node) (*state.Formation, error) {
 	sw, err := r.cli.SwarmInspect(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("swarm: inspect: %w", err)
 	}
-	f := &firstboot.Formation{
+	f := &state.Formation{
 		SwarmID:      sw.ID,
 		Initialiser:  s.Self.ID,
 		ManagerToken: sw.JoinTokens.Manager,
@@ -588,7 +588,7 @@ func ManagerAddrs(nodes []swarm.Node) []string {
 // failedJoin tells a join that ended in dockerd's "error" state from a broken manager of the cluster: the
 // formation record names ready managers, and this node is not one of them. A recorded manager in error is
 // left alone (reported): leaving would drop a raft member the cluster may still count on.
-func failedJoin(s *firstboot.State, info swarm.Info) bool {
+func failedJoin(s *state.State, info swarm.Info) bool {
 	if info.LocalNodeState != swarm.LocalNodeStateError || s.Formation == nil || !s.Self.Addr.IsValid() {
 		return false
 	}
@@ -601,13 +601,6 @@ func failedJoin(s *firstboot.State, info swarm.Info) bool {
 		others++
 	}
 	return others > 0
-}
-
-func status(s *firstboot.State, v string) {
-	if s.Status == nil {
-		s.Status = map[string]string{}
-	}
-	s.Status["swarm"] = v
 }
 
 func clusterID(info swarm.Info) string {

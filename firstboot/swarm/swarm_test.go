@@ -13,8 +13,8 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/api/types/system"
 
-	"github.com/kiln-project/kiln/firstboot"
 	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/state"
 )
 
 func members(n int) []member.Member {
@@ -146,15 +146,15 @@ func TestJoinTimeoutIsJudgedByObservedState(t *testing.T) {
 	api := &joinTimeoutAPI{state: swarm.LocalNodeStateInactive}
 	r := NewWithOptions(api, quiet(), Options{ReadyTimeout: 5 * time.Second, ControlTimeout: 50 * time.Millisecond, PollInterval: time.Millisecond})
 	ms := members(9)
-	s := &firstboot.State{Self: ms[8], Members: ms, Formation: &firstboot.Formation{
+	s := &state.State{Inputs: state.Inputs{Formation: &state.Formation{
 		SwarmID: "x", ManagerToken: "SWMTKN-m", WorkerToken: "SWMTKN-w", ManagerAddrs: []string{"10.0.0.10:2377"},
-	}}
+	}}, Observed: state.Observed{Self: ms[8], Members: ms}}
 	changed, err := r.Reconcile(context.Background(), s)
 	if err != nil || !changed {
 		t.Fatalf("Reconcile = %v, %v; want changed, no error", changed, err)
 	}
-	if !s.SwarmActive || !strings.HasPrefix(s.Status["swarm"], "worker") {
-		t.Fatalf("after timed-out join: active %v status %q", s.SwarmActive, s.Status["swarm"])
+	if !s.Swarm.Active || !strings.HasPrefix(s.Status["swarm"], "worker") {
+		t.Fatalf("after timed-out join: active %v status %q", s.Swarm.Active, s.Status["swarm"])
 	}
 }
 
@@ -169,7 +169,7 @@ func TestJoinFailureLeavingInactiveIsError(t *testing.T) {
 	api := &joinFailsAPI{joinTimeoutAPI{state: swarm.LocalNodeStateInactive}}
 	r := NewWithOptions(api, quiet(), Options{ReadyTimeout: time.Second, PollInterval: time.Millisecond})
 	ms := members(3)
-	s := &firstboot.State{Self: ms[1], Members: ms, Expected: 3, Formation: &firstboot.Formation{ManagerToken: "t", ManagerAddrs: []string{"10.0.0.10:2377"}}}
+	s := &state.State{Inputs: state.Inputs{Expected: 3, Formation: &state.Formation{ManagerToken: "t", ManagerAddrs: []string{"10.0.0.10:2377"}}}, Observed: state.Observed{Self: ms[1], Members: ms}}
 	if _, err := r.Reconcile(context.Background(), s); err == nil || !strings.Contains(err.Error(), "join") {
 		t.Fatalf("err = %v, want a join error", err)
 	}
@@ -196,13 +196,13 @@ func TestReimagedInitialiserNeverInitsAgain(t *testing.T) {
 	ms := members(3)
 	ms[1].SwarmNode = "nodeB"
 	r := NewWithOptions(inactiveAPI{}, quiet(), Options{ReadyTimeout: time.Second, PollInterval: time.Millisecond})
-	s := &firstboot.State{Self: ms[0], Members: ms, Expected: 3, Initialiser: true}
+	s := &state.State{Inputs: state.Inputs{Expected: 3, Initialiser: true}, Observed: state.Observed{Self: ms[0], Members: ms}}
 	changed, err := r.Reconcile(context.Background(), s)
 	if err != nil || changed || !strings.Contains(s.Status["swarm"], "already in a swarm") {
 		t.Fatalf("changed=%v err=%v status %q", changed, err, s.Status["swarm"])
 	}
-	if s.SwarmNode != member.NoSwarmNode {
-		t.Errorf("SwarmNode = %q, want %q", s.SwarmNode, member.NoSwarmNode)
+	if s.Swarm.Node != member.NoSwarmNode {
+		t.Errorf("SwarmNode = %q, want %q", s.Swarm.Node, member.NoSwarmNode)
 	}
 }
 
@@ -239,8 +239,8 @@ func TestFailedJoinIsLeftAndRetried(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			api := &errorStateAPI{state: swarm.LocalNodeStateError}
 			r := NewWithOptions(api, quiet(), Options{ReadyTimeout: time.Second, PollInterval: time.Millisecond})
-			s := &firstboot.State{Self: ms[1], Members: ms, Expected: 3, Formation: &firstboot.Formation{
-				SwarmID: "x", ManagerToken: "t", ManagerAddrs: c.managers}}
+			s := &state.State{Inputs: state.Inputs{Expected: 3, Formation: &state.Formation{
+				SwarmID: "x", ManagerToken: "t", ManagerAddrs: c.managers}}, Observed: state.Observed{Self: ms[1], Members: ms}}
 			changed, err := r.Reconcile(context.Background(), s)
 			if api.left != c.wantLeft {
 				t.Fatalf("left = %v, want %v (changed %v, err %v)", api.left, c.wantLeft, changed, err)
@@ -272,9 +272,9 @@ func (f *joinRecorder) SwarmJoin(_ context.Context, req swarm.JoinRequest) error
 // joins as a worker, as before.
 func TestReimagedManagerWaitsForItsSeat(t *testing.T) {
 	ms := members(3) // 10.0.0.10, .11, .12
-	stale := &firstboot.Formation{SwarmID: "x", ManagerToken: "M", WorkerToken: "W", Managers: 3,
+	stale := &state.Formation{SwarmID: "x", ManagerToken: "M", WorkerToken: "W", Managers: 3,
 		ManagerAddrs: []string{"10.0.0.10:2377", "10.0.0.11:2377", "10.0.0.12:2377"}}
-	fresh := &firstboot.Formation{SwarmID: "x", ManagerToken: "M", WorkerToken: "W", Managers: 2,
+	fresh := &state.Formation{SwarmID: "x", ManagerToken: "M", WorkerToken: "W", Managers: 2,
 		ManagerAddrs: []string{"10.0.0.10:2377", "10.0.0.11:2377"}}
 	newRec := func() (*Reconciler, *joinRecorder, *time.Time) {
 		api := &joinRecorder{}
@@ -283,8 +283,8 @@ func TestReimagedManagerWaitsForItsSeat(t *testing.T) {
 		r.now = func() time.Time { return now }
 		return r, api, &now
 	}
-	pass := func(r *Reconciler, f *firstboot.Formation) *firstboot.State {
-		s := &firstboot.State{Self: ms[2], Members: ms, Expected: 3, Formation: f}
+	pass := func(r *Reconciler, f *state.Formation) *state.State {
+		s := &state.State{Inputs: state.Inputs{Expected: 3, Formation: f}, Observed: state.Observed{Self: ms[2], Members: ms}}
 		r.Reconcile(context.Background(), s) // the recorder fails every join: only its token is looked at
 		return s
 	}
@@ -337,23 +337,23 @@ func TestWaitsForStartingDockerdOnce(t *testing.T) {
 
 	api := &startingAPI{down: 3}
 	r := NewWithOptions(api, quiet(), opts)
-	idle := &firstboot.State{Self: ms[2], Members: ms, Expected: 3}
+	idle := &state.State{Inputs: state.Inputs{Expected: 3}, Observed: state.Observed{Self: ms[2], Members: ms}}
 	if _, err := r.Reconcile(context.Background(), idle); err != nil || api.calls != 1 || !strings.Contains(idle.Pending["swarm"], "waiting for dockerd") {
 		t.Fatalf("no swarm work: err %v after %d Info calls, pending %q; want a wait for dockerd after 1 call", err, api.calls, idle.Pending["swarm"])
 	}
-	s := &firstboot.State{Self: ms[0], Members: ms, Expected: 3, Initialiser: true}
+	s := &state.State{Inputs: state.Inputs{Expected: 3, Initialiser: true}, Observed: state.Observed{Self: ms[0], Members: ms}}
 	if _, err := r.Reconcile(context.Background(), s); err != nil || api.calls != 4 || !strings.Contains(s.Status["swarm"], "already in a swarm") {
 		// calls 2-4: the failed first look, one failed poll, the answer
 		t.Fatalf("initialiser: err %v after %d Info calls, status %q; want it to wait for dockerd (4 calls) and go on", err, api.calls, s.Status["swarm"])
 	}
 
 	api.calls, api.down = 0, 1000
-	if _, err := r.Reconcile(context.Background(), &firstboot.State{Self: ms[0], Members: ms, Expected: 3, Initialiser: true}); err == nil || api.calls != 1 {
+	if _, err := r.Reconcile(context.Background(), &state.State{Inputs: state.Inputs{Expected: 3, Initialiser: true}, Observed: state.Observed{Self: ms[0], Members: ms}}); err == nil || api.calls != 1 {
 		t.Fatalf("dockerd down after it answered: err %v after %d Info calls, want an error after 1", err, api.calls)
 	}
 
 	r = NewWithOptions(&startingAPI{down: 1000}, quiet(), Options{PollInterval: time.Millisecond, StartWait: 20 * time.Millisecond})
-	_, err := r.Reconcile(context.Background(), &firstboot.State{Self: ms[0], Members: ms, Expected: 3, Initialiser: true})
+	_, err := r.Reconcile(context.Background(), &state.State{Inputs: state.Inputs{Expected: 3, Initialiser: true}, Observed: state.Observed{Self: ms[0], Members: ms}})
 	if err == nil || !strings.Contains(err.Error(), "dockerd answering: not reached within 20ms") {
 		t.Fatalf("dockerd never answers: err %v", err)
 	}
@@ -373,7 +373,7 @@ func (socketActivatedAPI) Info(ctx context.Context) (system.Info, error) {
 func TestNoSwarmWorkDoesNotWaitOnStartingDockerd(t *testing.T) {
 	ms := members(3)
 	r := NewWithOptions(socketActivatedAPI{}, quiet(), Options{PollInterval: time.Millisecond})
-	s := &firstboot.State{Self: ms[2], Members: ms, Expected: 3}
+	s := &state.State{Inputs: state.Inputs{Expected: 3}, Observed: state.Observed{Self: ms[2], Members: ms}}
 	if _, err := r.Reconcile(context.Background(), s); err != nil || !strings.Contains(s.Pending["swarm"], "waiting for dockerd") {
 		t.Fatalf("err = %v, pending %q; want a wait for dockerd once the brief look ran out", err, s.Pending["swarm"])
 	}

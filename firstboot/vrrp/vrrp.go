@@ -15,8 +15,8 @@ import (
 	"github.com/moby/sys/atomicwriter"
 	"github.com/vishvananda/netlink"
 
-	"github.com/kiln-project/kiln/firstboot"
 	"github.com/kiln-project/kiln/firstboot/sdunit"
+	"github.com/kiln-project/kiln/firstboot/state"
 )
 
 // ConfigPath is where the agent writes keepalived.conf; keepalived.service is started with -f on it through the
@@ -57,11 +57,11 @@ func New(systemd sdunit.Manager, addrs Addrs, path string, log *slog.Logger) *Re
 	return &Reconciler{systemd: systemd, addrs: addrs, path: path, log: log}
 }
 
-// Name implements firstboot.Reconciler.
+// Name implements state.Reconciler.
 func (r *Reconciler) Name() string { return "vrrp" }
 
 // ConfigFor derives the keepalived config from the agent state.
-func ConfigFor(s *firstboot.State) Config {
+func ConfigFor(s *state.State) Config {
 	cfg := Config{
 		ClusterName: s.ClusterName, VIP: s.VIP, Interface: s.Interface,
 		SelfID: s.Self.ID, SelfAddr: s.Self.Addr,
@@ -89,7 +89,7 @@ func ConfigFor(s *firstboot.State) Config {
 
 // Reconcile renders the config, writes it and reloads keepalived when it changed, starts keepalived when it is
 // not running, and reports who holds the VIP on this node.
-func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, error) {
+func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error) {
 	conf, err := Render(ConfigFor(s))
 	if err != nil {
 		return false, err
@@ -132,13 +132,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *firstboot.State) (bool, e
 	if err != nil {
 		return changed, err
 	}
-	if s.Status == nil {
-		s.Status = map[string]string{}
-	}
 	if holds {
-		s.Status["vrrp"] = "holds VIP " + s.VIP.String()
+		s.Set("vrrp", "holds VIP "+s.VIP.String())
 	} else {
-		s.Status["vrrp"] = "backup for VIP " + s.VIP.String()
+		s.Set("vrrp", "backup for VIP "+s.VIP.String())
 	}
 	return changed, nil
 }

@@ -19,23 +19,20 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/kiln-project/kiln/firstboot"
 	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/internal/run"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 
-func threeNodeState(self int) *firstboot.State {
+func threeNodeState(self int) *state.State {
 	ms := []member.Member{
 		{ID: "1a2b", Addr: netip.MustParseAddr("10.77.0.11"), Alive: true},
 		{ID: "3c4d", Addr: netip.MustParseAddr("10.77.0.12"), Alive: true},
 		{ID: "5e6f", Addr: netip.MustParseAddr("10.77.0.13"), Alive: false},
 	}
-	return &firstboot.State{
-		Self: ms[self], Members: ms, Expected: 3, ClusterName: "garage",
-		VIP: netip.MustParsePrefix("10.77.0.250/24"), Interface: "eth0", Subnet: netip.MustParsePrefix("10.77.0.0/24"),
-	}
+	return &state.State{Inputs: state.Inputs{Expected: 3, ClusterName: "garage", VIP: netip.MustParsePrefix("10.77.0.250/24"), Interface: "eth0", Subnet: netip.MustParsePrefix("10.77.0.0/24")}, Observed: state.Observed{Self: ms[self], Members: ms}}
 }
 
 func TestRenderGolden(t *testing.T) {
@@ -278,7 +275,7 @@ func TestHealthy(t *testing.T) {
 func TestConfigForJustBooted(t *testing.T) {
 	s := threeNodeState(0)
 	s.Members = s.Members[:1]
-	s.Formation = &firstboot.Formation{
+	s.Formation = &state.Formation{
 		GlusterPeers: map[string]string{"10.77.0.11": "u1", "10.77.0.12": "u2"},
 		ManagerAddrs: []string{"10.77.0.13:2377", "10.77.0.12:2377"},
 	}

@@ -1,0 +1,31 @@
+package state
+
+// Pass is the agent's reconcilers in the order one pass runs them. The order is the dependency graph
+// between them, and each slot says what it reads from the slots before it; a nil slot is skipped (tests,
+// and a node built without a part).
+type Pass struct {
+	// Firewall opens the cluster ports to members only, before any service listens on them. It reads the
+	// membership and the formation record's addresses.
+	Firewall Reconciler
+	// Swarm forms and heals the swarm and writes State.Swarm: the formation record the agent announces, and
+	// whether this node is an active member.
+	Swarm Reconciler
+	// Gluster forms and heals the storage. It reads State.Swarm.Active: a node probes peers and takes part in
+	// the volume only once it is a verified swarm member, so a node that is not part of the cluster's swarm
+	// (a stray swarm, a failed join) never enters the trusted pool. It writes State.Gluster.
+	Gluster Reconciler
+	// VRRP renders keepalived's config from the membership and keeps it running; it goes last so the VIP
+	// moves only to a node whose other parts had their turn in this pass.
+	VRRP Reconciler
+}
+
+// Steps lists the pass's reconcilers in order, nil slots left out.
+func (p Pass) Steps() []Reconciler {
+	var out []Reconciler
+	for _, r := range []Reconciler{p.Firewall, p.Swarm, p.Gluster, p.VRRP} {
+		if r != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
