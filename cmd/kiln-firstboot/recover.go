@@ -5,22 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
-	"time"
 
-	"github.com/docker/docker/api/types/swarm"
 	"github.com/spf13/cobra"
 
-	"github.com/kiln-project/kiln/firstboot"
-	"github.com/kiln-project/kiln/firstboot/gluster"
-	"github.com/kiln-project/kiln/firstboot/identity"
-	"github.com/kiln-project/kiln/firstboot/sdunit"
-	kswarm "github.com/kiln-project/kiln/firstboot/swarm"
+	"github.com/kiln-project/kiln/firstboot/recovery"
 )
-
-// agentUnit is the agent's service; recover stops it so it does not act on (or rewrite) the old formation
-// record while the cluster is being recovered underneath it.
-const agentUnit = "kiln-firstboot.service"
 
 func newRecoverCmd() *cobra.Command {
 	var force bool
@@ -51,60 +40,15 @@ func recoverCluster(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	defer docker.Close()
-	info, err := docker.Info(ctx)
+	node, closeNode, err := recovery.Host(ctx, docker, "/var/lib/kiln", log)
 	if err != nil {
-		return fmt.Errorf("recover: docker: %w", err)
+		return err
 	}
-	sw := info.Swarm
-	if sw.LocalNodeState != swarm.LocalNodeStateActive || !sw.ControlAvailable {
-		return fmt.Errorf("recover: this node is not an active swarm manager (state %s): recover on a surviving manager", sw.LocalNodeState)
-	}
-	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	_, qerr := docker.NodeList(qctx, swarm.NodeListOptions{})
-	cancel()
-	if qerr == nil {
-		return errors.New("recover: the swarm has a leader (quorum holds): nothing to recover; the agent heals the rest")
-	}
-	addr, err := netip.ParseAddr(sw.NodeAddr)
+	defer closeNode()
+	epoch, err := recovery.Run(ctx, node, log)
 	if err != nil {
-		return fmt.Errorf("recover: swarm node address %q: %w", sw.NodeAddr, err)
+		return err
 	}
-	id, err := identity.Get(identity.Options{Log: log})
-	if err != nil {
-		return fmt.Errorf("recover: identity: %w", err)
-	}
-	systemd, err := sdunit.Connect(ctx)
-	if err != nil {
-		return fmt.Errorf("recover: %w", err)
-	}
-	defer systemd.Close()
-
-	log.Warn("recover: stopping the agent", "reason", "operator: recover --force-new-cluster", "swarm_error", qerr)
-	if err := systemd.Stop(ctx, agentUnit); err != nil {
-		return fmt.Errorf("recover: %w", err)
-	}
-	// Whatever happens next, the agent runs again: it reports what is left to do.
-	defer func() {
-		if err := systemd.Start(context.WithoutCancel(ctx), agentUnit); err != nil {
-			log.Error("recover: start the agent again", "err", err)
-		}
-	}()
-
-	listen, err := kswarm.ForceNewCluster(ctx, docker, addr, log)
-	if err != nil {
-		return fmt.Errorf("recover: %w", err)
-	}
-
-	g := gluster.New(gluster.NewCLI(gluster.HostRunner), systemd, "", log)
-	if err := g.Recover(ctx, addr); err != nil {
-		return fmt.Errorf("recover: %w", err)
-	}
-
-	epoch, err := firstboot.NewEpoch("/var/lib/kiln", id.ID, listen, time.Now())
-	if err != nil {
-		return fmt.Errorf("recover: formation record: %w", err)
-	}
-	log.Warn("recover: done; new nodes grow the cluster back, returning old nodes start over", "epoch", epoch)
 	fmt.Printf("recovered: this node is the cluster (epoch %d); add nodes or bring others back to grow it to its size\n", epoch)
 	return nil
 }
