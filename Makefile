@@ -90,10 +90,10 @@ bench:
 	$(MAKE) bench-heal
 
 bench-lab: build
-	$(GO) run ./lab/bench -image $(OUT)/node.raw
+	$(GO) run ./bench/lab -image $(OUT)/node.raw
 
 bench-form: build
-	$(GO) run ./test/formation/benchform -image $(OUT)/node.raw
+	$(GO) run ./bench/form -image $(OUT)/node.raw
 
 # The swarm and storage halves of formation at native speed: the agent's real reconcilers against real dockerds
 # and glusterds in network namespaces on this host, per step, RUNS formations each (the TCG guests of bench-form
@@ -107,7 +107,7 @@ bench-form-native:
 RUNS ?= 3
 SCENARIOS ?= loss,cut,reimage
 bench-heal: build
-	KILN_BIN=$(CURDIR)/$(BIN) $(GO) run ./test/healing/benchheal -image $(OUT)/node.raw -runs $(RUNS) -scenarios $(SCENARIOS)
+	KILN_BIN=$(CURDIR)/$(BIN) $(GO) run ./bench/heal -image $(OUT)/node.raw -runs $(RUNS) -scenarios $(SCENARIOS)
 
 clean:
 	rm -rf $(BIN) $(OUT)

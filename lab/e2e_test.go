@@ -3,7 +3,6 @@ package lab_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,8 +12,8 @@ import (
 	"time"
 
 	"github.com/kiln-project/kiln/lab"
+	"github.com/kiln-project/kiln/lab/labtest"
 	"github.com/kiln-project/kiln/lab/netns"
-	"github.com/kiln-project/kiln/lab/qemu"
 )
 
 // e2eTimeout bounds the whole end-to-end run: two rounds of three concurrent TCG boots on two cores, each boot
@@ -27,48 +26,15 @@ const bootTimeout = 15 * time.Minute
 // marker is written to /var on nodes before faults: it survives a power cut, not a reimage.
 const marker = "/var/lib/kiln-e2e-marker"
 
-func e2eImage(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: no VMs")
-	}
-	if os.Getenv("KILN_E2E") != "1" {
-		t.Skip("set KILN_E2E=1 to boot VMs")
-	}
-	img := os.Getenv("KILN_IMAGE")
-	if img == "" {
-		img = filepath.Join("..", "out", "node.raw") // tests run in lab/; the repo root is its parent
-	}
-	abs, err := filepath.Abs(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(abs); err != nil {
-		t.Fatalf("KILN_E2E=1 but no image: %v (make image, or set KILN_IMAGE)", err)
-	}
-	return abs
-}
-
 // TestE2E boots three nodes of the real image and breaks them: power cut with /var kept, reimage with /var lost
 // and the hostname kept, replace with a new hostname, partitions full and peers-only, and a clean teardown.
 func TestE2E(t *testing.T) {
-	img := e2eImage(t)
+	img := labtest.Image(t)
 	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
 	defer cancel()
 	root := t.TempDir()
-	name := fmt.Sprintf("e2e%d", os.Getpid()%100000)
-	l, err := lab.Up(ctx, lab.Options{Name: name, Root: root, Image: img, Nodes: 3, Accel: qemu.Accel(os.Getenv("KILN_LAB_ACCEL"))})
-	t.Cleanup(func() {
-		if _, err := os.Stat(filepath.Join(root, name)); err == nil && l != nil && t.Failed() {
-			dumpSerial(t, l) // a Fatal skipped the dump in the body
-		}
-		if err := lab.Down(context.Background(), root, name); err != nil {
-			t.Errorf("cleanup down: %v", err)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	name := labtest.Name("e2e")
+	l := labtest.Up(ctx, t, lab.Options{Name: name, Root: root, Image: img, Nodes: 3}, labtest.Serial)
 	nodes, err := l.Nodes()
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +173,8 @@ func TestE2E(t *testing.T) {
 
 	if t.Failed() {
 		// Last before Down removes the logs, so that a CI report's tail (the lines before --- FAIL) shows them.
-		dumpSerial(t, l)
+		nodes, _ := l.Nodes()
+		t.Log(labtest.Serial(ctx, nodes))
 	}
 	if err := l.Down(ctx); err != nil {
 		t.Fatal(err)
@@ -247,18 +214,6 @@ func requireReach(ctx context.Context, t *testing.T, from *lab.Node, addr string
 	}
 	if got := res.ExitCode == 0; got != want {
 		t.Errorf("%s: %s reaches %s: %v, want %v (%s)", when, from.Name(), addr, got, want, res.Stderr)
-	}
-}
-
-func dumpSerial(t *testing.T, l *lab.Lab) {
-	nodes, _ := l.Nodes()
-	for _, n := range nodes {
-		t.Logf("=== %s serial tail ===\n%s", n.Name(), n.SerialTail(40))
-	}
-	// One short block per node at the very end: a report that keeps only the output's tail still has it.
-	for _, n := range nodes {
-		st, _ := n.State()
-		t.Logf("=== %s: running %v, address %s, mac %s; DHCP log:\n%s", n.Name(), n.Running(), st.Address, st.MAC, n.DHCPLog(4))
 	}
 }
 

@@ -3,17 +3,12 @@ package formation
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/kiln-project/kiln/lab"
-	"github.com/kiln-project/kiln/lab/qemu"
 )
-
-// Accel is the accelerator tests ask the lab for: $KILN_LAB_ACCEL, else the lab's own probe.
-func Accel() qemu.Accel { return qemu.Accel(os.Getenv("KILN_LAB_ACCEL")) }
 
 // UnitActiveAt returns when unit on n last entered the active state, on the host's clock, or the zero time if it
 // never did. The guest's monotonic clock is mapped onto the host's through one exec: the guest reads its uptime

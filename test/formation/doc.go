@@ -3,6 +3,6 @@
 // nodes of a lab (agent status, swarm, gluster, VIP), scan ports from the lab host, reach services through the
 // lab namespace, and pack a test service as a docker image without a registry.
 //
-// The tests live in this package's _test files (gated by KILN_E2E=1, chaos by KILN_CHAOS=1); benchform is the
+// The tests live in this package's _test files (gated by KILN_E2E=1, chaos by KILN_CHAOS=1); bench/form is the
 // `make bench-form` program; testsvc the static HTTP service the proof deploys.
 package formation

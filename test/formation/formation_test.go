@@ -18,6 +18,7 @@ import (
 	"github.com/kiln-project/kiln/firstboot/config"
 	"github.com/kiln-project/kiln/firstboot/discovery"
 	"github.com/kiln-project/kiln/lab"
+	"github.com/kiln-project/kiln/lab/labtest"
 	"github.com/kiln-project/kiln/test/formation"
 	"github.com/kiln-project/kiln/test/healing"
 )
@@ -45,44 +46,13 @@ const (
 	probeTimeout = 3 * time.Second
 )
 
-// e2eImage skips unless KILN_E2E=1 (and not -short) and returns the image path.
-func e2eImage(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: no VMs")
-	}
-	if os.Getenv("KILN_E2E") != "1" {
-		t.Skip("set KILN_E2E=1 to boot VMs")
-	}
-	img, err := formation.ImagePath()
-	if err != nil {
-		t.Fatalf("KILN_E2E=1 but %v", err)
-	}
-	return img
-}
-
-// upLab boots a lab of n nodes with cfg, and registers teardown (with diagnostics first when the test failed).
+// upLab boots a lab of n nodes with cfg (labtest.Up, with the cluster diagnostics on failure).
 func upLab(ctx context.Context, t *testing.T, img, name string, nodes int, cfg []byte) *lab.Lab {
 	t.Helper()
-	root := t.TempDir()
-	l, err := lab.Up(ctx, lab.Options{Name: name, Root: root, Image: img, Nodes: nodes, ClusterConfig: cfg, Accel: formation.Accel()})
-	t.Cleanup(func() {
-		if l != nil && t.Failed() {
-			if ns, err := l.Nodes(); err == nil {
-				t.Logf("diagnostics:\n%s", formation.Diagnose(context.Background(), ns))
-			}
-		}
-		if err := lab.Down(context.Background(), root, name); err != nil {
-			t.Errorf("lab down: %v", err)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
+	return labtest.Up(ctx, t, lab.Options{Name: name, Image: img, Nodes: nodes, ClusterConfig: cfg}, formation.Diagnose)
 }
 
-func labName(prefix string) string { return fmt.Sprintf("%s%d", prefix, os.Getpid()%100000) }
+func labName(prefix string) string { return labtest.Name(prefix) }
 
 func must(t *testing.T, ctx context.Context, n *lab.Node, argv ...string) string {
 	t.Helper()
@@ -98,7 +68,7 @@ func must(t *testing.T, ctx context.Context, n *lab.Node, argv ...string) string
 // cluster is checked from every side, a service runs through the VIP, and a node with another key stays out.
 // One lab for the whole test; subtests run in order and each needs the ones before.
 func TestFormation(t *testing.T) {
-	img := e2eImage(t)
+	img := labtest.Image(t)
 	ctx, cancel := context.WithTimeout(context.Background(), proofTimeout)
 	defer cancel()
 

@@ -2,7 +2,6 @@ package healing_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/kiln-project/kiln/firstboot/config"
 	"github.com/kiln-project/kiln/lab"
+	"github.com/kiln-project/kiln/lab/labtest"
 	"github.com/kiln-project/kiln/test/formation"
 	"github.com/kiln-project/kiln/test/healing"
 )
@@ -22,22 +22,13 @@ const scenarioTimeout = 90 * time.Minute
 // cleanup (lab down) runs.
 const chainTimeout = 150 * time.Minute
 
+// e2eImage is labtest.Image behind one more gate: each scenario boots and breaks a 3-node lab, so they run
+// when asked for (make e2e-healing, make chaos and make test's HEAL_CI set KILN_HEALING=1).
 func e2eImage(t testing.TB) string {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: no VMs")
-	}
-	if os.Getenv("KILN_E2E") != "1" {
-		t.Skip("set KILN_E2E=1 to boot VMs")
-	}
-	// Each scenario boots and breaks a 3-node lab: too long for the CI path until their TCG timings are
-	// measured (docs/self-healing.md); make e2e-healing and make chaos set KILN_HEALING=1.
+	img := labtest.Image(t)
 	if os.Getenv("KILN_HEALING") != "1" {
 		t.Skip("set KILN_HEALING=1 (make e2e-healing) to run the self-healing scenarios")
-	}
-	img, err := formation.ImagePath()
-	if err != nil {
-		t.Fatalf("KILN_E2E=1 but %v", err)
 	}
 	return img
 }
@@ -67,22 +58,7 @@ func formedWith(ctx context.Context, t testing.TB, prefix string, replaceAfter t
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := t.TempDir()
-	name := fmt.Sprintf("%s%d", prefix, os.Getpid()%100000)
-	l, err := lab.Up(ctx, lab.Options{Name: name, Root: root, Image: img, Nodes: 3, ClusterConfig: cfgFile, Accel: formation.Accel()})
-	t.Cleanup(func() {
-		if l != nil && t.Failed() {
-			if ns, err := l.Nodes(); err == nil {
-				t.Logf("diagnostics:\n%s", formation.Diagnose(context.Background(), ns))
-			}
-		}
-		if err := lab.Down(context.Background(), root, name); err != nil {
-			t.Errorf("lab down: %v", err)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := labtest.Up(ctx, t, lab.Options{Name: labtest.Name(prefix), Image: img, Nodes: 3, ClusterConfig: cfgFile}, formation.Diagnose)
 	nodes, err := l.Nodes()
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-// Command benchheal measures self-healing (make bench-heal). On one formed three-node lab that runs the test
+// Command heal measures self-healing (make bench-heal). On one formed three-node lab that runs the test
 // service (3 replicas, published on 80) behind the VIP, each scenario runs -runs times, the cluster healed
 // between runs, and the median of each figure is printed against the targets:
 //
@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/kiln-project/kiln/lab"
+	"github.com/kiln-project/kiln/lab/labtest"
 	"github.com/kiln-project/kiln/lab/netns"
 	"github.com/kiln-project/kiln/test/formation"
 	"github.com/kiln-project/kiln/test/healing"
@@ -116,7 +117,7 @@ func run(root string, want []string, runs int) (map[string][]result, error) {
 		return nil, err
 	}
 	name := fmt.Sprintf("bheal%d", os.Getpid()%100000)
-	l, err := lab.Up(ctx, lab.Options{Name: name, Root: root, Image: img, Nodes: 3, ClusterConfig: cfgFile, Accel: formation.Accel()})
+	l, err := lab.Up(ctx, lab.Options{Name: name, Root: root, Image: img, Nodes: 3, ClusterConfig: cfgFile, Accel: labtest.Accel()})
 	defer func() {
 		if err := lab.Down(context.Background(), root, name); err != nil {
 			fmt.Fprintln(os.Stderr, "bench-heal: lab down:", err)

@@ -1,7 +1,7 @@
-// Command bench measures kiln lab boot times: one VM of an image alone, then `lab up` of N nodes until every node
+// Command lab measures kiln lab boot times: one VM of an image alone, then `lab up` of N nodes until every node
 // answers ssh, in the same run on the same machine, and prints a table.
 //
-//	go run ./lab/bench -image out/node.raw [-nodes 3]
+//	go run ./bench/lab -image out/node.raw [-nodes 3]
 package main
 
 import (
@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/kiln-project/kiln/lab"
-	"github.com/kiln-project/kiln/lab/qemu"
+	"github.com/kiln-project/kiln/lab/labtest"
 )
 
 func main() {
@@ -42,7 +42,7 @@ func main() {
 		name := fmt.Sprintf("bench%d", n)
 		start := time.Now()
 		l, err := lab.Up(ctx, lab.Options{Name: name, Root: root, Image: *image, Nodes: n,
-			Accel: qemu.Accel(os.Getenv("KILN_LAB_ACCEL")), Logger: log})
+			Accel: labtest.Accel(), Logger: log})
 		if err == nil {
 			var each map[string]time.Duration
 			each, err = l.WaitBooted(ctx)
