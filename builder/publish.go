@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kiln-project/kiln/internal/files"
 )
 
 // Names the output directory reserves for itself.
@@ -22,11 +22,11 @@ const (
 	lockFile  = ".kiln.lock"
 )
 
-// publish writes files (name → content source) into out so that each path holds either its previous
+// publish writes pubs (name → content source) into out so that each path holds either its previous
 // content or its new one, never a partial file: everything is first written to a temp dir inside out
 // (same filesystem), synced, and only then renamed into place, in order. Cancelling ctx before the renames
 // leaves out as it was. A lock on out/.kiln.lock keeps two builds from publishing at once.
-func publish(ctx context.Context, out string, files []pubFile) error {
+func publish(ctx context.Context, out string, pubs []pubFile) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return fmt.Errorf("builder: output: %w", err)
 	}
@@ -49,12 +49,12 @@ func publish(ctx context.Context, out string, files []pubFile) error {
 	}
 	defer os.RemoveAll(tmp)
 
-	for _, f := range files {
+	for _, f := range pubs {
 		dst := filepath.Join(tmp, f.name)
 		var err error
 		switch {
 		case f.src != "":
-			err = copySparse(ctx, dst, f.src)
+			err = files.Copy(ctx, dst, f.src, 0o644)
 		case f.render != nil:
 			var data []byte
 			if data, err = f.render(); err == nil {
@@ -76,7 +76,7 @@ func publish(ctx context.Context, out string, files []pubFile) error {
 		return fmt.Errorf("builder: output: %w", err)
 	}
 	// The renames take microseconds and are not interrupted by ctx: stopping halfway would mix builds.
-	for _, f := range files {
+	for _, f := range pubs {
 		if err := os.Rename(filepath.Join(tmp, f.name), filepath.Join(out, f.name)); err != nil {
 			return fmt.Errorf("builder: output %s: %w", f.name, err)
 		}
@@ -111,63 +111,6 @@ func waitFlock(ctx context.Context, f *os.File) error {
 		case <-t.C:
 		}
 	}
-}
-
-// copyChunk bounds how much is copied between two checks of ctx: a cancelled build stops within ~100 ms.
-const copyChunk = 64 << 20
-
-// copySparse copies src to dst keeping holes (SEEK_DATA/SEEK_HOLE), so a 4 GiB raw image with 600 MB of
-// data takes 600 MB in out/ too, and syncs dst.
-func copySparse(ctx context.Context, dst, src string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	size := fi.Size()
-	fd := int(in.Fd())
-	for off := int64(0); off < size; {
-		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
-		if errors.Is(err, syscall.ENXIO) {
-			break // only a hole is left
-		}
-		if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EOPNOTSUPP) {
-			data = off // the filesystem can't tell holes: copy everything
-		} else if err != nil {
-			return err
-		}
-		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
-		if err != nil {
-			hole = size
-		}
-		for pos := data; pos < hole; {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			n := min(copyChunk, hole-pos)
-			if _, err := io.Copy(io.NewOffsetWriter(out, pos), io.NewSectionReader(in, pos, n)); err != nil {
-				return err
-			}
-			pos += n
-		}
-		off = hole
-	}
-	if err := out.Truncate(size); err != nil {
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		return err
-	}
-	return out.Close()
 }
 
 func writeSynced(path string, data []byte) error {

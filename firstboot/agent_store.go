@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kiln-project/kiln/firstboot/state"
+	"github.com/kiln-project/kiln/internal/files"
 )
 
 // Files under Options.StateDir (/var/lib/kiln). Both hold what must survive a crash at any instant: the
@@ -58,36 +59,11 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", path, err)
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// The state directory is private: the formation record carries the join tokens.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	_, err = tmp.Write(append(data, '\n'))
-	if err == nil {
-		err = tmp.Chmod(0o600)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return files.Write(path, append(data, '\n'), 0o600)
 }
 
 // readJSON reads path into v; a missing file leaves v untouched and reports false.

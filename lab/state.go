@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/kiln-project/kiln/internal/files"
 	"github.com/kiln-project/kiln/lab/qemu"
 )
 
@@ -152,12 +153,8 @@ func saveState(dir string, st State) error {
 	if err != nil {
 		return err
 	}
-	tmp := statePath(dir) + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("lab: write state: %w", err)
-	}
-	if err := os.Rename(tmp, statePath(dir)); err != nil {
-		return fmt.Errorf("lab: write state: %w", err)
+	if err := files.Write(statePath(dir), append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("lab: state: %w", err)
 	}
 	return nil
 }

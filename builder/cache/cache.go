@@ -17,6 +17,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/kiln-project/kiln/internal/files"
 )
 
 // formatVersion is mixed into every key: bump it when the entry layout or key recipe changes, so old
@@ -422,19 +424,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
-	if err != nil {
-		return fmt.Errorf("cache: %w", err)
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		f.Close()
-		return fmt.Errorf("cache: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("cache: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
+	if err := files.Write(path, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
 	return nil

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kiln-project/kiln/builder"
 	"github.com/kiln-project/kiln/builder/spec"
+	"github.com/kiln-project/kiln/internal/files"
 )
 
 // NodeImage is the node stage's output file.
@@ -117,7 +118,7 @@ func (n *Node) Run(ctx context.Context, env *builder.Env, dir string) error {
 	}
 	env.Progress(0, "overlays")
 	for _, o := range n.spec.Overlays {
-		if err := copyTree(n.spec.Path(o), stage); err != nil {
+		if err := copyTree(ctx, n.spec.Path(o), stage); err != nil {
 			return fmt.Errorf("node: overlay %s: %w", o, err)
 		}
 	}
@@ -125,7 +126,7 @@ func (n *Node) Run(ctx context.Context, env *builder.Env, dir string) error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	if err := copyFile(agent, filepath.Join(stage, AgentPath), 0o755); err != nil {
+	if err := copyFile(ctx, agent, filepath.Join(stage, AgentPath), 0o755); err != nil {
 		return fmt.Errorf("node: agent: %w", err)
 	}
 	ign, err := n.spec.Ignition()
@@ -136,7 +137,7 @@ func (n *Node) Run(ctx context.Context, env *builder.Env, dir string) error {
 		return fmt.Errorf("node: %w", err)
 	}
 	if n.spec.ClusterConfig != "" {
-		if err := copyFile(n.spec.Path(n.spec.ClusterConfig), filepath.Join(stage, ClusterConfigPath), 0o644); err != nil {
+		if err := copyFile(ctx, n.spec.Path(n.spec.ClusterConfig), filepath.Join(stage, ClusterConfigPath), 0o644); err != nil {
 			return fmt.Errorf("node: cluster config: %w", err)
 		}
 	}
@@ -173,7 +174,7 @@ func (n *Node) Run(ctx context.Context, env *builder.Env, dir string) error {
 
 // copyTree copies src over dst: directories merge, files and symlinks replace. Modes are normalised (0755 for
 // directories and files with any execute bit, else 0644) so the layer does not depend on the checkout's umask.
-func copyTree(src, dst string) error {
+func copyTree(ctx context.Context, src, dst string) error {
 	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -200,7 +201,7 @@ func copyTree(src, dst string) error {
 			}
 			return os.Symlink(link, target)
 		case info.Mode().IsRegular():
-			return copyFile(p, target, normalMode(info.Mode()))
+			return copyFile(ctx, p, target, normalMode(info.Mode()))
 		default:
 			return fmt.Errorf("%s: only directories, regular files and symlinks can go in an overlay", p)
 		}
@@ -212,33 +213,6 @@ func normalMode(m fs.FileMode) fs.FileMode {
 		return 0o755
 	}
 	return 0o644
-}
-
-// copyFile copies src to dst (replacing it), creating dst's parent directories.
-func copyFile(src, dst string, mode fs.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	if err := os.RemoveAll(dst); err != nil {
-		return err
-	}
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Chmod(dst, mode)
 }
 
 func writeFile(path string, data []byte) error {
@@ -320,4 +294,15 @@ func hashInputs(in map[string]string) string {
 		fmt.Fprintf(&b, "%s=%s\x00", k, in[k])
 	}
 	return hashBytes([]byte(b.String()))
+}
+
+// copyFile copies src to dst with mode, replacing dst, creating dst's parent directories.
+func copyFile(ctx context.Context, src, dst string, mode fs.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dst); err != nil {
+		return err
+	}
+	return files.Copy(ctx, dst, src, mode)
 }

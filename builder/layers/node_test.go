@@ -1,6 +1,7 @@
 package layers
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -12,7 +13,7 @@ func TestCopyTreeNormalisesModes(t *testing.T) {
 	os.WriteFile(filepath.Join(src, "etc/x/conf"), []byte("a"), 0o600)
 	os.WriteFile(filepath.Join(src, "etc/x/run.sh"), []byte("b"), 0o744)
 	os.Symlink("/lib/systemd/system/ssh.service", filepath.Join(src, "etc/x/ssh.service"))
-	if err := copyTree(src, dst); err != nil {
+	if err := copyTree(context.Background(), src, dst); err != nil {
 		t.Fatal(err)
 	}
 	for p, want := range map[string]os.FileMode{"etc/x": 0o755 | os.ModeDir, "etc/x/conf": 0o644, "etc/x/run.sh": 0o755} {

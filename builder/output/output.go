@@ -6,14 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/kiln-project/kiln/builder"
 	"github.com/kiln-project/kiln/builder/disk"
 	"github.com/kiln-project/kiln/builder/spec"
+	"github.com/kiln-project/kiln/internal/files"
 	"github.com/kiln-project/kiln/internal/run"
 )
 
@@ -118,60 +117,13 @@ func (st *Stage) Run(ctx context.Context, env *builder.Env, dir string) error {
 	return nil
 }
 
-// writeRaw copies the image, keeping it sparse. A copy, not a hard link: whoever boots out/<name>.raw writes
-// to it, and that must not change the cache.
-func writeRaw(_ context.Context, src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	buf := make([]byte, 1<<20)
-	var off int64
-	for {
-		n, err := io.ReadFull(in, buf)
-		if n > 0 && !isZero(buf[:n]) {
-			if _, werr := out.WriteAt(buf[:n], off); werr != nil {
-				out.Close()
-				return werr
-			}
-		}
-		off += int64(n)
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			break
-		}
-		if err != nil {
-			out.Close()
-			return err
-		}
-	}
-	if err := out.Truncate(fi.Size()); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
-
-func isZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // writeQcow2 converts with qemu-img, uncompressed: compression (-c) costs more build time than it saves
 // (docs/builder-measurements.md), and an uncompressed qcow2 is already sparse.
 func writeQcow2(ctx context.Context, src, dst string) error {
 	_, err := run.Cmd(ctx, "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", src, dst)
 	return err
 }
+
+// writeRaw copies the image, keeping it sparse. A copy, not a hard link: whoever boots out/<name>.raw writes
+// to it, and that must not change the cache.
+func writeRaw(ctx context.Context, src, dst string) error { return files.Copy(ctx, dst, src, 0o644) }

@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/kiln-project/kiln/builder"
 	"github.com/kiln-project/kiln/builder/spec"
+	"github.com/kiln-project/kiln/internal/files"
 	"github.com/kiln-project/kiln/internal/run"
 )
 
@@ -236,28 +236,11 @@ func copyBootFiles(tree, dir string) error {
 	version := strings.TrimPrefix(filepath.Base(kernels[0]), "vmlinuz-")
 	initrd := filepath.Join(tree, "boot", "initrd.img-"+version)
 	for src, dst := range map[string]string{kernels[0]: Kernel, initrd: Initrd} {
-		if err := copyFile(src, filepath.Join(dir, dst)); err != nil {
+		if err := files.Copy(context.Background(), filepath.Join(dir, dst), src, 0o644); err != nil {
 			return fmt.Errorf("packages: %w", err)
 		}
 	}
 	return nil
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	return out.Close()
 }
 
 // writeFS copies the embedded tree under root to dir; files under hooks/ are executable (initramfs-tools runs them).

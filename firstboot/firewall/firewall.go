@@ -6,13 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 
-	"github.com/moby/sys/atomicwriter"
-
 	"github.com/kiln-project/kiln/firstboot/state"
+	"github.com/kiln-project/kiln/internal/files"
 	"github.com/kiln-project/kiln/internal/run"
 )
 
@@ -122,7 +119,7 @@ func (r *Reconciler) Apply(ctx context.Context, script string) error {
 		return fmt.Errorf("firewall: table %s carries %q after load, want %q", Table, have, want)
 	}
 	if r.opts.ScriptPath != "" {
-		if err := writeFile(r.opts.ScriptPath, []byte(script)); err != nil {
+		if err := files.Write(r.opts.ScriptPath, []byte(script), 0o644); err != nil {
 			return fmt.Errorf("firewall: %w", err)
 		}
 	}
@@ -148,15 +145,4 @@ func ParseMarker(out []byte) string {
 		return v
 	}
 	return ""
-}
-
-// writeFile replaces path atomically (temp file + rename), creating its directory.
-func writeFile(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := atomicwriter.WriteFile(path, data, 0o644); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

@@ -16,11 +16,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/moby/sys/atomicwriter"
-
 	"github.com/kiln-project/kiln/firstboot/member"
 	"github.com/kiln-project/kiln/firstboot/sdunit"
 	"github.com/kiln-project/kiln/firstboot/state"
+	"github.com/kiln-project/kiln/internal/files"
 )
 
 // The volume, its bricks and its mount (docs/design.md: /var/data on every node, bricks on the state partition).
@@ -632,11 +631,8 @@ func (r *Reconciler) mount(ctx context.Context, s *state.State) (bool, error) {
 	}
 	changed := false
 	if !bytes.Equal(old, []byte(unit)) {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		if err := files.Write(path, []byte(unit), 0o644); err != nil {
 			return false, fmt.Errorf("gluster: %w", err)
-		}
-		if err := atomicwriter.WriteFile(path, []byte(unit), 0o644); err != nil {
-			return false, fmt.Errorf("gluster: write %s: %w", path, err)
 		}
 		if err := r.systemd.DaemonReload(ctx); err != nil {
 			return true, fmt.Errorf("gluster: %w", err)

@@ -16,6 +16,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/kiln-project/kiln/internal/files"
 )
 
 // Paths inside a node (docs/design.md); Options.Root prefixes them for tests.
@@ -213,30 +215,5 @@ func readPersisted(path string) (string, error) {
 	return id, nil
 }
 
-// writeAtomic writes data to path through a temp file and rename, so a crash leaves the old or the new id.
-func writeAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".kiln-tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
+// writeAtomic writes data to path so that a crash leaves the old or the new id.
+func writeAtomic(path string, data []byte) error { return files.Write(path, data, 0o644) }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/coreos/ignition/v2/config/v3_3/types"
 	"github.com/vincent-petithory/dataurl"
+
+	"github.com/kiln-project/kiln/internal/files"
 )
 
 // maxFileSize bounds a decompressed inline file: user.ign is baked into the image, so anything larger is a
@@ -312,46 +314,19 @@ func lchown(target string, fi fs.FileInfo, uid, gid int) error {
 	return nil
 }
 
-// writeFileAtomic replaces path with data (temp file in the same directory, fsync, rename), creating parent
-// directories root-owned 0755 as Ignition does.
+// writeFileAtomic replaces path with data (files.Write: a crash leaves the old or the new file), then sets
+// its owner. A symlink at path is replaced by the file, as Ignition's overwrite does.
 func writeFileAtomic(path string, data []byte, mode fs.FileMode, uid, gid int) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		if err := os.Remove(path); err != nil {
+			return err
+		}
+	}
+	if err := files.Write(path, data, mode); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".ignite-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = chownIfNeeded(tmp, uid, gid)
-	}
-	if err == nil {
-		err = tmp.Chmod(mode)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
-
-// chownIfNeeded chowns only when the owner differs, so tests running unprivileged can write files owned by
-// themselves.
-func chownIfNeeded(f *os.File, uid, gid int) error {
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if cu, cg := ids(fi); cu != uid || cg != gid {
-		return f.Chown(uid, gid)
+	if uid != 0 || gid != 0 {
+		return os.Lchown(path, uid, gid)
 	}
 	return nil
 }

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 
 	"github.com/coreos/ignition/v2/config/v3_3/types"
+
+	"github.com/kiln-project/kiln/internal/files"
 )
 
 // Options say where and how Apply works.
@@ -135,7 +136,11 @@ func makeHome(root, home string, uid, gid int) error {
 				return err
 			}
 		case d.Type().IsRegular():
-			if err := copyFile(p, dst); err != nil {
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			if err := files.Copy(context.Background(), dst, p, fi.Mode().Perm()); err != nil {
 				return err
 			}
 		default:
@@ -154,27 +159,6 @@ func makeHome(root, home string, uid, gid int) error {
 		return err
 	}
 	return os.Rename(tmp, dir)
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fi.Mode().Perm())
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // Load reads and parses the config at path (Parse's notes are logged).

@@ -7,10 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/internal/files"
 )
 
 // DefaultPath is where the agent writes its status (docs/design.md: /run/kiln/ is regenerated every boot).
@@ -78,31 +78,9 @@ func Write(path string, s *Status) error {
 	if err != nil {
 		return fmt.Errorf("status: encode: %w", err)
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// World-readable: status holds no secrets (formation tokens never go here) and users run `status`.
+	if err := files.Write(path, append(data, '\n'), 0o644); err != nil {
 		return fmt.Errorf("status: %w", err)
-	}
-	tmp, err := os.CreateTemp(dir, ".status-*.json")
-	if err != nil {
-		return fmt.Errorf("status: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	_, err = tmp.Write(append(data, '\n'))
-	if err == nil {
-		// World-readable: status holds no secrets (formation tokens never go here) and users run `status`.
-		err = tmp.Chmod(0o644)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("status: write %s: %w", path, err)
 	}
 	return nil
 }

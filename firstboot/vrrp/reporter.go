@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/kiln-project/kiln/internal/files"
 )
 
 // HealthInterval is how often the agent re-checks health for keepalived. With keepalived watching the file by
@@ -132,15 +132,7 @@ func (h *HealthReporter) path() string {
 
 // write replaces the file atomically: keepalived must never read an empty or half-written value.
 func (h *HealthReporter) write(v string) error {
-	p := h.path()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return fmt.Errorf("vrrp: health file: %w", err)
-	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(v+"\n"), 0o644); err != nil {
-		return fmt.Errorf("vrrp: health file: %w", err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
+	if err := files.Write(h.path(), []byte(v+"\n"), 0o644); err != nil {
 		return fmt.Errorf("vrrp: health file: %w", err)
 	}
 	return nil

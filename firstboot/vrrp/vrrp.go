@@ -9,14 +9,13 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 
-	"github.com/moby/sys/atomicwriter"
 	"github.com/vishvananda/netlink"
 
 	"github.com/kiln-project/kiln/firstboot/sdunit"
 	"github.com/kiln-project/kiln/firstboot/state"
+	"github.com/kiln-project/kiln/internal/files"
 )
 
 // ConfigPath is where the agent writes keepalived.conf; keepalived.service is started with -f on it through the
@@ -100,11 +99,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error
 	}
 	changed := false
 	if !bytes.Equal(old, []byte(conf)) {
-		if err := os.MkdirAll(filepath.Dir(r.path), 0o755); err != nil {
+		if err := files.Write(r.path, []byte(conf), 0o644); err != nil {
 			return false, fmt.Errorf("vrrp: %w", err)
-		}
-		if err := atomicwriter.WriteFile(r.path, []byte(conf), 0o644); err != nil {
-			return false, fmt.Errorf("vrrp: write %s: %w", r.path, err)
 		}
 		changed = true
 	}

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kiln-project/kiln/internal/files"
 	"github.com/kiln-project/kiln/internal/run"
 )
 
@@ -167,12 +168,8 @@ func Stop(ctx context.Context, c Config) error {
 }
 
 func writeAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return fmt.Errorf("dhcp: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("dhcp: write %s: %w", path, err)
+	if err := files.Write(path, b, 0o644); err != nil {
+		return fmt.Errorf("dhcp: %w", err)
 	}
 	return nil
 }

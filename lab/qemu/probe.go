@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kiln-project/kiln/internal/files"
 	"github.com/kiln-project/kiln/internal/run"
 )
 
@@ -31,7 +32,7 @@ func ProbeKVM(ctx context.Context, ovmfCode, ovmfVars string, timeout time.Durat
 	}
 	defer os.RemoveAll(dir)
 	vars := filepath.Join(dir, "vars.fd")
-	if err := copyFile(ovmfVars, vars); err != nil {
+	if err := files.Copy(ctx, vars, ovmfVars, 0o644); err != nil {
 		return false, err.Error()
 	}
 	serial := filepath.Join(dir, "serial.log")
@@ -68,20 +69,14 @@ func ProbeKVM(ctx context.Context, ovmfCode, ovmfVars string, timeout time.Durat
 	}
 }
 
-// copyFile copies src to dst (mode 0644), used for per-node copies of the OVMF variable store.
-func copyFile(src, dst string) error {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	if err := os.WriteFile(dst, b, 0o644); err != nil {
+// CopyVars gives a node its own OVMF variable store, so boot entries one node writes never leak to another.
+// An existing store (a node started again) is replaced.
+func CopyVars(src, dst string) error {
+	if err := os.Remove(dst); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("copy to %s: %w", dst, err)
 	}
-	return nil
+	return files.Copy(context.Background(), dst, src, 0o644)
 }
-
-// CopyVars gives a node its own OVMF variable store, so boot entries one node writes never leak to another.
-func CopyVars(src, dst string) error { return copyFile(src, dst) }
 
 // CreateDisk makes a copy-on-write qcow2 overlay of the raw image at backing with the given virtual size.
 // The backing path must be absolute: qemu resolves a relative one against the overlay's directory.
