@@ -8,7 +8,7 @@
 //
 // Nothing in the checkout is modified: the spec, its Butane file and its overlays are copied to a temporary
 // directory, and the one-file change is made in the copy. mkosi runs with the PATH shims in bench/build/mkosi/shims
-// (this machine's kernel has no vfat, GPT parser or device-mapper; see docs/builder-measurements.md).
+// (this machine's kernel has no vfat, GPT parser or device-mapper; see docs/measurements.md).
 package main
 
 import (

@@ -118,7 +118,7 @@ func (st *Stage) Run(ctx context.Context, env *builder.Env, dir string) error {
 }
 
 // writeQcow2 converts with qemu-img, uncompressed: compression (-c) costs more build time than it saves
-// (docs/builder-measurements.md), and an uncompressed qcow2 is already sparse.
+// (docs/measurements.md), and an uncompressed qcow2 is already sparse.
 func writeQcow2(ctx context.Context, src, dst string) error {
 	_, err := run.Cmd(ctx, "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", src, dst)
 	return err

@@ -34,7 +34,7 @@ const (
 )
 
 // Options are the volume options kiln sets; docs/cluster-services.md gives the reasons. auth.allow names every
-// member known (alive or not) and every recorded address (State.RecordedAddrs): a node that has just booted and
+// member known (alive or not) and every recorded address (state.Inputs.RecordedAddrs): a node that has just booted and
 // sees no peer yet must not narrow it to itself, which would lock every other client out of its brick (seen
 // after a lab power cut).
 func Options(members []member.Member, recorded []netip.Addr) map[string]string {
