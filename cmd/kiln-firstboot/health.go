@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-project/kiln/firstboot/host"
 	"github.com/kiln-project/kiln/firstboot/vrrp"
 )
 
@@ -19,7 +20,7 @@ func newHealthCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), vrrp.HealthTimeout)
 			defer cancel()
-			docker, err := dockerClient()
+			docker, err := host.DockerClient()
 			if err != nil {
 				return err
 			}

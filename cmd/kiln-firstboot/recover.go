@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-project/kiln/firstboot/host"
 	"github.com/kiln-project/kiln/firstboot/recovery"
 )
 
@@ -35,7 +36,7 @@ func newRecoverCmd() *cobra.Command {
 }
 
 func recoverCluster(ctx context.Context, log *slog.Logger) error {
-	docker, err := dockerClient()
+	docker, err := host.DockerClient()
 	if err != nil {
 		return err
 	}

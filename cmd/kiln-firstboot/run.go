@@ -1,13 +1,12 @@
 package main
 
 import (
-	"context"
 	"log/slog"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-project/kiln/firstboot"
-	"github.com/kiln-project/kiln/firstboot/vrrp"
+	"github.com/kiln-project/kiln/firstboot/host"
 )
 
 func newRunCmd() *cobra.Command {
@@ -23,21 +22,14 @@ func newRunCmd() *cobra.Command {
 			}
 			log := newLogger(level)
 			log.Info("starting", "version", versionString())
-			docker, err := dockerClient()
+			docker, err := host.DockerClient()
 			if err != nil {
 				return err
 			}
 			defer docker.Close()
-			// keepalived's health input, beside the reconcile loop: it must keep ticking while a pass is
-			// blocked on a slow gluster or docker call.
-			ctx, cancel := context.WithCancel(cmd.Context())
-			health := &vrrp.HealthReporter{Docker: docker, Log: log.With("component", "vrrp-health")}
-			done := make(chan struct{})
-			go func() { defer close(done); health.Run(ctx) }()
-			defer func() { cancel(); <-done }()
 			// The agent loads config and identity itself (retrying, reporting problems in status.json) and
 			// sends sd_notify READY once it is running.
-			return firstboot.Run(ctx, firstboot.Options{Logger: log, Reconcilers: reconcilers})
+			return host.Run(cmd.Context(), host.Machine{Docker: docker}, firstboot.Options{Logger: log})
 		},
 	}
 	cmd.Flags().BoolVar(&debug, "debug", false, "log at debug level")
