@@ -43,15 +43,15 @@ unit:
 	$(GO) test -count=1 -short ./...
 
 # End-to-end suites on real qemu VMs booted from out/node.raw under TCG. E2E_CI lists those make test runs: only
-# suites that have passed on this machine kind go here (see docs/testing.md for the others' state).
+# suites that pass on this machine kind go here (docs/testing.md).
 E2E_ALL := ./builder/boottest ./lab ./test/formation
 E2E_CI ?= ./builder/boottest ./lab ./test/formation
 E2E_ENV = KILN_E2E=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(BIN)
 
 # Every test: unit tests (with real dockerd, glusterd, nft and network namespaces), then the end-to-end suites
 # one package at a time, since two groups of qemu guests under TCG on two cores would starve each other.
-# Last, self-healing scenarios 1-2 (node loss and back), 3 (power cut) and 5 (reimage) chained on one formation:
-# issue 5's CI set.
+# Last, self-healing scenarios 1-2 (node loss and back), 3 (power cut) and 5 (reimage) chained on one formation
+# (HEAL_CI).
 HEAL_CI ?= TestChain$$/^(1-2_node_loss|3_power_cut|5_reimage)$$
 test: deps image lint
 	KILN_DOCKER_TESTS=1 KILN_GLUSTER_TESTS=1 $(GO) test -p 1 -count=1 -timeout 20m ./...

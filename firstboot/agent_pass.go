@@ -66,12 +66,13 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 		if !announced && s.Swarm.Announce != nil && s.Formation == nil && s.Initialiser {
 			// The swarm was just initialised: publish the record now rather than at the end of the pass. The
 			// joiners wait for its token, and the reconcilers after this one (gluster) pick their coordinator
-			// from it; on a loaded lab node the rest of the pass took 30 s, and gluster then spent the whole
-			// pass deferring to the wrong coordinator. takeAnnounce at the end still sends refreshes.
+			// from it; published at the end of the pass, it would reach them only after the rest of the pass
+			// (tens of seconds on a loaded node), and gluster would spend that pass deferring to the wrong
+			// coordinator. takeAnnounce at the end still sends refreshes.
 			//
-			// The gossip must carry this node's swarm node before anyone can join: a joiner that became leader
-			// while the founder still advertised "no swarm node" took the founder's entry for a reimaged
-			// node's leftover and removed it (lab, session 5). So the swarm node goes out first.
+			// The gossip must carry this node's swarm node before anyone can join: a joiner that becomes leader
+			// while the founder still advertises "no swarm node" would take the founder's entry for a reimaged
+			// node's leftover and remove it. So the swarm node goes out first.
 			if s.Swarm.Node != "" {
 				a.swarmNode = s.Swarm.Node
 			}

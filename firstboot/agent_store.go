@@ -98,7 +98,7 @@ func NewEpoch(stateDir, nodeID, managerAddr string, now time.Time) (int, error) 
 	r.Epoch++
 	// The recovering node is the new epoch's initialiser: it forced the new swarm and holds the only brick.
 	// The gluster coordinator follows the initialiser; left as the old one, a returning old initialiser
-	// (reset to a fresh glusterd) coordinated again and probed the others into a second pool (lab, session 8).
+	// (reset to a fresh glusterd) would coordinate again and probe the others into a second pool.
 	r.Initialiser = nodeID
 	r.ManagerAddrs = []string{managerAddr}
 	r.Managers = 1

@@ -99,9 +99,9 @@ func RemoteCommand(ctx context.Context, argv ...string) string {
 // RemoteBound returns the argv prefix that bounds a command in a node by ctx's deadline (nil without one).
 //
 // Killing the local ssh when ctx ends does not stop the remote command: without a tty sshd sends it no
-// signal. A test polling `gluster volume heal data info` every minute on a loaded node piled up one more
-// CLI (and its glfsheal client) per poll, which kept the node's gluster answering nothing for 25 minutes
-// (docs/self-healing.md). coreutils timeout runs the command in its own process group and signals the whole
+// signal. A caller polling `gluster volume heal data info` on a loaded node would pile up one more CLI (and
+// its glfsheal client) per poll, until the node's gluster answers nothing (docs/self-healing.md, "Bounded
+// commands"). coreutils timeout runs the command in its own process group and signals the whole
 // group, so the children go too; it ends a little before ctx so the node is clean when the caller gives up.
 func RemoteBound(ctx context.Context) []string {
 	dl, ok := ctx.Deadline()

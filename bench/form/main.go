@@ -224,7 +224,8 @@ func formationRun(ctx context.Context, img string, n int, timeout time.Duration,
 }
 
 // saveJournals writes each node's journal of this boot to dir/<node>.log with guest monotonic timestamps: where
-// the formation's time went, step by step (docs/formation.md). Failures are reported, not fatal.
+// the formation's time went, step by step (docs/measurements.md has one such breakdown). Failures are reported,
+// not fatal.
 func saveJournals(dir string, ns []*lab.Node) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, "journals:", err)

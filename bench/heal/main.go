@@ -1,12 +1,12 @@
 // Command heal measures self-healing (make bench-heal). On one formed three-node lab that runs the test
 // service (3 replicas, published on 80) behind the VIP, each scenario runs -runs times, the cluster healed
-// between runs, and the median of each figure is printed against the targets:
+// between runs, and the median of each figure is printed against its target (docs/measurements.md):
 //
 //   - VIP gap: the longest time without an answer from VIP:443 (a completed connect, or a RST while nothing
 //     listens there), probed every 100 ms from the lab host (inside the lab namespace, like a client on the
-//     LAN). Not port 22: every connect there starts an sshd on the holder, and at 10 a second the 1-vCPU TCG
-//     guest fell behind, 163 pre-auth sshds piled up and MaxStartups dropped the bench's own ssh sessions,
-//     so the "healed" check never saw the holder again (first run, session 10). A RST costs the kernel only.
+//     LAN). Not port 22: every connect there starts an sshd on the holder; at 10 a second a 1-vCPU TCG guest
+//     falls behind, pre-auth sshds pile up and MaxStartups drops the bench's own ssh sessions, so the
+//     "healed" check would never see the holder again. A RST costs the kernel only.
 //   - storage stall: the longest time without an acknowledged write (append + fsync every 250 ms on
 //     /var/data) on a node the fault spares; after a power cut, from the cut until a write on a node that
 //     came back is acknowledged.

@@ -25,7 +25,8 @@ const (
 	// diskSize is the virtual size of the test disk: bigger than the image, so the state partition must be
 	// created in (and grow into) the remainder.
 	diskSize = 6 << 30
-	// bootTimeout bounds one boot to SSH through OVMF under TCG (~70 s measured; a busy 2-core host is slower).
+	// bootTimeout bounds one boot to SSH through OVMF under TCG (about a minute on a quiet 2-core host,
+	// docs/measurements.md; a busy host is slower).
 	bootTimeout = 6 * time.Minute
 	ovmfCode    = "/usr/share/OVMF/OVMF_CODE.fd"
 	ovmfVars    = "/usr/share/OVMF/OVMF_VARS.fd"

@@ -73,9 +73,9 @@ type Tuning struct {
 //   - suspicion then lasts SuspicionMult (4) × 1 s = 4 s: time for a live-but-slow node to refute;
 //   - total ≈ 1 + 1 + 4 ≈ 6 s typical, ≈ 8 s worst case.
 //
-// An earlier, tighter tuning (0.8 s / 0.4 s / ×2, ≈ 3.2 s) passed on loopback but flapped in the lab: three
-// TCG guests on two host cores answered UDP probes late, memberlist logged "able to connect over TCP but
-// UDP probes failed", declared healthy peers dead and the views diverged during formation. Failing over the
+// Tighter timings (0.8 s / 0.4 s / ×2, ≈ 3.2 s) hold on loopback but not on slow hosts: three TCG guests on
+// two host cores answer UDP probes late (memberlist logs "able to connect over TCP but UDP probes failed"),
+// so healthy peers are declared dead and the views diverge during formation. Failing over the
 // VIP does not wait for this: keepalived's own adverts (0.5 s) do that. Push/pull every 15 s (default 30 s)
 // spreads formation records quickly; at 3–9 nodes it is a few kB per exchange.
 var LANTuning = Tuning{

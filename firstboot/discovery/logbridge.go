@@ -54,7 +54,7 @@ func (l *logBridge) Write(p []byte) (int, error) {
 		level = slog.LevelWarn
 	}
 	// Probe chatter is debug: the outcome (member up/down) is logged by the agent once per change, while these
-	// lines came several times a second from a loaded lab and the journal spent a fifth of a vCPU on them.
+	// lines come several times a second on a loaded host and cost journald a large share of a small node's CPU.
 	if probeChatter(line) {
 		level = slog.LevelDebug
 	}

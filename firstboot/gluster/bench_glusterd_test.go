@@ -178,7 +178,7 @@ func TestFormationRealGlusterd(t *testing.T) {
 }
 
 // BenchmarkFormationRealGlusterd is storage formation at native speed (formConcurrently). It reports the
-// total and the coordinator's gluster commands, the same steps docs/formation.md times in TCG guests, so the
+// total and the coordinator's gluster commands, the same steps docs/measurements.md times in TCG guests, so the
 // two can be compared step by step. One formation per run (make bench-form-native: -benchtime 1x -count N):
 // each needs fresh glusterds.
 func BenchmarkFormationRealGlusterd(b *testing.B) {

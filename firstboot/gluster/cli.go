@@ -288,7 +288,7 @@ func (g *CLI) HealInfo(ctx context.Context, name string) ([]HealBrick, error) {
 
 // Heal launches a heal of volume name: an index heal of the pending entries, or with full a crawl of every
 // brick. It runs in text mode: glusterfs 10.3 prints nothing and exits 1 for `--xml volume heal <v> [full]`
-// even when the launch worked (measured: a FULL crawl shows in `heal <v> statistics` afterwards), so XML
+// even when the launch worked (a FULL crawl shows in `heal <v> statistics` afterwards), so XML
 // mode cannot tell a launch from a refusal. In text mode exit status 0 is a launch.
 func (g *CLI) Heal(ctx context.Context, name string, full bool) error {
 	args := []string{"volume", "heal", name}

@@ -34,9 +34,9 @@ const (
 )
 
 // Options are the volume options kiln sets; docs/cluster-services.md gives the reasons. auth.allow names every
-// member known (alive or not) and every recorded address (state.Inputs.RecordedAddrs): a node that has just booted and
-// sees no peer yet must not narrow it to itself, which would lock every other client out of its brick (seen
-// after a lab power cut).
+// member known (alive or not) and every recorded address (state.Inputs.RecordedAddrs): a node that has just booted
+// (after a power cut, say) and sees no peer yet must not narrow it to itself, which would lock every other client
+// out of its brick.
 func Options(members []member.Member, recorded []netip.Addr) map[string]string {
 	known := append(addrs(members), recorded...)
 	slices.SortFunc(known, netip.Addr.Compare)
@@ -213,8 +213,8 @@ func meshLag(s *state.State, obs Observed) string {
 // unmeshed says why the volume cannot be created on bricks yet, "" when it can. Every brick's glusterd stages
 // the create and refuses it unless it is connected to every other brick's host; the coordinator's own view
 // is not enough: a follower learns of the other followers from the coordinator and connects to them seconds
-// later. A create in that window failed ("Staging failed on 10.77.0.12. Error: Host 10.77.0.13 not
-// connected", lab, session 12), and a failed create leaves marks that hold formation back for
+// later. A create in that window fails in staging ("Staging failed on <follower>. Error: Host <other
+// follower> not connected"), and a failed create leaves marks that hold formation back for
 // createRetryAfter. So each other brick member's own peer list must show the other followers, and as many
 // peers in the pool as there are other bricks, all connected (the coordinator may be listed under the name
 // its first probe gave it rather than its address: planFollower). A member whose list could not be read is
@@ -251,9 +251,9 @@ func unmeshed(self member.Member, bricks []member.Member, views map[string][]Pee
 
 // probeable reports whether the coordinator may probe m: its glusterd is in no pool, or its state belongs to
 // the record's epoch. A member back from before a `recover` still holds the old pool until it resets its
-// glusterd (PlanEpochReset); probed in those seconds, it left an entry under its old UUID in the recovered
-// pool beside the one of its fresh glusterd, and every add-brick then failed with "Another transaction is
-// in progress" (lab, session 8). A member that has not reported yet is not probed either: its first pass
+// glusterd (PlanEpochReset); probed in those seconds, it leaves an entry under its old UUID in the recovered
+// pool beside the one of its fresh glusterd, and every add-brick then fails with "Another transaction is
+// in progress". A member that has not reported yet is not probed either: its first pass
 // reports it, even before its swarm is up.
 func probeable(s *state.State, m member.Member) bool {
 	if m.GlusterEpoch == member.FreshGluster {
@@ -335,9 +335,8 @@ type Reconciler struct {
 // createRetryAfter is how long a coordinator waits after a failed `volume create` before it tries again. A
 // failed create leaves volume-id marks on every brick whose staging passed, and the next create fails on
 // exactly those ("… is already part of a volume") while marking the others: retried every pass, the
-// followers' marks are never all cleared at once and formation livelocks (seen in the lab: 20 failed
-// creates in 5 minutes). Followers clear a mark after orphanGrace at their next pass, so the wait covers the
-// grace and two slow passes.
+// followers' marks are never all cleared at once and formation livelocks. Followers clear a mark after
+// orphanGrace at their next pass, so the wait covers the grace and two slow passes.
 const createRetryAfter = orphanGrace + 2*time.Minute
 
 // New returns the gluster reconciler. root prefixes the paths it writes ("" on a node; a temp dir in tests).
@@ -356,7 +355,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error
 	// The brick's parent must exist before the coordinator creates the volume (glusterd creates only the
 	// last path component; staging fails with ENOENT otherwise: glusterd_test.go). On a node the image's
 	// tmpfiles.d makes it at boot, before glusterd answers a probe: this pass can come minutes later on a
-	// slow node (seen in the lab). Made here too for hosts without that file and for tests.
+	// slow node. Made here too for hosts without that file and for tests.
 	if err := os.MkdirAll(filepath.Join(r.root, filepath.Dir(BrickPath)), 0o755); err != nil {
 		return false, fmt.Errorf("gluster: brick directory: %w", err)
 	}

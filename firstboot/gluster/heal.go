@@ -127,8 +127,8 @@ func PlanSelfRepair(s *state.State, obs HealObserved) []Action {
 // healSettle is how long the prepared brick and this node's self-heal daemon must have been online before
 // the full heal is launched. The full crawl that fills an empty brick runs in this node's self-heal daemon
 // over its local brick: launched before the daemon has connected to the restarted brick, it crawls nothing
-// and reports success (session 7: a launch 0.3 s after `start force` left the brick empty for 4 min), and
-// nothing launches it again. `volume status` shows the brick online as soon as glusterd has its port; the
+// and reports success (a launch right after `start force` leaves the brick empty), and nothing launches it
+// again. `volume status` shows the brick online as soon as glusterd has its port; the
 // daemon reconnects within a few seconds of that.
 const healSettle = 10 * time.Second
 
@@ -170,8 +170,8 @@ func RecoverPlan(self netip.Addr, vol *Volume, peers []Peer) ([]Action, error) {
 // the new pool's map does not know it by its UUID) must start over as a fresh peer. Pure.
 //
 // Once per epoch: right after the reset the coordinator probes the fresh glusterd, which then has a peer
-// before the record's map names its new UUID; reading that as "still the old pool" reset it every pass until
-// systemd refused to start glusterd again (lab, session 8).
+// before the record's map names its new UUID; reading that as "still the old pool" would reset it every pass,
+// until systemd refuses to start glusterd again.
 func PlanEpochReset(s *state.State, obs HealObserved) []Action {
 	if s.Formation == nil || s.Formation.Epoch <= s.LocalEpoch || len(obs.Peers) == 0 || s.Formation.GlusterPeers == nil {
 		return nil
@@ -401,7 +401,7 @@ func WithUUID(content []byte, id string) []byte {
 const volumeIDXattr = "trusted.glusterfs.volume-id"
 
 // brickPrepared reports whether dir carries the volume-id xattr and the .glusterfs directory (without it the
-// brick's index translator fails to start: seen with real glusterds).
+// brick's index translator fails to start).
 func brickPrepared(dir string) bool {
 	return hasVolumeID(dir) && isDir(filepath.Join(dir, ".glusterfs"))
 }
@@ -490,7 +490,7 @@ func (r *Reconciler) restartGlusterd(ctx context.Context) error {
 //
 // The peer files are why this converges every time: a glusterd that only knows its UUID has to probe its way
 // back, and then rejects the handshakes of the members it has not heard of yet ("Rejecting management
-// handshake request from unknown peer", seen in CI); the pool's view of it stays half-accepted until a
+// handshake request from unknown peer"); the pool's view of it stays half-accepted until a
 // restart happens to catch the friend update. With every member on file as "Peer in Cluster" it
 // handshakes with all of them at start, as after an ordinary reboot, and imports the volume from them.
 func (r *Reconciler) adoptUUID(ctx context.Context, id string, pool map[string]string) error {
@@ -789,14 +789,14 @@ const orphanGrace = time.Minute
 
 // clearFailedCreate undoes what a failed `volume create` leaves on this node's brick: glusterd sets the
 // volume-id (and gfid) xattrs on a brick while staging, and a create that then fails elsewhere does not
-// remove them, so every later create fails with "… is already part of a volume" (seen with real glusterds).
+// remove them, so every later create fails with "… is already part of a volume".
 // Only while this glusterd knows no volume, and only on a brick that holds no file: anything else is data.
 //
 // The coordinator runs the create itself and the CLI returns after the commit, so when it sees marks and no
 // volume the create failed: it clears at once. A follower cannot tell a failed create from one in flight:
 // staging marks its brick before its glusterd lists the volume, and a follower that cleared in that window
-// stripped a live volume's marks (seen in the lab: `volume start` then failed on the missing volume-id). It
-// waits until the same id has stayed orphaned for orphanGrace; a create takes seconds.
+// would strip a live volume's marks, so that `volume start` then fails on the missing volume-id. It waits
+// until the same id has stayed orphaned for orphanGrace; a create takes seconds.
 func (r *Reconciler) clearFailedCreate(coordinator bool) error {
 	dir := filepath.Join(r.root, BrickPath)
 	ents, err := os.ReadDir(dir)

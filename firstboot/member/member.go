@@ -20,8 +20,8 @@ type Member struct {
 	// GlusterEpoch is the formation epoch the member's glusterd state belongs to, as it last reported
 	// (gossiped metadata): "" unknown, FreshGluster for a glusterd in no pool, else the epoch in decimal. The
 	// gluster coordinator probes only fresh members and members of the record's epoch: probing a glusterd
-	// still holding a pool from before a `recover` left a second entry for its address in the recovered
-	// pool, and every add-brick failed while it was there (lab, session 8).
+	// still holding a pool from before a `recover` leaves a second entry for its address in the recovered
+	// pool, and every add-brick fails while it is there.
 	GlusterEpoch string `json:"glusterEpoch,omitempty"`
 }
 

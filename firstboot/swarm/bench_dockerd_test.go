@@ -16,8 +16,8 @@ import (
 // namespaces (as in TestSwarmFormationRealDockerd). The initialiser's reconciler runs `swarm init` and
 // announces; then the two others join at the same time, as two agents would once the record reaches them,
 // each verified Ready as a manager from the node list. It reports init-s (init until the record can be
-// announced), join-s (the slower join, verified) and formed-s (both), the swarm half of what docs/formation.md
-// times in TCG guests.
+// announced), join-s (the slower join, verified) and formed-s (both), the swarm half of what
+// docs/measurements.md times in TCG guests.
 //
 // One formation per run (make bench-form-native: -benchtime 1x -count N): each needs fresh dockerds.
 func BenchmarkFormationRealDockerd(b *testing.B) {

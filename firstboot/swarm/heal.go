@@ -126,22 +126,21 @@ func PlanCleanup(in CleanupInput) []Cleanup {
 				continue // the member itself (rebooting), or not reported yet
 			}
 			if n.Status.State != swarm.NodeStateDown || (n.ManagerStatus != nil && n.ManagerStatus.Reachability == swarm.ReachabilityReachable) {
-				// Gossip can lag the swarm: the initialiser, busy right after `swarm init`, still advertised "no
-				// swarm node" when a joiner became leader and saw its entry in state unknown; this rule then
-				// removed the swarm's founder (lab, session 5). A reimaged machine's old dockerd is gone for
-				// good, so its entry goes Down and unreachable: wait for that.
+				// Gossip can lag the swarm: the initialiser, busy right after `swarm init`, may still advertise
+				// "no swarm node" when a joiner becomes leader and sees its entry in state unknown; removing
+				// every entry that is not Ready would then remove the swarm's founder. A reimaged machine's old
+				// dockerd is gone for good, so its entry goes Down and unreachable: wait for that.
 				continue
 			}
 			reason = fmt.Sprintf("stale entry: member %s with this hostname is alive as swarm node %s (reimaged)", m.ID, m.SwarmNode)
 		} else if host == "" {
 			// A join that never completed: swarm created the entry (and, for a manager join, its seat in the
 			// spec) when it issued the certificate, but the node never registered, so the entry has no
-			// description. It held the third seat for 10 min in a lab reimage (session 7: the manager join
-			// timed out, the node left and joined again as a worker, and no seat was free to promote it until
-			// the "gone for good" rule below took the entry).
+			// description. Left to the "gone for good" rule below, it would hold its seat for ReplaceAfter (for
+			// good while it stays Unknown), while the node it was meant for, back as a worker after its
+			// manager join timed out, waits with no seat free to be promoted to.
 			// Nothing runs there and nothing is known of it; once it has been not Ready (Down, or Unknown: an
-			// entry that never registered need not ever go Down, session 11's lost-quorum run kept one Unknown
-			// for 15 min after the two lost nodes joined the recovered swarm) for failedJoinGrace it goes.
+			// entry that never registered need not ever go Down) for failedJoinGrace it goes.
 			since, ok := in.DownSince[n.ID]
 			if !ok || in.Now.Sub(since) < failedJoinGrace ||
 				(n.ManagerStatus != nil && n.ManagerStatus.Reachability == swarm.ReachabilityReachable) {
@@ -180,7 +179,7 @@ func PlanCleanup(in CleanupInput) []Cleanup {
 }
 
 // failedJoinGrace is how long an entry that never registered must be not Ready before it is removed: longer than
-// a slow node takes from its certificate to its first session (seconds, a minute on a loaded lab guest).
+// a slow node takes from its certificate to its first session (seconds; a minute on a loaded emulated guest).
 const failedJoinGrace = 2 * time.Minute
 
 // timed reports whether the leader keeps a "since" for the entry (CleanupInput.DownSince): it is Down, or it
@@ -298,7 +297,7 @@ func (r *Reconciler) heal(ctx context.Context, s *state.State, self string, node
 			spec.Role = swarm.NodeRoleWorker
 			err = r.cli.NodeUpdate(ctx, c.Node.ID, c.Node.Version, spec)
 			if err != nil && strings.Contains(err.Error(), "can't find manager in raft memberlist") {
-				// A manager join that failed half-way (seen in a loaded lab: the leader timed out
+				// A manager join that failed half-way (on a loaded node, the leader can time out
 				// dialling the joiner) leaves an entry with the manager role that never entered raft: it
 				// cannot be demoted, and swarm lets it be removed as it is.
 				r.log.Info("swarm: entry never joined raft; removing it instead of demoting", "node", c.Node.ID, "hostname", c.Hostname)
@@ -402,9 +401,9 @@ func NoQuorum(err error) bool {
 // "Beside the initialiser": `swarm init --force-new-cluster` keeps the swarm ID, so two lost managers that
 // come back together still hold a majority of the old raft and elect a leader in it, with the same swarm
 // ID and each of them Ready. Only the recovering node (the epoch's initialiser, NewEpoch) tells the
-// recovered raft from that fork: it is Ready in the one and Down in the other. In the lab (session 9) the
-// fork's leader then announced its managers under the new epoch, every node took that record, and the
-// cluster stayed split: one survivor alone, two nodes in the old raft.
+// recovered raft from that fork: it is Ready in the one and Down in the other. Without this check the fork's
+// leader would announce its managers under the new epoch, every node would take that record, and the
+// cluster would stay split: one survivor alone, two nodes in the old raft.
 func (r *Reconciler) staleEpoch(ctx context.Context, s *state.State, info swarm.Info) bool {
 	f := s.Formation
 	if f == nil || f.Epoch <= s.LocalEpoch || info.LocalNodeState == swarm.LocalNodeStateInactive {

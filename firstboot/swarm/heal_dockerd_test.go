@@ -281,8 +281,9 @@ func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
 // TestRecoverRealDockerd: two of three managers are lost for good; the survivor reports no quorum, then
 // ForceNewCluster (the swarm half of `kiln-firstboot recover --force-new-cluster`) makes it the cluster with
 // no other entries, healthy again. Then both lost nodes return with their old state, together: they hold a
-// majority of the old raft and elect a leader in it, under the same swarm ID (the lab's scenario 8, session
-// 9). Each must see the newer formation epoch, leave that fork and join the recovered swarm as a manager.
+// majority of the old raft and elect a leader in it, under the same swarm ID (scenario 8 of
+// docs/self-healing.md). Each must see the newer formation epoch, leave that fork and join the recovered swarm
+// as a manager.
 func TestRecoverRealDockerd(t *testing.T) {
 	needDocker(t)
 	ds, ms := newHealLAN(t, 3)
@@ -357,12 +358,12 @@ func TestRecoverRealDockerd(t *testing.T) {
 	ds[1].start(t)
 	ds[2].start(t)
 	ms[1].Alive, ms[2].Alive = true, true
-	// As in the lab, where the agents' first passes came after boot: let the fork elect its leader first,
+	// As on real nodes, where the agents' first passes come after boot: let the fork elect its leader first,
 	// so B and C each list themselves Ready in it.
 	forked := time.Now().Add(2 * time.Minute)
 	for {
 		// Right after the election swarmkit lists the returning managers Unknown until they open a
-		// session with the new leader; the lab's agents saw them Ready.
+		// session with the new leader; agents whose first pass comes later see them Ready, so wait for that.
 		if nodes, err := ds[1].cli.NodeList(ctx, swarm.NodeListOptions{}); err == nil && readyNode(nodes, oldB) && readyNode(nodes, oldC) {
 			break
 		}

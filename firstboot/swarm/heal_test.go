@@ -44,7 +44,7 @@ func TestPlanCleanup(t *testing.T) {
 	ghost.ManagerStatus = nil
 	ghostDemoted := ghost
 	ghostDemoted.Spec.Role = swarm.NodeRoleWorker
-	// A join that never registered and never went Down: swarm keeps such an entry Unknown (session 11).
+	// A join that never registered and never went Down: swarm can keep such an entry Unknown for good.
 	ghostUnknown := node("G", "", swarm.NodeRoleWorker, swarm.NodeStateUnknown)
 	ghostUnknown.ManagerStatus = nil
 	ghostUnknownManager := node("G", "", swarm.NodeRoleManager, swarm.NodeStateUnknown)
@@ -95,7 +95,7 @@ func TestPlanCleanup(t *testing.T) {
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C2")}, ghostOld, []string{"remove G"}},
 		{"failed join left Unknown, 3 min: remove", []swarm.Node{leader, b, ghostUnknown, c2Worker},
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C2")}, ghostOld, []string{"remove G"}},
-		{"failed manager join left Unknown, 3 min (seen in the lab): demote", []swarm.Node{leader, b, ghostUnknownManager, c2Worker},
+		{"failed manager join left Unknown, 3 min: demote", []swarm.Node{leader, b, ghostUnknownManager, c2Worker},
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C2")}, ghostOld, []string{"demote G"}},
 		{"failed join left Unknown, 1 min: keep, it may still be registering", []swarm.Node{leader, b, ghostUnknown, c2Worker},
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C2")}, ghostNew, nil},

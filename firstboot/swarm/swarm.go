@@ -81,8 +81,8 @@ type Reconciler struct {
 	waitedForDockerd bool
 	// awaitingSince is when this node, which should be a manager, was first seen a worker; zero otherwise.
 	// Shown in status: under load a promoted worker's certificate renewal can time out again and again
-	// (swarmkit retries it with back-off; 11 min in the session-7 lab) and "since" tells that from a
-	// promotion just sent.
+	// (swarmkit retries it with back-off, for many minutes) and "since" tells that from a promotion just
+	// sent.
 	awaitingSince time.Time
 }
 
@@ -336,7 +336,7 @@ func (r *Reconciler) form(ctx context.Context, s *state.State) (bool, error) {
 		// The record still counts this address as a manager: this machine was one before its disk was
 		// replaced, and that old entry holds the seat. The leader removes it (PlanCleanup) and publishes a
 		// record without it, usually within a minute; joining now instead takes the worker path and a
-		// promotion, whose certificate renewal kept timing out for 11 min on a loaded lab (session 7). So
+		// promotion, whose certificate renewal can keep timing out for many minutes on loaded managers. So
 		// wait for the fresh record, for ownSeatWait at most; then join as a worker, as before.
 		now := r.now()
 		if r.ownSeatSince.IsZero() {

@@ -23,8 +23,8 @@ type InfoAPI interface {
 // SwarmInspect comes first: it reads the cluster object through the raft leader, so it succeeds only on a
 // manager with quorum, and it costs dockerd nothing else. Info is asked only when SwarmInspect says this node
 // is not a manager (workers): dockerd answers every Info by executing `runc --version` and
-// `docker-init --version`, and under TCG those execs every 2 s kept a lab node's CPU saturated — exactly
-// while a manager had lost its leader, when Info would only have confirmed the failure.
+// `docker-init --version`; under TCG those execs every 2 s keep a small node's CPU saturated, and on a
+// manager that has lost its leader Info would only confirm the failure SwarmInspect already reports.
 func Healthy(ctx context.Context, cli InfoAPI) error {
 	_, err := cli.SwarmInspect(ctx)
 	if err == nil {

@@ -19,18 +19,18 @@ const HealthInterval = 2 * time.Second
 const HealthTimeout = 3 * time.Second
 
 // Fall and Rise are how many checks in a row it takes to turn unhealthy and healthy again (keepalived's
-// vrrp_script fall/rise). One slow answer is not a sick node: in a loaded lab dockerd, busy starting
-// containers, missed the timeout every few checks, and with a verdict per check the VIP moved every few
-// seconds. Three failures at 2 s apart is a node that has been unable to answer for 6 s and more.
+// vrrp_script fall/rise). One slow answer is not a sick node: a loaded dockerd, busy starting containers,
+// misses the timeout every few checks, and a verdict per check would move the VIP every few seconds. Three
+// failures at 2 s apart is a node that has been unable to answer for 6 s and more.
 const (
 	Fall = 3
 	Rise = 2
 )
 
 // FallSlow is Fall for checks that only timed out. A raft leader election or a manager catching up stalls
-// the swarm API on every manager at once: when a member came back after a power-off, both survivors' checks
-// timed out for ~15 s together, both released the VIP, and it landed wherever dockerd answered first (the
-// node-loss scenario saw it move although nothing was wrong with its holder). A timeout proves nothing about
+// the swarm API on every manager at once: when a member comes back after a power-off, both survivors' checks
+// can time out together for many seconds; with Fall they would both release the VIP, and it would land
+// wherever dockerd answered first, although nothing is wrong with its holder. A timeout proves nothing about
 // quorum; an answer that says "no leader" does, and still flips after Fall. Eight timeouts in a row (about
 // 40 s) is a node that cannot serve.
 const FallSlow = 8

@@ -51,8 +51,8 @@ func assertOneCluster(ctx context.Context, t *testing.T, nodes []*lab.Node) stri
 	t.Helper()
 	sctx, cancel := context.WithTimeout(ctx, swarmSettle)
 	defer cancel()
-	// A manager reports no cluster id while raft has no leader (seen in chaos round 9: an election right after
-	// formation on loaded guests): that is a moment to wait out, not a second swarm. A second swarm has a
+	// A manager reports no cluster id while raft has no leader (an election right after formation on loaded
+	// guests, say): that is a moment to wait out, not a second swarm. A second swarm has a
 	// leader and an id of its own, and two ids fail at once.
 	var ids map[string][]string
 	err := formation.Poll(sctx, pollEvery, "every node reports its swarm's id", func(ctx context.Context) (bool, string, error) {
@@ -209,7 +209,7 @@ func TestChaosAgentKill(t *testing.T) {
 			phase = s.Phase
 		}
 		// Only a kill that hit a running agent counts: `systemctl kill` also exits 0 for a unit that has not
-		// started yet (waiting for dockerd), and the first run counted two such non-kills.
+		// started yet (waiting for dockerd), which would count as a kill that never happened.
 		res, err := victim.Exec(bctx, "sh", "-c",
 			`pid=$(systemctl show -p MainPID --value kiln-firstboot); [ "$pid" -gt 0 ] && kill -KILL "$pid"`)
 		if err != nil {

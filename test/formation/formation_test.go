@@ -155,8 +155,8 @@ func TestFormation(t *testing.T) {
 
 	step("swarm", func(t *testing.T) {
 		// A node's entry reads Down until the dispatcher has its heartbeat: right after formation, with the
-		// last joiner's dockerd still busy, one view showed it Down for a moment (session 5) while the node
-		// itself listed 3 Ready managers. Node status is eventually consistent, so the check waits (bounded)
+		// last joiner's dockerd still busy, one view can show it Down for a moment while the node itself
+		// lists 3 Ready managers. Node status is eventually consistent, so the check waits (bounded)
 		// for every view to agree; being in one swarm is checked at once.
 		var ids []string
 		for _, n := range nodes {
@@ -447,8 +447,8 @@ func TestFormation(t *testing.T) {
 		t.Logf("foreign %s (%s) watched for %s (%d rounds): stayed out", n4.Name(), a4, foreignWatch, rounds)
 
 		// Gluster: no member's pool holds the foreign node (by address or UUID). The foreign agent never gets
-		// past "waiting for swarm", so its glusterd may never have run and have no identity at all (seen:
-		// no glusterd.info); when it has one, its own pool is itself.
+		// past "waiting for swarm", so its glusterd may never have run and have no identity at all (no
+		// glusterd.info); when it has one, its own pool is itself.
 		info, err := n4.Exec(ctx, "cat", "/var/lib/glusterd/glusterd.info")
 		if err != nil {
 			t.Fatal(err)
@@ -507,9 +507,9 @@ func TestFormation(t *testing.T) {
 	})
 
 	// Self-healing on the same cluster (node loss, power cut of all, reimage): each starts from and ends in
-	// the healed state (healing.Healed), so they chain on one formation, the only way they fit CI's time on
-	// two cores. With KILN_HEALING=1 only until they have passed here (docs/testing.md); make e2e-healing also
-	// runs every scenario on its own lab.
+	// the healed state (healing.Healed), so they chain on one formation. With KILN_HEALING=1 only
+	// (docs/testing.md); CI runs the chained scenarios in test/healing instead (TestChain, HEAL_CI), and
+	// make e2e-healing runs every scenario.
 	if os.Getenv("KILN_HEALING") != "1" {
 		t.Log("self-healing scenarios not run: set KILN_HEALING=1")
 		return

@@ -43,8 +43,7 @@ func AgentStatus(ctx context.Context, n *lab.Node) (*status.Status, error) {
 func Formed(s *status.Status) bool { return s != nil && s.Phase == status.PhaseReady }
 
 // pollCallTimeout bounds one observation: a single call that hangs (docker's CLI waits without limit on a
-// manager busy with raft) must cost one observation, not the whole wait. (Session 2 blamed a 10-min service
-// wait on such a hang; session 3 found the wait's real cause, docker's "3/3 (max 1 per node)" column.)
+// manager busy with raft) must cost one observation, not the whole wait.
 const pollCallTimeout = time.Minute
 
 // Poll calls cond every interval until it reports done or ctx ends. Each call gets at most pollCallTimeout.

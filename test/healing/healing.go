@@ -2,8 +2,9 @@
 // disks and links while a writer appends checksummed records to the shared volume, and afterwards every
 // acknowledged record must be there, with no split-brain, 3 Ready managers, 3 bricks online, no pending heals
 // and exactly one VIP holder. scenarios.go holds the scenarios, each a function of a formed Cluster so that one
-// lab can run several in a row (test/formation does, in CI); healing_test.go runs each on its own lab (KILN_E2E=1,
-// KILN_HEALING=1); this file is the writer, the reader and the end-state checks.
+// lab can run several in a row (TestChain does; so does TestFormation with KILN_HEALING=1); healing_test.go also
+// runs each on its own lab (KILN_E2E=1, KILN_HEALING=1); this file is the writer, the reader and the end-state
+// checks.
 package healing
 
 import (
@@ -88,7 +89,7 @@ func StartWriter(ctx context.Context, l *lab.Lab, n *lab.Node, name string, coun
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", l.Namespace(), "ssh", "-i", filepath.Join(l.Dir(), "id_ed25519"),
 		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
 		// ConnectTimeout as the lab's (lab/ssh.go): a loaded TCG guest's handshake takes more than 10 s; a
-		// writer that never connected once sat silent for 20 min of a chain run before this failed fast.
+		// writer that never connects must fail fast, not sit silent through a whole scenario.
 		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=12",
 		"root@"+addr, "--", WriterScript(file, count, intervalMS))
 	out, err := cmd.StdoutPipe()
@@ -306,9 +307,8 @@ func CountEntries(out string) (total int, unknown bool) {
 // and on every node the agent reports ready and /var/data is the gluster mount. It returns a description of
 // what is still missing ("" when healed).
 //
-// The per-node part came from a run where glusterd, now quick to start, had every brick online and no heal
-// pending 4 min after a node's restart while that node's agent was still in its first pass: its /var/data
-// was the bare directory, and the records read there were missing.
+// The per-node part: glusterd can have every brick online and no heal pending while a restarted node's agent
+// is still in its first pass, with its /var/data the bare directory; records read there would be missing.
 func Healed(ctx context.Context, from *lab.Node, nodes []*lab.Node, vip string) (string, error) {
 	var missing []string
 	for _, n := range nodes {

@@ -143,7 +143,7 @@ const cleanupReserve = 3 * time.Minute
 // Replacement needs a short replaceAfter that would make the others' downtimes look like deaths, so it
 // keeps its own lab (TestReplacement).
 //
-// make test runs 1-2, 3 and 5 of it (issue 5's CI set) with -run 'TestChain$/^(1-2_node_loss|3_power_cut|5_reimage)$'.
+// make test runs 1-2, 3 and 5 of it (HEAL_CI) with -run 'TestChain$/^(1-2_node_loss|3_power_cut|5_reimage)$'.
 func TestChain(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), chainBound(t))
 	defer cancel()

@@ -8,8 +8,8 @@ import (
 
 // recorder is a testing.TB that keeps every failure message it is given, so that TestChain can repeat them
 // as its very last output: CI shows only the tail of a run's output, and a failed chain's tail is the
-// teardown diagnostics (three nodes' status, journal and serial console), which pushed the failure itself
-// out of view (session 12's CI run: "FAIL: TestChain/1-2_node_loss" and nothing to say why).
+// teardown diagnostics (three nodes' status, journal and serial console), which push the failure itself
+// out of view.
 type recorder struct {
 	testing.TB
 	kept *failures

@@ -26,9 +26,9 @@ const (
 	// PollEvery is the pause between two observations of a converging state.
 	PollEvery = 5 * time.Second
 	// healedPollEvery is WaitHealed's pause. One Healed observation is a dozen commands over ssh, two of
-	// them `gluster volume heal … info` (each a glfsheal client connecting to every brick); taking several
-	// seconds on the loaded guests, at 5 s they ran back to back for the whole heal, on the very nodes whose
-	// swarm certificate requests kept timing out (session 7).
+	// them `gluster volume heal … info` (each a glfsheal client connecting to every brick); each takes several
+	// seconds on loaded guests, so at 5 s they would run back to back for the whole heal, on the very nodes
+	// whose swarm certificate requests must get through.
 	healedPollEvery = 20 * time.Second
 	// writerRecords and writerInterval: a writer outlives any scenario (it is stopped explicitly).
 	writerRecords  = 1_000_000
@@ -44,7 +44,7 @@ type Cluster struct {
 	Web bool
 	// Testsvc is the web service's image tarball. A node whose disk was replaced gets it again, as it would
 	// pull it from a registry: without it swarm retries the node's web task every few seconds for as long
-	// as the scenario lasts (seen in session 7), raft writes on managers that are busy enough already.
+	// as the scenario lasts: raft writes on managers that are busy enough already.
 	Testsvc []byte
 }
 
