@@ -95,12 +95,13 @@ bench-lab: build
 bench-form: build
 	$(GO) run ./bench/form -image $(OUT)/node.raw
 
-# The swarm and storage halves of formation at native speed: the agent's real reconcilers against real dockerds
-# and glusterds in network namespaces on this host, per step, RUNS formations each (the TCG guests of bench-form
-# run the same commands 10-30 times slower). About a minute; run it on an idle machine.
+# Formation at native speed: three whole agents (discovery, election, swarm, volume, VIP) with real dockerds,
+# glusterds and keepalived in network and mount namespaces on this host (bench/agents: formed after the third
+# agent start, target <= 10 s), and the swarm and storage halves alone through the real reconcilers, RUNS
+# formations each. A few minutes; run it on an idle machine.
 bench-form-native:
-	KILN_DOCKER_TESTS=1 KILN_GLUSTER_TESTS=1 $(GO) test -run '^$$' -bench 'BenchmarkFormationReal' -benchtime 1x \
-	  -count $(RUNS) ./firstboot/swarm ./firstboot/gluster
+	KILN_DOCKER_TESTS=1 KILN_GLUSTER_TESTS=1 $(GO) test -run '^$$' -bench 'BenchmarkFormationReal|BenchmarkWholeAgentFormation' \
+	  -benchtime 1x -count $(RUNS) ./firstboot/swarm ./firstboot/gluster ./bench/agents
 
 # Self-healing figures (VIP gap, storage stall, service back, reimage to redundancy), medians of RUNS runs per
 # scenario on one lab. Hours under TCG: RUNS=1 SCENARIOS=loss for a quick look.
