@@ -60,11 +60,6 @@ type Options struct {
 	// (default 15 s): each pass asks dockerd and glusterd, and on a small or emulated machine that polling is
 	// a visible share of the CPU. Changes still start a pass at once.
 	SteadyInterval time.Duration
-	// FormingInterval replaces PassInterval after a pass that changed something while the node has never been
-	// ready (default 1 s): during formation one step enables the next (a mounted volume, a joined swarm) and
-	// the pass that sees it should not wait. Once formed, changes wait PassInterval as before, so a change that
-	// repeats every pass cannot spin the agent on a small node.
-	FormingInterval time.Duration
 	// RetryInterval is the pause before retrying config, identity, interface or discovery setup (default 10 s).
 	RetryInterval time.Duration
 	// ReconcileTimeout bounds one reconciler call (default 5 min: a swarm join alone may wait 90 s).
@@ -122,9 +117,6 @@ func (o Options) withDefaults() Options {
 	}
 	if o.SteadyInterval == 0 {
 		o.SteadyInterval = 15 * time.Second
-	}
-	if o.FormingInterval == 0 {
-		o.FormingInterval = time.Second
 	}
 	if o.RetryInterval == 0 {
 		o.RetryInterval = 10 * time.Second

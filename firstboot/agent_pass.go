@@ -29,11 +29,8 @@ type result struct {
 func (a *agent) reconcileLoop(ctx context.Context) {
 	for {
 		wait := a.opts.PassInterval
-		switch settled, changed := a.pass(ctx); {
-		case settled:
+		if a.pass(ctx) {
 			wait = a.opts.SteadyInterval
-		case changed && !a.everReady:
-			wait = a.opts.FormingInterval
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -50,15 +47,14 @@ func (a *agent) reconcileLoop(ctx context.Context) {
 // pass builds the State, runs every reconciler in order, adopts what the swarm reconciler announces, and
 // reports. A reconciler's error does not stop the ones after it: each one decides from State whether it
 // can act (gluster waits for State.Swarm.Active), and the status shows every failure at once. It reports whether
-// the node is settled (ready, and no reconciler changed anything or failed) and whether any reconciler changed
-// something.
-func (a *agent) pass(ctx context.Context) (settled, changed bool) {
+// the node is settled: ready, and no reconciler changed anything or failed.
+func (a *agent) pass(ctx context.Context) (settled bool) {
 	a.beat.Store(time.Now().UnixNano())
 	s := a.state()
 	results := make([]result, 0, len(a.recs))
 	for _, r := range a.recs {
 		if ctx.Err() != nil {
-			return false, false
+			return false
 		}
 		// Membership is read before each reconciler, not once per pass: a reconciler can take minutes (gluster
 		// commands on a loaded node), and right after a boot the pass starts seeing only this node. Rendering
@@ -86,7 +82,7 @@ func (a *agent) pass(ctx context.Context) (settled, changed bool) {
 		}
 	}
 	if ctx.Err() != nil {
-		return false, false
+		return false
 	}
 	if ann := s.Swarm.Announce; ann != nil {
 		if s.Gluster.PoolUUIDs != nil {
@@ -121,9 +117,8 @@ func (a *agent) pass(ctx context.Context) (settled, changed bool) {
 	settled = phase == status.PhaseReady
 	for _, r := range results {
 		settled = settled && !r.changed && r.err == nil
-		changed = changed || r.changed
 	}
-	return settled, changed
+	return settled
 }
 
 // state snapshots config, decision and formation into a fresh State; pass adds the membership.
