@@ -355,30 +355,37 @@ func TestAgentsFormOneSwarm(t *testing.T) {
 
 // TestAgentCrashAfterInitConverges kills the initialiser right after swarm init, before it could announce
 // the formation, and starts it again: it must resume as the initialiser, announce the swarm it made, and
-// nobody else may initialise meanwhile. A second node is restarted mid-formation too.
+// nobody else may initialise meanwhile. A second node is restarted mid-formation too. Which node wins the
+// election depends on timing, so the crash is armed on every node and fires on the one that initialises.
 func TestAgentCrashAfterInitConverges(t *testing.T) {
 	c := newCluster(t, 81)
 	var crashed atomic.Bool
-	c.onInit["a1"] = func() error {
-		if crashed.CompareAndSwap(false, true) {
-			c.cancels[0]()
-			return errors.New("crashed after init")
+	var initialiser atomic.Int32
+	for i, id := range c.ids {
+		c.onInit[id] = func() error {
+			if crashed.CompareAndSwap(false, true) {
+				initialiser.Store(int32(i))
+				c.cancels[i]()
+				return errors.New("crashed after init")
+			}
+			return nil
 		}
-		return nil
 	}
 	for i := range 3 {
 		c.start(i)
 	}
 	waitUntil(t, 30*time.Second, "the initialiser to crash after init", crashed.Load)
-	<-c.done[0]
-	c.cancels[0] = nil
-	// b2 restarts while the cluster has an initialiser but no formation.
-	c.stop(1)
-	if st := c.status(2); st.Phase == status.PhaseReady {
-		t.Fatalf("c3 ready without a formation: %+v", st)
+	k := int(initialiser.Load())
+	<-c.done[k]
+	c.cancels[k] = nil
+	// Another node restarts while the cluster has an initialiser but no formation.
+	other, third := (k+1)%3, (k+2)%3
+	c.stop(other)
+	if st := c.status(third); st.Phase == status.PhaseReady {
+		t.Fatalf("%s ready without a formation: %+v", c.ids[third], st)
 	}
-	c.start(1)
-	c.start(0)
+	c.start(other)
+	c.start(k)
 	waitUntil(t, 30*time.Second, "3 nodes ready in one swarm after the crash", c.converged)
 	c.checkOneInit()
 }
