@@ -159,14 +159,38 @@ func isZeroMask(m []byte) bool {
 	return true
 }
 
+// Addrs is the part of *netlink.Handle that reads a link's addresses (tests give fakes).
+type Addrs interface {
+	LinkByName(name string) (netlink.Link, error)
+	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
+}
+
+// hostAddrs reads the addresses of this network namespace through netlink's package handle.
+type hostAddrs struct{}
+
+func (hostAddrs) LinkByName(name string) (netlink.Link, error) { return netlink.LinkByName(name) }
+func (hostAddrs) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
+	return netlink.AddrList(l, family)
+}
+
 // HasAddr reports whether the interface named dev carries address a (e.g. whether this node holds the VIP).
-func HasAddr(dev string, a netip.Addr) (bool, error) {
-	l, err := netlink.LinkByName(dev)
+func HasAddr(dev string, a netip.Addr) (bool, error) { return Carries(hostAddrs{}, dev, a) }
+
+// Carries is HasAddr through h. A dump interrupted by a concurrent change (keepalived adding or removing the
+// VIP at that moment) returns partial data with ErrDumpInterrupted: it is asked again, up to three times, and
+// a dump still interrupted then is an error rather than a guess.
+func Carries(h Addrs, dev string, a netip.Addr) (bool, error) {
+	l, err := h.LinkByName(dev)
 	if err != nil {
 		return false, fmt.Errorf("netif: link %s: %w", dev, err)
 	}
-	addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+	var addrs []netlink.Addr
+	for range 3 {
+		if addrs, err = h.AddrList(l, netlink.FAMILY_ALL); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
 		return false, fmt.Errorf("netif: addresses of %s: %w", dev, err)
 	}
 	for _, ad := range addrs {

@@ -11,8 +11,7 @@ import (
 	"os"
 	"slices"
 
-	"github.com/vishvananda/netlink"
-
+	"github.com/kiln-project/kiln/firstboot/netif"
 	"github.com/kiln-project/kiln/firstboot/sdunit"
 	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/internal/files"
@@ -38,10 +37,7 @@ ExecStart=/usr/sbin/keepalived --dont-fork -f /run/kiln/keepalived.conf $DAEMON_
 `
 
 // Addrs is the part of *netlink.Handle used to see which addresses an interface carries.
-type Addrs interface {
-	LinkByName(name string) (netlink.Link, error)
-	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
-}
+type Addrs = netif.Addrs
 
 // Reconciler keeps ConfigPath equal to Render(state) and keepalived running it.
 type Reconciler struct {
@@ -138,25 +134,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error
 
 // HoldsVIP reports whether interface ifname carries vip (i.e. this node's keepalived is master).
 func HoldsVIP(h Addrs, ifname string, vip netip.Addr) (bool, error) {
-	link, err := h.LinkByName(ifname)
+	holds, err := netif.Carries(h, ifname, vip)
 	if err != nil {
-		return false, fmt.Errorf("vrrp: link %s: %w", ifname, err)
+		return false, fmt.Errorf("vrrp: %w", err)
 	}
-	var addrs []netlink.Addr
-	for range 3 {
-		// A dump interrupted by a concurrent change returns partial data with ErrDumpInterrupted: ask again.
-		addrs, err = h.AddrList(link, netlink.FAMILY_ALL)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	if err != nil {
-		return false, fmt.Errorf("vrrp: addresses of %s: %w", ifname, err)
-	}
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == vip.Unmap() {
-			return true, nil
-		}
-	}
-	return false, nil
+	return holds, nil
 }
