@@ -14,10 +14,15 @@ import (
 	"testing"
 	"time"
 
+	dockerswarm "github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/client"
+
 	"github.com/kiln-project/kiln/firstboot"
 	"github.com/kiln-project/kiln/firstboot/config"
+	"github.com/kiln-project/kiln/firstboot/gluster"
 	"github.com/kiln-project/kiln/firstboot/host"
 	"github.com/kiln-project/kiln/firstboot/status"
+	"github.com/kiln-project/kiln/firstboot/swarm"
 )
 
 // The test binary is also the agent of every bench node: started with agentEnv set, it runs the agent
@@ -91,6 +96,7 @@ func needHost(tb testing.TB) {
 
 // formation is one measured formation: when each agent started and reached ready.
 type formation struct {
+	nodes     []*node
 	lastStart time.Time
 	ready     map[string]time.Duration // since lastStart
 	formed    time.Duration            // all ready, one VIP holder; since lastStart
@@ -124,7 +130,7 @@ func form(tb testing.TB, n int, bound time.Duration) formation {
 	for _, nd := range nodes {
 		nd.startAgent(tb, cfgPath)
 	}
-	f := formation{lastStart: nodes[len(nodes)-1].started, ready: map[string]time.Duration{}}
+	f := formation{nodes: nodes, lastStart: nodes[len(nodes)-1].started, ready: map[string]time.Duration{}}
 	deadline := f.lastStart.Add(bound)
 	for {
 		var holders []string
@@ -178,12 +184,60 @@ func allEqual(s []string) bool {
 	return true
 }
 
-// TestWholeAgentFormation: three complete agents, started at once with nothing but a shared cluster config,
-// form a swarm of three managers, a replica-3 volume mounted on every node and one VIP holder.
+// TestWholeAgentFormation: complete agents, started at once with nothing but a shared cluster config, form
+// a swarm where every node up to the seats is a ready manager, a volume of min(3, n) bricks mounted on every
+// node, and one VIP holder. Three nodes, and five: two more managers, and two nodes that mount the volume
+// without a brick.
 func TestWholeAgentFormation(t *testing.T) {
 	needHost(t)
-	f := form(t, 3, 3*time.Minute)
-	t.Logf("formed %s after the third agent start (ready: %v), VIP on %s", f.formed.Round(10*time.Millisecond), f.ready, f.holder)
+	for _, n := range []int{3, 5} {
+		t.Run(fmt.Sprintf("%d_nodes", n), func(t *testing.T) {
+			f := form(t, n, 3*time.Minute)
+			t.Logf("formed %s after the last agent start (ready: %v), VIP on %s", f.formed.Round(10*time.Millisecond), f.ready, f.holder)
+			checkFormed(t, f.nodes)
+		})
+	}
+}
+
+// checkFormed asks the cluster itself what form reads from the agents' status: the swarm's node list, the
+// volume, the mounts.
+func checkFormed(t *testing.T, nodes []*node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cli, err := client.NewClientWithOpts(client.WithHost("unix://"+nodes[0].path("/run/docker.sock")), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	list, err := cli.NodeList(ctx, dockerswarm.NodeListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	managers := 0
+	for _, nd := range list {
+		if nd.Status.State == dockerswarm.NodeStateReady && nd.ManagerStatus != nil && nd.ManagerStatus.Reachability == dockerswarm.ReachabilityReachable {
+			managers++
+		}
+	}
+	if want := swarm.Seats(len(nodes)); len(list) != len(nodes) || managers != want {
+		t.Errorf("swarm: %d nodes, %d ready reachable managers; want %d nodes, %d managers", len(list), managers, len(nodes), want)
+	}
+	g := gluster.NewCLI(func(ctx context.Context, args ...string) ([]byte, error) {
+		return nodes[0].commandContext(ctx, "gluster", append([]string{"--mode=script"}, args...)...).Output()
+	})
+	vol, err := g.VolumeInfo(ctx, gluster.VolumeName)
+	if err != nil || vol == nil {
+		t.Fatalf("volume info: %v, %v", vol, err)
+	}
+	if want := min(3, len(nodes)); vol.Status != "Started" || vol.Replica != want || len(vol.Bricks) != want {
+		t.Errorf("volume %s: %s, replica %d, bricks %v; want Started, replica %d", vol.Name, vol.Status, vol.Replica, vol.Bricks, want)
+	}
+	for _, nd := range nodes {
+		if err := nd.commandContext(ctx, "mountpoint", "-q", gluster.MountPoint).Run(); err != nil {
+			t.Errorf("node %s: %s not mounted: %v", nd.id, gluster.MountPoint, err)
+		}
+	}
 }
 
 // BenchmarkWholeAgentFormation reports formed-after-the-third-agent-start (s/formed) for three agents on a

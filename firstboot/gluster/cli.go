@@ -1,5 +1,3 @@
-// Package gluster forms and keeps the replicated GlusterFS volume `data`: peers, volume, options, and the
-// /var/data mount on every node. The gluster CLI is wrapped once here (script mode, XML output where it works).
 package gluster
 
 import (
@@ -21,7 +19,8 @@ func HostRunner(ctx context.Context, args ...string) ([]byte, error) {
 	return run.Cmd(ctx, "gluster", append([]string{"--mode=script"}, args...)...)
 }
 
-// CLI is the typed gluster command set the reconciler uses.
+// CLI is the typed gluster command set the reconciler uses: the only place that runs the gluster CLI (script
+// mode, XML output where it works).
 type CLI struct{ run Runner }
 
 // NewCLI wraps r.

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-project/kiln/firstboot/gluster/glusterd"
 	"github.com/kiln-project/kiln/firstboot/member"
 	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/internal/run"
@@ -321,13 +322,13 @@ func TestReimageRealGlusterd(t *testing.T) {
 		}
 	}
 	c.start(t)
-	if u, _ := ReadUUID(filepath.Join(c.dir, GlusterdInfo)); u == oldC || u == "" {
+	if u, _ := glusterd.ReadUUID(filepath.Join(c.dir, glusterd.InfoFile)); u == oldC || u == "" {
 		t.Fatalf("reimaged glusterd UUID %q, want a fresh one (old %s)", u, oldC)
 	}
 
 	brick := filepath.Join(c.dir, BrickPath)
 	until("reimaged node back in place and healed", 4*time.Minute, func() (bool, string) {
-		if u, _ := ReadUUID(filepath.Join(c.dir, GlusterdInfo)); u != oldC {
+		if u, _ := glusterd.ReadUUID(filepath.Join(c.dir, glusterd.InfoFile)); u != oldC {
 			return false, "UUID " + u
 		}
 		out, err := ns[0].runner(ctx, "--xml", "volume", "heal", VolumeName, "info")

@@ -1,20 +1,47 @@
 package gluster
 
 import (
-	"bytes"
-	"errors"
-	"log/slog"
 	"maps"
-	"os"
-	"path/filepath"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/state"
 )
+
+var (
+	mA = member.Member{ID: "a", Addr: netip.MustParseAddr("10.77.0.11"), Alive: true, GlusterEpoch: member.FreshGluster}
+	mB = member.Member{ID: "b", Addr: netip.MustParseAddr("10.77.0.12"), Alive: true, GlusterEpoch: member.FreshGluster}
+	mC = member.Member{ID: "c", Addr: netip.MustParseAddr("10.77.0.13"), Alive: true, GlusterEpoch: member.FreshGluster}
+)
+
+// inEpoch is m reporting its glusterd state as epoch e's ("" for not reported).
+func inEpoch(m member.Member, e string) member.Member {
+	m.GlusterEpoch = e
+	return m
+}
+
+// recovered is st with a record of epoch 1 (one `recover` ago) coordinated by a.
+func recovered(self member.Member, ms ...member.Member) *state.State {
+	s := st(self, ms...)
+	s.Formation.Epoch = 1
+	return s
+}
+
+func st(self member.Member, ms ...member.Member) *state.State {
+	return &state.State{Inputs: state.Inputs{Expected: 3, Formation: &state.Formation{Initialiser: "a"}}, Observed: state.Observed{Self: self, Members: ms}, Swarm: state.SwarmOutput{Active: true}}
+}
+
+func peer(m member.Member, inCluster bool) Peer {
+	p := Peer{Hostname: m.Addr.String(), Connected: inCluster, State: "Peer in Cluster"}
+	if !inCluster {
+		p.State = "Probe Sent to Peer"
+	}
+	return p
+}
 
 const (
 	uuidA = "aaaaaaaa-0000-4000-8000-00000000000a"
@@ -38,6 +65,112 @@ func kinds(acts []Action) string {
 		ks = append(ks, a.String())
 	}
 	return strings.Join(ks, "; ")
+}
+
+func TestPlan(t *testing.T) {
+	brick := func(m member.Member) string { return m.Addr.String() + ":" + BrickPath }
+	started := &Volume{Status: "Started", Options: Options([]member.Member{mA, mB, mC}, nil)}
+	deadB := mB
+	deadB.Alive = false
+	cases := []struct {
+		name string
+		s    *state.State
+		obs  Observed
+		want []string
+	}{
+		{"coordinator probes everyone", st(mA, mA, mB, mC), Observed{}, []string{"probe 10.77.0.12", "probe 10.77.0.13"}},
+		{"probed but not yet in cluster: no create", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, false)}}, nil},
+		{"all in, and in each other's pools: create replica 3", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Views: map[string][]Peer{
+			"10.77.0.12": {{Hostname: "kiln-a", Connected: true, State: "Peer in Cluster"}, peer(mC, true)},
+			"10.77.0.13": {peer(mA, true), peer(mB, true)},
+		}}, []string{"create replica 3 " + brick(mA) + " " + brick(mB) + " " + brick(mC)}},
+		{"all in, but b not yet connected to c: no create", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Views: map[string][]Peer{
+			"10.77.0.12": {peer(mA, true), peer(mC, false)},
+			"10.77.0.13": {peer(mA, true), peer(mB, true)},
+		}}, nil},
+		{"all in, c's peer list unreadable: not held against the create", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Views: map[string][]Peer{
+			"10.77.0.12": {peer(mA, true), peer(mC, true)},
+		}}, []string{"create replica 3 " + brick(mA) + " " + brick(mB) + " " + brick(mC)}},
+		{"all in, b lists c but not yet connected to the coordinator: no create", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Views: map[string][]Peer{
+			"10.77.0.12": {peer(mA, false), peer(mC, true)},
+		}}, nil},
+		{"all in, but c does not list the coordinator yet: no create", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Views: map[string][]Peer{
+			"10.77.0.12": {peer(mA, true), peer(mC, true)},
+			"10.77.0.13": {peer(mB, true)},
+		}}, nil},
+		{"only two of three members: wait", st(mA, mA, mB), Observed{Peers: []Peer{peer(mB, true)}}, nil},
+		{"created: options then start", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Volume: &Volume{Status: "Created", Options: map[string]string{}}},
+			[]string{"set auth.allow 127.0.0.1,10.77.0.11,10.77.0.12,10.77.0.13 cluster.quorum-type auto cluster.server-quorum-type server network.ping-timeout 5", "start"}},
+		{"converged: nothing", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Volume: started}, nil},
+		{"follower b probes the coordinator back", st(mB, mA, mB, mC), Observed{Peers: []Peer{{Hostname: "kiln-a", Connected: true, State: "Peer in Cluster"}}}, []string{"probe 10.77.0.11"}},
+		{"follower c does not", st(mC, mA, mB, mC), Observed{Peers: []Peer{{Hostname: "kiln-a", Connected: true}}}, nil},
+		{"follower not yet in a pool waits", st(mB, mA, mB, mC), Observed{}, nil},
+		{"dead coordinator: next lowest alive takes over", func() *state.State {
+			dead := mA
+			dead.Alive = false
+			return st(mB, dead, mB, mC)
+		}(), Observed{Peers: []Peer{peer(mA, false), peer(mC, true)}, Volume: started}, nil},
+		{"dead member is not probed", st(mA, mA, deadB, mC), Observed{Peers: []Peer{peer(mC, true)}}, nil},
+		{"rebooted, no peer seen yet: auth.allow keeps the recorded pool", func() *state.State {
+			s := st(mA, mA)
+			s.Formation = &state.Formation{GlusterPeers: map[string]string{"10.77.0.12": "u-b", "10.77.0.13": "u-c", "10.77.0.11": "u-a"}}
+			return s
+		}(), Observed{Volume: started}, nil},
+		{"a member that has not reported its glusterd's epoch is not probed", st(mA, mA, inEpoch(mB, ""), mC), Observed{},
+			[]string{"probe 10.77.0.13"}},
+		{"after a recover: a member still in the old pool is not probed", recovered(mA, mA, inEpoch(mB, "0"), mC), Observed{},
+			[]string{"probe 10.77.0.13"}},
+		{"after a recover: a member reset for the new epoch is probed", recovered(mA, mA, inEpoch(mB, "1"), mC), Observed{},
+			[]string{"probe 10.77.0.12", "probe 10.77.0.13"}},
+		{"single-node cluster: plain volume", &state.State{Inputs: state.Inputs{Expected: 1}, Observed: state.Observed{Self: mA, Members: []member.Member{mA}}}, Observed{},
+			[]string{"create replica 1 " + brick(mA)}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var got []string
+			for _, a := range Plan(c.s, c.obs) {
+				got = append(got, a.String())
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("Plan =\n  %q\nwant\n  %q", got, c.want)
+			}
+		})
+	}
+}
+
+func TestGlusterEpoch(t *testing.T) {
+	two := []Peer{peer(mB, true), peer(mC, true)}
+	cases := []struct {
+		name       string
+		s          *state.State
+		peers      []Peer
+		uuid       string
+		resetEpoch int
+		want       string
+	}{
+		{"no peer: fresh, whatever the epochs", recovered(mA, mA), nil, "u-a", 0, member.FreshGluster},
+		{"formed in epoch 0", st(mA, mA, mB, mC), two, "u-a", 0, "0"},
+		{"back from before a recover: still the old epoch", recovered(mA, mA, mB, mC), two, "u-a", 0, "0"},
+		{"reset for epoch 1", recovered(mA, mA, mB, mC), two, "u-new", 1, "1"},
+		{"ready in epoch 1", func() *state.State { s := recovered(mA, mA, mB, mC); s.LocalEpoch = 1; return s }(), two, "u-a", 0, "1"},
+		{"the record names this glusterd", func() *state.State {
+			s := recovered(mA, mA, mB, mC)
+			s.Formation.GlusterPeers = map[string]string{"10.77.0.11": "u-a"}
+			return s
+		}(), two, "u-a", 0, "1"},
+		{"the record names another UUID at this address", func() *state.State {
+			s := recovered(mA, mA, mB, mC)
+			s.Formation.GlusterPeers = map[string]string{"10.77.0.11": "u-other"}
+			return s
+		}(), two, "u-a", 0, "0"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := GlusterEpoch(c.s, c.peers, c.uuid, c.resetEpoch); got != c.want {
+				t.Errorf("GlusterEpoch = %q, want %q", got, c.want)
+			}
+		})
+	}
 }
 
 func TestPlanSelfRepair(t *testing.T) {
@@ -88,23 +221,6 @@ func TestPlanSelfRepair(t *testing.T) {
 	want := map[string]string{"10.77.0.11": uuidA, "10.77.0.12": uuidB}
 	if len(acts) != 1 || !maps.Equal(acts[0].Pool, want) {
 		t.Errorf("adopt action %+v, want pool %v", acts, want)
-	}
-}
-
-func TestWritePeerFiles(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "peers")
-	if err := writePeerFiles(dir, map[string]string{"10.77.0.11": uuidA}); err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.ReadFile(filepath.Join(dir, uuidA))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := "uuid=" + uuidA + "\nstate=3\nhostname1=10.77.0.11\n"; string(got) != want {
-		t.Errorf("peer file %q, want %q", got, want)
-	}
-	if err := writePeerFiles(dir, map[string]string{"10.77.0.12": "not-a-uuid"}); err == nil {
-		t.Error("a malformed UUID from the formation record was written as a peer file")
 	}
 }
 
@@ -173,55 +289,6 @@ func TestPoolUUIDs(t *testing.T) {
 	}
 	if PoolUUIDs(mA.Addr, "", nil) != nil {
 		t.Error("unknown self UUID must give no map (never publish a partial one)")
-	}
-}
-
-func TestGlusterdInfoUUID(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "glusterd.info")
-	if id, err := ReadUUID(path); err != nil || id != "" {
-		t.Fatalf("missing file: %q %v", id, err)
-	}
-	if err := os.WriteFile(path, []byte("UUID="+uuidX+"\noperating-version=100000\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := os.ReadFile(path)
-	if err := os.WriteFile(path, WithUUID(b, uuidC), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if id, err := ReadUUID(path); err != nil || id != uuidC {
-		t.Fatalf("after rewrite: %q %v", id, err)
-	}
-	if b, _ := os.ReadFile(path); !strings.Contains(string(b), "operating-version=100000\n") {
-		t.Errorf("operating-version lost: %s", b)
-	}
-	if got := string(WithUUID(nil, uuidC)); got != "UUID="+uuidC+"\n" {
-		t.Errorf("WithUUID(empty) = %q", got)
-	}
-}
-
-func TestPrepareBrick(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "brick")
-	if err := prepareBrick(dir, volID); err != nil {
-		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) {
-			t.Skipf("trusted xattrs need root and a filesystem that has them: %v", err)
-		}
-		t.Fatal(err)
-	}
-	if !brickPrepared(dir) {
-		t.Fatal("volume id xattr not set")
-	}
-	buf := make([]byte, 16)
-	if _, err := unix.Getxattr(dir, volumeIDXattr, buf); err != nil || buf[0] != 0x12 || buf[15] != 0xbc {
-		t.Fatalf("xattr = %x %v", buf, err)
-	}
-	other := filepath.Join(t.TempDir(), "used")
-	os.MkdirAll(other, 0o755)
-	os.WriteFile(filepath.Join(other, "file"), []byte("data"), 0o644)
-	if err := prepareBrick(other, volID); err == nil {
-		t.Fatal("a non-empty directory was adopted as a fresh brick")
-	}
-	if _, err := parseUUID("nope"); err == nil {
-		t.Fatal("parseUUID accepted garbage")
 	}
 }
 
@@ -296,108 +363,5 @@ func TestPlanEpochReset(t *testing.T) {
 	s.Formation.GlusterPeers["10.77.0.13"] = uuidC
 	if got := kinds(PlanEpochReset(s, old)); got != "" {
 		t.Errorf("node the recovered pool knows: %q", got)
-	}
-}
-
-// TestClearFailedCreate: a volume id on an empty brick with no volume known is cleared at once by the
-// coordinator (its own create returned, so it failed) and by a follower only once the same id has stayed so
-// for orphanGrace: a follower that saw "no volume" just before a create committed must not strip the marks of
-// the volume being born.
-func TestClearFailedCreate(t *testing.T) {
-	mark := func(t *testing.T, id byte) string {
-		root := t.TempDir()
-		brick := filepath.Join(root, BrickPath)
-		if err := os.MkdirAll(filepath.Join(brick, ".glusterfs"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.Setxattr(brick, volumeIDXattr, bytes.Repeat([]byte{id}, 16), 0); err != nil {
-			t.Skipf("trusted xattrs unavailable here (need root): %v", err)
-		}
-		return root
-	}
-	t.Run("coordinator clears at once", func(t *testing.T) {
-		root := mark(t, 1)
-		r := New(nil, nil, root, slog.New(slog.DiscardHandler))
-		if err := r.clearFailedCreate(true); err != nil {
-			t.Fatal(err)
-		}
-		if hasVolumeID(filepath.Join(root, BrickPath)) {
-			t.Fatal("coordinator left a failed create's marks")
-		}
-	})
-	t.Run("follower waits out the grace", func(t *testing.T) {
-		root := mark(t, 1)
-		brick := filepath.Join(root, BrickPath)
-		now := time.Unix(1000, 0)
-		r := New(nil, nil, root, slog.New(slog.DiscardHandler))
-		r.now = func() time.Time { return now }
-		step := func(d time.Duration) {
-			t.Helper()
-			now = now.Add(d)
-			if err := r.clearFailedCreate(false); err != nil {
-				t.Fatal(err)
-			}
-		}
-		step(0)
-		step(orphanGrace - time.Second)
-		if !hasVolumeID(brick) {
-			t.Fatal("cleared before the grace ran out")
-		}
-		// Another create marked the brick with a new id: the grace starts again.
-		if err := unix.Setxattr(brick, volumeIDXattr, bytes.Repeat([]byte{2}, 16), 0); err != nil {
-			t.Fatal(err)
-		}
-		step(2 * time.Second)
-		if !hasVolumeID(brick) {
-			t.Fatal("a fresh mark was cleared on the old one's grace")
-		}
-		step(orphanGrace)
-		if hasVolumeID(brick) {
-			t.Fatal("still marked after the grace")
-		}
-		if _, err := os.Stat(filepath.Join(brick, ".glusterfs")); !os.IsNotExist(err) {
-			t.Errorf(".glusterfs left behind: %v", err)
-		}
-	})
-	t.Run("brick with data is never touched", func(t *testing.T) {
-		root := mark(t, 1)
-		brick := filepath.Join(root, BrickPath)
-		if err := os.WriteFile(filepath.Join(brick, "record"), []byte("x"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		r := New(nil, nil, root, slog.New(slog.DiscardHandler))
-		if err := r.clearFailedCreate(true); err != nil {
-			t.Fatal(err)
-		}
-		if !hasVolumeID(brick) {
-			t.Fatal("the marks of a brick holding data were cleared")
-		}
-	})
-}
-
-func TestLocalOnline(t *testing.T) {
-	vol := &Volume{Bricks: bricks(mA, mB, mC)}
-	brick := func(m member.Member, id string, online bool) Process {
-		return Process{Host: m.Addr.String(), Path: BrickPath, PeerID: id, Online: online}
-	}
-	shd := func(path, id string, online bool) Process {
-		return Process{Host: SelfHealDaemon, Path: path, PeerID: id, Online: online}
-	}
-	tests := []struct {
-		name          string
-		ps            []Process
-		brick, daemon bool
-	}{
-		{"both up", []Process{brick(mA, uuidA, true), brick(mC, uuidC, true), shd("localhost", uuidC, true), shd("10.77.0.11", uuidA, true)}, true, true},
-		{"own brick still down (others' are up)", []Process{brick(mA, uuidA, true), brick(mC, uuidC, false), shd("localhost", uuidC, true)}, false, true},
-		{"another node's daemon does not count", []Process{brick(mC, uuidC, true), shd("10.77.0.11", uuidA, true)}, true, false},
-		{"no lines for this node yet", []Process{brick(mA, uuidA, true)}, false, false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if b, d := localOnline(tc.ps, vol, uuidC); b != tc.brick || d != tc.daemon {
-				t.Errorf("localOnline = brick %v daemon %v, want %v %v", b, d, tc.brick, tc.daemon)
-			}
-		})
 	}
 }

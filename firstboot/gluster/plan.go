@@ -1,0 +1,464 @@
+package gluster
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/state"
+)
+
+// stage is the part of a pass a plan is asked for. A pass runs the stages in this order, each on its own
+// observation: a stage's actions change what the next one sees, and each observes only what its plan reads
+// (heal info walks every brick's index; a peer's own view is a network round trip, and every gluster CLI
+// call costs about a second on a TCG guest). So the plans stay apart, one per stage, rather than one plan
+// over one observation of everything.
+type stage int
+
+const (
+	// stageSelf is this node's own standing, before it takes part in the pool: a reset after a `recover` it
+	// missed (PlanEpochReset) comes before the repairs of a reimaged node (PlanSelfRepair).
+	stageSelf stage = iota
+	// stageForm is the pool and the volume (Plan).
+	stageForm
+	// stageHeal is the started volume, on the coordinator (PlanHeal).
+	stageHeal
+)
+
+// planStage is the gluster plan: the next steps for this node in stage st, given the state and what the
+// stage observed. Pure.
+func planStage(st stage, s *state.State, obs HealObserved) []Action {
+	switch st {
+	case stageSelf:
+		if acts := PlanEpochReset(s, obs); len(acts) > 0 {
+			return acts
+		}
+		return PlanSelfRepair(s, obs)
+	case stageForm:
+		return Plan(s, obs.Observed)
+	case stageHeal:
+		return PlanHeal(s, obs, replaceAfter(s))
+	}
+	return nil
+}
+
+// Coordinator is the member that probes peers and creates the volume: the swarm initialiser while it is alive,
+// else the lowest-ID alive member. Every node computes the same answer from the same membership.
+func Coordinator(s *state.State) (member.Member, bool) {
+	alive := aliveMembers(s)
+	if s.Formation != nil {
+		for _, m := range alive {
+			if m.ID == s.Formation.Initialiser {
+				return m, true
+			}
+		}
+	}
+	if len(alive) == 0 {
+		return member.Member{}, false
+	}
+	return alive[0], true
+}
+
+// Plan is the formation decision: given the state and what glusterd reports, the next steps for this node
+// towards a pool of every member and a started volume with kiln's options. Pure.
+func Plan(s *state.State, obs Observed) []Action {
+	coord, ok := Coordinator(s)
+	if !ok {
+		return nil
+	}
+	if coord.ID != s.Self.ID {
+		return planFollower(s, obs, coord)
+	}
+	var acts []Action
+	for _, m := range aliveMembers(s) {
+		if m.ID != s.Self.ID && findPeer(obs.Peers, m.Addr) == nil && probeable(s, m) {
+			acts = append(acts, Action{Kind: ActProbe, Host: m.Addr.String()})
+		}
+	}
+	if obs.Volume == nil {
+		if ms := brickMembers(s, obs); ms != nil && meshLag(s, obs) == "" {
+			var bricks []string
+			for _, m := range ms {
+				bricks = append(bricks, m.Addr.String()+":"+BrickPath)
+			}
+			acts = append(acts, Action{Kind: ActCreate, Replica: len(ms), Bricks: bricks})
+		}
+		return acts
+	}
+	want := Options(s.Members, s.RecordedAddrs())
+	var set []Option
+	for _, k := range sortedKeys(want) {
+		if obs.Volume.Options[k] != want[k] {
+			set = append(set, Option{Key: k, Value: want[k]})
+		}
+	}
+	if len(set) > 0 {
+		acts = append(acts, Action{Kind: ActSet, Options: set})
+	}
+	if obs.Volume.Status != "Started" {
+		acts = append(acts, Action{Kind: ActStart})
+	}
+	return acts
+}
+
+// brickMembers are the members a new volume gets its bricks on: the lowest-ID alive members in this node's
+// pool (self is always in its own pool), as many as the replica count; nil while fewer are in.
+func brickMembers(s *state.State, obs Observed) []member.Member {
+	replica := min(3, max(s.Expected, 1))
+	var ready []member.Member
+	for _, m := range aliveMembers(s) {
+		if m.ID == s.Self.ID {
+			ready = append(ready, m)
+		} else if p := findPeer(obs.Peers, m.Addr); p != nil && p.InCluster() {
+			ready = append(ready, m)
+		}
+	}
+	if len(ready) < replica {
+		return nil
+	}
+	return ready[:replica]
+}
+
+// meshLag is unmeshed for the bricks a create would use now ("" when there are not enough of them yet).
+func meshLag(s *state.State, obs Observed) string {
+	ms := brickMembers(s, obs)
+	if ms == nil {
+		return ""
+	}
+	return unmeshed(s.Self, ms, obs.Views)
+}
+
+// unmeshed says why the volume cannot be created on bricks yet, "" when it can. Every brick's glusterd stages
+// the create and refuses it unless it is connected to every other brick's host; the coordinator's own view
+// is not enough: a follower learns of the other followers from the coordinator and connects to them seconds
+// later. A create in that window fails in staging ("Staging failed on <follower>. Error: Host <other
+// follower> not connected"), and a failed create leaves marks that hold formation back for
+// createRetryAfter. So each other brick member's own peer list must show the other followers, and as many
+// peers in the pool as there are other bricks, all connected (the coordinator may be listed under the name
+// its first probe gave it rather than its address: planFollower). A member whose list could not be read is
+// not held against the create: the check guards against a known race, it must not become a way to stall.
+func unmeshed(self member.Member, bricks []member.Member, views map[string][]Peer) string {
+	for _, b := range bricks {
+		if b.ID == self.ID {
+			continue
+		}
+		view, ok := views[b.Addr.String()]
+		if !ok {
+			continue
+		}
+		in := 0
+		for _, p := range view {
+			if p.InCluster() {
+				in++
+			}
+		}
+		for _, o := range bricks {
+			if o.ID == self.ID || o.ID == b.ID {
+				continue
+			}
+			if p := findPeer(view, o.Addr); p == nil || !p.InCluster() {
+				return fmt.Sprintf("%s does not see %s in its pool yet", b.Addr, o.Addr)
+			}
+		}
+		if in < len(bricks)-1 {
+			return fmt.Sprintf("%s sees %d of the %d other bricks' hosts in its pool", b.Addr, in, len(bricks)-1)
+		}
+	}
+	return ""
+}
+
+// probeable reports whether the coordinator may probe m: its glusterd is in no pool, or its state belongs to
+// the record's epoch. A member back from before a `recover` still holds the old pool until it resets its
+// glusterd (PlanEpochReset); probed in those seconds, it leaves an entry under its old UUID in the recovered
+// pool beside the one of its fresh glusterd, and every add-brick then fails with "Another transaction is
+// in progress". A member that has not reported yet is not probed either: its first pass
+// reports it, even before its swarm is up.
+func probeable(s *state.State, m member.Member) bool {
+	if m.GlusterEpoch == member.FreshGluster {
+		return true
+	}
+	e, err := strconv.Atoi(m.GlusterEpoch)
+	return err == nil && e >= recordEpoch(s)
+}
+
+// recordEpoch is the formation record's epoch (0 before there is a record).
+func recordEpoch(s *state.State) int {
+	if s.Formation == nil {
+		return 0
+	}
+	return s.Formation.Epoch
+}
+
+// GlusterEpoch is what this node reports as member.GlusterEpoch: FreshGluster with no peer, else the newest
+// of the epoch it was last ready in, the epoch it was reset for, and the record's epoch once the record
+// names this glusterd's UUID at its address. Pure.
+func GlusterEpoch(s *state.State, peers []Peer, selfUUID string, resetEpoch int) string {
+	if len(peers) == 0 {
+		return member.FreshGluster
+	}
+	e := max(s.LocalEpoch, resetEpoch)
+	if s.Formation != nil && selfUUID != "" && s.Formation.GlusterPeers[s.Self.Addr.String()] == selfUUID {
+		e = max(e, s.Formation.Epoch)
+	}
+	return strconv.Itoa(e)
+}
+
+// planFollower: the lowest-ID other member probes the coordinator back once it is in the pool, so the
+// coordinator is known by its address rather than by whatever name the first probe recorded (glusterdocs#706).
+func planFollower(s *state.State, obs Observed, coord member.Member) []Action {
+	if len(obs.Peers) == 0 || findPeer(obs.Peers, coord.Addr) != nil {
+		return nil
+	}
+	for _, m := range aliveMembers(s) {
+		if m.ID != coord.ID {
+			if m.ID == s.Self.ID {
+				return []Action{{Kind: ActProbe, Host: coord.Addr.String()}}
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// PlanEpochReset: after a `recover`, a node whose glusterd still belongs to the old pool (it has peers, and
+// the new pool's map does not know it by its UUID) must start over as a fresh peer. Pure.
+//
+// Once per epoch: right after the reset the coordinator probes the fresh glusterd, which then has a peer
+// before the record's map names its new UUID; reading that as "still the old pool" would reset it every pass,
+// until systemd refuses to start glusterd again.
+func PlanEpochReset(s *state.State, obs HealObserved) []Action {
+	if s.Formation == nil || s.Formation.Epoch <= s.LocalEpoch || len(obs.Peers) == 0 || s.Formation.GlusterPeers == nil {
+		return nil
+	}
+	if obs.ResetEpoch >= s.Formation.Epoch {
+		return nil
+	}
+	if s.Formation.GlusterPeers[s.Self.Addr.String()] == obs.SelfUUID {
+		return nil
+	}
+	return []Action{{Kind: ActResetPeer, Value: fmt.Sprint(s.Formation.Epoch)}}
+}
+
+// PlanSelfRepair is what a node does for itself: adopt its old UUID when it was reimaged, probe its way back
+// into the pool, and prepare its empty brick. Pure.
+func PlanSelfRepair(s *state.State, obs HealObserved) []Action {
+	self := s.Self.Addr.String()
+	if s.Formation == nil {
+		return nil
+	}
+	old, known := s.Formation.GlusterPeers[self]
+	if known && obs.SelfUUID != "" && obs.SelfUUID != old && len(obs.Peers) == 0 && obs.Volume == nil {
+		// A fresh glusterd on an address the pool knows: it was this machine before the reimage.
+		others := map[string]string{}
+		for addr, id := range s.Formation.GlusterPeers {
+			if addr != self {
+				others[addr] = id
+			}
+		}
+		return []Action{{Kind: ActAdoptUUID, Value: old, Pool: others}}
+	}
+	if known && obs.SelfUUID == old && len(obs.Peers) == 0 {
+		// Adopted, not yet back in the pool: probe a member the pool knows, which re-syncs peers and volumes.
+		for _, m := range aliveMembers(s) {
+			if m.ID != s.Self.ID {
+				if _, inPool := s.Formation.GlusterPeers[m.Addr.String()]; inPool {
+					return []Action{{Kind: ActProbe, Host: m.Addr.String()}}
+				}
+			}
+		}
+		return nil
+	}
+	if known && obs.SelfUUID == old && len(obs.Peers) > 0 && obs.Volume == nil {
+		return []Action{{Kind: ActRestartGlusterd}}
+	}
+	if obs.Volume != nil && obs.Volume.Status == "Started" && slices.Contains(obs.Volume.Bricks, self+":"+BrickPath) && !obs.BrickPrepared {
+		return []Action{{Kind: ActPrepareBrick, Value: obs.Volume.ID}, {Kind: ActStartForce}}
+	}
+	if obs.FullHealOwed && obs.Volume != nil && obs.Volume.Status == "Started" && obs.BrickOnline && obs.HealDaemonOnline && obs.OnlineFor >= healSettle {
+		return []Action{{Kind: ActHealOwnBrick}}
+	}
+	return nil
+}
+
+// healSettle is how long the prepared brick and this node's self-heal daemon must have been online before
+// the full heal is launched. The full crawl that fills an empty brick runs in this node's self-heal daemon
+// over its local brick: launched before the daemon has connected to the restarted brick, it crawls nothing
+// and reports success (a launch right after `start force` leaves the brick empty), and nothing launches it
+// again. `volume status` shows the brick online as soon as glusterd has its port; the
+// daemon reconnects within a few seconds of that.
+const healSettle = 10 * time.Second
+
+// isolated: this glusterd has the UUID the pool knows this address by, but no peers (it adopted it and no
+// pool member is alive to probe yet).
+func isolated(s *state.State, obs HealObserved) bool {
+	if s.Formation == nil {
+		return false
+	}
+	old, known := s.Formation.GlusterPeers[s.Self.Addr.String()]
+	return known && len(s.Formation.GlusterPeers) > 1 && obs.SelfUUID == old && len(obs.Peers) == 0
+}
+
+// PlanHeal is the coordinator's healing decision, after the volume exists. Pure.
+//   - A brick on an address that no alive member has, whose peer has been disconnected for ReplaceAfter,
+//     moves to an alive pool member without a brick (lowest ID), while a majority of the bricks is up
+//     (never act without quorum); then a full heal. A dead peer without bricks is detached.
+//   - Pending heal entries with every brick connected: start an index heal (the self-heal daemon would
+//     get there within 10 minutes; this makes "node back" converge in seconds).
+func PlanHeal(s *state.State, obs HealObserved, replaceAfter time.Duration) []Action {
+	if obs.Volume == nil || obs.Volume.Status != "Started" {
+		return nil
+	}
+	b := surveyBricks(s, obs, replaceAfter)
+	newcomers := b.newcomers
+	var acts []Action
+	for _, brick := range obs.Volume.Bricks {
+		host, _, _ := strings.Cut(brick, ":")
+		if !b.gone(host) || !b.quorum || len(newcomers) == 0 {
+			continue
+		}
+		n := newcomers[0]
+		newcomers = newcomers[1:]
+		acts = append(acts, Action{Kind: ActReplaceBrick, Bricks: []string{brick, n.Addr.String() + ":" + BrickPath}})
+	}
+	if len(acts) > 0 {
+		return append(acts, Action{Kind: ActHealFull})
+	}
+	if want := min(3, max(s.Expected, 1)); obs.Volume.Replica < want && len(newcomers) > 0 && b.up == len(obs.Volume.Bricks) {
+		n := newcomers[0]
+		return []Action{{Kind: ActAddBrick, Replica: obs.Volume.Replica + 1, Bricks: []string{n.Addr.String() + ":" + BrickPath}}, {Kind: ActHealFull}}
+	}
+	for _, p := range obs.Peers {
+		if b.hosts[p.Hostname] || !b.gone(p.Hostname) || !b.quorum {
+			continue
+		}
+		acts = append(acts, Action{Kind: ActDetach, Host: p.Hostname})
+	}
+	if indexHealDue(obs.Heal) {
+		acts = append(acts, Action{Kind: ActHeal})
+	}
+	return acts
+}
+
+// brickSurvey is what PlanHeal reads off the volume's bricks and the pool.
+type brickSurvey struct {
+	// hosts are the addresses that hold a brick; up counts the bricks on this node or a connected peer, and
+	// quorum says they are a majority.
+	hosts  map[string]bool
+	up     int
+	quorum bool
+	// newcomers are the alive members in the pool without a brick, self excepted, lowest ID first.
+	newcomers []member.Member
+	// gone reports whether the member at host is gone for good: no alive member has its address, and its peer
+	// has been seen disconnected for replaceAfter.
+	gone func(host string) bool
+}
+
+func surveyBricks(s *state.State, obs HealObserved, replaceAfter time.Duration) brickSurvey {
+	alive := map[string]bool{}
+	for _, m := range aliveMembers(s) {
+		alive[m.Addr.String()] = true
+	}
+	b := brickSurvey{hosts: map[string]bool{}}
+	for _, brick := range obs.Volume.Bricks {
+		host, _, _ := strings.Cut(brick, ":")
+		b.hosts[host] = true
+		if host == s.Self.Addr.String() {
+			b.up++
+		} else if p := findPeerName(obs.Peers, host); p != nil && p.Connected {
+			b.up++
+		}
+	}
+	b.quorum = b.up > len(obs.Volume.Bricks)/2
+	b.gone = func(host string) bool {
+		if alive[host] {
+			return false
+		}
+		p := findPeerName(obs.Peers, host)
+		if p != nil && p.Connected {
+			return false
+		}
+		since, ok := obs.DownSince[host]
+		return ok && obs.Now.Sub(since) >= replaceAfter
+	}
+	for _, m := range aliveMembers(s) {
+		a := m.Addr.String()
+		if m.ID == s.Self.ID || b.hosts[a] {
+			continue
+		}
+		if p := findPeerName(obs.Peers, a); p != nil && p.InCluster() {
+			b.newcomers = append(b.newcomers, m)
+		}
+	}
+	return b
+}
+
+// indexHealDue: heal info shows entries pending heal, and every brick connected.
+func indexHealDue(heal []HealBrick) bool {
+	pending, connected := 0, true
+	for _, h := range heal {
+		if h.Entries < 0 || h.Status != "Connected" {
+			connected = false
+		}
+		pending += max(h.Entries, 0)
+	}
+	return connected && pending > 0
+}
+
+// replaceAfter is how long a member must be gone before its brick moves (cluster.replaceAfter), 10 minutes
+// when the config leaves it unset.
+func replaceAfter(s *state.State) time.Duration {
+	if s.ReplaceAfter == 0 {
+		return 10 * time.Minute
+	}
+	return s.ReplaceAfter
+}
+
+// PoolUUIDs is the address → UUID map the formation record carries (self included), from the coordinator's
+// pool view. Peers are known by their address (kiln probes by address).
+func PoolUUIDs(self netip.Addr, selfUUID string, peers []Peer) map[string]string {
+	if selfUUID == "" {
+		return nil
+	}
+	m := map[string]string{self.String(): selfUUID}
+	for _, p := range peers {
+		if _, err := netip.ParseAddr(p.Hostname); err == nil && p.UUID != "" {
+			m[p.Hostname] = p.UUID
+		}
+	}
+	return m
+}
+
+// RecoverPlan is what `kiln-firstboot recover --force-new-cluster` does to the volume on the survivor: lift
+// both quorums (the lost majority can no longer form one), shrink the volume to the local brick, and
+// detach every other peer. The reconcilers later restore the options and grow the volume back with
+// newcomers (ActAddBrick). Pure.
+func RecoverPlan(self netip.Addr, vol *Volume, peers []Peer) ([]Action, error) {
+	if vol == nil {
+		return nil, errors.New("gluster: recover: no volume " + VolumeName)
+	}
+	mine := self.String() + ":" + BrickPath
+	if !slices.Contains(vol.Bricks, mine) {
+		return nil, fmt.Errorf("gluster: recover: this node (%s) holds no brick of %s; recover on a node that does", self, VolumeName)
+	}
+	acts := []Action{
+		{Kind: ActSet, Options: []Option{{"cluster.server-quorum-type", "none"}, {"cluster.quorum-type", "none"}}},
+	}
+	var others []string
+	for _, b := range vol.Bricks {
+		if b != mine {
+			others = append(others, b)
+		}
+	}
+	if len(others) > 0 {
+		acts = append(acts, Action{Kind: ActRemoveBricks, Replica: 1, Bricks: others})
+	}
+	for _, p := range peers {
+		acts = append(acts, Action{Kind: ActDetach, Host: p.Hostname})
+	}
+	return acts, nil
+}
