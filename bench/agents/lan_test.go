@@ -18,6 +18,7 @@ import (
 
 	"github.com/kiln-project/kiln/firstboot/status"
 	"github.com/kiln-project/kiln/internal/run"
+	"github.com/kiln-project/kiln/internal/testenv"
 )
 
 // subnet is the bench LAN; nodes are .11, .12, … and the VIP is .100.
@@ -55,12 +56,6 @@ exec sleep 86400
 // namespace is ended, then the namespaces and directories go.
 func newLAN(tb testing.TB, n int) []*node {
 	tb.Helper()
-	tag := strconv.Itoa(os.Getpid() % 100000)
-	hub := "kab-hub-" + tag
-	must(tb, "ip", "netns", "add", hub)
-	tb.Cleanup(func() { run.Cmd(context.Background(), "ip", "netns", "del", hub) })
-	must(tb, "ip", "-n", hub, "link", "add", "br0", "type", "bridge")
-	must(tb, "ip", "-n", hub, "link", "set", "br0", "up")
 	base, err := os.MkdirTemp("", "kab") // short: unix socket paths are limited to 108 bytes
 	if err != nil {
 		tb.Fatal(err)
@@ -68,24 +63,14 @@ func newLAN(tb testing.TB, n int) []*node {
 	tb.Cleanup(func() { os.RemoveAll(base) })
 
 	var nodes []*node
-	for i := range n {
-		nd := &node{id: fmt.Sprintf("n%d", i+1), ns: fmt.Sprintf("kab-%s-%d", tag, i), dir: filepath.Join(base, strconv.Itoa(i))}
-		nd.addr = subnet.Addr().Next().Next().Next().Next().Next().Next().Next().Next().Next().Next().Next()
-		for range i {
-			nd.addr = nd.addr.Next()
-		}
+	for i, h := range testenv.LAN(tb, "kab", subnet, n) {
+		nd := &node{id: fmt.Sprintf("n%d", i+1), ns: h.NS, addr: h.Addr, dir: filepath.Join(base, strconv.Itoa(i))}
 		for _, d := range []string{"docker", "log"} {
 			if err := os.MkdirAll(filepath.Join(nd.dir, d), 0o755); err != nil {
 				tb.Fatal(err)
 			}
 		}
-		must(tb, "ip", "netns", "add", nd.ns)
 		tb.Cleanup(func() { nd.teardown(tb) })
-		must(tb, "ip", "link", "add", "eth0", "netns", nd.ns, "type", "veth", "peer", fmt.Sprintf("p%d", i), "netns", hub)
-		must(tb, "ip", "-n", hub, "link", "set", fmt.Sprintf("p%d", i), "master", "br0", "up")
-		must(tb, "ip", "-n", nd.ns, "addr", "add", netip.PrefixFrom(nd.addr, subnet.Bits()).String(), "dev", "eth0")
-		must(tb, "ip", "-n", nd.ns, "link", "set", "eth0", "up")
-		must(tb, "ip", "-n", nd.ns, "link", "set", "lo", "up")
 		nd.startHolder(tb)
 		nodes = append(nodes, nd)
 	}
@@ -260,13 +245,6 @@ func (n *node) teardown(tb testing.TB) {
 		}
 	}
 	run.Cmd(context.Background(), "ip", "netns", "del", n.ns)
-}
-
-func must(tb testing.TB, name string, args ...string) {
-	tb.Helper()
-	if _, err := run.Cmd(context.Background(), name, args...); err != nil {
-		tb.Fatal(err)
-	}
 }
 
 func tail(path string, n int) string {

@@ -19,6 +19,7 @@ import (
 	"github.com/kiln-project/kiln/firstboot/member"
 	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/internal/run"
+	"github.com/kiln-project/kiln/internal/testenv"
 )
 
 // gnode is one real glusterd in a network namespace and a mount namespace of its own, where its working
@@ -193,29 +194,16 @@ func (s nodeSystemd) ActiveState(ctx context.Context, unit string) (string, erro
 
 func newGlusterLAN(t testing.TB) []*gnode {
 	t.Helper()
-	tag := strconv.Itoa(os.Getpid() % 100000)
-	hub := "kgl-hub-" + tag
-	gsh(t, "ip", "netns", "add", hub)
-	t.Cleanup(func() { run.Cmd(context.Background(), "ip", "netns", "del", hub) })
-	gsh(t, "ip", "-n", hub, "link", "add", "br0", "type", "bridge")
-	gsh(t, "ip", "-n", hub, "link", "set", "br0", "up")
 	base, err := os.MkdirTemp("", "kgl")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(base) })
 	var ns []*gnode
-	for i := range 3 {
+	for i, h := range testenv.LAN(t, "kgl", netip.MustParsePrefix("10.99.7.0/24"), 3) {
 		id := string(rune('a' + i))
-		n := &gnode{ns: fmt.Sprintf("kgl-%s-%d", tag, i), dir: filepath.Join(base, id)}
-		n.m = member.Member{ID: id, Hostname: "kiln-" + id, Addr: netip.AddrFrom4([4]byte{10, 99, 7, byte(11 + i)}), Alive: true}
-		gsh(t, "ip", "netns", "add", n.ns)
-		t.Cleanup(func() { run.Cmd(context.Background(), "ip", "netns", "del", n.ns) })
-		gsh(t, "ip", "link", "add", "eth0", "netns", n.ns, "type", "veth", "peer", fmt.Sprintf("q%d", i), "netns", hub)
-		gsh(t, "ip", "-n", hub, "link", "set", fmt.Sprintf("q%d", i), "master", "br0", "up")
-		gsh(t, "ip", "-n", n.ns, "addr", "add", n.m.Addr.String()+"/24", "dev", "eth0")
-		gsh(t, "ip", "-n", n.ns, "link", "set", "eth0", "up")
-		gsh(t, "ip", "-n", n.ns, "link", "set", "lo", "up")
+		n := &gnode{ns: h.NS, dir: filepath.Join(base, id)}
+		n.m = member.Member{ID: id, Hostname: "kiln-" + id, Addr: h.Addr, Alive: true}
 		bricks := filepath.Join(n.dir, "var/lib/kiln/bricks")
 		if err := os.MkdirAll(bricks, 0o755); err != nil {
 			t.Fatal(err)

@@ -3,7 +3,6 @@ package swarm
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -22,6 +21,7 @@ import (
 	"github.com/kiln-project/kiln/firstboot/member"
 	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/internal/run"
+	"github.com/kiln-project/kiln/internal/testenv"
 )
 
 // node is one private dockerd in its own network namespace.
@@ -59,33 +59,16 @@ func sh(t testing.TB, name string, args ...string) {
 // whose private /sys hides the cgroup mounts dockerd needs). Everything is stopped and removed in t.Cleanup.
 func newLAN(t testing.TB, n int) []node {
 	t.Helper()
-	tag := strconv.Itoa(os.Getpid() % 100000)
-	hub := "ksw-hub-" + tag
-	sh(t, "ip", "netns", "add", hub)
-	t.Cleanup(func() { run.Cmd(context.Background(), "ip", "netns", "del", hub) })
-	sh(t, "ip", "-n", hub, "link", "add", "br0", "type", "bridge")
-	sh(t, "ip", "-n", hub, "link", "set", "br0", "up")
-
 	base, err := os.MkdirTemp("", "ksw") // short: unix socket paths are limited to 108 bytes
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(base) })
-
 	var nodes []node
-	for i := range n {
-		ns := fmt.Sprintf("ksw-%s-%d", tag, i)
-		sh(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { run.Cmd(context.Background(), "ip", "netns", "del", ns) })
-		sh(t, "ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", fmt.Sprintf("p%d", i), "netns", hub)
-		sh(t, "ip", "-n", hub, "link", "set", fmt.Sprintf("p%d", i), "master", "br0", "up")
-		addr := netip.AddrFrom4([4]byte{10, 99, 9, byte(11 + i)})
-		sh(t, "ip", "-n", ns, "addr", "add", addr.String()+"/24", "dev", "eth0")
-		sh(t, "ip", "-n", ns, "link", "set", "eth0", "up")
-		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
-		cli := startDockerd(t, ns, filepath.Join(base, strconv.Itoa(i)))
+	for i, h := range testenv.LAN(t, "ksw", netip.MustParsePrefix("10.99.9.0/24"), n) {
+		cli := startDockerd(t, h.NS, filepath.Join(base, strconv.Itoa(i)))
 		id := string(rune('a' + i))
-		nodes = append(nodes, node{m: member.Member{ID: id, Hostname: "kiln-" + id, Addr: addr, Alive: true}, cli: cli})
+		nodes = append(nodes, node{m: member.Member{ID: id, Hostname: "kiln-" + id, Addr: h.Addr, Alive: true}, cli: cli})
 	}
 	return nodes
 }
