@@ -92,9 +92,13 @@ type CleanupInput struct {
 // judged: a node that just booted has not reported yet.
 func PlanCleanup(in CleanupInput) []Cleanup {
 	alive := map[string]member.Member{}
+	claimed := map[string]bool{} // swarm node IDs alive members report as their own
 	for _, m := range in.Members {
 		if m.Alive && m.Hostname != "" {
 			alive[m.Hostname] = m
+		}
+		if m.Alive && m.SwarmNode != "" && m.SwarmNode != member.NoSwarmNode {
+			claimed[m.SwarmNode] = true
 		}
 	}
 	managers, reachable := 0, 0
@@ -127,6 +131,12 @@ func PlanCleanup(in CleanupInput) []Cleanup {
 				continue
 			}
 			reason = fmt.Sprintf("stale entry: member %s with this hostname is alive as swarm node %s (reimaged)", m.ID, m.SwarmNode)
+		} else if host == "" && claimed[n.ID] {
+			// An entry that never registered, but an alive member reports it as its own swarm node: its join
+			// is slow (a loaded machine), not failed. Removed, it would leave that node believing it is an
+			// active worker of a swarm that no longer knows it ("node not found" on every session), and
+			// waiting for a promotion that cannot come.
+			continue
 		} else if host == "" {
 			// A join that never completed: swarm created the entry (and, for a manager join, its seat in the
 			// spec) when it issued the certificate, but the node never registered, so the entry has no

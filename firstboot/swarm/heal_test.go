@@ -99,6 +99,12 @@ func TestPlanCleanup(t *testing.T) {
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C2")}, ghostOld, []string{"demote G"}},
 		{"failed join left Unknown, 1 min: keep, it may still be registering", []swarm.Node{leader, b, ghostUnknown, c2Worker},
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C2")}, ghostNew, nil},
+		{"slow join (never registered, Unknown 3 min) of an alive member that reports it as its swarm node: keep", []swarm.Node{leader, b, ghostUnknown},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "G")}, ghostOld, nil},
+		{"slow manager join of an alive member that reports it: keep its seat too", []swarm.Node{leader, b, ghostUnknownManager},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "G")}, ghostOld, nil},
+		{"the member that reported it is dead: the failed-join rule applies", []swarm.Node{leader, b, ghostUnknown, c2Worker},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", false, "G")}, ghostOld, []string{"remove G"}},
 		{"failed join, never seen down by this leader: keep", []swarm.Node{leader, b, ghost},
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B")}, nil, nil},
 	}
