@@ -210,7 +210,7 @@ func (n *node) status() *status.Status {
 
 // teardown stops the agent first (so it leaves the membership cleanly), then ends every process left in the
 // node's network namespace (dockerd and its containerd, glusterd, bricks, FUSE client, keepalived, the
-// holder), then removes the namespace.
+// holder); testenv.LAN removes the namespace after.
 func (n *node) teardown(tb testing.TB) {
 	if n.agent != nil {
 		n.agent.Process.Signal(syscall.SIGTERM)
@@ -244,7 +244,6 @@ func (n *node) teardown(tb testing.TB) {
 			time.Sleep(100 * time.Millisecond) // poll interval while processes exit
 		}
 	}
-	run.Cmd(context.Background(), "ip", "netns", "del", n.ns)
 }
 
 func tail(path string, n int) string {
