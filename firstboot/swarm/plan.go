@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/docker/docker/api/types/swarm"
@@ -106,6 +107,12 @@ func planForm(s *state.State, seatSince, now time.Time) Step {
 		return Step{Kind: StepFail, Err: errors.New("swarm: formation lists no manager other than this node")}
 	}
 	step := Step{Kind: StepJoin, Role: JoinRole(s.Self.ID, s.Members, s.Expected, s.Formation.Managers), Remotes: remotes}
+	if step.Role == swarm.NodeRoleManager {
+		if ahead := joinQueue(s); len(ahead) > 0 {
+			return Step{Kind: StepWait, Wait: fmt.Sprintf("manager joins go %d at a time (%d ready managers): waiting for %s to join first",
+				len(s.Formation.ManagerAddrs)+1, len(s.Formation.ManagerAddrs), strings.Join(ahead, ", "))}
+		}
+	}
 	if step.Role == swarm.NodeRoleWorker && ownSeat && Role(s.Self.ID, s.Members, s.Expected) == swarm.NodeRoleManager {
 		// The record still counts this address as a manager: this machine was one before its disk was
 		// replaced, and that old entry holds the seat. The leader removes it (PlanCleanup) and publishes a
@@ -169,4 +176,52 @@ func failedJoin(s *state.State, info swarm.Info) bool {
 		others++
 	}
 	return others > 0
+}
+
+// joinQueue returns the members that join as managers before self, or nil when it is self's turn. Every
+// manager join adds a raft member before that member is up; with H ready managers (the record's) and more than
+// H+1 joins in flight, the quorum needs two joiners to come up, and a join that times out on a loaded machine
+// leaves the cluster without a leader (five TCG guests joining at once did). So at most H+1 manager joins go at
+// once: the members whose join is already under way (they report a swarm node) first, then by rank, which
+// every node computes alike from the same gossip.
+func joinQueue(s *state.State) []string {
+	ready := map[string]bool{}
+	for _, a := range s.Formation.ManagerAddrs {
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			ready[h] = true
+		}
+	}
+	type joiner struct {
+		id       string
+		underWay bool
+	}
+	var q []joiner
+	for _, m := range s.Members {
+		if m.ID == s.Self.ID || !m.Alive || !m.Addr.IsValid() || ready[m.Addr.String()] || Role(m.ID, s.Members, s.Expected) != swarm.NodeRoleManager {
+			continue
+		}
+		q = append(q, joiner{id: m.ID, underWay: m.SwarmNode != "" && m.SwarmNode != member.NoSwarmNode})
+	}
+	q = append(q, joiner{id: s.Self.ID})
+	slices.SortStableFunc(q, func(a, b joiner) int {
+		if a.underWay != b.underWay {
+			if a.underWay {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	slots := len(s.Formation.ManagerAddrs) + 1
+	var ahead []string
+	for i, j := range q {
+		if j.id == s.Self.ID {
+			if i < slots {
+				return nil
+			}
+			return ahead
+		}
+		ahead = append(ahead, j.id)
+	}
+	return ahead
 }

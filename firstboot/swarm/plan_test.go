@@ -90,3 +90,46 @@ func TestPlanLocal(t *testing.T) {
 		})
 	}
 }
+
+// TestJoinQueue: five nodes, one swarm initialised by 00. Manager joins go at most H+1 at a time (H: the
+// record's ready managers), joins under way first, then by rank.
+func TestJoinQueue(t *testing.T) {
+	record := func(addrs ...string) *state.Formation {
+		return &state.Formation{SwarmID: "sw", ManagerToken: "m", WorkerToken: "w", ManagerAddrs: addrs, Managers: len(addrs)}
+	}
+	st := func(self int, f *state.Formation, mut ...func([]member.Member)) *state.State {
+		m := members(5)
+		for _, f := range mut {
+			f(m)
+		}
+		return &state.State{Inputs: state.Inputs{Expected: 5, Formation: f}, Observed: state.Observed{Self: m[self], Members: m}}
+	}
+	one := record("10.0.0.10:2377")
+	tests := []struct {
+		name string
+		s    *state.State
+		want []string // nil: self's turn
+	}{
+		{name: "one ready manager: the two lowest ranks join", s: st(2, one)},
+		{name: "one ready manager: the third waits", s: st(3, one), want: []string{"01", "02"}},
+		{name: "a join under way goes first, whatever its rank", s: st(1, one, func(m []member.Member) { m[4].SwarmNode = "n4" }),
+			want: nil},
+		{name: "a join under way takes a slot from a lower rank", s: st(2, one, func(m []member.Member) { m[4].SwarmNode = "n4" }),
+			want: []string{"04", "01"}},
+		{name: "a member in no swarm is not under way", s: st(2, one, func(m []member.Member) { m[4].SwarmNode = member.NoSwarmNode })},
+		{name: "dead members take no slot", s: st(3, one, func(m []member.Member) { m[1].Alive = false })},
+		{name: "three ready managers: the last two join together", s: st(4, record("10.0.0.10:2377", "10.0.0.11:2377", "10.0.0.12:2377"))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := joinQueue(tt.s); strings.Join(got, ",") != strings.Join(tt.want, ",") {
+				t.Fatalf("joinQueue = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	// Through PlanLocal: the waiting node says for whom.
+	got := PlanLocal(st(3, one), swarm.Info{LocalNodeState: swarm.LocalNodeStateInactive}, time.Time{}, time.Now())
+	if want := "manager joins go 2 at a time (1 ready managers): waiting for 01, 02 to join first"; got.Kind != StepWait || got.Wait != want {
+		t.Fatalf("PlanLocal = %+v, want wait %q", got, want)
+	}
+}
