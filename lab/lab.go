@@ -30,8 +30,18 @@ type Options struct {
 	Name string
 	// Root is the directory holding all labs; default DefaultRoot().
 	Root string
-	// Image is the raw node image (out/node.raw); required.
+	// Image is the raw node image (out/node.raw); required to boot from disk.
 	Image string
+	// Boot is BootDisk (default) or BootPXE.
+	Boot string
+	// PXEDir is a build's OUT/pxe, served to the nodes by `kiln pxe serve`; required to boot from the network
+	// (with ClusterConfig: netbooted nodes read their config from that server, not from fw_cfg).
+	PXEDir string
+	// Firmware is qemu.FirmwareUEFI (default, OVMF) or qemu.FirmwareBIOS (SeaBIOS, legacy PXE); BIOS only
+	// netboots: the disk image boots on UEFI.
+	Firmware qemu.Firmware
+	// KilnBin is the kiln binary that runs `kiln pxe serve` for a netbooted lab; default: this executable.
+	KilnBin string
 	// Nodes is how many nodes to boot; default 3.
 	Nodes int
 	// MemoryMiB per node; default 1536 (3 nodes fit twice over in 24 GiB next to builds).
@@ -75,6 +85,15 @@ func (o *Options) defaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Boot == "" {
+		o.Boot = BootDisk
+	}
+	if o.Firmware == "" {
+		o.Firmware = qemu.FirmwareUEFI
+	}
+	if o.KilnBin == "" && o.Boot == BootPXE {
+		o.KilnBin, _ = os.Executable()
+	}
 }
 
 // Validate reports every problem with o at once (after defaults).
@@ -83,12 +102,35 @@ func (o Options) Validate() error {
 	if err := ValidName(o.Name); err != nil {
 		errs = append(errs, err)
 	}
-	if o.Image == "" {
-		errs = append(errs, errors.New("image: not set"))
-	} else if fi, err := os.Stat(o.Image); err != nil {
-		errs = append(errs, fmt.Errorf("image: %w", err))
-	} else if !fi.Mode().IsRegular() {
-		errs = append(errs, fmt.Errorf("image: %s is not a regular file", o.Image))
+	switch o.Boot {
+	case BootDisk:
+		if o.Image == "" {
+			errs = append(errs, errors.New("image: not set"))
+		} else if fi, err := os.Stat(o.Image); err != nil {
+			errs = append(errs, fmt.Errorf("image: %w", err))
+		} else if !fi.Mode().IsRegular() {
+			errs = append(errs, fmt.Errorf("image: %s is not a regular file", o.Image))
+		}
+		if o.Firmware == qemu.FirmwareBIOS {
+			errs = append(errs, errors.New("firmware: bios boots only --boot pxe (the disk image boots on UEFI)"))
+		}
+	case BootPXE:
+		if err := checkPXEDir(o.PXEDir); err != nil {
+			errs = append(errs, err)
+		}
+		if o.ClusterConfig == nil {
+			errs = append(errs, errors.New("config: boot pxe needs a cluster config: netbooted nodes read it from kiln pxe serve"))
+		}
+		if o.KilnBin == "" {
+			errs = append(errs, errors.New("kiln binary: not set (it runs kiln pxe serve)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("boot: unknown %q (disk, pxe)", o.Boot))
+	}
+	switch o.Firmware {
+	case qemu.FirmwareUEFI, qemu.FirmwareBIOS:
+	default:
+		errs = append(errs, fmt.Errorf("firmware: unknown %q (uefi, bios)", o.Firmware))
 	}
 	if o.Nodes < 1 || o.Nodes > maxHardware {
 		errs = append(errs, fmt.Errorf("nodes: %d not in 1..%d", o.Nodes, maxHardware))
@@ -162,9 +204,19 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 	if err := o.Validate(); err != nil {
 		return nil, fmt.Errorf("lab up: %w", err)
 	}
-	image, err := filepath.Abs(o.Image)
-	if err != nil {
-		return nil, err
+	var image, pxeDir, kilnBin string
+	var err error
+	if o.Boot == BootDisk {
+		if image, err = filepath.Abs(o.Image); err != nil {
+			return nil, err
+		}
+	} else {
+		if pxeDir, err = filepath.Abs(o.PXEDir); err != nil {
+			return nil, err
+		}
+		if kilnBin, err = filepath.Abs(o.KilnBin); err != nil {
+			return nil, err
+		}
 	}
 	l := &Lab{name: o.Name, dir: filepath.Join(o.Root, o.Name), log: o.Logger.With("lab", o.Name)}
 	if _, err := os.Stat(statePath(l.dir)); err == nil {
@@ -192,7 +244,8 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 	if err := os.MkdirAll(l.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("lab up: %w", err)
 	}
-	st := State{Version: stateVersion, Name: o.Name, Image: image, MemoryMiB: o.MemoryMiB, CPUs: o.CPUs,
+	st := State{Version: stateVersion, Name: o.Name, Image: image, Boot: o.Boot, PXEDir: pxeDir, Firmware: o.Firmware,
+		KilnBin: kilnBin, MemoryMiB: o.MemoryMiB, CPUs: o.CPUs,
 		DiskGiB: o.DiskGiB, DataDiskGiB: o.DataDiskGiB, Accel: accel, NextHardware: 1, CreatedAt: time.Now().UTC()}
 	for i := 1; i <= o.Nodes; i++ {
 		st.Nodes = append(st.Nodes, newNode(o.Name, i, st.NextHardware))
@@ -217,6 +270,11 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 		return l, fmt.Errorf("lab up: %w", err)
 	}
 	l.log.Info("network up", "netns", l.Namespace(), "bridge", Bridge, "host", HostCIDR)
+	if st.Boot == BootPXE {
+		if err := l.startPXE(ctx, st); err != nil {
+			return l, fmt.Errorf("lab up: %w", err)
+		}
+	}
 	for i := range st.Nodes {
 		n := st.Nodes[i]
 		if err := l.provision(ctx, st, n, true); err != nil {
@@ -253,6 +311,9 @@ func Down(ctx context.Context, root, name string) error {
 		if err := qemu.Kill(ctx, pf); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := (&Lab{name: name, dir: dir}).stopPXE(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if err := dhcp.Stop(ctx, dhcpConfigFor(dir)); err != nil {
 		errs = append(errs, err)
@@ -395,12 +456,20 @@ func (l *Lab) spec(st State, n NodeState) qemu.Spec {
 	if st.DataDiskGiB > 0 {
 		data = l.dataDiskPath(n)
 	}
-	return qemu.Spec{DataDisk: data,
+	s := qemu.Spec{DataDisk: data,
 		Name: fmt.Sprintf("kiln-%s-%s", l.name, n.Name), MemoryMiB: st.MemoryMiB, CPUs: st.CPUs, Accel: st.Accel,
-		OVMFCode: qemu.DefaultOVMFCode, OVMFVars: l.varsPath(n), Disk: l.diskPath(n),
+		Firmware: st.Firmware, OVMFCode: qemu.DefaultOVMFCode, OVMFVars: l.varsPath(n), Disk: l.diskPath(n),
 		MAC: n.MAC, Tap: n.Tap, UUID: n.UUID,
 		SerialLog: l.serialLog(n), QMPSocket: l.qmpSocket(n), PidFile: l.pidFile(n), ConfigFile: l.configPath(n),
 	}
+	if st.Firmware == qemu.FirmwareBIOS {
+		s.OVMFCode, s.OVMFVars = "", ""
+	}
+	if st.Boot == BootPXE {
+		// A netbooted node gets its config from the server (kiln.config=), as in a garage: no fw_cfg.
+		s.NetBoot, s.ConfigFile = true, ""
+	}
+	return s
 }
 
 // provision creates node n's tap, disk, firmware variables and config file. With fresh, the disk and variables
@@ -415,7 +484,7 @@ func (l *Lab) provision(ctx context.Context, st State, n NodeState, fresh bool) 
 	if err := l.writeNodeConfig(n); err != nil {
 		return err
 	}
-	if _, err := os.Stat(l.varsPath(n)); fresh || err != nil {
+	if _, err := os.Stat(l.varsPath(n)); st.Firmware != qemu.FirmwareBIOS && (fresh || err != nil) {
 		if err := qemu.CopyVars(qemu.DefaultOVMFVars, l.varsPath(n)); err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
@@ -439,6 +508,13 @@ func (l *Lab) provision(ctx context.Context, st State, n NodeState, fresh bool) 
 func (l *Lab) freshDisk(ctx context.Context, st State, n NodeState) error {
 	if err := os.Remove(l.diskPath(n)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	if st.Boot == BootPXE {
+		// A netbooted machine's disk starts blank: its initramfs makes the state partition on it.
+		if err := qemu.CreateBlankDisk(ctx, l.diskPath(n), st.DiskGiB); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+		return nil
 	}
 	if err := qemu.CreateDisk(ctx, st.Image, l.diskPath(n), st.DiskGiB); err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)

@@ -25,7 +25,10 @@ func TestUpValidation(t *testing.T) {
 		"no image":      {Options{}, []string{"image: not set"}},
 		"bad values": {Options{Image: img, Name: "Bad_Name", Nodes: -1, MemoryMiB: 10, CPUs: -2, DiskGiB: -1, DataDiskGiB: -3, Accel: "hvf"},
 			[]string{"lab name", "nodes:", "memory:", "cpus:", "disk:", "data-disk:", "accel:"}},
-		"bad config": {Options{Image: img, ClusterConfig: []byte("clusterr: {}\n")}, []string{`unknown key "clusterr"`}},
+		"bad config":                          {Options{Image: img, ClusterConfig: []byte("clusterr: {}\n")}, []string{`unknown key "clusterr"`}},
+		"pxe without its directory or config": {Options{Boot: BootPXE, PXEDir: root}, []string{"pxe-dir:", "no pxe.json", "config: boot pxe needs a cluster config"}},
+		"unknown boot and firmware":           {Options{Image: img, Boot: "usb", Firmware: "coreboot"}, []string{`boot: unknown "usb"`, `firmware: unknown "coreboot"`}},
+		"bios boots only from the network":    {Options{Image: img, Firmware: "bios"}, []string{"firmware: bios boots only --boot pxe"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			tc.o.Root = root

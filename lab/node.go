@@ -150,7 +150,8 @@ func (n *Node) Stop(ctx context.Context) error {
 }
 
 // Reimage is the same hardware with a fresh disk from the image: the node is killed, its disk recreated (its
-// state partition, /var, is gone) and it is started again. MAC, UUID, address and firmware variables stay.
+// state partition, /var, is gone) and it is started again. MAC, UUID, address, firmware variables and the data
+// disk stay. A netbooted node's disk becomes blank again: it netboots as a machine whose state disk was wiped.
 func (n *Node) Reimage(ctx context.Context) error {
 	if err := n.Kill(ctx); err != nil {
 		return err
@@ -189,6 +190,11 @@ func (n *Node) Replace(ctx context.Context) error {
 		*ns = fresh
 		if err := dhcp.Reload(n.lab.dhcpConfig(), dhcpHosts(*st)); err != nil {
 			return err
+		}
+		if st.Boot == BootPXE {
+			if err := n.lab.startPXE(ctx, *st); err != nil {
+				return err
+			}
 		}
 		if err := n.lab.provision(ctx, *st, *ns, true); err != nil {
 			return err
@@ -270,6 +276,11 @@ func (l *Lab) Add(ctx context.Context) (*Node, error) {
 		name = ns.Name
 		if err := dhcp.Reload(l.dhcpConfig(), dhcpHosts(*st)); err != nil {
 			return err
+		}
+		if st.Boot == BootPXE {
+			if err := l.startPXE(ctx, *st); err != nil {
+				return err
+			}
 		}
 		if err := l.provision(ctx, *st, *ns, true); err != nil {
 			return err

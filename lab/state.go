@@ -38,10 +38,18 @@ type State struct {
 	Version int    `json:"version"`
 	Name    string `json:"name"`
 	// Image is the absolute path of the raw image every node disk is an overlay of.
-	Image     string `json:"image"`
-	MemoryMiB int    `json:"memory_mib"`
-	CPUs      int    `json:"cpus"`
-	DiskGiB   int    `json:"disk_gib"`
+	Image string `json:"image,omitempty"`
+	// Boot is BootDisk or BootPXE ("" in labs made before netboot: disk).
+	Boot string `json:"boot,omitempty"`
+	// PXEDir (absolute) is the pxe artifact directory a netbooted lab serves; KilnBin the kiln binary that
+	// serves it.
+	PXEDir  string `json:"pxe_dir,omitempty"`
+	KilnBin string `json:"kiln_bin,omitempty"`
+	// Firmware is qemu.FirmwareUEFI or qemu.FirmwareBIOS ("": UEFI).
+	Firmware  qemu.Firmware `json:"firmware,omitempty"`
+	MemoryMiB int           `json:"memory_mib"`
+	CPUs      int           `json:"cpus"`
+	DiskGiB   int           `json:"disk_gib"`
 	// DataDiskGiB is the size of every node's second, blank disk; 0: none.
 	DataDiskGiB int        `json:"data_disk_gib,omitempty"`
 	Accel       qemu.Accel `json:"accel"`

@@ -83,14 +83,20 @@ func waitNodes(ctx context.Context, out io.Writer, d time.Duration, nodes ...*la
 
 func labUpCmd(f *labFlags) *cobra.Command {
 	o := lab.Options{}
-	var config, accel string
+	var config, accel, firmware string
 	var wait time.Duration
 	c := &cobra.Command{
-		Use:   "up --image out/node.raw [--nodes 3]",
+		Use:   "up --image out/node.raw [--nodes 3] | up --boot pxe --pxe-dir out/pxe --config cluster.yaml",
 		Short: "Create a lab: namespace, bridge, DHCP, and N node VMs",
-		Args:  cobra.NoArgs,
+		Long: `Create a lab: a network namespace with a bridge, a DHCP server and N node VMs.
+
+With --boot disk (the default) every node's disk is a copy-on-write overlay of --image. With --boot pxe every
+node has blank disks and boots from its NIC: kiln pxe serve runs in the lab's namespace as a proxyDHCP server
+beside the lab's plain DHCP server (as a laptop would in a garage), and serves --pxe-dir and the --config to
+the nodes' MACs.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.Name, o.Root, o.Accel = f.name, f.root, qemu.Accel(accel)
+			o.Name, o.Root, o.Accel, o.Firmware = f.name, f.root, qemu.Accel(accel), qemu.Firmware(firmware)
 			if config != "" {
 				b, err := os.ReadFile(config)
 				if err != nil {
@@ -124,7 +130,10 @@ func labUpCmd(f *labFlags) *cobra.Command {
 	c.Flags().IntVar(&o.CPUs, "cpus", 1, "vCPUs per node")
 	c.Flags().IntVar(&o.DiskGiB, "disk", 8, "disk size per node, GiB (copy-on-write over the image)")
 	c.Flags().IntVar(&o.DataDiskGiB, "data-disk", 0, "a second, blank disk per node, GiB (the node puts its gluster brick there); 0: none")
-	c.Flags().StringVar(&config, "config", "", "cluster config file (its cluster section reaches every node via fw_cfg)")
+	c.Flags().StringVar(&config, "config", "", "cluster config file (its cluster section reaches every node via fw_cfg, or with --boot pxe from kiln pxe serve)")
+	c.Flags().StringVar(&o.Boot, "boot", lab.BootDisk, "how nodes boot: disk (an overlay of --image) or pxe (blank disks, from the network)")
+	c.Flags().StringVar(&o.PXEDir, "pxe-dir", "out/pxe", "with --boot pxe: the pxe directory of a build (kiln build --format pxe)")
+	c.Flags().StringVar(&firmware, "firmware", string(qemu.FirmwareUEFI), "uefi (OVMF) or bios (SeaBIOS; only with --boot pxe)")
 	c.Flags().StringVar(&accel, "accel", os.Getenv("KILN_LAB_ACCEL"), "tcg or kvm (default: probe KVM, fall back to tcg; env KILN_LAB_ACCEL)")
 	waitFlag(c, &wait)
 	return c

@@ -25,6 +25,16 @@ const (
 	DefaultOVMFVars = "/usr/share/OVMF/OVMF_VARS.fd"
 )
 
+// Firmware is what the VM boots with.
+type Firmware string
+
+const (
+	// FirmwareUEFI is OVMF from pflash: the default, and what kiln images are made for.
+	FirmwareUEFI Firmware = "uefi"
+	// FirmwareBIOS is qemu's default SeaBIOS (no pflash): legacy PXE through the NIC's iPXE ROM.
+	FirmwareBIOS Firmware = "bios"
+)
+
 // FwCfgConfigName is the fw_cfg entry the node agent reads its configuration from (docs/design.md).
 const FwCfgConfigName = "opt/kiln/config"
 
@@ -38,8 +48,13 @@ type Spec struct {
 	CPUs int
 	// Accel selects TCG or KVM.
 	Accel Accel
+	// Firmware is UEFI (OVMFCode, OVMFVars) or BIOS; "" means UEFI.
+	Firmware Firmware
 	// OVMFCode is the read-only UEFI firmware; OVMFVars the node's own writable copy of the variable store.
 	OVMFCode, OVMFVars string
+	// NetBoot puts the NIC first in the boot order (the disks after it): the node boots from the network every
+	// time, as a netbooted garage machine does, and its disks hold only state.
+	NetBoot bool
 	// Disk is the node's qcow2 overlay.
 	Disk string
 	// DataDisk, if set, is a second qcow2 disk (the guest's vdb).
@@ -80,8 +95,16 @@ func (s Spec) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("accel: unknown %q", s.Accel))
 	}
-	for field, v := range map[string]string{"ovmf code": s.OVMFCode, "ovmf vars": s.OVMFVars, "disk": s.Disk,
-		"tap": s.Tap, "serial log": s.SerialLog, "qmp socket": s.QMPSocket, "pid file": s.PidFile} {
+	required := map[string]string{"disk": s.Disk, "tap": s.Tap, "serial log": s.SerialLog, "qmp socket": s.QMPSocket,
+		"pid file": s.PidFile}
+	switch s.Firmware {
+	case "", FirmwareUEFI:
+		required["ovmf code"], required["ovmf vars"] = s.OVMFCode, s.OVMFVars
+	case FirmwareBIOS:
+	default:
+		errs = append(errs, fmt.Errorf("firmware: unknown %q (uefi, bios)", s.Firmware))
+	}
+	for field, v := range required {
 		if v == "" {
 			errs = append(errs, fmt.Errorf("%s: empty", field))
 		}
@@ -116,17 +139,26 @@ func Args(s Spec) ([]string, error) {
 		"-accel", accel,
 		"-m", strconv.Itoa(s.MemoryMiB),
 		"-smp", strconv.Itoa(s.CPUs),
-		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + s.OVMFCode,
-		"-drive", "if=pflash,format=raw,unit=1,file=" + s.OVMFVars,
-		// cache=writeback (the default) honours guest flushes, so a hard kill keeps what the guest synced.
-		"-drive", "if=virtio,format=qcow2,file=" + s.Disk,
 	}
+	if s.Firmware != FirmwareBIOS {
+		a = append(a,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+s.OVMFCode,
+			"-drive", "if=pflash,format=raw,unit=1,file="+s.OVMFVars)
+	}
+	nic := "virtio-net-pci,netdev=net0,mac=" + s.MAC
+	if s.NetBoot {
+		// bootindex reaches both firmwares through fw_cfg's bootorder; the disks get none, so the NIC is the
+		// only boot entry and a blank disk is never tried first.
+		nic += ",bootindex=0"
+	}
+	// cache=writeback (the default) honours guest flushes, so a hard kill keeps what the guest synced.
+	a = append(a, "-drive", "if=virtio,format=qcow2,file="+s.Disk)
 	if s.DataDisk != "" {
 		a = append(a, "-drive", "if=virtio,format=qcow2,file="+s.DataDisk)
 	}
 	a = append(a,
 		"-netdev", "tap,id=net0,ifname="+s.Tap+",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=net0,mac="+s.MAC,
+		"-device", nic,
 		// Guests generate SSH host keys and seed docker/gluster on first boot: don't let them starve for entropy.
 		"-device", "virtio-rng-pci",
 		"-smbios", "type=1,uuid="+s.UUID,

@@ -26,7 +26,13 @@ func TestArgsGolden(t *testing.T) {
 	multi.ConfigFile = ""
 	data := testSpec()
 	data.DataDisk = "/state/node1/data.qcow2"
-	for name, s := range map[string]Spec{"tcg-1cpu": testSpec(), "tcg-2cpu-noconfig": multi, "tcg-1cpu-datadisk": data} {
+	netboot := testSpec()
+	netboot.NetBoot = true
+	netboot.ConfigFile = ""
+	bios := netboot
+	bios.Firmware, bios.OVMFCode, bios.OVMFVars = FirmwareBIOS, "", ""
+	for name, s := range map[string]Spec{"tcg-1cpu": testSpec(), "tcg-2cpu-noconfig": multi, "tcg-1cpu-datadisk": data,
+		"tcg-netboot-uefi": netboot, "tcg-netboot-bios": bios} {
 		t.Run(name, func(t *testing.T) {
 			a, err := Args(s)
 			if err != nil {
