@@ -41,3 +41,24 @@ func BinDir() string {
 	}
 	return filepath.Join(RepoRoot(), "bin")
 }
+
+// PXEDir is $KILN_PXE_DIR, default the pxe directory beside the image under test (make image writes both),
+// made absolute; an error when it holds no pxe.json.
+func PXEDir() (string, error) {
+	dir := os.Getenv("KILN_PXE_DIR")
+	if dir == "" {
+		img, err := ImagePath()
+		if err != nil {
+			return "", err
+		}
+		dir = filepath.Join(filepath.Dir(img), "pxe")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(filepath.Join(abs, "pxe.json")); err != nil {
+		return "", fmt.Errorf("pxe directory: %w (build with --format pxe, or set KILN_PXE_DIR)", err)
+	}
+	return abs, nil
+}
