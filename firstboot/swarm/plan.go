@@ -108,9 +108,14 @@ func planForm(s *state.State, seatSince, now time.Time) Step {
 	}
 	step := Step{Kind: StepJoin, Role: JoinRole(s.Self.ID, s.Members, s.Expected, s.Formation.Managers), Remotes: remotes}
 	if step.Role == swarm.NodeRoleManager {
-		if ahead := joinQueue(s); len(ahead) > 0 {
-			return Step{Kind: StepWait, Wait: fmt.Sprintf("manager joins go %d at a time (%d ready managers): waiting for %s to join first",
-				len(s.Formation.ManagerAddrs)+1, len(s.Formation.ManagerAddrs), strings.Join(ahead, ", "))}
+		if ahead, turn := joinQueue(s); !turn {
+			who := "the leader to remove failed joins"
+			if len(ahead) > 0 {
+				who = strings.Join(ahead, ", ") + " to join first"
+			}
+			return Step{Kind: StepWait, Wait: fmt.Sprintf("waiting for %s: %d of %d manager entries ready, so %d manager join(s) at a time keep raft's quorum",
+				who, len(s.Formation.ManagerAddrs), max(s.Formation.Managers, len(s.Formation.ManagerAddrs)),
+				joinSlots(len(s.Formation.ManagerAddrs), s.Formation.Managers))}
 		}
 	}
 	if step.Role == swarm.NodeRoleWorker && ownSeat && Role(s.Self.ID, s.Members, s.Expected) == swarm.NodeRoleManager {
@@ -178,13 +183,17 @@ func failedJoin(s *state.State, info swarm.Info) bool {
 	return others > 0
 }
 
-// joinQueue returns the members that join as managers before self, or nil when it is self's turn. Every
-// manager join adds a raft member before that member is up; with H ready managers (the record's) and more than
-// H+1 joins in flight, the quorum needs two joiners to come up, and a join that times out on a loaded machine
-// leaves the cluster without a leader (five TCG guests joining at once did). So at most H+1 manager joins go at
-// once: the members whose join is already under way (they report a swarm node) first, then by rank, which
-// every node computes alike from the same gossip.
-func joinQueue(s *state.State) []string {
+// joinQueue reports whether it is self's turn to join as a manager, and the members whose joins go first.
+//
+// A manager join adds a raft member before that member is up, and a join that fails on a loaded machine can
+// leave its member behind until the leader removes it (PlanCleanup); raft then counts it in the quorum. With
+// H ready managers and T manager entries (the record's ManagerAddrs and Managers: T includes joins under way
+// and failed ones), k more joins keep the quorum within the ready managers while floor((T+k)/2)+1 <= H, that
+// is k <= 2H-1-T. So a join never costs the swarm its leader, whichever joins fail; five TCG guests joining at
+// once did lose it. The one exception is the swarm's second manager (H = T = 1): no join is safe then, and
+// one must go. Turns go to joins under way first (they report a swarm node), then by rank, which every node
+// computes alike from the same gossip.
+func joinQueue(s *state.State) (ahead []string, turn bool) {
 	ready := map[string]bool{}
 	for _, a := range s.Formation.ManagerAddrs {
 		if h, _, err := net.SplitHostPort(a); err == nil {
@@ -212,16 +221,22 @@ func joinQueue(s *state.State) []string {
 		}
 		return strings.Compare(a.id, b.id)
 	})
-	slots := len(s.Formation.ManagerAddrs) + 1
-	var ahead []string
+	slots := joinSlots(len(s.Formation.ManagerAddrs), s.Formation.Managers)
 	for i, j := range q {
 		if j.id == s.Self.ID {
-			if i < slots {
-				return nil
-			}
-			return ahead
+			return ahead, i < slots
 		}
 		ahead = append(ahead, j.id)
 	}
-	return ahead
+	return ahead, false
+}
+
+// joinSlots is how many manager joins may go at once with ready managers and manager entries in all (see
+// joinQueue).
+func joinSlots(ready, entries int) int {
+	entries = max(entries, ready) // a record without the count
+	if ready == 1 && entries == 1 {
+		return 1
+	}
+	return max(2*ready-1-entries, 0)
 }

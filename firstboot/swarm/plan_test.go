@@ -91,11 +91,11 @@ func TestPlanLocal(t *testing.T) {
 	}
 }
 
-// TestJoinQueue: five nodes, one swarm initialised by 00. Manager joins go at most H+1 at a time (H: the
-// record's ready managers), joins under way first, then by rank.
+// TestJoinQueue: five nodes, one swarm initialised by 00. Manager joins go at most 2H-1-T at a time (H ready
+// managers, T manager entries), the swarm's second manager alone; joins under way first, then by rank.
 func TestJoinQueue(t *testing.T) {
-	record := func(addrs ...string) *state.Formation {
-		return &state.Formation{SwarmID: "sw", ManagerToken: "m", WorkerToken: "w", ManagerAddrs: addrs, Managers: len(addrs)}
+	record := func(entries int, addrs ...string) *state.Formation {
+		return &state.Formation{SwarmID: "sw", ManagerToken: "m", WorkerToken: "w", ManagerAddrs: addrs, Managers: entries}
 	}
 	st := func(self int, f *state.Formation, mut ...func([]member.Member)) *state.State {
 		m := members(5)
@@ -104,32 +104,44 @@ func TestJoinQueue(t *testing.T) {
 		}
 		return &state.State{Inputs: state.Inputs{Expected: 5, Formation: f}, Observed: state.Observed{Self: m[self], Members: m}}
 	}
-	one := record("10.0.0.10:2377")
+	one := record(1, "10.0.0.10:2377")
+	two := record(2, "10.0.0.10:2377", "10.0.0.11:2377")
+	three := record(3, "10.0.0.10:2377", "10.0.0.11:2377", "10.0.0.12:2377")
+	underWay := func(i int) func([]member.Member) { return func(m []member.Member) { m[i].SwarmNode = "n" } }
 	tests := []struct {
-		name string
-		s    *state.State
-		want []string // nil: self's turn
+		name  string
+		s     *state.State
+		ahead []string
+		turn  bool
 	}{
-		{name: "one ready manager: the two lowest ranks join", s: st(2, one)},
-		{name: "one ready manager: the third waits", s: st(3, one), want: []string{"01", "02"}},
-		{name: "a join under way goes first, whatever its rank", s: st(1, one, func(m []member.Member) { m[4].SwarmNode = "n4" }),
-			want: nil},
-		{name: "a join under way takes a slot from a lower rank", s: st(2, one, func(m []member.Member) { m[4].SwarmNode = "n4" }),
-			want: []string{"04", "01"}},
-		{name: "a member in no swarm is not under way", s: st(2, one, func(m []member.Member) { m[4].SwarmNode = member.NoSwarmNode })},
-		{name: "dead members take no slot", s: st(3, one, func(m []member.Member) { m[1].Alive = false })},
-		{name: "three ready managers: the last two join together", s: st(4, record("10.0.0.10:2377", "10.0.0.11:2377", "10.0.0.12:2377"))},
+		{name: "the second manager joins alone: the lowest rank", s: st(1, one), turn: true},
+		{name: "the second manager joins alone: the others wait", s: st(2, one), ahead: []string{"01"}},
+		{name: "a join under way goes first, whatever its rank, and holds the one turn", s: st(1, one, underWay(4)), ahead: []string{"04"}},
+		{name: "a member in no swarm is not under way", s: st(1, one, func(m []member.Member) { m[4].SwarmNode = member.NoSwarmNode }), turn: true},
+		{name: "dead members take no turn", s: st(2, one, func(m []member.Member) { m[1].Alive = false }), turn: true},
+		{name: "two ready of two: one join", s: st(2, two), turn: true},
+		{name: "two ready of two: one join, the next waits", s: st(3, two), ahead: []string{"02"}},
+		{name: "two ready of three entries (a join under way or failed): no join", s: st(2, record(3, "10.0.0.10:2377", "10.0.0.11:2377"))},
+		{name: "three ready of three: two joins", s: st(4, three), ahead: []string{"03"}, turn: true},
+		{name: "three ready of four entries: one join", s: st(4, record(4, "10.0.0.10:2377", "10.0.0.11:2377", "10.0.0.12:2377")), ahead: []string{"03"}},
+		{name: "a record without the count: the ready managers are the entries", s: st(2, record(0, "10.0.0.10:2377", "10.0.0.11:2377")), turn: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := joinQueue(tt.s); strings.Join(got, ",") != strings.Join(tt.want, ",") {
-				t.Fatalf("joinQueue = %v, want %v", got, tt.want)
+			ahead, turn := joinQueue(tt.s)
+			if strings.Join(ahead, ",") != strings.Join(tt.ahead, ",") || turn != tt.turn {
+				t.Fatalf("joinQueue = %v, %v; want %v, %v", ahead, turn, tt.ahead, tt.turn)
 			}
 		})
 	}
-	// Through PlanLocal: the waiting node says for whom.
-	got := PlanLocal(st(3, one), swarm.Info{LocalNodeState: swarm.LocalNodeStateInactive}, time.Time{}, time.Now())
-	if want := "manager joins go 2 at a time (1 ready managers): waiting for 01, 02 to join first"; got.Kind != StepWait || got.Wait != want {
+	// Through PlanLocal: the waiting node says for whom, and why.
+	inactive := swarm.Info{LocalNodeState: swarm.LocalNodeStateInactive}
+	got := PlanLocal(st(2, one), inactive, time.Time{}, time.Now())
+	if want := "waiting for 01 to join first: 1 of 1 manager entries ready, so 1 manager join(s) at a time keep raft's quorum"; got.Kind != StepWait || got.Wait != want {
+		t.Fatalf("PlanLocal = %+v, want wait %q", got, want)
+	}
+	got = PlanLocal(st(0, record(3, "10.0.0.11:2377", "10.0.0.12:2377")), inactive, time.Time{}, time.Now())
+	if want := "waiting for the leader to remove failed joins: 2 of 3 manager entries ready, so 0 manager join(s) at a time keep raft's quorum"; got.Kind != StepWait || got.Wait != want {
 		t.Fatalf("PlanLocal = %+v, want wait %q", got, want)
 	}
 }
