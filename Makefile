@@ -11,7 +11,7 @@ GOFLAGS_BUILD := -trimpath -ldflags "-s -w -buildid="
 # Host packages kiln needs on a fresh Debian 12 machine (builder, lab, tests).
 DEB_PACKAGES := mmdebstrap squashfs-tools erofs-utils qemu-system-x86 qemu-utils ovmf dnsmasq-base \
 	mtools dosfstools docker.io iproute2 nftables openssh-client eatmydata zstd cpio \
-	systemd-boot-efi ca-certificates fdisk keepalived glusterfs-server glusterfs-client
+	systemd-boot-efi ca-certificates fdisk keepalived glusterfs-server glusterfs-client ipxe
 
 .PHONY: all deps build image test unit e2e e2e-healing lint chaos bench bench-build bench-lab bench-form bench-form-native bench-heal clean
 

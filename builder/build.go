@@ -78,13 +78,13 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	}
 	var files []pubFile
 	for _, name := range cache.SortedNames(sums) {
-		if name == ManifestFile || name == SumsFile || strings.HasPrefix(name, ".") {
+		if reserved(name) {
 			return nil, fmt.Errorf("builder: stage %s wrote %q, a name the output directory reserves", res.Last().Name, name)
 		}
 		i := len(m.Artifacts)
-		m.Artifacts = append(m.Artifacts, Artifact{File: name, Format: strings.TrimPrefix(filepath.Ext(name), "."),
+		m.Artifacts = append(m.Artifacts, Artifact{File: name, Format: artifactFormat(name),
 			SHA256: sums[name].SHA256, Size: sums[name].Size})
-		files = append(files, pubFile{name: name, src: filepath.Join(last.Out(), name), written: func(p string) error {
+		files = append(files, pubFile{name: name, src: filepath.Join(last.Out(), filepath.FromSlash(name)), written: func(p string) error {
 			a, err := allocated(p)
 			m.Artifacts[i].Allocated = a
 			return err
@@ -109,4 +109,28 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	}
 	log.Info("wrote artifacts", "dir", o.OutDir, "files", len(m.Artifacts))
 	return m, nil
+}
+
+// reserved reports whether the artifact path name (slash-separated) would collide with the output directory's
+// own files: manifest.json, SHA256SUMS, or a dot name (the lock, temp dirs, "..").
+func reserved(name string) bool {
+	parts := strings.Split(name, "/")
+	if parts[0] == ManifestFile || parts[0] == SumsFile {
+		return true
+	}
+	for _, p := range parts {
+		if p == "" || strings.HasPrefix(p, ".") {
+			return true
+		}
+	}
+	return false
+}
+
+// artifactFormat is the format that wrote an artifact: its directory for a file in one (pxe/vmlinuz: pxe),
+// else its extension (node.qcow2: qcow2).
+func artifactFormat(name string) string {
+	if dir, _, ok := strings.Cut(name, "/"); ok {
+		return dir
+	}
+	return strings.TrimPrefix(filepath.Ext(name), ".")
 }

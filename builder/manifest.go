@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/kiln-project/kiln/builder/cache"
@@ -20,7 +19,7 @@ const (
 
 // Manifest is out/manifest.json: what was built, from what, and how the build went.
 type Manifest struct {
-	// Name is the spec's name; artifacts are <name>.<format>.
+	// Name is the spec's name; file artifacts are <name>.<format>, the pxe format's are in pxe/.
 	Name string `json:"name"`
 	// Spec is the spec file as given on the command line.
 	Spec string `json:"spec"`
@@ -35,7 +34,9 @@ type Manifest struct {
 
 // Artifact is one file written to the output directory.
 type Artifact struct {
-	File   string `json:"file"`
+	// File is the path in the output directory, slash-separated: node.raw, pxe/vmlinuz.
+	File string `json:"file"`
+	// Format is the spec format that wrote it: raw, qcow2, pxe.
 	Format string `json:"format"`
 	SHA256 string `json:"sha256"`
 	// Size is the apparent size in bytes (what the disk will be).
@@ -87,11 +88,12 @@ func readPackages(path string) ([]Package, error) {
 	return pkgs, nil
 }
 
-// sha256sums renders artifacts in sha256sum(1) format, so `sha256sum -c SHA256SUMS` checks them.
+// sha256sums renders artifacts in sha256sum(1) format, so `sha256sum -c SHA256SUMS` in the output directory
+// checks them, those in subdirectories (pxe/vmlinuz) too.
 func sha256sums(arts []Artifact) []byte {
 	var b bytes.Buffer
 	for _, a := range arts {
-		fmt.Fprintf(&b, "%s  %s\n", a.SHA256, filepath.Base(a.File))
+		fmt.Fprintf(&b, "%s  %s\n", a.SHA256, a.File)
 	}
 	return b.Bytes()
 }

@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -305,17 +307,28 @@ func TestAtomicOutput(t *testing.T) {
 	assertNoTemp(t, e)
 }
 
-// snapshot is the name and sha256 of every file in dir.
+// snapshot is the path and sha256 of every file under dir, and every directory.
 func snapshot(t *testing.T, dir string) string {
 	t.Helper()
-	ents, err := os.ReadDir(dir)
+	var s strings.Builder
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if d.IsDir() {
+			fmt.Fprintf(&s, "%s/\n", rel)
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&s, "%s %x\n", rel, sha256.Sum256(b))
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	var s strings.Builder
-	for _, d := range ents {
-		b, _ := os.ReadFile(filepath.Join(dir, d.Name()))
-		fmt.Fprintf(&s, "%s %x\n", d.Name(), sha256.Sum256(b))
 	}
 	return s.String()
 }
@@ -344,5 +357,180 @@ func TestSourceDateEpoch(t *testing.T) {
 	t.Setenv("SOURCE_DATE_EPOCH", "yesterday")
 	if _, err := builder.SourceDateEpoch(s); err == nil {
 		t.Error("SOURCE_DATE_EPOCH=yesterday accepted")
+	}
+}
+
+// writePXEDir writes pxe/ files named in files (their content is the name and tag) and a test.raw.
+func writePXEDir(dir, tag string, files ...string) error {
+	if err := os.Mkdir(filepath.Join(dir, "pxe"), 0o755); err != nil {
+		return err
+	}
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(dir, "pxe", f), []byte(f+" "+tag), 0o644); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(filepath.Join(dir, "test.raw"), []byte("raw "+tag), 0o644)
+}
+
+// dirNames lists dir's entries.
+func dirNames(t *testing.T, dir string) string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, d := range ents {
+		names = append(names, d.Name())
+	}
+	return strings.Join(names, " ")
+}
+
+// TestPublishSubdirectory: a format written as a directory (pxe/) is published file by file under its
+// path, listed in manifest.json with its format and in SHA256SUMS so that sha256sum -c checks it; files of
+// another build in that directory are removed once the new ones are in place, other directories are not.
+func TestPublishSubdirectory(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	fs := fakePipeline()
+	fs[4].inputs = map[string]string{"formats": "raw,pxe", "build": "1"}
+	fs[4].run = func(_ context.Context, _ *builder.Env, dir string) error {
+		return writePXEDir(dir, "1", "vmlinuz", "base.squashfs", "pxe.json")
+	}
+	m, err := e.build(ctx, fs, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var arts []string
+	for _, a := range m.Artifacts {
+		arts = append(arts, a.File+":"+a.Format)
+	}
+	if got := strings.Join(arts, " "); got != "pxe/base.squashfs:pxe pxe/pxe.json:pxe pxe/vmlinuz:pxe test.raw:raw" {
+		t.Errorf("artifacts = %s", got)
+	}
+	if b, _ := os.ReadFile(filepath.Join(e.out, "pxe", "vmlinuz")); string(b) != "vmlinuz 1" {
+		t.Errorf("out/pxe/vmlinuz = %q", b)
+	}
+	sums, _ := os.ReadFile(filepath.Join(e.out, "SHA256SUMS"))
+	if !strings.Contains(string(sums), "  pxe/vmlinuz\n") {
+		t.Errorf("SHA256SUMS =\n%s", sums)
+	}
+	cmd := exec.Command("sha256sum", "-c", "--strict", "SHA256SUMS")
+	cmd.Dir = e.out
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("sha256sum -c: %v\n%s", err, out)
+	}
+
+	// Files another build left, in pxe/ and elsewhere; then a build whose pxe/ has no base.squashfs.
+	os.WriteFile(filepath.Join(e.out, "pxe", "stale.squashfs"), []byte("old"), 0o644)
+	os.MkdirAll(filepath.Join(e.out, "pxe", "olddir"), 0o755)
+	os.WriteFile(filepath.Join(e.out, "pxe", "olddir", "x"), []byte("old"), 0o644)
+	os.MkdirAll(filepath.Join(e.out, "keep"), 0o755)
+	os.WriteFile(filepath.Join(e.out, "keep", "x"), []byte("user's"), 0o644)
+	os.WriteFile(filepath.Join(e.out, "test.qcow2"), []byte("older format"), 0o644)
+	fs[4].inputs = map[string]string{"formats": "raw,pxe", "build": "2"}
+	fs[4].run = func(_ context.Context, _ *builder.Env, dir string) error {
+		return writePXEDir(dir, "2", "vmlinuz", "node.squashfs", "pxe.json")
+	}
+	if _, err := e.build(ctx, fs, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := dirNames(t, filepath.Join(e.out, "pxe")); got != "node.squashfs pxe.json vmlinuz" {
+		t.Errorf("out/pxe after the second build = %s, want only its files", got)
+	}
+	if b, _ := os.ReadFile(filepath.Join(e.out, "pxe", "pxe.json")); string(b) != "pxe.json 2" {
+		t.Errorf("out/pxe/pxe.json = %q", b)
+	}
+	if got := dirNames(t, e.out); got != ".kiln.lock SHA256SUMS keep manifest.json pxe test.qcow2 test.raw" {
+		t.Errorf("out/ = %s: a file outside pxe/ was touched", got)
+	}
+	if b, _ := os.ReadFile(filepath.Join(e.out, "keep", "x")); string(b) != "user's" {
+		t.Errorf("out/keep/x = %q", b)
+	}
+
+	// A build without pxe leaves out/pxe as the last pxe build wrote it.
+	before := snapshot(t, filepath.Join(e.out, "pxe"))
+	fs[4].inputs = map[string]string{"formats": "raw"}
+	fs[4].run = func(_ context.Context, _ *builder.Env, dir string) error {
+		return os.WriteFile(filepath.Join(dir, "test.raw"), []byte("raw 3"), 0o644)
+	}
+	if _, err := e.build(ctx, fs, ""); err != nil {
+		t.Fatal(err)
+	}
+	if after := snapshot(t, filepath.Join(e.out, "pxe")); after != before {
+		t.Errorf("out/pxe changed by a build without pxe:\n%s\nwas\n%s", after, before)
+	}
+}
+
+// TestAtomicOutputSubdirectory: a failed or cancelled build writes no file under pxe/ either, whether it
+// stops in the stage or while publishing.
+func TestAtomicOutputSubdirectory(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	boom := errors.New("boom")
+	fs := fakePipeline()
+	fs[4].inputs = map[string]string{"formats": "raw,pxe", "build": "1"}
+	fs[4].run = func(_ context.Context, _ *builder.Env, dir string) error {
+		writePXEDir(dir, "1", "vmlinuz", "base.squashfs")
+		return boom
+	}
+	if _, err := e.build(ctx, fs, ""); !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want boom", err)
+	}
+	if _, err := os.Stat(filepath.Join(e.out, "pxe")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("out/pxe exists after a failed first build: %v", err)
+	}
+	assertNoTemp(t, e)
+
+	fs[4].run = func(_ context.Context, _ *builder.Env, dir string) error {
+		return writePXEDir(dir, "1", "vmlinuz", "base.squashfs", "pxe.json")
+	}
+	if _, err := e.build(ctx, fs, ""); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, e.out)
+
+	fs[4].inputs = map[string]string{"formats": "raw,pxe", "build": "2"}
+	fs[4].run = func(_ context.Context, _ *builder.Env, dir string) error {
+		writePXEDir(dir, "2", "vmlinuz", "node.squashfs")
+		return boom
+	}
+	if _, err := e.build(ctx, fs, ""); !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want boom", err)
+	}
+	if after := snapshot(t, e.out); after != before {
+		t.Errorf("out/ changed after a failed build:\n%s\nwas\n%s", after, before)
+	}
+
+	// Cancelled once the stage is done, while the artifacts are being copied into out/.
+	fs[4].run = func(_ context.Context, _ *builder.Env, dir string) error {
+		return writePXEDir(dir, "2", "vmlinuz", "node.squashfs", "pxe.json")
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	_, err := builder.Build(cctx, builder.Options{Spec: e.spec, Stages: stages(fs), Cache: e.cache, OutDir: e.out,
+		SourceDateEpoch: 1686355200, Observer: cancelAfter{stage: "formats", cancel: cancel}})
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "builder: output") {
+		t.Fatalf("err = %v, want context.Canceled while publishing", err)
+	}
+	if after := snapshot(t, e.out); after != before {
+		t.Errorf("out/ changed after a build cancelled while publishing:\n%s\nwas\n%s", after, before)
+	}
+	assertNoTemp(t, e)
+}
+
+// cancelAfter cancels the build when stage is done, the moment before publishing starts.
+type cancelAfter struct {
+	stage  string
+	cancel context.CancelFunc
+}
+
+func (cancelAfter) StageStart(string, string)             {}
+func (cancelAfter) StageMiss(string, string)              {}
+func (cancelAfter) StageProgress(string, float64, string) {}
+func (c cancelAfter) StageDone(r builder.StageResult, err error) {
+	if r.Name == c.stage && err == nil {
+		c.cancel()
 	}
 }

@@ -4,8 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"maps"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -26,6 +31,10 @@ const (
 // content or its new one, never a partial file: everything is first written to a temp dir inside out
 // (same filesystem), synced, and only then renamed into place, in order. Cancelling ctx before the renames
 // leaves out as it was. A lock on out/.kiln.lock keeps two builds from publishing at once.
+//
+// A name may have directories ("pxe/vmlinuz"). A top-level directory a build publishes into is that build's:
+// once its files are in place, whatever else is in it (a layer of another build) is removed, so the
+// directory is one build's files, never a mix. Directories it does not publish into are left alone.
 func publish(ctx context.Context, out string, pubs []pubFile) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return fmt.Errorf("builder: output: %w", err)
@@ -49,8 +58,19 @@ func publish(ctx context.Context, out string, pubs []pubFile) error {
 	}
 	defer os.RemoveAll(tmp)
 
+	written := map[string]bool{}
+	dirs := map[string]bool{} // every directory above a published file, "." excluded
 	for _, f := range pubs {
-		dst := filepath.Join(tmp, f.name)
+		written[f.name] = true
+		for d := path.Dir(f.name); d != "."; d = path.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	for _, f := range pubs {
+		dst := filepath.Join(tmp, filepath.FromSlash(f.name))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return fmt.Errorf("builder: output %s: %w", f.name, err)
+		}
 		var err error
 		switch {
 		case f.src != "":
@@ -75,13 +95,57 @@ func publish(ctx context.Context, out string, pubs []pubFile) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("builder: output: %w", err)
 	}
+	// Directories before any rename: a failure here leaves every file of out as it was.
+	for _, d := range slices.Sorted(maps.Keys(dirs)) {
+		if err := os.MkdirAll(filepath.Join(out, filepath.FromSlash(d)), 0o755); err != nil {
+			return fmt.Errorf("builder: output: %w", err)
+		}
+	}
 	// The renames take microseconds and are not interrupted by ctx: stopping halfway would mix builds.
 	for _, f := range pubs {
-		if err := os.Rename(filepath.Join(tmp, f.name), filepath.Join(out, f.name)); err != nil {
+		if err := os.Rename(filepath.Join(tmp, filepath.FromSlash(f.name)), filepath.Join(out, filepath.FromSlash(f.name))); err != nil {
 			return fmt.Errorf("builder: output %s: %w", f.name, err)
 		}
 	}
+	for _, d := range slices.Sorted(maps.Keys(dirs)) {
+		if strings.Contains(d, "/") {
+			continue // inside a top-level directory, which the walk below covers
+		}
+		if err := removeUnwritten(out, d, written, dirs); err != nil {
+			return err
+		}
+	}
+	for _, d := range slices.Sorted(maps.Keys(dirs)) {
+		if err := syncDir(filepath.Join(out, filepath.FromSlash(d))); err != nil {
+			return err
+		}
+	}
 	return syncDir(out)
+}
+
+// removeUnwritten deletes what is under out/top but neither a published file nor a directory leading to one.
+func removeUnwritten(out, top string, written, dirs map[string]bool) error {
+	root := filepath.Join(out, filepath.FromSlash(top))
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("builder: output: %w", err)
+		}
+		rel, err := filepath.Rel(out, p)
+		if err != nil {
+			return fmt.Errorf("builder: output: %w", err)
+		}
+		name := filepath.ToSlash(rel)
+		if (d.IsDir() && dirs[name]) || (!d.IsDir() && written[name]) {
+			return nil
+		}
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("builder: output: remove %s, not from this build: %w", name, err)
+		}
+		if d.IsDir() {
+			return fs.SkipDir
+		}
+		return nil
+	})
 }
 
 // pubFile is one file to publish: copied from src, or data, or rendered when its turn comes.

@@ -175,6 +175,44 @@ func TestSumsCached(t *testing.T) {
 	}
 }
 
+// TestSumsSubdirectory: files in subdirectories of out/ (the pxe format's pxe/) are summed under their slash
+// path, and their stored digests are reused like top-level ones; symlinks are not outputs.
+func TestSumsSubdirectory(t *testing.T) {
+	c, _ := Open(t.TempDir())
+	e, err := c.Get(context.Background(), Request{Stage: "formats"}, func(ctx context.Context, dir string) error {
+		os.MkdirAll(filepath.Join(dir, "pxe", "deeper"), 0o755)
+		os.WriteFile(filepath.Join(dir, "x.raw"), []byte("abc"), 0o644)
+		os.WriteFile(filepath.Join(dir, "pxe", "vmlinuz"), []byte("abc"), 0o644)
+		os.WriteFile(filepath.Join(dir, "pxe", "deeper", "f"), []byte(""), 0o644)
+		return os.Symlink("vmlinuz", filepath.Join(dir, "pxe", "link"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	s, err := e.Sums()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+	const empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+	if got := strings.Join(SortedNames(s), " "); got != "pxe/deeper/f pxe/vmlinuz x.raw" {
+		t.Fatalf("names = %s", got)
+	}
+	if s["pxe/vmlinuz"].SHA256 != abc || s["pxe/vmlinuz"].Size != 3 || s["pxe/deeper/f"].SHA256 != empty {
+		t.Errorf("sums = %+v", s)
+	}
+	// A stored digest whose size and mtime still match is used as is: the proof is a planted one.
+	planted := s
+	planted["pxe/vmlinuz"] = Sum{SHA256: "planted", Size: s["pxe/vmlinuz"].Size, ModTime: s["pxe/vmlinuz"].ModTime}
+	if err := writeJSON(filepath.Join(e.Dir(), "sums.json"), planted); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ = e.Sums(); s["pxe/vmlinuz"].SHA256 != "planted" {
+		t.Errorf("stored digest of pxe/vmlinuz not reused: %+v", s["pxe/vmlinuz"])
+	}
+}
+
 // TestRemoveTreeDetachesMounts: a failed stage that left a mount in its temp tree (mmdebstrap's /proc)
 // must not make cleanup delete through the mount.
 func TestRemoveTreeDetachesMounts(t *testing.T) {

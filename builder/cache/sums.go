@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -19,40 +20,49 @@ type Sum struct {
 	ModTime int64  `json:"mtimeNs"`
 }
 
-// Sums returns the sha256 of each regular file directly in the entry's out/ directory, by file name.
-// The digests are stored in the entry's sums.json after the first call, so a warm rebuild doesn't read
-// hundreds of MB again. Safe to call from concurrent builds holding the entry: the file is replaced
-// atomically and both would write the same content.
+// Sums returns the sha256 of each regular file under the entry's out/ directory, keyed by its slash path
+// relative to out/ ("node.raw", "pxe/vmlinuz"). The digests are stored in the entry's sums.json after the
+// first call, so a warm rebuild doesn't read hundreds of MB again. Safe to call from concurrent builds holding
+// the entry: the file is replaced atomically and both would write the same content.
 func (e *Entry) Sums() (map[string]Sum, error) {
 	path := filepath.Join(e.dir, "sums.json")
 	stored := map[string]Sum{}
 	if b, err := os.ReadFile(path); err == nil {
 		_ = json.Unmarshal(b, &stored) // unreadable: recompute
 	}
-	ents, err := os.ReadDir(e.Out())
-	if err != nil {
-		return nil, fmt.Errorf("cache: %w", err)
-	}
+	out := e.Out()
 	sums := map[string]Sum{}
 	changed := false
-	for _, de := range ents {
-		if !de.Type().IsRegular() {
-			continue
+	err := filepath.WalkDir(out, func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			return err
 		}
+		if !de.Type().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(out, p)
+		if err != nil {
+			return err
+		}
+		name := filepath.ToSlash(rel)
 		fi, err := de.Info()
 		if err != nil {
-			return nil, fmt.Errorf("cache: %w", err)
+			return err
 		}
-		if s, ok := stored[de.Name()]; ok && s.Size == fi.Size() && s.ModTime == fi.ModTime().UnixNano() {
-			sums[de.Name()] = s
-			continue
+		if s, ok := stored[name]; ok && s.Size == fi.Size() && s.ModTime == fi.ModTime().UnixNano() {
+			sums[name] = s
+			return nil
 		}
-		digest, err := hashFile(filepath.Join(e.Out(), de.Name()))
+		digest, err := hashFile(p)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		sums[de.Name()] = Sum{SHA256: digest, Size: fi.Size(), ModTime: fi.ModTime().UnixNano()}
+		sums[name] = Sum{SHA256: digest, Size: fi.Size(), ModTime: fi.ModTime().UnixNano()}
 		changed = true
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
 	}
 	if changed || len(sums) != len(stored) {
 		if err := writeJSON(path, sums); err != nil {
@@ -75,12 +85,12 @@ func SortedNames(sums map[string]Sum) []string {
 func hashFile(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("cache: %w", err)
+		return "", err
 	}
 	defer f.Close()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("cache: hash %s: %w", path, err)
+		return "", fmt.Errorf("hash %s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -77,7 +77,7 @@ func (st *Stage) Inputs(context.Context) (map[string]string, error) {
 	return map[string]string{
 		"name":    st.spec.Name,
 		"espMiB":  strconv.Itoa(st.espSize() / mib),
-		"cmdline": st.Cmdline(),
+		"cmdline": Cmdline(st.spec),
 		"layout":  layoutVersion,
 	}, nil
 }
@@ -90,9 +90,11 @@ func (st *Stage) espSize() int {
 	return n * mib
 }
 
-// Cmdline is the kernel command line of the boot entry.
-func (st *Stage) Cmdline() string {
-	return strings.Join(append(append([]string{}, BaseCmdline...), st.spec.Kernel.Cmdline...), " ")
+// Cmdline is the kernel command line of s's boot entry: BaseCmdline, then the spec's arguments. The disk's
+// boot entry and the pxe format's iPXE script both use it, so a disk boot and a netboot start the same kernel
+// the same way.
+func Cmdline(s *spec.Spec) string {
+	return strings.Join(append(append([]string{}, BaseCmdline...), s.Kernel.Cmdline...), " ")
 }
 
 // Part is one partition of the layout, in bytes.
@@ -323,7 +325,7 @@ func setEpochEnv(epoch time.Time) func() {
 const loaderConf = "default kiln.conf\ntimeout 0\n"
 
 func (st *Stage) entry() string {
-	return fmt.Sprintf("title kiln %s\nlinux /kiln/vmlinuz\ninitrd /kiln/initrd.img\noptions %s\n", st.spec.Name, st.Cmdline())
+	return fmt.Sprintf("title kiln %s\nlinux /kiln/vmlinuz\ninitrd /kiln/initrd.img\noptions %s\n", st.spec.Name, Cmdline(st.spec))
 }
 
 const readme = `kiln node image

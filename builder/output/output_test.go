@@ -15,8 +15,12 @@ func TestLookup(t *testing.T) {
 	if f, err := Lookup("qcow2"); err != nil || f.Ext != "qcow2" {
 		t.Errorf("Lookup(qcow2) = %+v, %v", f, err)
 	}
+	// pxe is a directory, not a <name>.<ext> file.
+	if f, err := Lookup("pxe"); err != nil || f.Name != "pxe" || f.Ext != "" {
+		t.Errorf("Lookup(pxe) = %+v, %v", f, err)
+	}
 	_, err := Lookup("vmdk")
-	if err == nil || !strings.Contains(err.Error(), `unknown format "vmdk"`) || !strings.Contains(err.Error(), "qcow2, raw") {
+	if err == nil || !strings.Contains(err.Error(), `unknown format "vmdk"`) || !strings.Contains(err.Error(), "pxe, qcow2, raw") {
 		t.Errorf("Lookup(vmdk) error = %v, want one naming the format and the known ones", err)
 	}
 	st := New(&spec.Spec{Name: "x", Formats: []string{"raw", "iso", "vhd"}})
@@ -36,7 +40,7 @@ func TestWriteRawSparse(t *testing.T) {
 	f.WriteAt([]byte("head"), 0)
 	f.WriteAt([]byte("tail"), 64<<20)
 	f.Close()
-	if err := writeRaw(context.Background(), src, dst); err != nil {
+	if err := writeRaw(context.Background(), Sources{Disk: src}, dst); err != nil {
 		t.Fatal(err)
 	}
 	a, _ := os.ReadFile(src)

@@ -69,6 +69,18 @@ func TestLoadGood(t *testing.T) {
 	}
 }
 
+// TestLoadPXE: pxe is a format like the others, listed beside them.
+func TestLoadPXE(t *testing.T) {
+	path := writeSpecDir(t, strings.Replace(good, "butane: test.bu", "butane: test.bu\nformats: [raw, qcow2, pxe]", 1), goodButane)
+	s, err := Load(path)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if strings.Join(s.Formats, ",") != "raw,qcow2,pxe" {
+		t.Errorf("formats = %v", s.Formats)
+	}
+}
+
 // TestLoadErrors is the catalogue of spec mistakes and the message each one gets. Every message starts
 // with the file and names the field path (or the line, for YAML-level problems).
 func TestLoadErrors(t *testing.T) {
@@ -99,7 +111,7 @@ func TestLoadErrors(t *testing.T) {
 		{"missing butane", [2]string{"test.bu", "nope.bu"}, "",
 			[]string{"@F: butane: nope.bu: no such file"}},
 		{"bad format", [2]string{"butane: test.bu", "butane: test.bu\nformats: [raw, vmdk, raw]"}, "",
-			[]string{`@F: formats[1]: "vmdk" is not one of qcow2, raw`, `@F: formats[2]: "raw" is listed twice`}},
+			[]string{`@F: formats[1]: "vmdk" is not one of pxe, qcow2, raw`, `@F: formats[2]: "raw" is listed twice`}},
 		{"esp too small", [2]string{"butane: test.bu", "butane: test.bu\ndisk: {espSizeMiB: 32}"}, "",
 			[]string{"@F: disk.espSizeMiB: 32 is out of range [64, 4096]"}},
 		{"compression", [2]string{"butane: test.bu", "butane: test.bu\ndisk: {compression: gzip}"}, "",

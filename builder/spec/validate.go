@@ -28,14 +28,16 @@ const (
 	DefaultZstdLevel = 3
 )
 
-// Formats kiln can write, in the order they are listed by default.
+// Formats kiln can write. raw and qcow2 are the default; pxe is the netboot directory (kernel, initrd,
+// layers, iPXE script and binaries).
 const (
 	FormatRaw   = "raw"
 	FormatQcow2 = "qcow2"
+	FormatPXE   = "pxe"
 )
 
 // KnownFormats lists the artifact formats, sorted.
-var KnownFormats = []string{FormatQcow2, FormatRaw}
+var KnownFormats = []string{FormatPXE, FormatQcow2, FormatRaw}
 
 // DefaultComponents are the archive components packages come from: firmware lives in non-free-firmware.
 var DefaultComponents = []string{"main", "non-free-firmware"}

@@ -39,7 +39,8 @@ func newBuildCmd() *cobra.Command {
 		Use:   "build [SPEC]",
 		Short: "Build an immutable, UEFI-bootable node image from an image spec",
 		Long: `kiln build turns an image spec (default ` + DefaultSpec + `, see docs/spec.md) into artifacts in --out:
-<name>.raw (GPT disk, write it to a USB stick or disk), <name>.qcow2 (for VMs), manifest.json (artifacts with
+<name>.raw (GPT disk, write it to a USB stick or disk), <name>.qcow2 (for VMs), with --format pxe the
+directory pxe/ (kernel, initrd, layers and iPXE script for kiln pxe serve), manifest.json (artifacts with
 sha256 and sizes, every package with its version, each stage's inputs, key, cache hit and duration) and
 SHA256SUMS (check with: cd out && sha256sum -c SHA256SUMS).
 
@@ -51,6 +52,7 @@ Timestamps recorded in the image come from $SOURCE_DATE_EPOCH if set, else from 
 time, or its Debian suite's release day): two builds of one spec record the same times.`,
 		Example: `  kiln build                                # images/node.yaml → out/
   kiln build images/node.yaml --format raw  # only the raw disk
+  kiln build --format raw,qcow2,pxe         # also out/pxe/ for netboot
   kiln build --json | jq .artifacts         # the manifest, for scripts
   kiln build --rebuild disk                 # re-run disk and formats even if cached`,
 		Args: cobra.MaximumNArgs(1),

@@ -32,7 +32,14 @@ func (f fake) Run(_ context.Context, _ *builder.Env, dir string) error {
 		return os.WriteFile(filepath.Join(dir, "packages.tsv"), []byte("systemd\t252\n"), 0o644)
 	case "formats":
 		for _, fm := range f.s.Formats {
-			if err := os.WriteFile(filepath.Join(dir, f.s.Name+"."+fm), []byte(fm), 0o644); err != nil {
+			p := filepath.Join(dir, f.s.Name+"."+fm)
+			if fm == spec.FormatPXE { // a directory, as the real stage writes it
+				if err := os.Mkdir(filepath.Join(dir, "pxe"), 0o755); err != nil {
+					return err
+				}
+				p = filepath.Join(dir, "pxe", "vmlinuz")
+			}
+			if err := os.WriteFile(p, []byte(fm), 0o644); err != nil {
 				return err
 			}
 		}
@@ -101,6 +108,27 @@ func TestBuildCLI(t *testing.T) {
 	if !m.Stages[0].CacheHit || m.Stages[4].CacheHit {
 		t.Errorf("--format raw should re-run only what depends on it: %+v", m.Stages)
 	}
+
+	// Adding pxe re-runs the formats stage only, and its directory is published file by file.
+	stdout, err = kiln(t, "build", path, "--out", out, "--cache", c, "--json", "--format", "raw,qcow2,pxe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = builder.Manifest{}
+	if err := json.Unmarshal([]byte(stdout), &m); err != nil {
+		t.Fatalf("--json output is not a manifest: %v\n%s", err, stdout)
+	}
+	for _, s := range m.Stages {
+		if s.CacheHit != (s.Name != "formats") {
+			t.Errorf("--format raw,qcow2,pxe: %s cacheHit=%v (%s)", s.Name, s.CacheHit, s.Why)
+		}
+	}
+	if len(m.Artifacts) != 3 || m.Artifacts[2].File != "pxe/vmlinuz" || m.Artifacts[2].Format != "pxe" {
+		t.Errorf("artifacts = %+v", m.Artifacts)
+	}
+	if b, err := os.ReadFile(filepath.Join(out, "pxe", "vmlinuz")); err != nil || string(b) != "pxe" {
+		t.Errorf("out/pxe/vmlinuz = %q, %v", b, err)
+	}
 }
 
 // TestBuildCLIErrors: each mistake is one clear message naming the file or flag, and writes nothing.
@@ -114,7 +142,7 @@ func TestBuildCLIErrors(t *testing.T) {
 		{"bad package", "name: demo\npackages: [systemd, '']\n", nil, "x.yaml: packages[1]: empty package name"},
 		{"missing overlay", "name: demo\npackages: [systemd]\noverlays: [../overlays/nope]\n", nil,
 			"x.yaml: overlays[0]: ../overlays/nope: no such directory"},
-		{"bad format flag", "name: demo\npackages: [systemd]\n", []string{"--format", "vmdk"}, `--format: "vmdk" is not one of qcow2, raw`},
+		{"bad format flag", "name: demo\npackages: [systemd]\n", []string{"--format", "vmdk"}, `--format: "vmdk" is not one of pxe, qcow2, raw`},
 		{"bad rebuild flag", "name: demo\npackages: [systemd]\n", []string{"--rebuild", "kernel"}, `--rebuild: "kernel" is not a stage`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
