@@ -22,7 +22,8 @@ func newBrickDiskCmd() *cobra.Command {
 		Short: "Show which disk holds the gluster brick; --apply formats an empty second disk and mounts it (kiln-brick-disk.service)",
 		Long: `Decides where this node's gluster brick lives: a disk labelled ` + brickdisk.Label + `, else the first entirely empty
 disk (no partition table, no filesystem, first MiB zero), else the state partition. A disk that holds anything
-is never written to. With --apply the chosen disk is formatted (only when empty) and mounted at ` + brickdisk.MountPoint + `.`,
+is never written to, and a node with /var in RAM takes no disk (it holds no brick). With --apply the chosen disk
+is formatted (only when empty) and mounted at ` + brickdisk.MountPoint + `.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), brickDiskTimeout)

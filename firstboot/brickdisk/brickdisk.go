@@ -6,7 +6,11 @@
 //   - otherwise the first disk that is entirely empty (no partition table, no filesystem signature, its first
 //     MiB all zero) is formatted ext4 with that label and mounted;
 //   - otherwise, or when the brick on the state partition already holds data, nothing happens and the brick
-//     stays on the state partition.
+//     stays on the state partition;
+//   - a node with /var in RAM (package statefs) takes no disk at all: it holds no brick.
+//
+// A disk holding /var (the boot disk, or a netbooted node's state disk) or a kiln-state filesystem is never
+// taken.
 //
 // A disk that holds anything is never written to. Choose is the pure decision; Scan observes sysfs and the
 // disks; Apply formats and mounts.
@@ -24,6 +28,8 @@ const (
 	// MountPoint is where a brick disk is mounted: the parent of gluster.BrickPath's data directory, so the
 	// brick path is the same on every node whichever disk holds it.
 	MountPoint = "/var/lib/kiln/bricks"
+	// StateLabel is the ext4 label of a node's state filesystem (/var): a disk carrying it is never a brick disk.
+	StateLabel = "kiln-state"
 	// MinSize is the smallest disk taken for bricks: anything smaller is a card reader or a firmware
 	// volume, not a data disk.
 	MinSize = 1 << 30
@@ -57,7 +63,8 @@ type Decision struct {
 // virtualPrefixes are kernel block devices that are never a data disk.
 var virtualPrefixes = []string{"loop", "ram", "zram", "sr", "dm-", "md", "nbd", "fd", "mmcblk0boot"}
 
-// Choose picks the brick disk. bootDisk is the disk holding the system (never taken); stateBrickUsed says the
+// Choose picks the brick disk. bootDisk is the disk holding /var (never taken: the boot disk of a flashed
+// node, the state disk of a netbooted one); stateBrickUsed says the
 // brick directory on the state partition already holds something, so the volume lives there and moving it
 // under a mount would hide it.
 func Choose(disks []Disk, bootDisk string, stateBrickUsed bool) Decision {
@@ -82,6 +89,10 @@ func Choose(disks []Disk, bootDisk string, stateBrickUsed bool) Decision {
 			why = "read-only"
 		case k.Size < MinSize:
 			why = fmt.Sprintf("%d MiB, smaller than %d MiB", k.Size>>20, MinSize>>20)
+		case k.FSLabel == StateLabel:
+			// A node's /var: on a netbooted node the state disk is not the disk the system was flashed to, and
+			// a kiln-state disk moved from another machine is that machine's state.
+			why = "holds " + StateLabel + " (a node's /var)"
 		case k.FSLabel == Label && k.FSType == "ext4":
 			labelled = append(labelled, k)
 			continue

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kiln-project/kiln/firstboot/statefs"
 )
 
 const gib = int64(1) << 30
@@ -57,6 +59,14 @@ func TestChoose(t *testing.T) {
 			disks: []Disk{boot, empty("vdb")}, boot: "vda", used: true,
 			skipped: map[string]string{"vdb": "already holds data"}},
 		"unknown boot disk: hands off": {disks: []Disk{boot, empty("vdb")}},
+		"netbooted: the state disk holds /var, the next empty disk is taken": {
+			disks: []Disk{{Name: "sda", Size: 500 * gib, Partitions: 1}, empty("sdb")}, boot: "sda", want: "sdb", format: true,
+			skipped: map[string]string{"sda": "boot disk"}},
+		"another disk's kiln-state is never taken": {
+			disks: []Disk{boot, {Name: "sdb", Size: 100 * gib, FSType: "ext4", FSLabel: StateLabel},
+				{Name: "sdc", Size: 100 * gib, FSType: "ext4", FSLabel: StateLabel, Empty: true}, empty("sdd")},
+			boot: "vda", want: "sdd", format: true,
+			skipped: map[string]string{"sdb": "holds kiln-state", "sdc": "holds kiln-state"}},
 		"two labelled disks: no guess": {
 			disks: []Disk{boot, {Name: "sdb", Size: 50 * gib, FSType: "ext4", FSLabel: Label},
 				{Name: "sdc", Size: 50 * gib, FSType: "ext4", FSLabel: Label}},
@@ -212,6 +222,74 @@ func TestBootDisk(t *testing.T) {
 	_, h := newFakeNode(t, nil)
 	if got, err := h.BootDisk(); err != nil || got != "vda" {
 		t.Fatalf("BootDisk = %q, %v; want vda", got, err)
+	}
+}
+
+// setVar makes the fake node's /var a mount of devno, with /sys/dev/block/<devno> pointing at sysPath (none
+// when "").
+func setVar(t *testing.T, f *fakeNode, devno, fstype, sysPath string) {
+	t.Helper()
+	if sysPath != "" {
+		if err := os.Symlink(sysPath, filepath.Join(f.root, "/sys/dev/block", devno)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(f.root, "/proc/self/mountinfo"),
+		[]byte("25 1 0:23 / / ro,relatime - overlay overlay ro\n26 25 "+devno+" / /var rw,relatime - "+fstype+" x rw\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReconcileWholeDiskState: a state filesystem that fills a whole disk (vdb) protects that disk by name, and
+// the next empty disk becomes the brick disk.
+func TestReconcileWholeDiskState(t *testing.T) {
+	f, h := newFakeNode(t, map[string][]byte{"vdb": nil, "vdc": make([]byte, headSize)})
+	f.labels[filepath.Join(f.root, "/dev/vdb")] = StateLabel
+	if err := os.MkdirAll(filepath.Join(f.root, "/sys/devices/pci0000:00/virtio3/block/vdb"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	setVar(t, f, "254:16", "ext4", "../../devices/pci0000:00/virtio3/block/vdb")
+	if got, err := h.BootDisk(); err != nil || got != "vdb" {
+		t.Fatalf("BootDisk = %q, %v; want vdb", got, err)
+	}
+	d, err := h.Reconcile(context.Background())
+	if err != nil || d.Disk == nil || d.Disk.Name != "vdc" || !d.Format {
+		t.Fatalf("%+v %v: want vdc formatted", d, err)
+	}
+	if len(f.formatted) != 1 || f.formatted[0] != filepath.Join(f.root, "/dev/vdc") || d.Skipped["vdb"] != "boot disk" {
+		t.Errorf("formatted %v, vdb skipped for %q", f.formatted, d.Skipped["vdb"])
+	}
+}
+
+// TestReconcileVarInRAM: a node whose /var is in RAM (the initramfs's marker) formats and mounts nothing, not
+// even a disk labelled kiln-bricks by an earlier boot, and says why.
+func TestReconcileVarInRAM(t *testing.T) {
+	f, h := newFakeNode(t, map[string][]byte{"vdb": nil, "vdc": make([]byte, headSize)})
+	f.labels[filepath.Join(f.root, "/dev/vdb")] = Label
+	setVar(t, f, "0:30", "tmpfs", "")
+	marker := filepath.Join(f.root, statefs.Marker)
+	if err := os.MkdirAll(filepath.Dir(marker), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(marker, []byte("no empty local disk\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, err := h.Reconcile(context.Background())
+	if err != nil || d.Disk != nil || len(f.formatted) != 0 || len(f.mounted) != 0 {
+		t.Fatalf("%+v %v formatted %v mounted %v: want nothing touched", d, err, f.formatted, f.mounted)
+	}
+	if want := "no brick: /var is in RAM (no empty local disk)"; !strings.Contains(d.Reason, want) {
+		t.Errorf("reason %q, want it to contain %q", d.Reason, want)
+	}
+	// Without the marker a /var on tmpfs is no disk to protect by name: hands off too.
+	if err := os.Remove(marker); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := h.BootDisk(); err != nil || got != "" {
+		t.Errorf("BootDisk with /var on tmpfs = %q, %v; want \"\", nil", got, err)
+	}
+	if d, err := h.Reconcile(context.Background()); err != nil || d.Disk != nil || len(f.formatted) != 0 {
+		t.Errorf("no marker, /var on tmpfs: %+v %v formatted %v: want nothing touched", d, err, f.formatted)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kiln-project/kiln/firstboot/statefs"
 	"github.com/kiln-project/kiln/internal/run"
 )
 
@@ -83,20 +84,28 @@ func (h *Host) Scan(ctx context.Context) ([]Disk, error) {
 	return disks, nil
 }
 
-// BootDisk names the disk holding /var (the state partition), "" when /var is not on a disk partition.
+// BootDisk names the disk holding /var: the disk of the state partition, or the disk itself when the state
+// filesystem fills a whole disk. "" when /var is on no disk (a virtual device such as LVM): then Choose touches
+// nothing, since the disks under it cannot be named.
 func (h *Host) BootDisk() (string, error) {
 	devno, err := h.mountInfo("/var")
 	if err != nil || devno == "" {
 		return "", err
 	}
+	if strings.HasPrefix(devno, "0:") {
+		return "", nil // an anonymous device (tmpfs, overlay): on no disk
+	}
 	link, err := filepath.EvalSymlinks(h.path("/sys/dev/block/" + devno))
 	if err != nil {
 		return "", fmt.Errorf("brickdisk: device %s of /var: %w", devno, err)
 	}
-	if _, err := os.Stat(filepath.Join(link, "partition")); err != nil {
-		return "", nil // /var on a whole disk or a virtual device: no disk to protect by name
+	if _, err := os.Stat(filepath.Join(link, "partition")); err == nil {
+		return filepath.Base(filepath.Dir(link)), nil
 	}
-	return filepath.Base(filepath.Dir(link)), nil
+	if strings.Contains(link, "/devices/virtual/") {
+		return "", nil
+	}
+	return filepath.Base(link), nil
 }
 
 // Mounted reports whether something is mounted at MountPoint already (the unit ran earlier this boot).
@@ -144,9 +153,16 @@ func (h *Host) StateBrickUsed() (bool, error) {
 
 // Decide observes and decides, touching nothing: what Reconcile would do now. A brick disk already mounted
 // this boot is reported as such (Disk nil).
+//
+// A node with /var in RAM (statefs) takes no brick disk, not even one labelled kiln-bricks by an earlier boot: its
+// glusterd state is lost at every reboot, so it holds no brick (docs/formation.md, "Nodes with /var in RAM"),
+// and a kept brick disk stays as it is for when the machine has its state disk again.
 func (h *Host) Decide(ctx context.Context) (Decision, error) {
 	if m, err := h.Mounted(); err != nil || m {
 		return Decision{Reason: MountPoint + " is mounted already"}, err
+	}
+	if reason, inRAM, err := statefs.InRAM(h.Root); err != nil || inRAM {
+		return Decision{Reason: statefs.NoBrickLine(reason) + ": no disk is formatted or mounted for bricks"}, err
 	}
 	boot, err := h.BootDisk()
 	if err != nil {
