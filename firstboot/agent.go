@@ -30,7 +30,7 @@ import (
 // Reconcilers: build})` is the whole agent.
 type Options struct {
 	Logger *slog.Logger
-	// LoadConfig finds and validates the cluster config (default: config.Load over config.Sources("/")).
+	// LoadConfig finds and validates the cluster config (default: config.Load over config.Sources("/", Logger)).
 	LoadConfig func(ctx context.Context) (*config.Config, error)
 	// Identity returns this node's id and hostname (default: identity.Get, read-only).
 	Identity func() (id, hostname string, err error)
@@ -82,7 +82,8 @@ func (o Options) withDefaults() Options {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.LoadConfig == nil {
-		o.LoadConfig = func(ctx context.Context) (*config.Config, error) { return config.Load(ctx, config.Sources("/")) }
+		log := o.Logger
+		o.LoadConfig = func(ctx context.Context) (*config.Config, error) { return config.Load(ctx, config.Sources("/", log)) }
 	}
 	if o.Identity == nil {
 		log := o.Logger
@@ -390,6 +391,7 @@ func (a *agent) writeStatus(st *status.Status, summary string) {
 	st.NodeID, st.Hostname = a.id, a.host
 	if a.cfg != nil {
 		st.Cluster, st.ConfigSource, st.Expected = a.cfg.Cluster.Name, a.cfg.Source, a.cfg.Cluster.Size
+		st.ConfigSkipped = a.cfg.Skipped
 		if a.cfg.Cluster.VIP.IsValid() {
 			st.VIP = a.cfg.Cluster.VIP.String()
 		}

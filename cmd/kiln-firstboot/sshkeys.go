@@ -48,7 +48,7 @@ func authorizedKeys(ctx context.Context, root, user string, log *slog.Logger) []
 	if user == "root" {
 		// Not config.Load: a config without a valid cluster section still grants its keys, so a person can
 		// log in to a node that is waiting for (or refusing) its cluster config.
-		ks, err := config.SSHKeys(ctx, config.Sources(root))
+		ks, err := config.SSHKeys(ctx, config.Sources(root, log))
 		if err != nil {
 			log.Warn("ssh-keys: no keys from the node config", "err", err)
 		}

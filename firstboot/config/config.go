@@ -29,9 +29,12 @@ type Config struct {
 	Cluster Cluster
 	// SSHAuthorizedKeys are added to root's keys at boot (through `kiln-firstboot ssh-keys`); empty means none.
 	SSHAuthorizedKeys []string
-	// Source names where the config came from ("fw_cfg", "esp", "image"); empty for a config not loaded
-	// from a Source (parsed or generated).
+	// Source names where the config came from ("fw_cfg", "cmdline-url", "esp", "image"); empty for a config
+	// not loaded from a Source (parsed or generated).
 	Source string
+	// Skipped says why sources before Source that were asked for gave no config (a kiln.config= server that
+	// did not answer): the node runs on a lower-priority config, and its status says why.
+	Skipped []string
 }
 
 // Cluster is the cluster section.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,17 +31,23 @@ const (
 )
 
 // Sources returns the node's config sources in priority order, with every path under root ("/" on a node).
-// A later source (EC2 user-data) goes into this list.
-func Sources(root string) []Source {
+// log receives the URL source's waiting lines (nil: none). A later source (EC2 user-data) goes into this list.
+//
+// The order: what the machine's own firmware hands over (fw_cfg: the lab, a hypervisor) is the most specific;
+// then the netboot server named on the kernel command line; then the ESP of a flashed disk; then the image's
+// default. A netbooted node has no ESP, and the image it boots is the same one a flashed node boots, so the
+// server's config must win over the image's.
+func Sources(root string, log *slog.Logger) []Source {
 	return []Source{
 		File{SourceName: "fw_cfg", Path: filepath.Join(root, FwCfgPath)},
+		URL{Cmdline: filepath.Join(root, CmdlinePath), Cache: cacheUnder(root), Log: log},
 		ESP{Root: root},
 		File{SourceName: "image", Path: filepath.Join(root, ImagePath)},
 	}
 }
 
 // ErrNotFound means no source holds a config: the node waits for one and forms nothing.
-var ErrNotFound = errors.New("no cluster config (fw_cfg opt/kiln/config, ESP kiln/cluster.yaml, " + ImagePath + ")")
+var ErrNotFound = errors.New("no cluster config (fw_cfg opt/kiln/config, " + CmdlineParam + "= URL, ESP kiln/cluster.yaml, " + ImagePath + ")")
 
 // Error is a config that was found but could not be read or is invalid. The agent reports it in status and
 // does nothing else: a node with a broken config must not join, form or change anything.
@@ -53,10 +60,11 @@ type Error struct {
 func (e *Error) Error() string { return fmt.Sprintf("config from %s: %v", e.Source, e.Err) }
 func (e *Error) Unwrap() error { return e.Err }
 
-// Load returns the config of the first source that has one, with Config.Source set. It returns ErrNotFound
-// when none has one, and an *Error when the first one found is unreadable or invalid.
+// Load returns the config of the first source that has one, with Config.Source and Config.Skipped set. It
+// returns ErrNotFound when none has one (wrapped with what the skipped sources said), and an *Error when the
+// first one found is unreadable or invalid.
 func Load(ctx context.Context, sources []Source) (*Config, error) {
-	name, data, err := first(ctx, sources)
+	name, data, skipped, err := first(ctx, sources)
 	if err != nil {
 		return nil, err
 	}
@@ -64,24 +72,33 @@ func Load(ctx context.Context, sources []Source) (*Config, error) {
 	if err != nil {
 		return nil, &Error{Source: name, Err: err}
 	}
-	c.Source = name
+	c.Source, c.Skipped = name, skipped
 	return c, nil
 }
 
-// first returns the raw config of the first source that has one (ErrNotFound when none has; an *Error when
-// the first one found cannot be read).
-func first(ctx context.Context, sources []Source) (string, []byte, error) {
+// first returns the raw config of the first source that has one, and why the sources before it that were
+// asked for gave none (SkipError). It returns ErrNotFound when none has one, and an *Error when the first one
+// found cannot be read.
+func first(ctx context.Context, sources []Source) (string, []byte, []string, error) {
+	var skipped []string
 	for _, s := range sources {
 		data, err := s.Load(ctx)
+		var skip *SkipError
+		if errors.As(err, &skip) {
+			skipped = append(skipped, skip.Error())
+		}
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return "", nil, &Error{Source: s.Name(), Err: err}
+			return "", nil, skipped, &Error{Source: s.Name(), Err: err}
 		}
-		return s.Name(), data, nil
+		return s.Name(), data, skipped, nil
 	}
-	return "", nil, ErrNotFound
+	if len(skipped) > 0 {
+		return "", nil, skipped, fmt.Errorf("%w; %s", ErrNotFound, strings.Join(skipped, "; "))
+	}
+	return "", nil, nil, ErrNotFound
 }
 
 // File is a source that is a plain file (fw_cfg's sysfs entry, the image default).
@@ -115,7 +132,7 @@ func readLimited(path string) ([]byte, error) {
 // a machine not yet given a cluster has keys and nothing else. Only that one field is read (leniently: other
 // fields may be anything), and a key that is not one authorized_keys line is dropped.
 func SSHKeys(ctx context.Context, sources []Source) ([]string, error) {
-	name, data, err := first(ctx, sources)
+	name, data, _, err := first(ctx, sources)
 	if err != nil {
 		return nil, err
 	}

@@ -101,7 +101,7 @@ func TestLoadOrder(t *testing.T) {
 				os.MkdirAll(filepath.Join(root, "dev"), 0o755)
 				makeESP(t, filepath.Join(root, "dev/vda1"), map[string]string{"/kiln/cluster.yaml": tt.esp})
 			}
-			c, err := Load(ctx, Sources(root))
+			c, err := Load(ctx, Sources(root, nil))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("Load error = %v, want %q", err, tt.wantErr)
@@ -119,13 +119,13 @@ func TestLoadOrder(t *testing.T) {
 }
 
 func TestLoadErrorsAreTyped(t *testing.T) {
-	_, err := Load(context.Background(), Sources(t.TempDir()))
+	_, err := Load(context.Background(), Sources(t.TempDir(), nil))
 	if !errors.Is(err, ErrNotFound) {
 		t.Errorf("no config: %v, want ErrNotFound", err)
 	}
 	root := t.TempDir()
 	writeFile(t, filepath.Join(root, ImagePath), "cluster: {name: UPPER}\n")
-	_, err = Load(context.Background(), Sources(root))
+	_, err = Load(context.Background(), Sources(root, nil))
 	var ce *Error
 	if !errors.As(err, &ce) || ce.Source != "image" {
 		t.Errorf("invalid config: %v, want *Error from image", err)

@@ -20,6 +20,9 @@ func Format(w io.Writer, s *Status, now time.Time) error {
 	} else {
 		p("cluster", "%s (config from %s)", orDash(s.Cluster), orDash(s.ConfigSource))
 	}
+	for _, skipped := range s.ConfigSkipped {
+		p("config skipped", "%s", skipped)
+	}
 	alive := 0
 	for _, m := range s.Members {
 		if m.Alive {

@@ -38,8 +38,11 @@ type Status struct {
 	Phase    Phase  `json:"phase"`
 	// Cluster is the cluster name from the config; empty while there is none.
 	Cluster string `json:"cluster,omitempty"`
-	// ConfigSource says which source the config came from (fw_cfg, esp, image).
+	// ConfigSource says which source the config came from (fw_cfg, cmdline-url, esp, image).
 	ConfigSource string `json:"configSource,omitempty"`
+	// ConfigSkipped says why higher-priority sources that were asked for gave no config (a kiln.config= server
+	// that did not answer, or answered 404), so the config came from ConfigSource instead.
+	ConfigSkipped []string `json:"configSkipped,omitempty"`
 	// ConfigError is why there is no usable config; empty when there is one.
 	ConfigError string `json:"configError,omitempty"`
 	// Expected is cluster.size; Members are all known members (self included) sorted by ID.
