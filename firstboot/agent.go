@@ -23,6 +23,7 @@ import (
 	"github.com/kiln-project/kiln/firstboot/identity"
 	"github.com/kiln-project/kiln/firstboot/netif"
 	"github.com/kiln-project/kiln/firstboot/state"
+	"github.com/kiln-project/kiln/firstboot/statefs"
 	"github.com/kiln-project/kiln/firstboot/status"
 )
 
@@ -34,6 +35,9 @@ type Options struct {
 	LoadConfig func(ctx context.Context) (*config.Config, error)
 	// Identity returns this node's id and hostname (default: identity.Get, read-only).
 	Identity func() (id, hostname string, err error)
+	// StateInRAM reports whether /var is in RAM this boot, and why (default: statefs.InRAM("/")). Such a node
+	// holds no brick and casts no election vote (docs/formation.md, "Nodes with /var in RAM").
+	StateInRAM func() (reason string, inRAM bool, err error)
 	// SelectInterface picks the cluster interface and address (default: netif.Select).
 	SelectInterface func(configured string, exclude netip.Addr) (netif.Choice, error)
 	// HoldsVIP reports whether the cluster interface carries the VIP now (default: netif.HasAddr).
@@ -95,6 +99,9 @@ func (o Options) withDefaults() Options {
 			return id.ID, id.Hostname, nil
 		}
 	}
+	if o.StateInRAM == nil {
+		o.StateInRAM = func() (string, bool, error) { return statefs.InRAM("/") }
+	}
 	if o.SelectInterface == nil {
 		o.SelectInterface = netif.Select
 	}
@@ -148,10 +155,13 @@ type agent struct {
 	cfg  *config.Config
 	id   string
 	host string
-	net  netif.Choice
-	disc *discovery.Discovery
-	recs []state.Reconciler
-	kick chan struct{}
+	// ramReason is why /var is in RAM this boot, "" when it is on a disk: then this node holds no brick and
+	// does not vote.
+	ramReason string
+	net       netif.Choice
+	disc      *discovery.Discovery
+	recs      []state.Reconciler
+	kick      chan struct{}
 	// beat is the unix-nano time the reconcile loop last made progress; the watchdog stops when it stalls.
 	beat atomic.Int64
 	// sends tracks in-flight message sends so Run returns only after they stopped.
@@ -281,6 +291,17 @@ func (a *agent) setup(ctx context.Context) bool {
 		a.id, a.host = id, host
 		a.log = a.log.With("node", id)
 		return nil
+	}) && retry("state disk", func() error {
+		reason, inRAM, err := a.opts.StateInRAM()
+		if err != nil {
+			a.setupError(err)
+			return err
+		}
+		if inRAM {
+			a.ramReason = reason
+			a.log.Warn("/var is in RAM: this node holds no gluster brick and does not vote in the election", "reason", reason)
+		}
+		return nil
 	}) && retry("interface", func() error {
 		vip := a.cfg.Cluster.VIP.Addr()
 		c, err := a.opts.SelectInterface(a.cfg.Cluster.Interface, vip)
@@ -336,7 +357,9 @@ func (a *agent) loadState() error {
 		return err
 	}
 	a.epoch = le.Epoch
-	a.el = election.New(a.id, a.cfg.Cluster.Size, p, a.opts.Election)
+	ec := a.opts.Election
+	ec.Learner = a.ramReason != "" // what it promised would be forgotten at the next reboot
+	a.el = election.New(a.id, a.cfg.Cluster.Size, p, ec)
 	if ok {
 		if err := r.valid(); err != nil {
 			err = fmt.Errorf("%s: %w", formationFile, err)
@@ -356,6 +379,7 @@ func (a *agent) startDiscovery(ctx context.Context) error {
 	c := a.cfg.Cluster
 	dc := discovery.Config{
 		NodeID: a.id, Hostname: a.host, ClusterName: c.Name, Key: c.Key[:], Expected: c.Size,
+		NoBrick: a.ramReason != "", StateInRAM: a.ramReason != "",
 		Bind: a.net.Addr, Port: discovery.GossipPort,
 		LocalState: a.localState, MergeRemoteState: a.mergeRemoteState,
 		Logger: a.log,
@@ -389,6 +413,9 @@ func (a *agent) wake() {
 
 func (a *agent) writeStatus(st *status.Status, summary string) {
 	st.NodeID, st.Hostname = a.id, a.host
+	if a.ramReason != "" {
+		st.NoBrick = statefs.NoBrickLine(a.ramReason)
+	}
 	if a.cfg != nil {
 		st.Cluster, st.ConfigSource, st.Expected = a.cfg.Cluster.Name, a.cfg.Source, a.cfg.Cluster.Size
 		st.ConfigSkipped = a.cfg.Skipped

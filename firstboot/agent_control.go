@@ -69,8 +69,9 @@ func (a *agent) stalled(now time.Time) bool {
 	return now.Sub(time.Unix(0, a.beat.Load())) > a.opts.ReconcileTimeout+time.Minute
 }
 
-// view is the election's input from the membership: who is alive, whether any member announces a formed
-// swarm, and any initialiser a member announces as decided.
+// view is the election's input from the membership: who is alive and votes (members with /var in RAM are
+// learners: election.Config.Learner), whether any member announces a formed swarm, and any initialiser a
+// member announces as decided.
 func (a *agent) view() (election.View, string) {
 	var v election.View
 	var announcer string
@@ -78,7 +79,9 @@ func (a *agent) view() (election.View, string) {
 		if !p.Alive {
 			continue
 		}
-		v.Alive = append(v.Alive, p.ID)
+		if !p.StateInRAM {
+			v.Alive = append(v.Alive, p.ID)
+		}
 		if p.Meta.Initialiser != "" && p.ID != a.id {
 			v.Learned = p.Meta.Initialiser
 		}

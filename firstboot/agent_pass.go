@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/kiln-project/kiln/firstboot/election"
+	"github.com/kiln-project/kiln/firstboot/member"
 	"github.com/kiln-project/kiln/firstboot/state"
+	"github.com/kiln-project/kiln/firstboot/statefs"
 	"github.com/kiln-project/kiln/firstboot/status"
 )
 
@@ -127,6 +129,9 @@ func (a *agent) state() *state.State {
 	s := &state.State{Inputs: state.Inputs{Expected: c.Size, ClusterName: c.Name, VIP: c.VIP,
 		Interface: a.net.Interface, Subnet: a.net.Subnet, ReplaceAfter: c.ReplaceAfter, LocalEpoch: a.epoch,
 		Formation: a.formation()}}
+	if a.ramReason != "" {
+		s.NoBrick = statefs.NoBrickLine(a.ramReason)
+	}
 	a.mu.Lock()
 	s.Initialiser = a.el.Decided() == a.id
 	a.mu.Unlock()
@@ -276,6 +281,14 @@ func (a *agent) report(s *state.State, phase status.Phase, results []result, hol
 		}
 	}
 	st.VIPHolder = a.vipHolders(holdsVIP)
+	if s.Formation == nil {
+		a.mu.Lock()
+		decided := a.el.Decided()
+		a.mu.Unlock()
+		if decided == "" {
+			st.Election = electionLine(s.Members, s.Expected, a.ramReason != "")
+		}
+	}
 	if len(errs) > 0 {
 		a.lastErr, a.lastErrAt = strings.Join(errs, "; "), time.Now().UTC()
 	}
@@ -315,6 +328,25 @@ func (a *agent) vipHolders(self bool) string {
 		}
 	}
 	return strings.Join(holders, ",")
+}
+
+// electionLine says why the election cannot decide yet when that is down to members with /var in RAM, which
+// do not vote (election.Config.Learner); "" otherwise.
+func electionLine(members []member.Member, expected int, selfInRAM bool) string {
+	voters := 0
+	for _, m := range members {
+		if m.Alive && !m.StateInRAM {
+			voters++
+		}
+	}
+	need := election.Majority(expected)
+	switch {
+	case selfInRAM:
+		return fmt.Sprintf("not a voter (/var is in RAM): learns the initialiser from the others; %d of the %d voters a decision needs are alive", voters, need)
+	case voters < need && len(members) >= need:
+		return fmt.Sprintf("waiting for voters: a decision needs %d alive members with /var on a disk, alive now: %d (members with /var in RAM do not vote)", need, voters)
+	}
+	return ""
 }
 
 func component(results []result, name, detail string) status.Component {

@@ -125,6 +125,8 @@ type testCluster struct {
 	// notes records every sd_notify state sent, per node.
 	notesMu sync.Mutex
 	notes   map[string][]string
+	// inRAM gives the nodes whose /var is in RAM, with the reason.
+	inRAM map[string]string
 }
 
 type syncBuf struct {
@@ -197,6 +199,10 @@ func (c *testCluster) options(i int) Options {
 			return &config.Config{Cluster: config.Cluster{Name: "garage", Key: c.key, Size: 3, VIP: netip.MustParsePrefix("192.0.2.250/24")}, Source: "test"}, nil
 		},
 		Identity: func() (string, string, error) { return id, "kiln-" + id, nil },
+		StateInRAM: func() (string, bool, error) {
+			reason, ok := c.inRAM[id]
+			return reason, ok, nil
+		},
 		HoldsVIP: func(dev string, vip netip.Addr) (bool, error) {
 			return id == "b2" && dev == "lo" && vip == netip.MustParseAddr("192.0.2.250"), nil
 		},

@@ -2,6 +2,7 @@ package agents
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -21,6 +22,7 @@ import (
 	"github.com/kiln-project/kiln/firstboot/config"
 	"github.com/kiln-project/kiln/firstboot/gluster"
 	"github.com/kiln-project/kiln/firstboot/host"
+	"github.com/kiln-project/kiln/firstboot/statefs"
 	"github.com/kiln-project/kiln/firstboot/status"
 	"github.com/kiln-project/kiln/firstboot/swarm"
 )
@@ -104,10 +106,17 @@ type formation struct {
 }
 
 // form starts n agents at once on a fresh LAN (dockerd and glusterd already answering on each node, as when the
-// image's agent starts) and waits until every agent reports ready and exactly one node holds the VIP.
-func form(tb testing.TB, n int, bound time.Duration) formation {
+// image's agent starts) and waits until every agent reports ready and exactly one node holds the VIP. The nodes
+// at the indices in inRAM boot as a netbooted node without a disk does: the initramfs's marker says /var is in
+// RAM.
+func form(tb testing.TB, n int, bound time.Duration, inRAM ...int) formation {
 	tb.Helper()
 	nodes := newLAN(tb, n)
+	for _, i := range inRAM {
+		if err := os.WriteFile(nodes[i].path(statefs.Marker), []byte(statefs.DefaultReason+"\n"), 0o644); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	for _, nd := range nodes {
 		nd.startDockerd(tb)
 		nd.startGlusterd(tb)
@@ -199,9 +208,42 @@ func TestWholeAgentFormation(t *testing.T) {
 	}
 }
 
+// TestWholeAgentFormationVarInRAM: four complete agents, the lowest id (n1) with /var in RAM, as a netbooted
+// node without a disk. n1 neither votes nor initialises (the lowest voter, n2, does), joins the swarm, holds no
+// brick and says so, and mounts the replica-3 volume whose bricks are on the three other nodes.
+func TestWholeAgentFormationVarInRAM(t *testing.T) {
+	needHost(t)
+	f := form(t, 4, 5*time.Minute, 0)
+	t.Logf("formed %s after the last agent start (ready: %v), VIP on %s", f.formed.Round(10*time.Millisecond), f.ready, f.holder)
+	vol := checkFormed(t, f.nodes)
+	for _, b := range vol.Bricks {
+		if strings.HasPrefix(b, f.nodes[0].addr.String()+":") {
+			t.Errorf("brick %s on n1, whose /var is in RAM (bricks %v)", b, vol.Bricks)
+		}
+	}
+	st := f.nodes[0].status()
+	want := statefs.NoBrickLine(statefs.DefaultReason)
+	if st.NoBrick != want || !strings.HasSuffix(st.Reconcilers["gluster"], "/var/data mounted; "+want) {
+		t.Errorf("n1 status: noBrick %q, gluster %q; want both to say %q", st.NoBrick, st.Reconcilers["gluster"], want)
+	}
+	for _, m := range f.nodes[1].status().Members {
+		if m.NoBrick != (m.ID == "n1") || m.StateInRAM != (m.ID == "n1") {
+			t.Errorf("n2 sees member %s with NoBrick=%v StateInRAM=%v", m.ID, m.NoBrick, m.StateInRAM)
+		}
+	}
+	b, err := os.ReadFile(f.nodes[0].path("/var/lib/kiln/formation.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct{ Initialiser string }
+	if err := json.Unmarshal(b, &rec); err != nil || rec.Initialiser != "n2" {
+		t.Errorf("formation record initialiser %q (%v), want n2: n1 does not vote", rec.Initialiser, err)
+	}
+}
+
 // checkFormed asks the cluster itself what form reads from the agents' status: the swarm's node list, the
-// volume, the mounts.
-func checkFormed(t *testing.T, nodes []*node) {
+// volume, the mounts. It returns the volume.
+func checkFormed(t *testing.T, nodes []*node) *gluster.Volume {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -238,6 +280,7 @@ func checkFormed(t *testing.T, nodes []*node) {
 			t.Errorf("node %s: %s not mounted: %v", nd.id, gluster.MountPoint, err)
 		}
 	}
+	return vol
 }
 
 // BenchmarkWholeAgentFormation reports formed-after-the-third-agent-start (s/formed) for three agents on a

@@ -160,7 +160,7 @@ func TestReplay(t *testing.T) {
 
 func TestMeta(t *testing.T) {
 	m := Meta{ID: "0123abcd", Hostname: "kiln-0123abcd", Phase: "formed", Initialiser: "0123abcd", SwarmID: "x7u2",
-		SwarmNode: "n0de1d", GlusterEpoch: "2"}
+		SwarmNode: "n0de1d", GlusterEpoch: "2", NoBrick: true, StateInRAM: true}
 	b, err := EncodeMeta(m)
 	if err != nil {
 		t.Fatal(err)

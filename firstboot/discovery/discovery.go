@@ -31,6 +31,8 @@ const GossipPort = 7948
 type Config struct {
 	// NodeID is this node's stable id (memberlist node name); Hostname goes into metadata.
 	NodeID, Hostname string
+	// NoBrick and StateInRAM go into every metadata this node gossips, from the first (Meta).
+	NoBrick, StateInRAM bool
 	// ClusterName and Key (32 bytes) select and authenticate the cluster.
 	ClusterName string
 	Key         []byte
@@ -146,7 +148,7 @@ func Start(ctx context.Context, cfg Config) (*Discovery, error) {
 		cfg: cfg, keys: keys, log: cfg.Logger.With("component", "discovery"),
 		events:  make(chan struct{}, 1),
 		msgs:    make(chan Message, 256),
-		meta:    Meta{ID: cfg.NodeID, Hostname: cfg.Hostname},
+		meta:    Meta{ID: cfg.NodeID, Hostname: cfg.Hostname, NoBrick: cfg.NoBrick, StateInRAM: cfg.StateInRAM},
 		known:   map[string]Peer{},
 		joining: map[string]time.Time{},
 		gossip:  map[string]netip.AddrPort{},
@@ -294,7 +296,7 @@ func (d *Discovery) Peers() []Peer {
 	defer d.mu.Unlock()
 	self := d.known[d.cfg.NodeID]
 	self.Member = member.Member{ID: d.cfg.NodeID, Hostname: d.cfg.Hostname, Addr: d.Addr().Addr(), Alive: true, SwarmNode: d.meta.SwarmNode,
-		GlusterEpoch: d.meta.GlusterEpoch}
+		GlusterEpoch: d.meta.GlusterEpoch, NoBrick: d.meta.NoBrick, StateInRAM: d.meta.StateInRAM}
 	self.Meta = d.meta
 	d.known[d.cfg.NodeID] = self
 	out := make([]Peer, 0, len(d.known))
@@ -315,9 +317,11 @@ func cmpString(a, b string) int {
 	return 0
 }
 
-// SetMeta replaces this node's metadata and gossips it (if it changed).
+// SetMeta replaces this node's metadata and gossips it (if it changed). ID, Hostname, NoBrick and StateInRAM
+// are the Config's, whatever m says.
 func (d *Discovery) SetMeta(m Meta) error {
 	m.ID, m.Hostname = d.cfg.NodeID, d.cfg.Hostname
+	m.NoBrick, m.StateInRAM = d.cfg.NoBrick, d.cfg.StateInRAM
 	if _, err := EncodeMeta(m); err != nil {
 		return err
 	}
@@ -432,7 +436,7 @@ func (e *eventDelegate) update(n *memberlist.Node, alive bool) {
 	d.mu.Lock()
 	old, seen := d.known[n.Name]
 	p := Peer{Member: member.Member{ID: n.Name, Hostname: meta.Hostname, Addr: addr.Unmap(), Alive: alive, SwarmNode: meta.SwarmNode,
-		GlusterEpoch: meta.GlusterEpoch}, Meta: meta}
+		GlusterEpoch: meta.GlusterEpoch, NoBrick: meta.NoBrick, StateInRAM: meta.StateInRAM}, Meta: meta}
 	d.known[n.Name] = p
 	d.gossip[n.Name] = netip.AddrPortFrom(addr.Unmap(), n.Port)
 	d.mu.Unlock()

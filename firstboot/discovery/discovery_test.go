@@ -130,7 +130,15 @@ func TestMessagesAndState(t *testing.T) {
 	b := startNode(t, "b2", "127.0.0.32", testKey, func(c *Config) {
 		c.Peers = []string{a.Addr().String()}
 		c.MergeRemoteState = func(buf []byte, join bool) { mu.Lock(); merged = append(merged, string(buf)); mu.Unlock() }
+		c.NoBrick, c.StateInRAM = true, true
 	})
+	// b's standing is in its very first metadata: a never sees b alive without it.
+	waitFor(t, 10*time.Second, "b alive at a", func() bool { return sameIDs(alive(a.Discovery), "a1", "b2") })
+	for _, p := range a.Peers() {
+		if want := p.ID == "b2"; p.NoBrick != want || p.StateInRAM != want {
+			t.Errorf("a sees %s with NoBrick=%v StateInRAM=%v, want %v", p.ID, p.NoBrick, p.StateInRAM, want)
+		}
+	}
 	waitFor(t, 10*time.Second, "b to merge a's state", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -161,6 +169,14 @@ func TestMessagesAndState(t *testing.T) {
 		}
 		return false
 	})
+	// SetMeta keeps the standing whatever the agent passes.
+	for _, ps := range [][]Peer{a.Peers(), b.Peers()} {
+		for _, p := range ps {
+			if p.ID == "b2" && (!p.NoBrick || !p.StateInRAM || !p.Meta.NoBrick) {
+				t.Errorf("b's standing lost after SetMeta: %+v", p)
+			}
+		}
+	}
 }
 
 // TestFailureDetection uses the production timings: a crashed member must be seen down within 5 s

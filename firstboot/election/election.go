@@ -130,6 +130,13 @@ type Config struct {
 	// consecutive failures up to MaxBackoff. Defaults 1 s and 10 s.
 	Backoff, MaxBackoff time.Duration
 
+	// Learner makes this node a learner only: it never proposes, refuses every Prepare and Accept, and adopts
+	// the decision it hears of. For a node that keeps nothing across a reboot (/var in RAM): Paxos' safety
+	// rests on acceptors remembering what they promised and accepted, and one that forgets after a reboot
+	// could join a second majority for another value. The caller leaves learners out of View.Alive, so
+	// nobody waits for their votes.
+	Learner bool
+
 	// unaided turns off the liveness aids (lowest-id proposer, lease, lowest-id grant) so tests can show that
 	// safety holds on plain Paxos alone, under heavy contention the aids would otherwise prevent.
 	unaided bool
@@ -243,7 +250,7 @@ func (n *Node) Tick(now time.Time, v View) []Msg {
 // included, and has the lowest id among them. Views can differ, so two nodes may both be eligible; that
 // costs a round, never safety.
 func (n *Node) eligible(v View) bool {
-	if !slices.Contains(v.Alive, n.id) || len(v.Alive) < Majority(n.expected) {
+	if n.cfg.Learner || !slices.Contains(v.Alive, n.id) || len(v.Alive) < Majority(n.expected) {
 		return false
 	}
 	return n.cfg.unaided || lowest(v.Alive) == n.id
@@ -301,6 +308,8 @@ func (n *Node) onPrepare(now time.Time, m Msg, v View) []Msg {
 		return []Msg{r}
 	}
 	switch {
+	case n.cfg.Learner:
+		return reject("a learner: keeps no state across reboots, so it does not vote")
 	case v.Formed:
 		return reject("formation already announced")
 	case m.Ballot.Less(n.p.Promised):
@@ -328,6 +337,11 @@ func (n *Node) onAccept(m Msg) []Msg {
 	}
 	// Paxos phase 2: accept unless a higher ballot was promised. No lease or view check here: a proposer that
 	// got this far holds a majority of promises, and refusing now would only waste its round.
+	if n.cfg.Learner {
+		r := n.reply(m, Reject)
+		r.Promised, r.Reason = n.p.Promised, "a learner: keeps no state across reboots, so it does not vote"
+		return []Msg{r}
+	}
 	if m.Ballot.Less(n.p.Promised) {
 		r := n.reply(m, Reject)
 		r.Promised, r.Reason = n.p.Promised, "promised a higher ballot"

@@ -232,30 +232,52 @@ type sim struct {
 	accepted map[Ballot]map[string]string
 	chosen   string
 	stats    struct{ proposers map[string]bool }
+	// learner marks the nodes with /var in RAM: Config.Learner, left out of every view's Alive (as the agent
+	// does), and a restart forgets everything they ever persisted.
+	learner map[string]bool
 }
 
 func newSim(t *testing.T, seed uint64, n int, unaided bool) *sim {
+	return newSimLearners(t, seed, n, 0, unaided)
+}
+
+// newSimLearners is newSim with the last learners nodes (by index; ids are shuffled) learners.
+func newSimLearners(t *testing.T, seed uint64, n, learners int, unaided bool) *sim {
 	s := &sim{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), nodes: map[string]*Node{},
 		disk: map[string]Persistent{}, down: map[string]bool{}, side: map[string]int{}, now: t0, decided: map[string]string{},
-		accepted: map[Ballot]map[string]string{},
-		cfg:      Config{LeaseTTL: 10 * time.Second, RoundTimeout: 3 * time.Second, Backoff: time.Second, MaxBackoff: 5 * time.Second, unaided: unaided}}
+		accepted: map[Ballot]map[string]string{}, learner: map[string]bool{},
+		cfg: Config{LeaseTTL: 10 * time.Second, RoundTimeout: 3 * time.Second, Backoff: time.Second, MaxBackoff: 5 * time.Second, unaided: unaided}}
 	// Ids in random order relative to the node index, so "lowest" is not always node 0.
-	for _, i := range s.rng.Perm(n) {
-		s.ids = append(s.ids, fmt.Sprintf("n%02d", i))
+	for k, i := range s.rng.Perm(n) {
+		id := fmt.Sprintf("n%02d", i)
+		s.ids = append(s.ids, id)
+		s.learner[id] = k >= n-learners
 	}
 	for _, id := range s.ids {
-		s.nodes[id] = New(id, n, Persistent{}, s.cfg)
+		s.start(id)
 	}
 	return s
+}
+
+// start (re)starts node id from what survives a reboot: its persisted state, nothing for a learner.
+func (s *sim) start(id string) {
+	cfg, p := s.cfg, s.disk[id]
+	if s.learner[id] {
+		cfg.Learner, p = true, Persistent{}
+	}
+	s.nodes[id] = New(id, len(s.ids), p, cfg)
 }
 
 // viewOf is a node's membership view: a random subset of the nodes it can reach, itself always included.
 // Views deliberately disagree (A sees {A,B}, C sees {B,C}) — the case where "lowest id I see" alone would
 // give two initialisers.
 func (s *sim) viewOf(id string, stable bool) View {
-	v := View{Alive: []string{id}}
+	var v View
+	if !s.learner[id] {
+		v.Alive = []string{id}
+	}
 	for _, o := range s.ids {
-		if o == id || s.down[o] {
+		if o == id || s.down[o] || s.learner[o] {
 			continue
 		}
 		if stable || (s.side[o] == s.side[id] && s.rng.IntN(4) != 0) || s.rng.IntN(8) == 0 {
@@ -342,7 +364,7 @@ func (s *sim) chaosStep() {
 		id := s.ids[s.rng.IntN(len(s.ids))]
 		s.down[id] = !s.down[id]
 		if !s.down[id] { // restart: volatile state lost, persisted state kept
-			s.nodes[id] = New(id, len(s.ids), s.disk[id], s.cfg)
+			s.start(id)
 		}
 	default:
 		for _, id := range s.ids {
@@ -356,7 +378,7 @@ func (s *sim) heal() {
 	for _, id := range s.ids {
 		if s.down[id] {
 			s.down[id] = false
-			s.nodes[id] = New(id, len(s.ids), s.disk[id], s.cfg)
+			s.start(id)
 		}
 	}
 	for step := 0; step < 5000; step++ {
@@ -410,6 +432,50 @@ func simulate(t *testing.T, unaided bool) {
 	t.Logf("%d of %d runs had competing proposers in the accept phase", contested, seeds)
 	if contested < seeds/10 {
 		t.Fatalf("only %d of %d runs were contested: the simulation is too gentle", contested, seeds)
+	}
+}
+
+// TestSimulationLearnersForget: nodes with /var in RAM forget everything at every restart. As learners (no
+// vote, left out of the views) they cannot break safety, and the voters, a majority of the expected size,
+// still decide; every learner learns the decision. Without Config.Learner (forgetful voters) this simulation
+// finds two chosen values.
+func TestSimulationLearnersForget(t *testing.T) {
+	seeds := 300
+	if testing.Short() {
+		seeds = 40
+	}
+	for seed := range seeds {
+		n := 3 + seed%3 // 3, 4, 5 nodes with 1, 1, 2 learners: as many as leave a majority of voters
+		learners := n - Majority(n)
+		s := newSimLearners(t, uint64(seed), n, learners, seed%2 == 1)
+		for range 3000 {
+			s.chaosStep()
+		}
+		s.heal()
+		d := s.nodes[s.ids[0]].Decided()
+		if !slices.Contains(s.ids, d) || s.learner[d] {
+			t.Fatalf("seed %d: decided %q, want a voter", seed, d)
+		}
+	}
+}
+
+func TestLearnerNeverVotes(t *testing.T) {
+	n := New("a", 3, Persistent{}, Config{Learner: true})
+	if out := n.Tick(t0, view("a", "b", "c")); len(out) != 0 {
+		t.Fatalf("a learner proposed: %+v", out)
+	}
+	for _, m := range []Msg{{Kind: Prepare, From: "b", Ballot: Ballot{1, "b"}}, {Kind: Accept, From: "b", Ballot: Ballot{1, "b"}, Value: "b"}} {
+		out := n.Handle(t0, m, view("b", "c"))
+		if len(out) != 1 || out[0].Kind != Reject || out[0].Reason != "a learner: keeps no state across reboots, so it does not vote" {
+			t.Fatalf("%v: got %+v, want a reject", m.Kind, out)
+		}
+	}
+	if p := n.Persistent(); !p.Promised.IsZero() || p.AcceptedValue != "" {
+		t.Fatalf("a learner promised or accepted: %+v", p)
+	}
+	n.Handle(t0, Msg{Kind: Decided, From: "b", Value: "b"}, view("b", "c"))
+	if n.Decided() != "b" {
+		t.Fatalf("decision not learned: %q", n.Decided())
 	}
 }
 

@@ -111,7 +111,7 @@ func (r *Reconciler) heal(ctx context.Context, s *state.State, obs Observed) (bo
 		if a.Kind == ActHeal && now.Sub(r.mem.lastHeal) < time.Minute {
 			continue
 		}
-		reason := healReason(a, r.mem.downSince, replaceAfter(s))
+		reason := healReason(a, r.mem.downSince, replaceAfter(s), s)
 		r.log.Info("gluster: "+a.String(), "volume", VolumeName, "reason", reason)
 		if err := r.act(ctx, a); err != nil {
 			return changed, health, err
@@ -151,10 +151,15 @@ func (r *Reconciler) trackDown(peers []Peer, now time.Time) string {
 	return "peers disconnected: " + strings.Join(down, ", ")
 }
 
-func healReason(a Action, downSince map[string]time.Time, after time.Duration) string {
+func healReason(a Action, downSince map[string]time.Time, after time.Duration, s *state.State) string {
 	host := a.Host
 	if a.Kind == ActReplaceBrick {
 		host, _, _ = strings.Cut(a.Bricks[0], ":")
+		for _, m := range aliveMembers(s) {
+			if m.NoBrick && m.Addr.String() == host {
+				return fmt.Sprintf("member %s at %s is back with /var in RAM: it holds no brick, so its brick moves", m.Hostname, host)
+			}
+		}
 	}
 	switch a.Kind {
 	case ActReplaceBrick, ActDetach:

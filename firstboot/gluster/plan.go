@@ -107,11 +107,20 @@ func Plan(s *state.State, obs Observed) []Action {
 }
 
 // brickMembers are the members a new volume gets its bricks on: the lowest-ID alive members in this node's
-// pool (self is always in its own pool), as many as the replica count; nil while fewer are in.
+// pool (self is always in its own pool) that may hold a brick (not member.NoBrick), as many as the replica
+// count; nil while fewer are in.
+//
+// The replica count follows cluster.size alone (min(3, size)), never how many members may hold a brick: a
+// cluster of three with one brickless member waits for a third brick-capable member rather than create a
+// replica-2 volume, which would split-brain on a partition and could not be grown back without a human
+// (docs/formation.md, "Nodes with /var in RAM"). The wait is reported (brickShortage).
 func brickMembers(s *state.State, obs Observed) []member.Member {
-	replica := min(3, max(s.Expected, 1))
+	replica := replicaCount(s)
 	var ready []member.Member
 	for _, m := range aliveMembers(s) {
+		if m.NoBrick {
+			continue
+		}
 		if m.ID == s.Self.ID {
 			ready = append(ready, m)
 		} else if p := findPeer(obs.Peers, m.Addr); p != nil && p.InCluster() {
@@ -122,6 +131,31 @@ func brickMembers(s *state.State, obs Observed) []member.Member {
 		return nil
 	}
 	return ready[:replica]
+}
+
+// replicaCount is the volume's replica count: 3, or cluster.size when smaller.
+func replicaCount(s *state.State) int { return min(3, max(s.Expected, 1)) }
+
+// brickShortage says why no volume can be created for lack of members that may hold a brick, when enough
+// members are alive but too many of them are brickless ("" otherwise: formation just waits for members, as
+// without brickless ones).
+func brickShortage(s *state.State) string {
+	replica := replicaCount(s)
+	alive := aliveMembers(s)
+	var capable int
+	var brickless []string
+	for _, m := range alive {
+		if m.NoBrick {
+			brickless = append(brickless, m.Addr.String())
+		} else {
+			capable++
+		}
+	}
+	if len(alive) < replica || capable >= replica || len(brickless) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("waiting for a member that may hold a brick: the replica-%d volume needs %d, %d alive (%s: no brick, /var in RAM)",
+		replica, replica, capable, strings.Join(brickless, ", "))
 }
 
 // meshLag is unmeshed for the bricks a create would use now ("" when there are not enough of them yet).
@@ -276,7 +310,11 @@ func PlanSelfRepair(s *state.State, obs HealObserved) []Action {
 	if known && obs.SelfUUID == old && len(obs.Peers) > 0 && obs.Volume == nil {
 		return []Action{{Kind: ActRestartGlusterd}}
 	}
-	if obs.Volume != nil && obs.Volume.Status == "Started" && slices.Contains(obs.Volume.Bricks, self+":"+BrickPath) && !obs.BrickPrepared {
+	if obs.Volume != nil && obs.Volume.Status == "Started" && slices.Contains(obs.Volume.Bricks, self+":"+BrickPath) && !obs.BrickPrepared &&
+		!s.Self.NoBrick && s.NoBrick == "" {
+		// (A brickless node whose address still holds a brick, from before it lost its state disk, never
+		// recreates it: in RAM the full heal would copy the whole volume into memory, to lose it at the next
+		// reboot. The coordinator moves that brick instead: PlanHeal.)
 		return []Action{{Kind: ActPrepareBrick, Value: obs.Volume.ID}, {Kind: ActStartForce}}
 	}
 	if obs.FullHealOwed && obs.Volume != nil && obs.Volume.Status == "Started" && obs.BrickOnline && obs.HealDaemonOnline && obs.OnlineFor >= healSettle {
@@ -305,8 +343,10 @@ func isolated(s *state.State, obs HealObserved) bool {
 
 // PlanHeal is the coordinator's healing decision, after the volume exists. Pure.
 //   - A brick on an address that no alive member has, whose peer has been disconnected for ReplaceAfter,
-//     moves to an alive pool member without a brick (lowest ID), while a majority of the bricks is up
-//     (never act without quorum); then a full heal. A dead peer without bricks is detached.
+//     moves to an alive pool member without a brick that may hold one (lowest ID), while a majority of the
+//     bricks is up (never act without quorum); then a full heal. So does, at once, a brick on the address of
+//     an alive member that may hold none (member.NoBrick: it came back with /var in RAM and will not serve
+//     that brick). A dead peer without bricks is detached.
 //   - Pending heal entries with every brick connected: start an index heal (the self-heal daemon would
 //     get there within 10 minutes; this makes "node back" converge in seconds).
 func PlanHeal(s *state.State, obs HealObserved, replaceAfter time.Duration) []Action {
@@ -318,7 +358,7 @@ func PlanHeal(s *state.State, obs HealObserved, replaceAfter time.Duration) []Ac
 	var acts []Action
 	for _, brick := range obs.Volume.Bricks {
 		host, _, _ := strings.Cut(brick, ":")
-		if !b.gone(host) || !b.quorum || len(newcomers) == 0 {
+		if !(b.gone(host) || b.brickless[host]) || !b.quorum || len(newcomers) == 0 {
 			continue
 		}
 		n := newcomers[0]
@@ -328,7 +368,7 @@ func PlanHeal(s *state.State, obs HealObserved, replaceAfter time.Duration) []Ac
 	if len(acts) > 0 {
 		return append(acts, Action{Kind: ActHealFull})
 	}
-	if want := min(3, max(s.Expected, 1)); obs.Volume.Replica < want && len(newcomers) > 0 && b.up == len(obs.Volume.Bricks) {
+	if want := replicaCount(s); obs.Volume.Replica < want && len(newcomers) > 0 && b.up == len(obs.Volume.Bricks) {
 		n := newcomers[0]
 		return []Action{{Kind: ActAddBrick, Replica: obs.Volume.Replica + 1, Bricks: []string{n.Addr.String() + ":" + BrickPath}}, {Kind: ActHealFull}}
 	}
@@ -351,26 +391,37 @@ type brickSurvey struct {
 	hosts  map[string]bool
 	up     int
 	quorum bool
-	// newcomers are the alive members in the pool without a brick, self excepted, lowest ID first.
+	// newcomers are the alive members in the pool without a brick that may hold one, self excepted, lowest ID
+	// first.
 	newcomers []member.Member
 	// gone reports whether the member at host is gone for good: no alive member has its address, and its peer
 	// has been seen disconnected for replaceAfter.
 	gone func(host string) bool
+	// brickless are the addresses of alive members that may hold no brick: a brick there is lost as well.
+	brickless map[string]bool
 }
 
 func surveyBricks(s *state.State, obs HealObserved, replaceAfter time.Duration) brickSurvey {
 	alive := map[string]bool{}
+	b := brickSurvey{hosts: map[string]bool{}, brickless: map[string]bool{}}
 	for _, m := range aliveMembers(s) {
 		alive[m.Addr.String()] = true
+		if m.NoBrick {
+			b.brickless[m.Addr.String()] = true
+		}
 	}
-	b := brickSurvey{hosts: map[string]bool{}}
 	for _, brick := range obs.Volume.Bricks {
 		host, _, _ := strings.Cut(brick, ":")
 		b.hosts[host] = true
-		if host == s.Self.Addr.String() {
+		switch {
+		case b.brickless[host]:
+			// Its glusterd is connected, but its brick is not there to serve.
+		case host == s.Self.Addr.String():
 			b.up++
-		} else if p := findPeerName(obs.Peers, host); p != nil && p.Connected {
-			b.up++
+		default:
+			if p := findPeerName(obs.Peers, host); p != nil && p.Connected {
+				b.up++
+			}
 		}
 	}
 	b.quorum = b.up > len(obs.Volume.Bricks)/2
@@ -387,7 +438,7 @@ func surveyBricks(s *state.State, obs HealObserved, replaceAfter time.Duration) 
 	}
 	for _, m := range aliveMembers(s) {
 		a := m.Addr.String()
-		if m.ID == s.Self.ID || b.hosts[a] {
+		if m.ID == s.Self.ID || b.hosts[a] || m.NoBrick {
 			continue
 		}
 		if p := findPeerName(obs.Peers, a); p != nil && p.InCluster() {

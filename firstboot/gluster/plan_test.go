@@ -18,6 +18,12 @@ var (
 	mC = member.Member{ID: "c", Addr: netip.MustParseAddr("10.77.0.13"), Alive: true, GlusterEpoch: member.FreshGluster}
 )
 
+// brickless is m with /var in RAM: it may hold no brick.
+func brickless(m member.Member) member.Member {
+	m.NoBrick, m.StateInRAM = true, true
+	return m
+}
+
 // inEpoch is m reporting its glusterd state as epoch e's ("" for not reported).
 func inEpoch(m member.Member, e string) member.Member {
 	m.GlusterEpoch = e
@@ -69,6 +75,7 @@ func kinds(acts []Action) string {
 
 func TestPlan(t *testing.T) {
 	brick := func(m member.Member) string { return m.Addr.String() + ":" + BrickPath }
+	mD := member.Member{ID: "d", Addr: mC.Addr.Next(), Alive: true, GlusterEpoch: member.FreshGluster}
 	started := &Volume{Status: "Started", Options: Options([]member.Member{mA, mB, mC}, nil)}
 	deadB := mB
 	deadB.Alive = false
@@ -122,6 +129,23 @@ func TestPlan(t *testing.T) {
 			[]string{"probe 10.77.0.13"}},
 		{"after a recover: a member reset for the new epoch is probed", recovered(mA, mA, inEpoch(mB, "1"), mC), Observed{},
 			[]string{"probe 10.77.0.12", "probe 10.77.0.13"}},
+		// Brickless members (/var in RAM) are probed into the pool like any member, and skipped for bricks.
+		{"brickless coordinator: bricks on the next three", func() *state.State {
+			s := st(brickless(mA), brickless(mA), mB, mC, mD)
+			s.Expected = 4
+			return s
+		}(), Observed{Peers: []Peer{peer(mB, true), peer(mC, true), peer(mD, true)}},
+			[]string{"create replica 3 " + brick(mB) + " " + brick(mC) + " " + brick(mD)}},
+		{"brickless member between: skipped, the next capable one holds the brick", func() *state.State {
+			s := st(mA, mA, brickless(mB), mC, mD)
+			s.Expected = 4
+			return s
+		}(), Observed{Peers: []Peer{peer(mB, true), peer(mC, true), peer(mD, true)}},
+			[]string{"create replica 3 " + brick(mA) + " " + brick(mC) + " " + brick(mD)}},
+		{"three members, one brickless: probe it, but no replica-2 volume", st(mA, mA, mB, brickless(mC)),
+			Observed{Peers: []Peer{peer(mB, true)}}, []string{"probe 10.77.0.13"}},
+		{"three members in the pool, one brickless: wait for a third brick", st(mA, mA, mB, brickless(mC)),
+			Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}}, nil},
 		{"single-node cluster: plain volume", &state.State{Inputs: state.Inputs{Expected: 1}, Observed: state.Observed{Self: mA, Members: []member.Member{mA}}}, Observed{},
 			[]string{"create replica 1 " + brick(mA)}},
 	}
@@ -204,10 +228,18 @@ func TestPlanSelfRepair(t *testing.T) {
 		{"fresh glusterd but already has peers (formation in progress): never adopt", pool,
 			HealObserved{SelfUUID: uuidX, Observed: Observed{Peers: []Peer{peer(mA, true)}}}, ""},
 		{"no map yet (record from before)", nil, HealObserved{SelfUUID: uuidX}, ""},
+		{"back with /var in RAM: adopts its UUID like a reimaged node", pool,
+			HealObserved{SelfUUID: uuidX}, "adopt glusterd UUID " + uuidC},
+		{"back with /var in RAM, in the pool, its address still holds a brick: never recreated in RAM", pool,
+			HealObserved{SelfUUID: uuidC, Observed: Observed{Peers: []Peer{peer(mA, true), peer(mB, true)}, Volume: started}}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := st(mC, mA, mB, mC)
+			if strings.Contains(tc.name, "/var in RAM") {
+				s = st(brickless(mC), mA, mB, brickless(mC))
+				s.NoBrick = "no brick: /var is in RAM (no local disk for kiln-state)"
+			}
 			s.Formation.GlusterPeers = tc.pool
 			if got := kinds(PlanSelfRepair(s, tc.obs)); got != tc.want {
 				t.Errorf("PlanSelfRepair = %q, want %q", got, tc.want)
@@ -227,6 +259,7 @@ func TestPlanSelfRepair(t *testing.T) {
 func TestPlanHeal(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	mD := member.Member{ID: "d", Addr: mC.Addr.Next(), Alive: true}
+	mE := member.Member{ID: "e", Addr: mD.Addr.Next(), Alive: true}
 	deadC := mC
 	deadC.Alive = false
 	started := &Volume{ID: volID, Status: "Started", Bricks: bricks(mA, mB, mC)}
@@ -257,6 +290,23 @@ func TestPlanHeal(t *testing.T) {
 		{"replaced: detach the dead peer", []member.Member{mA, mB, deadC, mD}, []Peer{peer(mB, true), cDown, peer(mD, true)},
 			&Volume{ID: volID, Status: "Started", Bricks: bricks(mA, mB, mD)}, healthy, long, "peer detach 10.77.0.13"},
 		{"alive member with a disconnected peer entry (glusterd restarting): never replaced", []member.Member{mA, mB, mC, mD}, []Peer{peer(mB, true), cDown, peer(mD, true)}, started, oneDown, long, ""},
+		{"dead past the grace period, the only newcomer brickless: keep the brick", []member.Member{mA, mB, deadC, brickless(mD)},
+			[]Peer{peer(mB, true), cDown, peer(mD, true)}, started, oneDown, long, ""},
+		{"dead past the grace period, a brickless newcomer skipped for a capable one", []member.Member{mA, mB, deadC, brickless(mD), mE},
+			[]Peer{peer(mB, true), cDown, peer(mD, true), peer(mE, true)}, started, oneDown, long,
+			"replace-brick 10.77.0.13:" + BrickPath + " 10.77.0.15:" + BrickPath + "; heal-full"},
+		{"a brick's member back with /var in RAM: its brick moves at once", []member.Member{mA, mB, brickless(mC), mD},
+			[]Peer{peer(mB, true), peer(mC, true), peer(mD, true)}, started, oneDown, nil,
+			"replace-brick 10.77.0.13:" + BrickPath + " 10.77.0.14:" + BrickPath + "; heal-full"},
+		{"a brick's member back with /var in RAM, no capable newcomer: the brick stays, the peer too", []member.Member{mA, mB, brickless(mC)},
+			[]Peer{peer(mB, true), peer(mC, true)}, started, oneDown, nil, ""},
+		{"a brickless member without a brick is never detached", []member.Member{mA, mB, mC, brickless(mD)},
+			[]Peer{peer(mB, true), peer(mC, true), peer(mD, true)}, started, healthy, long, ""},
+		{"replica below the cluster's: grow with a capable newcomer, never a brickless one", []member.Member{mA, mB, brickless(mD), mE},
+			[]Peer{peer(mB, true), peer(mD, true), peer(mE, true)}, &Volume{ID: volID, Status: "Started", Replica: 2, Bricks: bricks(mA, mB)}, healthy, nil,
+			"add-brick replica 3 10.77.0.15:" + BrickPath + "; heal-full"},
+		{"replica below the cluster's, only a brickless newcomer: stay", []member.Member{mA, mB, brickless(mD)},
+			[]Peer{peer(mB, true), peer(mD, true)}, &Volume{ID: volID, Status: "Started", Replica: 2, Bricks: bricks(mA, mB)}, healthy, nil, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -277,6 +327,14 @@ func TestPlanHeal(t *testing.T) {
 	obs := HealObserved{Observed: Observed{Peers: []Peer{bDown, cDown, peer(mD, true)}, Volume: started}, DownSince: twoDown, Now: now}
 	if got := kinds(PlanHeal(s, obs, 10*time.Minute)); got != "" {
 		t.Errorf("without quorum PlanHeal = %q, want nothing", got)
+	}
+	// A brick on a brickless member is not up, though its glusterd is connected: with b dead as well, one
+	// brick of three is up, no quorum.
+	s = st(mA, mA, deadB, brickless(mC), mD, mE)
+	obs = HealObserved{Observed: Observed{Peers: []Peer{bDown, peer(mC, true), peer(mD, true), peer(mE, true)}, Volume: started},
+		DownSince: map[string]time.Time{"10.77.0.12": now.Add(-time.Hour)}, Now: now}
+	if got := kinds(PlanHeal(s, obs, 10*time.Minute)); got != "" {
+		t.Errorf("one brick up of three (b dead, c brickless): PlanHeal = %q, want nothing", got)
 	}
 }
 

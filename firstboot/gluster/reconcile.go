@@ -124,6 +124,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error
 		return changed, err
 	}
 	if w := f.waiting(); w != "" {
+		if sh := brickShortage(s); sh != "" && f.obs.Volume == nil {
+			w = "forming: " + sh
+		}
 		s.Wait("gluster", w)
 		return changed, nil
 	}
@@ -136,7 +139,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error
 	if err != nil {
 		return changed, err
 	}
-	s.Set("gluster", r.status(f.obs, health))
+	line := r.status(f.obs, health)
+	if s.NoBrick != "" {
+		line += "; " + s.NoBrick
+	}
+	s.Set("gluster", line)
 	return changed || mounted, nil
 }
 

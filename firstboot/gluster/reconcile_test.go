@@ -385,3 +385,48 @@ func TestRestartedAgentDelaysReplace(t *testing.T) {
 		t.Fatalf("ReplaceAfter after the restart: changed=%v acted=%q; want c's brick moved to d", changed, acting(g.ran))
 	}
 }
+
+// TestReconcileWaitsForABrickCapableMember: three members, one with /var in RAM. The coordinator probes all
+// three into the pool and creates no volume (no replica-2 volume: the design is replica 3); its status says
+// what it waits for. A fourth member that may hold a brick completes the volume, and the brickless member
+// mounts it saying why it holds no brick.
+func TestReconcileWaitsForABrickCapableMember(t *testing.T) {
+	g := &fakeGlusterd{}
+	sd := &fakeSystemd{active: map[string]bool{}}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	r := New(NewCLI(g.run), sd, t.TempDir(), log)
+	s := st(mA, mA, mB, brickless(mC))
+	if _, err := r.Reconcile(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if g.created || !slices.Equal(g.peers, []string{"10.77.0.12", "10.77.0.13"}) {
+		t.Fatalf("created=%v peers=%v: want both probed, nothing created", g.created, g.peers)
+	}
+	want := "forming: waiting for a member that may hold a brick: the replica-3 volume needs 3, 2 alive (10.77.0.13: no brick, /var in RAM)"
+	if s.Pending["gluster"] != want {
+		t.Errorf("status %q, want %q", s.Pending["gluster"], want)
+	}
+
+	mD := member.Member{ID: "d", Addr: mC.Addr.Next(), Alive: true, GlusterEpoch: member.FreshGluster}
+	s = st(mA, mA, mB, brickless(mC), mD)
+	s.Expected = 4
+	if _, err := r.Reconcile(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(g.ran, "volume create data replica 3 10.77.0.11:"+BrickPath+" 10.77.0.12:"+BrickPath+" 10.77.0.14:"+BrickPath) {
+		t.Fatalf("no replica-3 create on a, b and d: %q", g.ran)
+	}
+
+	// The brickless member itself: mounted, and its line says why it holds no brick.
+	g.bricks = bricks(mA, mB, mD)
+	rc := New(NewCLI(g.run), &fakeSystemd{active: map[string]bool{}}, t.TempDir(), log)
+	sc := st(brickless(mC), mA, mB, brickless(mC), mD)
+	sc.Expected = 4
+	sc.NoBrick = "no brick: /var is in RAM (no local disk for kiln-state)"
+	if _, err := rc.Reconcile(context.Background(), sc); err != nil {
+		t.Fatal(err)
+	}
+	if line := sc.Status["gluster"]; !strings.HasSuffix(line, "/var/data mounted; no brick: /var is in RAM (no local disk for kiln-state)") || len(sc.Pending) != 0 {
+		t.Errorf("brickless member: status %q pending %v", line, sc.Pending)
+	}
+}

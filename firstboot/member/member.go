@@ -23,6 +23,12 @@ type Member struct {
 	// still holding a pool from before a `recover` leaves a second entry for its address in the recovered
 	// pool, and every add-brick fails while it is there.
 	GlusterEpoch string `json:"glusterEpoch,omitempty"`
+	// NoBrick: the member never holds a gluster brick (gossiped metadata); it mounts the volume like every
+	// member. A node with /var in RAM says so: a brick there would be gone at its next reboot.
+	NoBrick bool `json:"noBrick,omitempty"`
+	// StateInRAM: the member keeps nothing across a reboot (/var on tmpfs; gossiped metadata), so it casts no
+	// vote in the election: a vote it forgot could elect a second initialiser.
+	StateInRAM bool `json:"stateInRAM,omitempty"`
 }
 
 // FreshGluster is GlusterEpoch for a member whose glusterd has no peer: probing it cannot merge two pools.

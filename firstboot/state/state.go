@@ -59,6 +59,9 @@ type Inputs struct {
 	Formation *Formation
 	// Initialiser reports whether this node won the right to initialise (election granted by a majority).
 	Initialiser bool
+	// NoBrick says why this node holds no gluster brick ("" when it may hold one); the agent publishes the same
+	// fact as member.NoBrick, which is what placement reads for every member.
+	NoBrick string
 	// LocalEpoch is the formation epoch this node was last ready in (persisted by the agent). When the
 	// record's Epoch is higher, the cluster was recovered (`kiln-firstboot recover --force-new-cluster`)
 	// while this node was away: its old swarm and gluster state must not fight the new cluster.

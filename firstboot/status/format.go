@@ -39,10 +39,19 @@ func Format(w io.Writer, s *Status, now time.Time) error {
 		if m.Addr.IsValid() {
 			addr = m.Addr.String()
 		}
+		if m.NoBrick {
+			state += ", no brick"
+		}
 		fmt.Fprintf(tw, "\t  %s\t%s\t%s\n", m.Hostname, addr, state)
+	}
+	if s.Election != "" {
+		p("election", "%s", s.Election)
 	}
 	p("swarm", "%s", component(s.Swarm))
 	p("gluster", "%s", component(s.Gluster))
+	if s.NoBrick != "" {
+		p("brick", "%s", s.NoBrick)
+	}
 	p("vip", "%s held by %s", orDash(s.VIP), orDash(s.VIPHolder))
 	if s.LastError != "" {
 		at := ""

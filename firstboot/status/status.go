@@ -45,6 +45,11 @@ type Status struct {
 	ConfigSkipped []string `json:"configSkipped,omitempty"`
 	// ConfigError is why there is no usable config; empty when there is one.
 	ConfigError string `json:"configError,omitempty"`
+	// NoBrick says why this node holds no gluster brick ("no brick: /var is in RAM (…)"); empty when it may.
+	NoBrick string `json:"noBrick,omitempty"`
+	// Election says what the election waits for when members with /var in RAM (which do not vote) are why
+	// it cannot decide, or that this node is such a member; empty otherwise and once decided.
+	Election string `json:"election,omitempty"`
 	// Expected is cluster.size; Members are all known members (self included) sorted by ID.
 	Expected int             `json:"expected,omitempty"`
 	Members  []member.Member `json:"members"`

@@ -88,3 +88,55 @@ func TestFormat(t *testing.T) {
 		}
 	}
 }
+
+// TestFormatBricklessNode: a netbooted node with /var in RAM says it holds no brick, the member list marks
+// brickless members, and a config taken from a lower source says why the higher one gave none.
+func TestFormatBricklessNode(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 5, 0, 0, time.UTC)
+	s := &Status{
+		NodeID: "a", Hostname: "kiln-a", Phase: PhaseReady, Cluster: "garage", ConfigSource: "image",
+		ConfigSkipped: []string{"cmdline-url: http://10.0.0.1:8080/cluster.yaml: no answer for 2m0s (13 attempts; last: connection refused)"},
+		NoBrick:       "no brick: /var is in RAM (no local disk for kiln-state)",
+		Expected:      3,
+		Members: []member.Member{
+			{ID: "a", Hostname: "kiln-a", Addr: netip.MustParseAddr("10.0.0.11"), Alive: true, NoBrick: true, StateInRAM: true},
+			{ID: "b", Hostname: "kiln-b", Addr: netip.MustParseAddr("10.0.0.12"), Alive: true},
+			{ID: "c", Hostname: "kiln-c", Addr: netip.MustParseAddr("10.0.0.13"), Alive: true},
+		},
+		Swarm:     Component{State: "active"},
+		Gluster:   Component{State: "ok", Detail: "volume data started (Replicate, replica 3), 2 peers, /var/data mounted"},
+		VIP:       "10.0.0.100/24",
+		VIPHolder: "kiln-b",
+		UpdatedAt: now.Add(-time.Second),
+	}
+	var b strings.Builder
+	if err := Format(&b, s, now); err != nil {
+		t.Fatal(err)
+	}
+	want := `node:            kiln-a (a)
+phase:           ready
+cluster:         garage (config from image)
+config skipped:  cmdline-url: http://10.0.0.1:8080/cluster.yaml: no answer for 2m0s (13 attempts; last: connection refused)
+members:         3 alive / 3 known / 3 expected
+                   kiln-a  10.0.0.11  alive, no brick
+                   kiln-b  10.0.0.12  alive
+                   kiln-c  10.0.0.13  alive
+swarm:           active
+gluster:         ok volume data started (Replicate, replica 3), 2 peers, /var/data mounted
+brick:           no brick: /var is in RAM (no local disk for kiln-state)
+vip:             10.0.0.100/24 held by kiln-b
+updated:         1s ago
+`
+	if b.String() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", b.String(), want)
+	}
+
+	s.Phase, s.Election = "electing", "waiting for voters: a decision needs 2 alive members with /var on a disk, alive now: 1 (members with /var in RAM do not vote)"
+	b.Reset()
+	if err := Format(&b, s, now); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "\nelection:        waiting for voters: a decision needs 2") {
+		t.Errorf("election line missing:\n%s", b.String())
+	}
+}
