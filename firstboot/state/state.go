@@ -149,6 +149,9 @@ type Formation struct {
 	// joiner becomes a manager only while this is below the cluster's manager seats, so a dead manager is
 	// removed before its successor is added (adding first would raise the quorum with a dead member inside).
 	Managers int `json:"managers,omitempty"`
+	// RaftMembers is how many entries are raft members (have a manager status), reachable or not: what raft's
+	// quorum counts. Entries of joins that never registered hold a seat (Managers) but no raft vote.
+	RaftMembers int `json:"raftMembers,omitempty"`
 	// GlusterPeers maps a node address to the glusterd UUID the trusted pool knows it by. A reimaged node
 	// (same machine and address, empty /var) adopts its old UUID from here before its glusterd joins, so
 	// the pool takes it back in place instead of rejecting a stranger with a known address.

@@ -116,6 +116,9 @@ func (r *Reconciler) announce(ctx context.Context, s *state.State, nodes []swarm
 		if isManager(n) {
 			f.Managers++
 		}
+		if n.ManagerStatus != nil {
+			f.RaftMembers++
+		}
 	}
 	if s.Formation != nil {
 		// The gluster reconciler owns this map (it runs after swarm and refreshes it on the coordinator);

@@ -113,9 +113,9 @@ func planForm(s *state.State, seatSince, now time.Time) Step {
 			if len(ahead) > 0 {
 				who = strings.Join(ahead, ", ") + " to join first"
 			}
-			return Step{Kind: StepWait, Wait: fmt.Sprintf("waiting for %s: %d of %d manager entries ready, so %d manager join(s) at a time keep raft's quorum",
-				who, len(s.Formation.ManagerAddrs), max(s.Formation.Managers, len(s.Formation.ManagerAddrs)),
-				joinSlots(len(s.Formation.ManagerAddrs), s.Formation.Managers))}
+			h, t := len(s.Formation.ManagerAddrs), raftMembers(s.Formation)
+			return Step{Kind: StepWait, Wait: fmt.Sprintf("waiting for %s: %d of %d raft members ready, so %d manager join(s) at a time keep raft's quorum",
+				who, h, max(t, h), joinSlots(h, t))}
 		}
 	}
 	if step.Role == swarm.NodeRoleWorker && ownSeat && Role(s.Self.ID, s.Members, s.Expected) == swarm.NodeRoleManager {
@@ -187,8 +187,8 @@ func failedJoin(s *state.State, info swarm.Info) bool {
 //
 // A manager join adds a raft member before that member is up, and a join that fails on a loaded machine can
 // leave its member behind until the leader removes it (PlanCleanup); raft then counts it in the quorum. With
-// H ready managers and T manager entries (the record's ManagerAddrs and Managers: T includes joins under way
-// and failed ones), k more joins keep the quorum within the ready managers while floor((T+k)/2)+1 <= H, that
+// H ready managers and T raft members (the record's ManagerAddrs and RaftMembers, else Managers in a record
+// without that count: T includes joins under way and failed ones), k more joins keep the quorum within the ready managers while floor((T+k)/2)+1 <= H, that
 // is k <= 2H-1-T. So a join never costs the swarm its leader, whichever joins fail; five TCG guests joining at
 // once did lose it. The one exception is the swarm's second manager (H = T = 1): no join is safe then, and
 // one must go. Turns go to joins under way first (they report a swarm node), then by rank, which every node
@@ -221,7 +221,7 @@ func joinQueue(s *state.State) (ahead []string, turn bool) {
 		}
 		return strings.Compare(a.id, b.id)
 	})
-	slots := joinSlots(len(s.Formation.ManagerAddrs), s.Formation.Managers)
+	slots := joinSlots(len(s.Formation.ManagerAddrs), raftMembers(s.Formation))
 	for i, j := range q {
 		if j.id == s.Self.ID {
 			return ahead, i < slots
@@ -239,4 +239,13 @@ func joinSlots(ready, entries int) int {
 		return 1
 	}
 	return max(2*ready-1-entries, 0)
+}
+
+// raftMembers is the record's raft member count, or its manager entries in a record without that count (an
+// overcount: joins then wait longer, never lose the quorum).
+func raftMembers(f *state.Formation) int {
+	if f.RaftMembers > 0 {
+		return f.RaftMembers
+	}
+	return f.Managers
 }

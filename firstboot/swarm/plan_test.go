@@ -125,6 +125,11 @@ func TestJoinQueue(t *testing.T) {
 		{name: "three ready of three: two joins", s: st(4, three), ahead: []string{"03"}, turn: true},
 		{name: "three ready of four entries: one join", s: st(4, record(4, "10.0.0.10:2377", "10.0.0.11:2377", "10.0.0.12:2377")), ahead: []string{"03"}},
 		{name: "a record without the count: the ready managers are the entries", s: st(2, record(0, "10.0.0.10:2377", "10.0.0.11:2377")), turn: true},
+		{name: "entries of joins that never registered hold no raft vote", s: st(2, func() *state.Formation {
+			f := record(11, "10.0.0.10:2377", "10.0.0.11:2377")
+			f.RaftMembers = 2
+			return f
+		}()), turn: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,11 +142,11 @@ func TestJoinQueue(t *testing.T) {
 	// Through PlanLocal: the waiting node says for whom, and why.
 	inactive := swarm.Info{LocalNodeState: swarm.LocalNodeStateInactive}
 	got := PlanLocal(st(2, one), inactive, time.Time{}, time.Now())
-	if want := "waiting for 01 to join first: 1 of 1 manager entries ready, so 1 manager join(s) at a time keep raft's quorum"; got.Kind != StepWait || got.Wait != want {
+	if want := "waiting for 01 to join first: 1 of 1 raft members ready, so 1 manager join(s) at a time keep raft's quorum"; got.Kind != StepWait || got.Wait != want {
 		t.Fatalf("PlanLocal = %+v, want wait %q", got, want)
 	}
 	got = PlanLocal(st(0, record(3, "10.0.0.11:2377", "10.0.0.12:2377")), inactive, time.Time{}, time.Now())
-	if want := "waiting for the leader to remove failed joins: 2 of 3 manager entries ready, so 0 manager join(s) at a time keep raft's quorum"; got.Kind != StepWait || got.Wait != want {
+	if want := "waiting for the leader to remove failed joins: 2 of 3 raft members ready, so 0 manager join(s) at a time keep raft's quorum"; got.Kind != StepWait || got.Wait != want {
 		t.Fatalf("PlanLocal = %+v, want wait %q", got, want)
 	}
 }
