@@ -13,7 +13,7 @@ DEB_PACKAGES := mmdebstrap squashfs-tools erofs-utils qemu-system-x86 qemu-utils
 	mtools dosfstools docker.io iproute2 nftables openssh-client eatmydata zstd cpio \
 	systemd-boot-efi ca-certificates fdisk keepalived glusterfs-server glusterfs-client ipxe
 
-.PHONY: all deps build image test unit e2e e2e-healing lint chaos bench bench-build bench-lab bench-form bench-form-native bench-heal clean
+.PHONY: all deps build image test unit e2e e2e-healing lint chaos bench bench-build bench-lab bench-form bench-form-native bench-heal bench-pxe clean
 
 all: build
 
@@ -89,6 +89,12 @@ bench:
 	$(MAKE) bench-form
 	$(MAKE) bench-form-native
 	$(MAKE) bench-heal
+	$(MAKE) bench-pxe
+
+# Netboot vs disk boot of the same build, three netboots at once, the layers' RAM in a node, and kiln pxe serve's
+# throughput (bench/pxe). ~10 min.
+bench-pxe: build
+	$(GO) run ./bench/pxe -image $(OUT)/node.raw -pxe-dir $(OUT)/pxe -kiln $(BIN)/kiln
 
 bench-lab: build
 	$(GO) run ./bench/lab -image $(OUT)/node.raw
