@@ -44,7 +44,7 @@ unit:
 
 # End-to-end suites on real qemu VMs booted from out/node.raw under TCG. E2E_CI lists those make test runs: only
 # suites that pass on this machine kind go here (docs/testing.md).
-E2E_ALL := ./builder/boottest ./lab ./test/formation
+E2E_ALL := ./builder/boottest ./lab ./pxe ./test/formation
 E2E_CI ?= ./builder/boottest ./lab ./test/formation
 E2E_ENV = KILN_E2E=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(BIN)
 
