@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kiln-project/kiln/internal/pidfile"
 	"github.com/kiln-project/kiln/lab/netns"
 )
 
@@ -126,21 +127,7 @@ func (l *Lab) startPXE(ctx context.Context, st State) error {
 
 // pxeRunning returns the pid of the lab's `kiln pxe serve`, believed only when its command line names this
 // lab's config file (pids get reused).
-func (l *Lab) pxeRunning() (int, bool) {
-	b, err := os.ReadFile(l.pxePidFile())
-	if err != nil {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, false
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(cmdline), l.pxeConfigPath()) {
-		return 0, false
-	}
-	return pid, true
-}
+func (l *Lab) pxeRunning() (int, bool) { return pidfile.Running(l.pxePidFile(), l.pxeConfigPath()) }
 
 // stopPXE ends the lab's `kiln pxe serve`, if one runs, and waits until it is gone.
 func (l *Lab) stopPXE(ctx context.Context) error {

@@ -7,15 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/kiln-project/kiln/internal/files"
+	"github.com/kiln-project/kiln/internal/pidfile"
 	"github.com/kiln-project/kiln/internal/run"
 )
 
@@ -128,21 +127,7 @@ func Reload(c Config, hosts []Host) error {
 
 // Running reports dnsmasq's pid and whether it is alive. The pid is only believed if the process's command line
 // names our config file: pids get reused.
-func Running(c Config) (int, bool) {
-	b, err := os.ReadFile(c.PidFile())
-	if err != nil {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, false
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(cmdline), c.ConfFile()) {
-		return 0, false
-	}
-	return pid, true
-}
+func Running(c Config) (int, bool) { return pidfile.Running(c.PidFile(), c.ConfFile()) }
 
 // Stop terminates dnsmasq and waits (bounded by ctx) until it is gone. Stopping a stopped one is not an error.
 func Stop(ctx context.Context, c Config) error {

@@ -1,16 +1,14 @@
 package qemu
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/kiln-project/kiln/internal/pidfile"
 	"github.com/kiln-project/kiln/internal/run"
 )
 
@@ -48,31 +46,7 @@ func Start(ctx context.Context, ns string, s Spec) (int, error) {
 
 // Running reports the pid of the qemu that wrote pidFile, and whether it is still alive. A pid is only believed
 // when the process's command line names pidFile: pids get reused, and we must never signal someone else's process.
-func Running(pidFile string) (int, bool) {
-	b, err := os.ReadFile(pidFile)
-	if err != nil {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, false
-	}
-	return pid, Owns(pid, pidFile)
-}
-
-// Owns reports whether pid is a live (not zombie) process whose command line contains marker.
-func Owns(pid int, marker string) bool {
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || len(cmdline) == 0 { // a zombie has an empty command line
-		return false
-	}
-	for _, arg := range bytes.Split(cmdline, []byte{0}) {
-		if bytes.Contains(arg, []byte(marker)) {
-			return true
-		}
-	}
-	return false
-}
+func Running(pidFile string) (int, bool) { return pidfile.Running(pidFile, pidFile) }
 
 // Kill sends SIGKILL to the qemu of pidFile (a power cut for the guest) and waits until it is gone.
 // Killing a VM that isn't running is not an error.
