@@ -53,7 +53,7 @@ func (e *Entry) Sums() (map[string]Sum, error) {
 			sums[name] = s
 			return nil
 		}
-		digest, err := hashFile(p)
+		digest, err := HashFile(p)
 		if err != nil {
 			return err
 		}
@@ -82,7 +82,8 @@ func SortedNames(sums map[string]Sum) []string {
 	return names
 }
 
-func hashFile(path string) (string, error) {
+// HashFile is the hex sha256 of a file's content.
+func HashFile(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err

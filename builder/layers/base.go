@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/kiln-project/kiln/builder"
+	"github.com/kiln-project/kiln/builder/cache"
 	"github.com/kiln-project/kiln/builder/rootfs"
 	"github.com/kiln-project/kiln/builder/spec"
 )
@@ -78,7 +79,7 @@ func (b *Base) Run(ctx context.Context, env *builder.Env, dir string) error {
 	if err := mksquashfs(ctx, filepath.Join(pkgs, rootfs.TreeDir), img, o); err != nil {
 		return fmt.Errorf("base: %w", err)
 	}
-	sum, err := hashFile(img)
+	sum, err := cache.HashFile(img)
 	if err != nil {
 		return fmt.Errorf("base: %w", err)
 	}

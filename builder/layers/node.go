@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kiln-project/kiln/builder"
+	"github.com/kiln-project/kiln/builder/cache"
 	"github.com/kiln-project/kiln/builder/spec"
 	"github.com/kiln-project/kiln/internal/files"
 )
@@ -77,7 +77,7 @@ func (n *Node) Inputs(ctx context.Context) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	if in["agent"], err = hashFile(agent); err != nil {
+	if in["agent"], err = cache.HashFile(agent); err != nil {
 		return nil, fmt.Errorf("node: agent (build it with `go build ./cmd/kiln-firstboot`, or set agent: in the spec): %w", err)
 	}
 	for i, o := range n.spec.Overlays {
@@ -93,7 +93,7 @@ func (n *Node) Inputs(ctx context.Context) (map[string]string, error) {
 	}
 	in["ignition"] = hashBytes(ign)
 	if n.spec.ClusterConfig != "" {
-		if in["clusterConfig"], err = hashFile(n.spec.Path(n.spec.ClusterConfig)); err != nil {
+		if in["clusterConfig"], err = cache.HashFile(n.spec.Path(n.spec.ClusterConfig)); err != nil {
 			return nil, fmt.Errorf("node: cluster config: %w", err)
 		}
 	}
@@ -251,7 +251,7 @@ func hashTree(root string) (string, error) {
 			}
 			fmt.Fprintf(h, "l %s\x00%s\x00", rel, link)
 		case info.Mode().IsRegular():
-			fh, err := hashFile(p)
+			fh, err := cache.HashFile(p)
 			if err != nil {
 				return err
 			}
@@ -262,19 +262,6 @@ func hashTree(root string) (string, error) {
 		return nil
 	})
 	return hex.EncodeToString(h.Sum(nil)), err
-}
-
-func hashFile(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func hashBytes(b []byte) string {

@@ -6,11 +6,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/kiln-project/kiln/builder/cache"
 	"github.com/kiln-project/kiln/builder/disk"
 	"github.com/kiln-project/kiln/builder/spec"
 	"github.com/kiln-project/kiln/internal/files"
@@ -82,7 +82,7 @@ func writePXE(ctx context.Context, in Sources, dst string) error {
 		if err := files.Copy(ctx, p, c.src, 0o644); err != nil {
 			return err
 		}
-		sum, err := fileSHA256(p)
+		sum, err := cache.HashFile(p)
 		if err != nil {
 			return err
 		}
@@ -117,17 +117,4 @@ func BootScript(cmdline, baseSHA256, nodeSHA256 string) string {
 	fmt.Fprintf(&b, "initrd ${kiln-url}%s\n", PXEInitrd)
 	b.WriteString("boot\n")
 	return b.String()
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("hash %s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
