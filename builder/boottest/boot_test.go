@@ -186,20 +186,7 @@ func startVM(ctx context.Context, t *testing.T, work, raw string) *vm {
 	if err := os.WriteFile(vars, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	key := filepath.Join(work, "id_ed25519")
-	run(ctx, t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kiln-boottest", "-f", key)
-	pub, err := os.ReadFile(key + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	clusterKey := make([]byte, 32)
-	rand.Read(clusterKey)
-	config := filepath.Join(work, "config.yaml")
-	cfg := fmt.Sprintf("cluster:\n  name: boottest\n  key: %s\n  size: 1\n  vip: 10.0.2.250/24\nssh_authorized_keys:\n  - %s\n",
-		base64.StdEncoding.EncodeToString(clusterKey), strings.TrimSpace(string(pub)))
-	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	key, config := sshKeyAndConfig(ctx, t, work)
 	port := freePort(t)
 	v := &vm{serial: filepath.Join(work, "serial.log"), key: key, port: port}
 	v.argv = []string{
@@ -226,6 +213,27 @@ func startVM(ctx context.Context, t *testing.T, work, raw string) *vm {
 		}
 	})
 	return v
+}
+
+// sshKeyAndConfig writes an SSH key pair and a one-node cluster config that authorizes it (for fw_cfg
+// opt/kiln/config), and returns their paths.
+func sshKeyAndConfig(ctx context.Context, t *testing.T, work string) (key, config string) {
+	t.Helper()
+	key = filepath.Join(work, "id_ed25519")
+	run(ctx, t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kiln-boottest", "-f", key)
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clusterKey := make([]byte, 32)
+	rand.Read(clusterKey)
+	config = filepath.Join(work, "config.yaml")
+	cfg := fmt.Sprintf("cluster:\n  name: boottest\n  key: %s\n  size: 1\n  vip: 10.0.2.250/24\nssh_authorized_keys:\n  - %s\n",
+		base64.StdEncoding.EncodeToString(clusterKey), strings.TrimSpace(string(pub)))
+	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return key, config
 }
 
 // launch starts qemu; the serial log is appended to, so a failure shows every boot.

@@ -92,6 +92,16 @@ func TestInitrdMatchesModulesMost(t *testing.T) {
 // packagesOut is the cached packages stage output the image was built from, named by its manifest.
 func packagesOut(t *testing.T, img string) string {
 	t.Helper()
+	out := stageOut(t, img, "packages")
+	if _, err := os.Stat(filepath.Join(out, "tree")); err != nil {
+		t.Fatalf("the image's packages stage is not in the cache (build it with make image): %v", err)
+	}
+	return out
+}
+
+// stageOut is the cached output directory of one stage of the image's build, named by its manifest.
+func stageOut(t *testing.T, img, stage string) string {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join(filepath.Dir(img), "manifest.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -105,15 +115,11 @@ func packagesOut(t *testing.T, img string) string {
 		t.Fatal(err)
 	}
 	for _, s := range m.Stages {
-		if s.Name == "packages" {
-			out := filepath.Join(root, "stages", "packages", s.Key, "out")
-			if _, err := os.Stat(filepath.Join(out, "tree")); err != nil {
-				t.Fatalf("the image's packages stage is not in the cache (build it with make image): %v", err)
-			}
-			return out
+		if s.Name == stage {
+			return filepath.Join(root, "stages", stage, s.Key, "out")
 		}
 	}
-	t.Fatal("manifest.json names no packages stage")
+	t.Fatalf("manifest.json names no %s stage", stage)
 	return ""
 }
 
