@@ -38,6 +38,9 @@ func (l *Lab) pxePidFile() string    { return filepath.Join(l.dir, "pxe.pid") }
 // PXELog is the log of the lab's `kiln pxe serve` (one line per node and file served).
 func (l *Lab) PXELog() string { return filepath.Join(l.dir, "pxe.log") }
 
+// PXELogTail is the last n lines of PXELog, for failure reports.
+func (l *Lab) PXELogTail(n int) string { return tail(l.PXELog(), n) }
+
 // checkPXEDir reports what makes dir unusable as a pxe artifact directory.
 func checkPXEDir(dir string) error {
 	if dir == "" {

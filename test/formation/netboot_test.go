@@ -44,7 +44,7 @@ func TestNetboot(t *testing.T) {
 	_, err = formation.WaitFormed(fctx, nodes, pollEvery)
 	fcancel()
 	if err != nil {
-		t.Fatalf("%v\nkiln pxe serve log tail:\n%s", err, logTail(l.PXELog(), 30))
+		t.Fatalf("%v\nkiln pxe serve log tail:\n%s", err, l.PXELogTail(30))
 	}
 	t.Logf("three netbooted nodes formed %s after lab up", time.Since(start).Round(time.Second))
 	assertOneCluster(ctx, t, nodes)
@@ -73,7 +73,7 @@ func TestNetboot(t *testing.T) {
 			summary = summary || strings.Contains(line, "fetched everything") && strings.Contains(line, s.MAC)
 		}
 		if !summary {
-			t.Errorf("kiln pxe serve's log has no summary line for %s (%s):\n%s", n.Name(), s.MAC, logTail(l.PXELog(), 30))
+			t.Errorf("kiln pxe serve's log has no summary line for %s (%s):\n%s", n.Name(), s.MAC, l.PXELogTail(30))
 		}
 	}
 
@@ -104,16 +104,4 @@ func TestNetboot(t *testing.T) {
 		}
 		assertOneCluster(ctx, t, nodes)
 	})
-}
-
-func logTail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
