@@ -507,9 +507,9 @@ func TestFormation(t *testing.T) {
 	})
 
 	// Self-healing on the same cluster (node loss, power cut of all, reimage): each starts from and ends in
-	// the healed state (healing.Healed), so they chain on one formation. With KILN_HEALING=1 only
-	// (docs/testing.md); CI runs the chained scenarios in test/healing instead (TestChain, HEAL_CI), and
-	// make e2e-healing runs every scenario.
+	// the healed state (healing.Healed), so they chain on one formation. With KILN_HEALING=1 only, which make
+	// test sets: CI proves formation and these three scenarios on one cluster (docs/testing.md); make
+	// e2e-healing runs every scenario in test/healing.
 	if os.Getenv("KILN_HEALING") != "1" {
 		t.Log("self-healing scenarios not run: set KILN_HEALING=1")
 		return
