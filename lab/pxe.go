@@ -15,6 +15,7 @@ import (
 
 	"github.com/kiln-project/kiln/internal/pidfile"
 	"github.com/kiln-project/kiln/lab/netns"
+	"github.com/kiln-project/kiln/pxe/pxedir"
 )
 
 // Boot modes of a lab's nodes.
@@ -46,7 +47,7 @@ func checkPXEDir(dir string) error {
 	if dir == "" {
 		return errors.New("pxe-dir: not set (boot pxe needs OUT/pxe of a build with the pxe format)")
 	}
-	if _, err := os.Stat(filepath.Join(dir, "pxe.json")); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, pxedir.Manifest)); err != nil {
 		return fmt.Errorf("pxe-dir: %s is not a kiln pxe directory (no pxe.json; build with --format pxe): %w", dir, err)
 	}
 	return nil

@@ -26,6 +26,7 @@ import (
 	"github.com/kiln-project/kiln/lab"
 	"github.com/kiln-project/kiln/lab/labtest"
 	"github.com/kiln-project/kiln/lab/netns"
+	"github.com/kiln-project/kiln/pxe/pxedir"
 	"github.com/kiln-project/kiln/test/formation"
 )
 
@@ -138,7 +139,7 @@ func layerRAM(ctx context.Context, l *lab.Lab) ([]row, error) {
 // throughput fetches the base layer from the lab's kiln pxe serve with one, then three concurrent clients, from
 // the lab host's side of the bridge.
 func throughput(ctx context.Context, l *lab.Lab, pxeDir string) ([]row, error) {
-	fi, err := os.Stat(filepath.Join(pxeDir, "base.squashfs"))
+	fi, err := os.Stat(filepath.Join(pxeDir, pxedir.Base))
 	if err != nil {
 		return nil, err
 	}

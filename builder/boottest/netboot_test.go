@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/kiln-project/kiln/builder/disk"
-	"github.com/kiln-project/kiln/builder/output"
+	"github.com/kiln-project/kiln/pxe/pxedir"
 )
 
 const (
@@ -230,15 +230,15 @@ func testNetbootServerDown(t *testing.T, img netbootImage) {
 func netbootFiles(t *testing.T, raw string) netbootImage {
 	t.Helper()
 	var img netbootImage
-	if pxe := filepath.Join(filepath.Dir(raw), "pxe"); fileExists(filepath.Join(pxe, output.PXEManifest)) {
-		var idx output.PXEIndex
-		if b, err := os.ReadFile(filepath.Join(pxe, output.PXEManifest)); err != nil {
+	if pxe := filepath.Join(filepath.Dir(raw), "pxe"); fileExists(filepath.Join(pxe, pxedir.Manifest)) {
+		var idx pxedir.Index
+		if b, err := os.ReadFile(filepath.Join(pxe, pxedir.Manifest)); err != nil {
 			t.Fatal(err)
 		} else if err := json.Unmarshal(b, &idx); err != nil {
 			t.Fatalf("pxe.json: %v", err)
 		}
-		img.kernel, img.initrd = filepath.Join(pxe, output.PXEKernel), filepath.Join(pxe, output.PXEInitrd)
-		for _, name := range []string{output.PXEBase, output.PXENode} {
+		img.kernel, img.initrd = filepath.Join(pxe, pxedir.Kernel), filepath.Join(pxe, pxedir.Initrd)
+		for _, name := range []string{pxedir.Base, pxedir.Node} {
 			img.layers = append(img.layers, netbootLayer{name: name, path: filepath.Join(pxe, name), sha256: idx.Files[name]})
 		}
 	} else {

@@ -19,6 +19,7 @@ import (
 	"github.com/kiln-project/kiln/builder/disk"
 	"github.com/kiln-project/kiln/builder/output"
 	"github.com/kiln-project/kiln/internal/testenv"
+	"github.com/kiln-project/kiln/pxe/pxedir"
 )
 
 // TestPXEMatchesDisk builds the pxe format of the image under test from the warm cache and checks it against
@@ -76,8 +77,8 @@ func TestPXEMatchesDisk(t *testing.T) {
 	}
 
 	pxe := filepath.Join(out, "pxe")
-	var idx output.PXEIndex
-	if b, err := os.ReadFile(filepath.Join(pxe, output.PXEManifest)); err != nil {
+	var idx pxedir.Index
+	if b, err := os.ReadFile(filepath.Join(pxe, pxedir.Manifest)); err != nil {
 		t.Fatal(err)
 	} else if err := json.Unmarshal(b, &idx); err != nil {
 		t.Fatalf("pxe.json: %v", err)
@@ -92,7 +93,7 @@ func TestPXEMatchesDisk(t *testing.T) {
 	}
 
 	parts := partitions(t, img)
-	for name, part := range map[string]string{output.PXEBase: disk.BaseName, output.PXENode: disk.NodeName} {
+	for name, part := range map[string]string{pxedir.Base: disk.BaseName, pxedir.Node: disk.NodeName} {
 		p, ok := parts[part]
 		if !ok {
 			t.Fatalf("%s has no partition %s", img, part)
@@ -111,7 +112,7 @@ func TestPXEMatchesDisk(t *testing.T) {
 	}
 
 	esp := img + "@@" + strconv.FormatInt(parts[disk.ESPName].start, 10)
-	for name, onESP := range map[string]string{output.PXEKernel: "::/kiln/vmlinuz", output.PXEInitrd: "::/kiln/initrd.img"} {
+	for name, onESP := range map[string]string{pxedir.Kernel: "::/kiln/vmlinuz", pxedir.Initrd: "::/kiln/initrd.img"} {
 		dst := filepath.Join(t.TempDir(), name)
 		if b, err := exec.Command("mcopy", "-n", "-i", esp, onESP, dst).CombinedOutput(); err != nil {
 			t.Fatalf("mcopy %s: %v\n%s", onESP, err, b)
@@ -130,11 +131,11 @@ func TestPXEMatchesDisk(t *testing.T) {
 			options = o
 		}
 	}
-	script, err := os.ReadFile(filepath.Join(pxe, output.PXEScript))
+	script, err := os.ReadFile(filepath.Join(pxe, pxedir.Script))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := output.BootScript(options, idx.Files[output.PXEBase], idx.Files[output.PXENode]); options == "" || string(script) != want {
+	if want := output.BootScript(options, idx.Files[pxedir.Base], idx.Files[pxedir.Node]); options == "" || string(script) != want {
 		t.Errorf("boot.ipxe does not boot with the ESP entry's options %q:\n%s", options, script)
 	}
 }

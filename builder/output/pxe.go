@@ -15,18 +15,7 @@ import (
 	"github.com/kiln-project/kiln/builder/spec"
 	"github.com/kiln-project/kiln/internal/files"
 	"github.com/kiln-project/kiln/internal/run"
-)
-
-// The pxe format's directory: what `kiln pxe serve --dir` serves and what the initramfs fetches.
-const (
-	PXEKernel   = "vmlinuz"
-	PXEInitrd   = "initrd.img"
-	PXEBase     = "base.squashfs"
-	PXENode     = "node.squashfs"
-	PXEUEFI     = "ipxe.efi"      // iPXE for UEFI firmware that has no iPXE of its own
-	PXEBIOS     = "undionly.kpxe" // iPXE for legacy BIOS PXE ROMs
-	PXEScript   = "boot.ipxe"
-	PXEManifest = "pxe.json"
+	"github.com/kiln-project/kiln/pxe/pxedir"
 )
 
 // IPXEDir is where Debian's ipxe package installs its binaries, and IPXEPackage the package.
@@ -38,13 +27,6 @@ const (
 // pxeLayout changes whenever this file writes the pxe directory differently for the same inputs (the
 // script's text, the file set), so that the cached formats entry is rebuilt.
 const pxeLayout = "1"
-
-// PXEIndex is pxe.json: the spec's name and the sha256 of every other file of the directory, so a server can
-// tell a complete directory of one build from a mix.
-type PXEIndex struct {
-	Name  string            `json:"name"`
-	Files map[string]string `json:"files"`
-}
 
 // pxeInputs is the ipxe package's version (its binaries are copied as they are) and the directory's layout.
 // A kernel argument iPXE would expand is refused here, before any stage runs.
@@ -69,12 +51,12 @@ func writePXE(ctx context.Context, in Sources, dst string) error {
 		return err
 	}
 	copies := []struct{ name, src string }{
-		{PXEKernel, in.Kernel},
-		{PXEInitrd, in.Initrd},
-		{PXEBase, in.Base},
-		{PXENode, in.Node},
-		{PXEUEFI, filepath.Join(in.IPXE, PXEUEFI)},
-		{PXEBIOS, filepath.Join(in.IPXE, PXEBIOS)},
+		{pxedir.Kernel, in.Kernel},
+		{pxedir.Initrd, in.Initrd},
+		{pxedir.Base, in.Base},
+		{pxedir.Node, in.Node},
+		{pxedir.EFI, filepath.Join(in.IPXE, pxedir.EFI)},
+		{pxedir.BIOS, filepath.Join(in.IPXE, pxedir.BIOS)},
 	}
 	sums := map[string]string{}
 	for _, c := range copies {
@@ -88,17 +70,17 @@ func writePXE(ctx context.Context, in Sources, dst string) error {
 		}
 		sums[c.name] = sum
 	}
-	script := BootScript(disk.Cmdline(in.Spec), sums[PXEBase], sums[PXENode])
-	if err := files.Write(filepath.Join(dst, PXEScript), []byte(script), 0o644); err != nil {
+	script := BootScript(disk.Cmdline(in.Spec), sums[pxedir.Base], sums[pxedir.Node])
+	if err := files.Write(filepath.Join(dst, pxedir.Script), []byte(script), 0o644); err != nil {
 		return err
 	}
 	h := sha256.Sum256([]byte(script))
-	sums[PXEScript] = hex.EncodeToString(h[:])
-	b, err := json.MarshalIndent(PXEIndex{Name: in.Spec.Name, Files: sums}, "", "  ")
+	sums[pxedir.Script] = hex.EncodeToString(h[:])
+	b, err := json.MarshalIndent(pxedir.Index{Name: in.Spec.Name, Files: sums}, "", "  ")
 	if err != nil {
 		return err
 	}
-	return files.Write(filepath.Join(dst, PXEManifest), append(b, '\n'), 0o644)
+	return files.Write(filepath.Join(dst, pxedir.Manifest), append(b, '\n'), 0o644)
 }
 
 // BootScript is boot.ipxe for a kernel command line and the layers' sha256. Every URL is relative to
@@ -113,8 +95,8 @@ func BootScript(cmdline, baseSHA256, nodeSHA256 string) string {
 	b.WriteString("# sets it on the second line; served otherwise, it defaults to the DHCP next-server on port 80.\n")
 	b.WriteString("isset ${kiln-url} || set kiln-url http://${next-server}/\n")
 	fmt.Fprintf(&b, "kernel ${kiln-url}%s initrd=%s %s BOOTIF=01-${netX/mac:hexhyp} kiln.layers=${kiln-url}%s?sha256=%s,${kiln-url}%s?sha256=%s kiln.config=${kiln-url}cluster.yaml\n",
-		PXEKernel, PXEInitrd, cmdline, PXEBase, baseSHA256, PXENode, nodeSHA256)
-	fmt.Fprintf(&b, "initrd ${kiln-url}%s\n", PXEInitrd)
+		pxedir.Kernel, pxedir.Initrd, cmdline, pxedir.Base, baseSHA256, pxedir.Node, nodeSHA256)
+	fmt.Fprintf(&b, "initrd ${kiln-url}%s\n", pxedir.Initrd)
 	b.WriteString("boot\n")
 	return b.String()
 }

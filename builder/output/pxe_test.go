@@ -19,6 +19,7 @@ import (
 	"github.com/kiln-project/kiln/builder/layers"
 	"github.com/kiln-project/kiln/builder/rootfs"
 	"github.com/kiln-project/kiln/builder/spec"
+	"github.com/kiln-project/kiln/pxe/pxedir"
 )
 
 // TestBootScript pins boot.ipxe: the kernel line is the disk entry's command line plus the netboot arguments
@@ -96,12 +97,12 @@ func TestPXEStage(t *testing.T) {
 
 	pxe := filepath.Join(dir, "pxe")
 	sources := map[string]string{
-		PXEKernel: filepath.Join(outs["packages"], rootfs.Kernel),
-		PXEInitrd: filepath.Join(outs["packages"], rootfs.Initrd),
-		PXEBase:   filepath.Join(outs["base"], layers.BaseImage),
-		PXENode:   filepath.Join(outs["node"], layers.NodeImage),
-		PXEUEFI:   filepath.Join(IPXEDir, PXEUEFI),
-		PXEBIOS:   filepath.Join(IPXEDir, PXEBIOS),
+		pxedir.Kernel: filepath.Join(outs["packages"], rootfs.Kernel),
+		pxedir.Initrd: filepath.Join(outs["packages"], rootfs.Initrd),
+		pxedir.Base:   filepath.Join(outs["base"], layers.BaseImage),
+		pxedir.Node:   filepath.Join(outs["node"], layers.NodeImage),
+		pxedir.EFI:    filepath.Join(IPXEDir, pxedir.EFI),
+		pxedir.BIOS:   filepath.Join(IPXEDir, pxedir.BIOS),
 	}
 	ents, _ := os.ReadDir(pxe)
 	names = nil
@@ -111,14 +112,14 @@ func TestPXEStage(t *testing.T) {
 			t.Errorf("pxe/%s is not a regular file (%s)", d.Name(), d.Type())
 		}
 	}
-	want := []string{PXEBase, PXEScript, PXEInitrd, PXEUEFI, PXENode, PXEManifest, PXEBIOS, PXEKernel}
+	want := []string{pxedir.Base, pxedir.Script, pxedir.Initrd, pxedir.EFI, pxedir.Node, pxedir.Manifest, pxedir.BIOS, pxedir.Kernel}
 	slices.Sort(want)
 	if !slices.Equal(names, want) {
 		t.Fatalf("pxe/ = %v, want %v", names, want)
 	}
 
-	var idx PXEIndex
-	b, err := os.ReadFile(filepath.Join(pxe, PXEManifest))
+	var idx pxedir.Index
+	b, err := os.ReadFile(filepath.Join(pxe, pxedir.Manifest))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func TestPXEStage(t *testing.T) {
 		t.Errorf("pxe.json = %+v, want name node and every other file", idx)
 	}
 	for _, name := range want {
-		if name == PXEManifest {
+		if name == pxedir.Manifest {
 			continue
 		}
 		got, err := os.ReadFile(filepath.Join(pxe, name))
@@ -149,7 +150,7 @@ func TestPXEStage(t *testing.T) {
 			}
 		}
 	}
-	script, _ := os.ReadFile(filepath.Join(pxe, PXEScript))
+	script, _ := os.ReadFile(filepath.Join(pxe, pxedir.Script))
 	if want := BootScript(disk.Cmdline(s), sha([]byte("hsqs base layer")), sha([]byte("hsqs node layer"))); string(script) != want {
 		t.Errorf("boot.ipxe =\n%s\nwant\n%s", script, want)
 	}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+
+	"github.com/kiln-project/kiln/pxe/pxedir"
 )
 
 // RepoRoot is the repository root, found from this source file (tests and `go run` both have it).
@@ -57,7 +59,7 @@ func PXEDir() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if _, err := os.Stat(filepath.Join(abs, "pxe.json")); err != nil {
+	if _, err := os.Stat(filepath.Join(abs, pxedir.Manifest)); err != nil {
 		return "", fmt.Errorf("pxe directory: %w (build with --format pxe, or set KILN_PXE_DIR)", err)
 	}
 	return abs, nil

@@ -33,8 +33,9 @@ const (
 // Required are the files a pxe directory must hold besides pxe.json.
 var Required = []string{Kernel, Initrd, Base, Node, Script, EFI, BIOS}
 
-// manifest is pxe.json.
-type manifest struct {
+// Index is pxe.json: the spec's name and the sha256 of every other file of the directory, so a server can
+// tell a complete directory of one build from a mix. The builder writes it, the server reads it.
+type Index struct {
 	Name  string            `json:"name"`
 	Files map[string]string `json:"files"`
 }
@@ -78,7 +79,7 @@ func Open(dir string) (*Dir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pxe: %w", err)
 	}
-	var m manifest
+	var m Index
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, fmt.Errorf("pxe: %s: %w", filepath.Join(dir, Manifest), err)
 	}
@@ -111,7 +112,7 @@ func Open(dir string) (*Dir, error) {
 }
 
 // check refuses a manifest that lacks a contract file or names anything but a plain file of the directory.
-func (m *manifest) check() error {
+func (m *Index) check() error {
 	for _, r := range Required {
 		if _, ok := m.Files[r]; !ok {
 			return fmt.Errorf("lists no %s: not a complete kiln pxe build", r)
