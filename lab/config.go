@@ -9,7 +9,8 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// nodeConfig is the YAML a node gets through fw_cfg opt/kiln/config (format in docs/design.md): the cluster section
+// nodeConfig is the YAML a lab node reads (format in docs/design.md): through fw_cfg opt/kiln/config on a disk-booted
+// node, from kiln pxe serve's --config on a netbooted one. It holds the cluster section
 // of the user's config, passed through untouched (the agent validates it), plus ssh_authorized_keys with the
 // user's keys and the lab's own key (pubKey; "" to only validate).
 func nodeConfig(clusterFile []byte, pubKey string) ([]byte, error) {
@@ -52,7 +53,7 @@ func nodeConfig(clusterFile []byte, pubKey string) ([]byte, error) {
 		Keys    []string   `yaml:"ssh_authorized_keys"`
 	}{cluster, keys}
 	var b bytes.Buffer
-	b.WriteString("# kiln lab node configuration (fw_cfg opt/kiln/config). Generated.\n")
+	b.WriteString("# kiln lab node configuration. Generated.\n")
 	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)
 	if err := enc.Encode(out); err != nil {

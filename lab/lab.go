@@ -481,8 +481,11 @@ func (l *Lab) provision(ctx context.Context, st State, n NodeState, fresh bool) 
 	if err := netns.AddTap(l.Namespace(), n.Tap, Bridge); err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
-	if err := l.writeNodeConfig(n); err != nil {
-		return err
+	// A netbooted node reads its config from kiln pxe serve (startPXE writes that one): no fw_cfg file.
+	if st.Boot != BootPXE {
+		if err := l.writeNodeConfig(n); err != nil {
+			return err
+		}
 	}
 	if _, err := os.Stat(l.varsPath(n)); st.Firmware != qemu.FirmwareBIOS && (fresh || err != nil) {
 		if err := qemu.CopyVars(qemu.DefaultOVMFVars, l.varsPath(n)); err != nil {
