@@ -9,10 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/kiln-project/kiln/internal/files"
 	"github.com/kiln-project/kiln/internal/pidfile"
 	"github.com/kiln-project/kiln/lab/netns"
 	"github.com/kiln-project/kiln/pxe/pxedir"
@@ -40,7 +40,7 @@ func (l *Lab) pxePidFile() string    { return filepath.Join(l.dir, "pxe.pid") }
 func (l *Lab) PXELog() string { return filepath.Join(l.dir, "pxe.log") }
 
 // PXELogTail is the last n lines of PXELog, for failure reports.
-func (l *Lab) PXELogTail(n int) string { return tail(l.PXELog(), n) }
+func (l *Lab) PXELogTail(n int) string { return files.Tail(l.PXELog(), n) }
 
 // checkPXEDir reports what makes dir unusable as a pxe artifact directory.
 func checkPXEDir(dir string) error {
@@ -104,7 +104,7 @@ func (l *Lab) startPXE(ctx context.Context, st State) error {
 	for {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("lab %s: kiln pxe serve exited at start (%v): %s", l.name, err, tail(l.PXELog(), 10))
+			return fmt.Errorf("lab %s: kiln pxe serve exited at start (%v): %s", l.name, err, l.PXELogTail(10))
 		default:
 		}
 		dialErr := netns.Do(l.Namespace(), func() error {
@@ -119,7 +119,7 @@ func (l *Lab) startPXE(ctx context.Context, st State) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("lab %s: kiln pxe serve does not answer on %s after %s: %s", l.name, addr, pxeReadyTimeout, tail(l.PXELog(), 10))
+			return fmt.Errorf("lab %s: kiln pxe serve does not answer on %s after %s: %s", l.name, addr, pxeReadyTimeout, l.PXELogTail(10))
 		}
 		select {
 		case <-ctx.Done():
@@ -155,17 +155,4 @@ func (l *Lab) stopPXE(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// tail returns the last n lines of a file, for errors.
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -5,12 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/kiln-project/kiln/internal/files"
 	"github.com/kiln-project/kiln/lab/qemu"
 )
 
@@ -94,31 +94,8 @@ func (n *Node) DHCPLog(lines int) string {
 	return strings.Join(hits, "\n")
 }
 
-// SerialTail is the last lines of the node's serial log ("" if none), for failure reports.
-func (n *Node) SerialTail(lines int) string {
-	f, err := os.Open(n.SerialLog())
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	const maxTail = 64 << 10
-	if fi, err := f.Stat(); err == nil && fi.Size() > maxTail {
-		_, _ = f.Seek(-maxTail, io.SeekEnd)
-	}
-	b, _ := io.ReadAll(f)
-	b = bytes.TrimRight(b, "\r\n")
-	for i, cut := 0, len(b); i < lines; i++ {
-		j := bytes.LastIndexByte(b[:cut], '\n')
-		if j < 0 {
-			return string(b)
-		}
-		cut = j
-		if i == lines-1 {
-			return string(b[cut+1:])
-		}
-	}
-	return string(b)
-}
+// SerialTail is the last lines of the node's serial log (or why there is none), for failure reports.
+func (n *Node) SerialTail(lines int) string { return files.Tail(n.SerialLog(), lines) }
 
 // Power is the node's power state: "off" without a qemu process, else qemu's run state ("running", "paused",
 // "shutdown", …), or "unknown" if QMP does not answer.

@@ -25,6 +25,7 @@ import (
 	"github.com/kiln-project/kiln/firstboot/statefs"
 	"github.com/kiln-project/kiln/firstboot/status"
 	"github.com/kiln-project/kiln/firstboot/swarm"
+	"github.com/kiln-project/kiln/internal/files"
 )
 
 // The test binary is also the agent of every bench node: started with agentEnv set, it runs the agent
@@ -164,7 +165,7 @@ func form(tb testing.TB, n int, bound time.Duration, inRAM ...int) formation {
 		for _, nd := range nodes {
 			select {
 			case <-nd.agentExited:
-				tb.Fatalf("agent %s exited:\n%s", nd.id, tail(filepath.Join(nd.dir, "log", "agent.log"), 30))
+				tb.Fatalf("agent %s exited:\n%s", nd.id, files.Tail(filepath.Join(nd.dir, "log", "agent.log"), 30))
 			default:
 			}
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/kiln-project/kiln/firstboot/status"
+	"github.com/kiln-project/kiln/internal/files"
 	"github.com/kiln-project/kiln/internal/run"
 	"github.com/kiln-project/kiln/internal/testenv"
 )
@@ -148,7 +149,7 @@ func (n *node) startDockerd(tb testing.TB) {
 			return
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("node %s: dockerd not answering after 60 s: %v\n%s", n.id, err, tail(filepath.Join(n.dir, "log", "dockerd.log"), 15))
+			tb.Fatalf("node %s: dockerd not answering after 60 s: %v\n%s", n.id, err, files.Tail(filepath.Join(n.dir, "log", "dockerd.log"), 15))
 		}
 		time.Sleep(100 * time.Millisecond) // poll interval while dockerd starts
 	}
@@ -170,7 +171,7 @@ func (n *node) startGlusterd(tb testing.TB) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := waitGlusterdIn(ctx, n); err != nil {
-		tb.Fatalf("node %s: %v\n%s", n.id, err, tail(logf.Name(), 15))
+		tb.Fatalf("node %s: %v\n%s", n.id, err, files.Tail(logf.Name(), 15))
 	}
 }
 
@@ -220,7 +221,7 @@ func (n *node) teardown(tb testing.TB) {
 		}
 	}
 	if tb.Failed() {
-		tb.Logf("node %s agent log tail:\n%s", n.id, tail(filepath.Join(n.dir, "log", "agent.log"), 30))
+		tb.Logf("node %s agent log tail:\n%s", n.id, files.Tail(filepath.Join(n.dir, "log", "agent.log"), 30))
 	}
 	// KILN_BENCH_KEEP_LOGS=dir keeps every node's logs (agent, dockerd, glusterd, keepalived) there.
 	if keep := os.Getenv("KILN_BENCH_KEEP_LOGS"); keep != "" {
@@ -244,13 +245,4 @@ func (n *node) teardown(tb testing.TB) {
 			time.Sleep(100 * time.Millisecond) // poll interval while processes exit
 		}
 	}
-}
-
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-project/kiln/internal/files"
 	"github.com/kiln-project/kiln/internal/testenv"
 )
 
@@ -397,14 +398,5 @@ func randomHex(t *testing.T) string {
 
 // tail returns the last n lines of the latest serial log (path.N).
 func tail(path string, n int) string {
-	path += "." + strconv.Itoa(bootCount(path)-1)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(string(data), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+	return files.Tail(path+"."+strconv.Itoa(bootCount(path)-1), n)
 }
