@@ -41,7 +41,8 @@ const (
 type Identity struct {
 	// ID is lower-case hex: the SMBIOS UUID without dashes (32 digits) or the MAC without colons (12 digits).
 	ID string
-	// Hostname is HostnameFor(ID).
+	// Hostname is the EC2 instance id on an EC2 instance (what the console and the API call it), else
+	// HostnameFor(ID).
 	Hostname string
 	Source   Source
 	// Previous is the persisted id when it differs from the hardware-derived one (the disk moved to other
@@ -117,7 +118,11 @@ func Get(opts Options) (*Identity, error) {
 			return nil, fmt.Errorf("identity: persist: %w", err)
 		}
 	}
-	return &Identity{ID: id, Hostname: HostnameFor(id), Source: src, Previous: prev}, nil
+	host := HostnameFor(id)
+	if iid := EC2InstanceID(opts.Root); iid != "" {
+		host = iid
+	}
+	return &Identity{ID: id, Hostname: host, Source: src, Previous: prev}, nil
 }
 
 // bogusUUIDs are SMBIOS UUIDs that many machines share: firmware placeholders ("To be filled by O.E.M.")

@@ -7,7 +7,7 @@ import "net/netip"
 type Member struct {
 	// ID is the node's stable id (from SMBIOS UUID or MAC), lower-case hex; the sort key for rank and election.
 	ID string `json:"id"`
-	// Hostname is derived from ID (identity.HostnameFor: kiln-<first 8 hex of sha256(ID)>).
+	// Hostname is the node's (identity.Get): kiln-<first 8 hex of sha256(ID)>, or the instance id on EC2.
 	Hostname string `json:"hostname"`
 	// Addr is the node's address on the cluster interface.
 	Addr netip.Addr `json:"addr"`
