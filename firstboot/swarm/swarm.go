@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"time"
@@ -83,6 +84,36 @@ type Reconciler struct {
 	// (swarmkit retries it with back-off, for many minutes) and "since" tells that from a promotion just
 	// sent.
 	awaitingSince time.Time
+	// joinFailures counts joins in a row that failed (the call failed and the node stayed inactive, or
+	// dockerd gave up and went to "error"); retryJoinAt is when the next may go. Kept in memory only: a
+	// restarted agent joins at once, which is what it would do anyway.
+	joinFailures int
+	retryJoinAt  time.Time
+	lastJoinErr  string
+}
+
+// Join back-off: every failed join can leave a swarm entry (and, for a manager, a raft member) behind until the
+// leader removes it, and each one adds work to managers that are already too slow to answer (a join fails by
+// timing out on loaded machines). Retrying at once piles entries up; waiting gives the managers room.
+const (
+	joinBackoffBase = 20 * time.Second
+	joinBackoffMax  = 5 * time.Minute
+)
+
+// joinBackoff is the wait after the n-th failed join in a row (n >= 1): base·2^(n-1), capped, plus up to a
+// quarter more so nodes that failed together do not retry together.
+func joinBackoff(n int) time.Duration {
+	d := joinBackoffBase << min(n-1, 8)
+	d = min(d, joinBackoffMax)
+	return d + rand.N(d/4+1)
+}
+
+// joinFailed records a failed join and when the next may go.
+func (r *Reconciler) joinFailed(reason string) {
+	r.joinFailures++
+	r.lastJoinErr = reason
+	r.retryJoinAt = r.now().Add(joinBackoff(r.joinFailures))
+	r.log.Warn("swarm: join failed; backing off", "failures", r.joinFailures, "retry_at", r.retryJoinAt.UTC().Format(time.RFC3339), "err", reason)
 }
 
 // New returns the swarm reconciler talking to dockerd through cli.
@@ -146,9 +177,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error
 		if err := r.cli.SwarmLeave(ctx, true); err != nil {
 			return changed, fmt.Errorf("swarm: leave after failed join: %w", err)
 		}
-		s.Wait("swarm", "left after a failed join, joining again")
+		r.joinFailed(info.Error)
+		s.Wait("swarm", "left after a failed join, joining again at "+r.retryJoinAt.UTC().Format(time.RFC3339))
 		return true, nil
-	case StepInit, StepJoin:
+	case StepJoin:
+		if now := r.now(); now.Before(r.retryJoinAt) {
+			s.Wait("swarm", fmt.Sprintf("%d join(s) in a row failed (last: %s); joining again at %s",
+				r.joinFailures, r.lastJoinErr, r.retryJoinAt.UTC().Format(time.RFC3339)))
+			return changed, nil
+		}
+		if err := r.form(ctx, s, step); err != nil {
+			r.joinFailed(err.Error())
+			return changed, err
+		}
+		changed = true
+	case StepInit:
 		if err := r.form(ctx, s, step); err != nil {
 			return changed, err
 		}
@@ -197,6 +240,7 @@ func (r *Reconciler) manage(ctx context.Context, s *state.State, changed bool) (
 		return changed, err
 	}
 	s.Swarm.Node = info.NodeID
+	r.joinFailures, r.retryJoinAt, r.lastJoinErr = 0, time.Time{}, ""
 	if !info.ControlAvailable && Role(s.Self.ID, s.Members, s.Expected) == swarm.NodeRoleManager {
 		// A manager reports active before its raft member has caught up, and a promoted worker needs a moment
 		// to start its manager: give the control plane a bounded wait. If it does not come, this node is a

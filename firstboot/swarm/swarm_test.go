@@ -378,3 +378,48 @@ func TestNoSwarmWorkDoesNotWaitOnStartingDockerd(t *testing.T) {
 		t.Fatalf("err = %v, pending %q; want a wait for dockerd once the brief look ran out", err, s.Pending["swarm"])
 	}
 }
+
+// A failed join is not retried at once: each failure doubles the wait (with jitter), a successful join
+// clears it, and the status says when the next try goes.
+func TestFailedJoinBacksOff(t *testing.T) {
+	api := &joinFailsAPI{joinTimeoutAPI{state: swarm.LocalNodeStateInactive}}
+	r := NewWithOptions(api, quiet(), Options{ReadyTimeout: time.Second, PollInterval: time.Millisecond})
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	r.now = func() time.Time { return now }
+	ms := members(3)
+	s := func() *state.State {
+		return &state.State{Inputs: state.Inputs{Expected: 3, Formation: &state.Formation{ManagerToken: "t", WorkerToken: "w",
+			ManagerAddrs: []string{"10.0.0.10:2377"}}}, Observed: state.Observed{Self: ms[1], Members: ms}}
+	}
+	if _, err := r.Reconcile(context.Background(), s()); err == nil {
+		t.Fatal("first join: want its error")
+	}
+	for i, wantMin := range []time.Duration{joinBackoffBase, 2 * joinBackoffBase, 4 * joinBackoffBase} {
+		wait := r.retryJoinAt.Sub(now)
+		if wait < wantMin || wait > wantMin+wantMin/4 {
+			t.Fatalf("after failure %d: next join in %s, want %s..%s", i+1, wait, wantMin, wantMin+wantMin/4)
+		}
+		st := s()
+		now = now.Add(wait - time.Second)
+		if changed, err := r.Reconcile(context.Background(), st); err != nil || changed || !strings.Contains(st.Status["swarm"], "joining again at") {
+			t.Fatalf("during the back-off: changed=%v err=%v status %q; want a wait", changed, err, st.Status["swarm"])
+		}
+		now = now.Add(time.Second)
+		if _, err := r.Reconcile(context.Background(), s()); err == nil {
+			t.Fatal("join after the back-off: want its error")
+		}
+	}
+	// A join that goes through clears the count.
+	ok := NewWithOptions(&joinTimeoutAPI{state: swarm.LocalNodeStateInactive}, quiet(), Options{ReadyTimeout: 5 * time.Second,
+		ControlTimeout: 50 * time.Millisecond, PollInterval: time.Millisecond})
+	ok.joinFailures, ok.lastJoinErr = 3, "earlier"
+	ms9 := members(9)
+	if _, err := ok.Reconcile(context.Background(), &state.State{Inputs: state.Inputs{Formation: &state.Formation{
+		SwarmID: "x", ManagerToken: "m", WorkerToken: "w", ManagerAddrs: []string{"10.0.0.10:2377"},
+	}}, Observed: state.Observed{Self: ms9[8], Members: ms9}}); err != nil || ok.joinFailures != 0 {
+		t.Errorf("after a join that went through: err %v, failures %d; want none", err, ok.joinFailures)
+	}
+	if got := joinBackoff(100); got < joinBackoffMax || got > joinBackoffMax+joinBackoffMax/4 {
+		t.Errorf("joinBackoff(100) = %s, want the cap %s (+ jitter)", got, joinBackoffMax)
+	}
+}
