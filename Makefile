@@ -5,8 +5,11 @@ OUT ?= out
 SPEC ?= images/node.yaml
 BIN := bin
 export CGO_ENABLED := 0
-# Reproducible agent binary: no build id, no paths, so the node layer's hash only moves when code does.
-GOFLAGS_BUILD := -trimpath -ldflags "-s -w -buildid="
+# Reproducible binaries: no build id, no paths. Go stamps the commit and its date (-buildvcs=auto, explicit
+# because a host's GOFLAGS may say false), and VERSION is the nearest v* tag (`kiln version`): both name the
+# source, not the build, so one commit still gives the same bytes (and the same node layer).
+VERSION ?= $(shell git describe --tags --match 'v*' 2>/dev/null || echo dev)
+GOFLAGS_BUILD := -trimpath -buildvcs=auto -ldflags "-s -w -buildid= -X github.com/kiln-project/kiln/internal/version.version=$(VERSION)"
 
 # Host packages kiln needs on a fresh Debian 12 machine (builder, lab, tests).
 DEB_PACKAGES := mmdebstrap squashfs-tools erofs-utils qemu-system-x86 qemu-utils ovmf dnsmasq-base \

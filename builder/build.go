@@ -12,6 +12,7 @@ import (
 
 	"github.com/kiln-project/kiln/builder/cache"
 	"github.com/kiln-project/kiln/builder/spec"
+	"github.com/kiln-project/kiln/internal/version"
 )
 
 // Options is one `kiln build`.
@@ -60,6 +61,7 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	defer res.Close()
 
 	m := &Manifest{Name: o.Spec.Name, Spec: o.Spec.File, SourceDateEpoch: o.SourceDateEpoch, Key: res.Last().Key,
+		Kiln:      version.Get(),
 		Artifacts: []Artifact{}, Packages: []Package{}}
 	for _, r := range res.Stages {
 		m.Stages = append(m.Stages, StageManifest{Name: r.Name, Key: r.Key, Inputs: r.Inputs, CacheHit: r.Hit,

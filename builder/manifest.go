@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/kiln-project/kiln/builder/cache"
+	"github.com/kiln-project/kiln/internal/version"
 )
 
 // PackagesStage and PackageList locate the installed package list: the packages stage writes
@@ -24,7 +25,9 @@ type Manifest struct {
 	// Spec is the spec file as given on the command line.
 	Spec string `json:"spec"`
 	// SourceDateEpoch is the timestamp recorded in the image (files, filesystems).
-	SourceDateEpoch int64 `json:"sourceDateEpoch"`
+	SourceDateEpoch int64 `json:"source_date_epoch"`
+	// Kiln is the kiln that ran the build (the same record is in the image's /usr/lib/kiln/image.json).
+	Kiln version.Info `json:"kiln"`
 	// Key is the last stage's cache key: a hash of every input of the build.
 	Key       string          `json:"key"`
 	Artifacts []Artifact      `json:"artifacts"`
@@ -57,13 +60,13 @@ type StageManifest struct {
 	Key    string            `json:"key"`
 	Inputs map[string]string `json:"inputs"`
 	// CacheHit reports whether the stage came from the cache in this build.
-	CacheHit bool `json:"cacheHit"`
+	CacheHit bool `json:"cache_hit"`
 	// Why the stage ran (empty on a hit).
 	Why string `json:"why,omitempty"`
 	// Duration is this build's wall time for the stage, in seconds.
 	Duration cache.Duration `json:"duration"`
 	// BuildDuration is how long the cached output took to build, in seconds.
-	BuildDuration cache.Duration `json:"buildDuration"`
+	BuildDuration cache.Duration `json:"build_duration"`
 }
 
 // readPackages parses packages.tsv; a missing file is an error (the manifest promises every package).

@@ -338,7 +338,7 @@ func (k kilnRunner) build(ctx context.Context, tag string) (time.Duration, strin
 	var man struct {
 		Stages []struct {
 			Name     string `json:"name"`
-			CacheHit bool   `json:"cacheHit"`
+			CacheHit bool   `json:"cache_hit"`
 		} `json:"stages"`
 	}
 	if err := json.Unmarshal(b, &man); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/kiln-project/kiln/builder/cache"
 	"github.com/kiln-project/kiln/builder/spec"
 	"github.com/kiln-project/kiln/internal/files"
+	"github.com/kiln-project/kiln/internal/version"
 )
 
 // NodeImage is the node stage's output file.
@@ -44,6 +45,11 @@ type ImageInfo struct {
 	NodeInputs string `json:"node_inputs"`
 	// BaseSHA256 identifies the base layer this node layer was built for.
 	BaseSHA256 string `json:"base_sha256"`
+	// Kiln is the kiln that built the image, as in manifest.json; Agent is the baked agent's own record
+	// (read from the binary; the same commit when both came from one `make build`; nil for an agent that is
+	// not a Go binary, as in tests).
+	Kiln  version.Info  `json:"kiln"`
+	Agent *version.Info `json:"agent,omitempty"`
 }
 
 // Node is the stage that assembles the node layer from the spec's overlays, the agent and its configs.
@@ -77,6 +83,8 @@ func (n *Node) Inputs(ctx context.Context) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	// The image records the kiln that built it (image.json), so a new kiln is a new node layer.
+	in["kiln"] = version.Get().String()
 	if in["agent"], err = cache.HashFile(agent); err != nil {
 		return nil, fmt.Errorf("node: agent (build it with `go build ./cmd/kiln-firstboot`, or set agent: in the spec): %w", err)
 	}
@@ -152,6 +160,12 @@ func (n *Node) Run(ctx context.Context, env *builder.Env, dir string) error {
 		Built:        time.Unix(env.SourceDateEpoch, 0).UTC().Format(time.RFC3339),
 		NodeInputs:   hashInputs(inputs),
 		BaseSHA256:   strings.TrimSpace(string(baseSum)),
+		Kiln:         version.Get(),
+	}
+	if v, err := version.ReadFile(agent); err == nil {
+		info.Agent = &v
+	} else {
+		env.Log.Warn("the agent records no Go build information; image.json names no agent version", "agent", agent, "err", err)
 	}
 	data, err := json.MarshalIndent(info, "", "  ")
 	if err != nil {

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -13,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-project/kiln/firstboot/journallog"
+	"github.com/kiln-project/kiln/internal/cli"
 )
 
 // commands are the subcommands, in help order.
@@ -33,14 +33,13 @@ const identifier = "kiln-firstboot"
 
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
-		Use:           "kiln-firstboot",
-		Short:         "kiln node agent: identity, Ignition, ssh keys and cluster formation",
-		SilenceErrors: true, // main prints the error once
-		SilenceUsage:  true, // a runtime failure is not a usage mistake
+		Use:   "kiln-firstboot",
+		Short: "kiln node agent: identity, Ignition, ssh keys and cluster formation",
 	}
 	for _, c := range commands {
 		root.AddCommand(c())
 	}
+	cli.Prepare(root) // exit codes, error output and --version as docs/cli.md says
 	return root
 }
 
@@ -51,10 +50,7 @@ func newLogger(level slog.Level) *slog.Logger {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCmd().ExecuteContext(ctx)
+	c, err := newRootCmd().ExecuteContextC(ctx)
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "kiln-firstboot:", err)
-		os.Exit(1)
-	}
+	os.Exit(cli.Report(c, identifier, os.Args[1:], err, os.Stdout, os.Stderr))
 }

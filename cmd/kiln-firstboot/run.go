@@ -7,6 +7,7 @@ import (
 
 	"github.com/kiln-project/kiln/firstboot"
 	"github.com/kiln-project/kiln/firstboot/host"
+	"github.com/kiln-project/kiln/internal/version"
 )
 
 func newRunCmd() *cobra.Command {
@@ -21,7 +22,7 @@ func newRunCmd() *cobra.Command {
 				level = slog.LevelDebug
 			}
 			log := newLogger(level)
-			log.Info("starting", "version", versionString())
+			log.Info("starting", "version", version.Get().String())
 			docker, err := host.DockerClient()
 			if err != nil {
 				return err

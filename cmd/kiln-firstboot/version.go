@@ -1,40 +1,25 @@
 package main
 
 import (
-	"fmt"
+	"encoding/json"
 	"os"
-	"runtime/debug"
 
 	"github.com/spf13/cobra"
+
+	"github.com/kiln-project/kiln/internal/cli"
 )
 
-// version is set at build time: go build -ldflags "-X main.version=v0.3.0".
-var version = "dev"
-
-// versionString is version plus the VCS revision Go recorded, if any.
-func versionString() string {
-	v := version
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += " (" + s.Value[:12] + ")"
-			}
-		}
-	}
-	return v
-}
+// imageInfoPath is the image's description, written by the builder (builder/layers.ImageInfoPath).
+const imageInfoPath = "/usr/lib/kiln/image.json"
 
 func newVersionCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the agent's version and the image's /usr/lib/kiln/image.json",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Println("kiln-firstboot", versionString())
-			if b, err := os.ReadFile("/usr/lib/kiln/image.json"); err == nil {
-				fmt.Printf("image: %s\n", b)
-			}
-			return nil
-		},
-	}
+	c := cli.NewVersionCmd("kiln-firstboot", func() map[string]any {
+		b, err := os.ReadFile(imageInfoPath)
+		if err != nil {
+			return nil // not on a kiln node (a development machine): only the binary's own version
+		}
+		return map[string]any{"image": json.RawMessage(b)}
+	})
+	c.Short = "Print the agent's version, commit, commit date and Go version, and the image's " + imageInfoPath
+	return c
 }

@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/kiln-project/kiln/internal/cli"
 )
 
 // commands are kiln's subcommands. A file adding one either appends here or calls register from its init;
@@ -17,7 +19,10 @@ import (
 var commands = []func() *cobra.Command{
 	newBuildCmd,
 	newLabCmd,
+	newVersionCmd,
 }
+
+func newVersionCmd() *cobra.Command { return cli.NewVersionCmd("kiln", nil) }
 
 // register adds a subcommand constructor; for files that cannot edit the list above.
 func register(c func() *cobra.Command) { commands = append(commands, c) }
@@ -28,11 +33,11 @@ func newRootCmd() *cobra.Command {
 		Short: "Build immutable, UEFI-bootable cluster node images and run them",
 		Long: `kiln turns a declarative image spec (images/*.yaml) into immutable, bootable node images in cached
 stages, boots them as a lab of VMs, and forms them into a self-managing cluster.`,
-		SilenceErrors: true, // main prints the error once, on one line per problem
 	}
 	for _, c := range commands {
 		root.AddCommand(c())
 	}
+	cli.Prepare(root) // exit codes, error output and --version as docs/cli.md says
 	return root
 }
 
@@ -44,13 +49,10 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
-	err := newRootCmd().ExecuteContext(ctx)
+	c, err := newRootCmd().ExecuteContextC(ctx)
 	stop()
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			err = fmt.Errorf("interrupted; outputs left as they were: %w", err)
-		}
-		fmt.Fprintln(os.Stderr, "kiln:", err)
-		os.Exit(1)
+	if errors.Is(err, context.Canceled) {
+		err = fmt.Errorf("interrupted; outputs left as they were: %w", err)
 	}
+	os.Exit(cli.Report(c, "kiln", os.Args[1:], err, os.Stdout, os.Stderr))
 }
