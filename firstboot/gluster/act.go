@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/kiln-project/kiln/firstboot/gluster/glusterd"
 	"github.com/kiln-project/kiln/firstboot/state"
@@ -72,19 +73,57 @@ type stopper interface {
 	Stop(ctx context.Context, unit string) error
 }
 
-// restartGlusterd stops and starts glusterd.
-func (r *Reconciler) restartGlusterd(ctx context.Context) error {
+// GlusterdUnit is glusterd's systemd unit.
+const GlusterdUnit = "glusterd.service"
+
+// glusterdStartTimeout bounds the start that follows a stop (whileStopped), which no longer depends on the
+// pass's context.
+const glusterdStartTimeout = 2 * time.Minute
+
+// whileStopped stops glusterd, runs fn (which may rewrite glusterd's files) and starts glusterd again. The start
+// runs whatever fn returned and whether or not the pass's context was cancelled meanwhile (a shutdown, the pass
+// timeout), on a context of its own: a stop without its start would leave the node's storage down with nothing
+// to start it but the next pass's check (ensureGlusterd).
+func (r *Reconciler) whileStopped(ctx context.Context, what string, fn func() error) error {
 	st, ok := r.systemd.(stopper)
 	if !ok {
-		return errors.New("gluster: restart glusterd: systemd manager cannot stop units")
+		return fmt.Errorf("gluster: %s: systemd manager cannot stop units", what)
 	}
-	if err := st.Stop(ctx, "glusterd.service"); err != nil {
-		return fmt.Errorf("gluster: restart glusterd: %w", err)
+	if err := st.Stop(ctx, GlusterdUnit); err != nil {
+		return fmt.Errorf("gluster: %s: %w", what, err)
 	}
-	if err := r.systemd.Start(ctx, "glusterd.service"); err != nil {
-		return fmt.Errorf("gluster: restart glusterd: %w", err)
+	ferr := fn()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), glusterdStartTimeout)
+	defer cancel()
+	if err := r.systemd.Start(sctx, GlusterdUnit); err != nil {
+		return errors.Join(ferr, fmt.Errorf("gluster: %s: start glusterd: %w", what, err))
+	}
+	if ferr != nil {
+		return fmt.Errorf("gluster: %s: %w", what, ferr)
 	}
 	return nil
+}
+
+// ensureGlusterd starts glusterd when systemd reports it inactive or failed: it is the ground every other step
+// stands on, and a crash or an interrupted restart must not leave it down until someone notices.
+func (r *Reconciler) ensureGlusterd(ctx context.Context) (bool, error) {
+	state, err := r.systemd.ActiveState(ctx, GlusterdUnit)
+	if err != nil {
+		return false, fmt.Errorf("gluster: glusterd state: %w", err)
+	}
+	if state != "inactive" && state != "failed" {
+		return false, nil
+	}
+	r.log.Warn("gluster: glusterd is not running; starting it", "state", state)
+	if err := r.systemd.Start(ctx, GlusterdUnit); err != nil {
+		return false, fmt.Errorf("gluster: start glusterd (was %s): %w", state, err)
+	}
+	return true, nil
+}
+
+// restartGlusterd stops and starts glusterd.
+func (r *Reconciler) restartGlusterd(ctx context.Context) error {
+	return r.whileStopped(ctx, "restart glusterd", func() error { return nil })
 }
 
 // adoptUUID stops glusterd, writes the old UUID into glusterd.info and the pool's peer files, and starts
@@ -96,53 +135,31 @@ func (r *Reconciler) restartGlusterd(ctx context.Context) error {
 // restart happens to catch the friend update. With every member on file as "Peer in Cluster" it
 // handshakes with all of them at start, as after an ordinary reboot, and imports the volume from them.
 func (r *Reconciler) adoptUUID(ctx context.Context, id string, pool map[string]string) error {
-	st, ok := r.systemd.(stopper)
-	if !ok {
-		return errors.New("gluster: adopt UUID: systemd manager cannot stop units")
-	}
 	if _, err := glusterd.ParseUUID(id); err != nil {
 		return fmt.Errorf("gluster: adopt UUID %q: %w", id, err)
 	}
-	if err := st.Stop(ctx, "glusterd.service"); err != nil {
-		return fmt.Errorf("gluster: adopt UUID: %w", err)
-	}
-	if err := glusterd.WriteUUID(filepath.Join(r.root, glusterd.InfoFile), id); err != nil {
-		return fmt.Errorf("gluster: adopt UUID: %w", err)
-	}
-	if err := glusterd.WritePeerFiles(filepath.Join(r.root, glusterd.PeersDir), pool); err != nil {
-		return fmt.Errorf("gluster: adopt UUID: %w", err)
-	}
-	if err := r.systemd.Start(ctx, "glusterd.service"); err != nil {
-		return fmt.Errorf("gluster: adopt UUID: %w", err)
-	}
-	return nil
+	return r.whileStopped(ctx, "adopt UUID", func() error {
+		if err := glusterd.WriteUUID(filepath.Join(r.root, glusterd.InfoFile), id); err != nil {
+			return err
+		}
+		return glusterd.WritePeerFiles(filepath.Join(r.root, glusterd.PeersDir), pool)
+	})
 }
 
 // resetPeer stops glusterd, sets its state directory and this node's brick aside (renamed, never deleted:
 // they may hold writes the survivor never saw, for a human to salvage), and starts a fresh glusterd.
 func (r *Reconciler) resetPeer(ctx context.Context, epoch string) error {
-	st, ok := r.systemd.(stopper)
-	if !ok {
-		return errors.New("gluster: reset peer: systemd manager cannot stop units")
-	}
-	if err := st.Stop(ctx, "glusterd.service"); err != nil {
-		return fmt.Errorf("gluster: reset peer: %w", err)
-	}
-	suffix := ".before-epoch-" + epoch + "." + r.now().UTC().Format("20060102T150405")
-	for _, p := range []string{glusterd.StateDir, BrickPath} {
-		path := filepath.Join(r.root, p)
-		if err := glusterd.SetAside(path, suffix); err != nil {
-			return fmt.Errorf("gluster: reset peer: set %s aside: %w", path, err)
+	return r.whileStopped(ctx, "reset peer", func() error {
+		suffix := ".before-epoch-" + epoch + "." + r.now().UTC().Format("20060102T150405")
+		for _, p := range []string{glusterd.StateDir, BrickPath} {
+			path := filepath.Join(r.root, p)
+			if err := glusterd.SetAside(path, suffix); err != nil {
+				return fmt.Errorf("set %s aside: %w", path, err)
+			}
 		}
-	}
-	// Recorded before glusterd starts: from here on its state is the new epoch's.
-	if err := glusterd.WriteMarker(filepath.Join(r.root, glusterd.ResetEpochFile), epoch); err != nil {
-		return fmt.Errorf("gluster: reset peer: %w", err)
-	}
-	if err := r.systemd.Start(ctx, "glusterd.service"); err != nil {
-		return fmt.Errorf("gluster: reset peer: %w", err)
-	}
-	return nil
+		// Recorded before glusterd starts: from here on its state is the new epoch's.
+		return glusterd.WriteMarker(filepath.Join(r.root, glusterd.ResetEpochFile), epoch)
+	})
 }
 
 // mount writes the mount unit when it differs, reloads systemd, and starts the mount if it is not active.

@@ -117,8 +117,22 @@ func (f *fakeGlusterd) volumeInfo() []byte {
 }
 
 type fakeSystemd struct {
-	active map[string]bool
-	calls  []string
+	active    map[string]bool
+	calls     []string
+	ctxCancel context.CancelFunc
+}
+
+// newFakeSystemd is a node's systemd with glusterd running, as the image starts it before the agent.
+func newFakeSystemd() *fakeSystemd { return &fakeSystemd{active: map[string]bool{GlusterdUnit: true}} }
+
+// Stop stops a unit; with ctxCancel set it also cancels the caller's context, as a shutdown arriving right
+// after the stop would.
+func (f *fakeSystemd) Stop(_ context.Context, u string) error {
+	f.calls, f.active[u] = append(f.calls, "stop "+u), false
+	if f.ctxCancel != nil {
+		f.ctxCancel()
+	}
+	return nil
 }
 
 func (f *fakeSystemd) DaemonReload(context.Context) error {

@@ -183,6 +183,9 @@ func (s nodeSystemd) Stop(_ context.Context, unit string) error {
 	return nil
 }
 func (s nodeSystemd) ActiveState(ctx context.Context, unit string) (string, error) {
+	if unit == GlusterdUnit && s.n.pid != 0 {
+		return "active", nil
+	}
 	if unit != MountUnit || s.n.pid == 0 {
 		return "inactive", nil
 	}

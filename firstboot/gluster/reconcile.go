@@ -95,6 +95,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error
 	if err := os.MkdirAll(filepath.Join(r.root, filepath.Dir(BrickPath)), 0o755); err != nil {
 		return false, fmt.Errorf("gluster: brick directory: %w", err)
 	}
+	started, err := r.ensureGlusterd(ctx)
+	if err != nil {
+		return false, err
+	}
 	if !s.Swarm.Active {
 		// The coordinator probes only members that reported their glusterd's epoch: report it now, so
 		// storage formation does not wait for a pass after this node's swarm is up.
@@ -102,9 +106,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error
 			r.log.Warn("gluster: observe peers for the epoch report", "err", err)
 		}
 		s.Wait("gluster", "waiting for swarm")
-		return false, nil
+		return started, nil
 	}
 	changed, rejoining, last, err := r.selfRepair(ctx, s)
+	changed = changed || started
 	if err != nil {
 		return changed, err
 	}

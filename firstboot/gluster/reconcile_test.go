@@ -41,7 +41,7 @@ func TestRenderMountUnitGolden(t *testing.T) {
 
 func TestReconcileFormsAndMountsThenIsIdempotent(t *testing.T) {
 	g := &fakeGlusterd{}
-	sd := &fakeSystemd{active: map[string]bool{}}
+	sd := newFakeSystemd()
 	root := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	r := New(NewCLI(g.run), sd, root, log)
@@ -93,7 +93,7 @@ func TestReconcileFormsAndMountsThenIsIdempotent(t *testing.T) {
 // status, and then forms.
 func TestReconcileBacksOffAfterFailedCreate(t *testing.T) {
 	g := &fakeGlusterd{failCreates: 1}
-	sd := &fakeSystemd{active: map[string]bool{}}
+	sd := newFakeSystemd()
 	r := New(NewCLI(g.run), sd, t.TempDir(), slog.New(slog.DiscardHandler))
 	now := time.Unix(1000, 0)
 	r.now = func() time.Time { return now }
@@ -138,7 +138,7 @@ func TestReconcileBacksOffAfterFailedCreate(t *testing.T) {
 // the coordinator keeps reading their peer lists in the same pass and creates once they do, never before.
 func TestReconcileWaitsForTheMeshBeforeCreate(t *testing.T) {
 	g := &fakeGlusterd{unmeshedViews: 3}
-	sd := &fakeSystemd{active: map[string]bool{}}
+	sd := newFakeSystemd()
 	r := New(NewCLI(g.run), sd, t.TempDir(), slog.New(slog.DiscardHandler))
 	s := st(mA, mA, mB, mC)
 	if _, err := r.Reconcile(context.Background(), s); err != nil {
@@ -331,7 +331,7 @@ func TestRestartedAgentIsHarmless(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			root := formedDisk(t, tc.uuid)
 			g := formedGlusterd([]member.Member{mA, mB, mC}, tc.peers...)
-			sd := &fakeSystemd{active: map[string]bool{}}
+			sd := newFakeSystemd()
 			log := slog.New(slog.DiscardHandler)
 			formedPass(t, New(NewCLI(g.run), sd, root, log), tc.self, mA, mB, mC) // writes and starts the mount unit (in /run: it outlives the agent)
 			g.ran, sd.calls = nil, nil
@@ -356,7 +356,7 @@ func TestRestartedAgentDelaysReplace(t *testing.T) {
 	root := formedDisk(t, uuidA)
 	g := formedGlusterd(members, mB, mC, mD)
 	g.down[mC.Addr.String()] = true
-	sd := &fakeSystemd{active: map[string]bool{}}
+	sd := newFakeSystemd()
 	log := slog.New(slog.DiscardHandler)
 	now := time.Unix(1000, 0)
 	clock := func() time.Time { return now }
@@ -392,7 +392,7 @@ func TestRestartedAgentDelaysReplace(t *testing.T) {
 // mounts it saying why it holds no brick.
 func TestReconcileWaitsForABrickCapableMember(t *testing.T) {
 	g := &fakeGlusterd{}
-	sd := &fakeSystemd{active: map[string]bool{}}
+	sd := newFakeSystemd()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	r := New(NewCLI(g.run), sd, t.TempDir(), log)
 	s := st(mA, mA, mB, brickless(mC))
@@ -419,7 +419,7 @@ func TestReconcileWaitsForABrickCapableMember(t *testing.T) {
 
 	// The brickless member itself: mounted, and its line says why it holds no brick.
 	g.bricks = bricks(mA, mB, mD)
-	rc := New(NewCLI(g.run), &fakeSystemd{active: map[string]bool{}}, t.TempDir(), log)
+	rc := New(NewCLI(g.run), newFakeSystemd(), t.TempDir(), log)
 	sc := st(brickless(mC), mA, mB, brickless(mC), mD)
 	sc.Expected = 4
 	sc.NoBrick = "no brick: /var is in RAM (no local disk for kiln-state)"
@@ -428,5 +428,30 @@ func TestReconcileWaitsForABrickCapableMember(t *testing.T) {
 	}
 	if line := sc.Status["gluster"]; !strings.HasSuffix(line, "/var/data mounted; no brick: /var is in RAM (no local disk for kiln-state)") || len(sc.Pending) != 0 {
 		t.Errorf("brickless member: status %q pending %v", line, sc.Pending)
+	}
+}
+
+// glusterd found stopped (a crash, a restart cut short) is started by the next pass, before anything else.
+func TestPassStartsStoppedGlusterd(t *testing.T) {
+	sd := newFakeSystemd()
+	sd.active[GlusterdUnit] = false
+	r := New(NewCLI((&fakeGlusterd{}).run), sd, t.TempDir(), slog.New(slog.DiscardHandler))
+	changed, err := r.Reconcile(context.Background(), &state.State{})
+	if err != nil || !changed || !slices.Equal(sd.calls, []string{"start " + GlusterdUnit}) {
+		t.Fatalf("Reconcile = %v, %v; systemd calls %v; want glusterd started", changed, err, sd.calls)
+	}
+}
+
+// A pass cancelled right after it stopped glusterd (agent shutdown, pass timeout) still starts it again.
+func TestRestartSurvivesCancelledPass(t *testing.T) {
+	sd := newFakeSystemd()
+	ctx, cancel := context.WithCancel(context.Background())
+	sd.ctxCancel = cancel
+	r := New(NewCLI((&fakeGlusterd{}).run), sd, t.TempDir(), slog.New(slog.DiscardHandler))
+	if err := r.restartGlusterd(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ctx.Err() == nil || !sd.active[GlusterdUnit] {
+		t.Fatalf("context err %v, glusterd active %v; want a cancelled pass and glusterd running", ctx.Err(), sd.active[GlusterdUnit])
 	}
 }
