@@ -16,6 +16,7 @@ import (
 	"github.com/kiln-project/kiln/builder/cache"
 	"github.com/kiln-project/kiln/builder/spec"
 	"github.com/kiln-project/kiln/builder/stages"
+	"github.com/kiln-project/kiln/internal/cli"
 )
 
 // buildFlags are `kiln build`'s options.
@@ -78,11 +79,11 @@ time, or its Debian suite's release day): two builds of one spec record the same
 func runBuild(cmd *cobra.Command, f *buildFlags, path string) error {
 	for _, fm := range f.formats {
 		if !slices.Contains(spec.KnownFormats, fm) {
-			return fmt.Errorf("--format: %q is not one of %s", fm, strings.Join(spec.KnownFormats, ", "))
+			return cli.Usagef("--format %s: not one of %s", fm, strings.Join(spec.KnownFormats, ", "))
 		}
 	}
 	if f.rebuild != "" && !slices.Contains(stages.Names, f.rebuild) {
-		return fmt.Errorf("--rebuild: %q is not a stage (%s)", f.rebuild, strings.Join(stages.Names, ", "))
+		return cli.Usagef("--rebuild %s: not a stage (%s)", f.rebuild, strings.Join(stages.Names, ", "))
 	}
 	s, err := loadSpec(path, f.formats)
 	if err != nil {

@@ -142,8 +142,8 @@ func TestBuildCLIErrors(t *testing.T) {
 		{"bad package", "name: demo\npackages: [systemd, '']\n", nil, "x.yaml: packages[1]: empty package name"},
 		{"missing overlay", "name: demo\npackages: [systemd]\noverlays: [../overlays/nope]\n", nil,
 			"x.yaml: overlays[0]: ../overlays/nope: no such directory"},
-		{"bad format flag", "name: demo\npackages: [systemd]\n", []string{"--format", "vmdk"}, `--format: "vmdk" is not one of pxe, qcow2, raw`},
-		{"bad rebuild flag", "name: demo\npackages: [systemd]\n", []string{"--rebuild", "kernel"}, `--rebuild: "kernel" is not a stage`},
+		{"bad format flag", "name: demo\npackages: [systemd]\n", []string{"--format", "vmdk"}, `--format vmdk: not one of pxe, qcow2, raw`},
+		{"bad rebuild flag", "name: demo\npackages: [systemd]\n", []string{"--rebuild", "kernel"}, `--rebuild kernel: not a stage`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path, out, c := specDir(t, tc.spec)

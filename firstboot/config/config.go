@@ -139,17 +139,9 @@ func (f *file) validate() (*Config, error) {
 	}
 
 	if fc.VIP != "" {
-		p, err := netip.ParsePrefix(fc.VIP)
-		switch {
-		case err != nil:
-			bad("cluster.vip", "want address/prefix like 192.168.1.250/24: %v", err)
-		case !p.Addr().Is4():
-			bad("cluster.vip", "%s: only IPv4 VIPs are supported (keepalived VRRPv2)", fc.VIP)
-		case p.Bits() == 0 || p.Bits() == 32:
-			bad("cluster.vip", "%s: prefix must be the LAN's prefix (1..31), not /%d", fc.VIP, p.Bits())
-		case p.Masked().Addr() == p.Addr():
-			bad("cluster.vip", "%s: is the network address, not a host address", fc.VIP)
-		default:
+		if p, err := ParseVIP(fc.VIP); err != nil {
+			bad("cluster.vip", "%v", err)
+		} else {
 			c.Cluster.VIP = p
 		}
 	}
@@ -195,6 +187,47 @@ func (f *file) validate() (*Config, error) {
 		return nil, errors.Join(errs...)
 	}
 	return c, nil
+}
+
+// ParseVIP parses a floating address as the config takes it: an IPv4 host address with its LAN's prefix
+// length. The error is in the user's terms and names the value, so `kiln cluster new` and the config file
+// say the same thing.
+func ParseVIP(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		if a, aerr := netip.ParseAddr(s); aerr == nil {
+			return netip.Prefix{}, fmt.Errorf("%s: want an address with its prefix length, e.g. %s/24", s, a)
+		}
+		return netip.Prefix{}, fmt.Errorf("%s: want an IPv4 address with its prefix length, e.g. 192.168.1.250/24", s)
+	}
+	a := p.Addr()
+	if !a.Is4() {
+		// VRRP version 3 itself carries IPv6, but vrrp.Render writes one IPv4 instance.
+		return netip.Prefix{}, fmt.Errorf("%s: only IPv4 VIPs are supported (kiln renders one IPv4 VRRP version 3 instance)", s)
+	}
+	if p.Bits() == 0 || p.Bits() == 32 {
+		return netip.Prefix{}, fmt.Errorf("%s: the prefix length must be the LAN's (1 to 31), not /%d", s, p.Bits())
+	}
+	if p.Bits() <= 30 { // a /31 has no network or broadcast address (RFC 3021): both are hosts
+		network := p.Masked()
+		switch a {
+		case network.Addr():
+			return netip.Prefix{}, fmt.Errorf("%s: %s is the network address of %s, not a host address; pick one between %s and %s",
+				s, a, network, network.Addr().Next(), broadcast(network).Prev())
+		case broadcast(network):
+			return netip.Prefix{}, fmt.Errorf("%s: %s is the broadcast address of %s, not a host address; pick one between %s and %s",
+				s, a, network, network.Addr().Next(), broadcast(network).Prev())
+		}
+	}
+	return p, nil
+}
+
+// broadcast is the last address of an IPv4 prefix.
+func broadcast(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 // New generates a fresh config with a random key (for `kiln cluster new`).
@@ -243,7 +276,13 @@ func (c *Config) Marshal() ([]byte, error) {
 	fmt.Fprintf(&b, "  name: %s  # [a-z0-9-]{1,32}\n", q(c.Cluster.Name))
 	fmt.Fprintf(&b, "  key: %s  # secret: whoever has it can join\n", q(c.Cluster.Key.String()))
 	fmt.Fprintf(&b, "  size: %d  # expected members\n", c.Cluster.Size)
-	fmt.Fprintf(&b, "  vip: %s  # floating address/prefix; empty: none\n", q(vip))
+	if vip == "" {
+		fmt.Fprintf(&b, "  # vip: the floating address/prefix the cluster answers on from whichever node is healthy, e.g.\n")
+		fmt.Fprintf(&b, "  # 192.168.1.250/24. Empty: no VIP; clients reach the cluster at a node's own address.\n")
+		fmt.Fprintf(&b, "  vip: \"\"\n")
+	} else {
+		fmt.Fprintf(&b, "  vip: %s  # floating address/prefix, held by one healthy node (VRRP version 3)\n", q(vip))
+	}
 	fmt.Fprintf(&b, "  interface: %s  # empty: the default-route interface, else the first with carrier\n", q(c.Cluster.Interface))
 	fmt.Fprintf(&b, "  peers: %s  # static peer addresses (no multicast, e.g. AWS)\n", flow(peers))
 	if ra := c.Cluster.ReplaceAfter; ra != 0 && ra != DefaultReplaceAfter {

@@ -57,6 +57,8 @@ func Prepare(root *cobra.Command) {
 
 func walk(c *cobra.Command) {
 	c.SilenceUsage = true
+	// cobra only applies its default distance when it builds its own "unknown command" message.
+	c.SuggestionsMinimumDistance = 2
 	switch {
 	case c.HasSubCommands() && !c.Runnable():
 		c.Args = cobra.ArbitraryArgs
@@ -66,7 +68,7 @@ func walk(c *cobra.Command) {
 			}
 			msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
 			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
-				msg += fmt.Sprintf("; did you mean %q?", s[0])
+				msg += "; did you mean " + quoteOr(s) + "?"
 			}
 			return &UsageError{Err: errors.New(msg)}
 		}
@@ -74,7 +76,9 @@ func walk(c *cobra.Command) {
 		check := c.Args
 		c.Args = func(c *cobra.Command, args []string) error {
 			if err := check(c, args); err != nil {
-				return &UsageError{Err: fmt.Errorf("%s: %w", c.CommandPath(), err)}
+				// "kiln: build: accepts at most 1 arg(s), received 2": Report prefixes the binary's name.
+				path := strings.TrimPrefix(c.CommandPath(), c.Root().Name()+" ")
+				return &UsageError{Err: fmt.Errorf("%s: %w", path, err)}
 			}
 			return nil
 		}
@@ -82,6 +86,18 @@ func walk(c *cobra.Command) {
 	for _, sub := range c.Commands() {
 		walk(sub)
 	}
+}
+
+// quoteOr renders ["a", "b", "c"] as `"a", "b" or "c"`.
+func quoteOr(words []string) string {
+	q := make([]string, len(words))
+	for i, w := range words {
+		q[i] = fmt.Sprintf("%q", w)
+	}
+	if len(q) == 1 {
+		return q[0]
+	}
+	return strings.Join(q[:len(q)-1], ", ") + " or " + q[len(q)-1]
 }
 
 // flagError puts pflag's "invalid argument "x" for "--size" flag: strconv.ParseInt: parsing "x": invalid
