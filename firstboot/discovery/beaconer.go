@@ -42,9 +42,8 @@ type beaconer struct {
 	conn   net.PacketConn
 	replay Replay
 
-	// mu guards warned: the last time a rejection from a source address was logged.
-	mu     sync.Mutex
-	warned map[string]time.Time
+	// warned throttles the rejection warnings per source address.
+	warned *throttle
 }
 
 func listenBeacon(ctx context.Context, addr string) (net.PacketConn, error) {
@@ -135,14 +134,7 @@ func (b *beaconer) receive(ctx context.Context) {
 
 // logOnce logs at most once a minute per key: a misconfigured neighbour beacons every 2 s.
 func (b *beaconer) logOnce(key, msg string, args ...any) {
-	b.mu.Lock()
-	last, ok := b.warned[key]
-	now := time.Now()
-	if ok && now.Sub(last) < time.Minute {
-		b.mu.Unlock()
-		return
+	if b.warned.allow(key, time.Now()) {
+		b.log.Warn(msg, args...)
 	}
-	b.warned[key] = now
-	b.mu.Unlock()
-	b.log.Warn(msg, args...)
 }

@@ -118,10 +118,11 @@ type Discovery struct {
 
 	// mu guards meta, known and joining. It is a leaf lock: memberlist calls the delegates while holding
 	// its node lock, so no memberlist method may be called with mu held.
-	mu      sync.Mutex
-	meta    Meta
-	known   map[string]Peer
-	joining map[string]time.Time
+	mu    sync.Mutex
+	meta  Meta
+	known map[string]Peer
+	// joining throttles join attempts per address (see join); it has its own lock.
+	joining *throttle
 	// gossip is each member's memberlist address, copied in the event delegate (under memberlist's lock):
 	// the *Node values memberlist hands out are rewritten concurrently, so they are never read later.
 	gossip map[string]netip.AddrPort
@@ -150,7 +151,7 @@ func Start(ctx context.Context, cfg Config) (*Discovery, error) {
 		msgs:    make(chan Message, 256),
 		meta:    Meta{ID: cfg.NodeID, Hostname: cfg.Hostname, NoBrick: cfg.NoBrick, StateInRAM: cfg.StateInRAM},
 		known:   map[string]Peer{},
-		joining: map[string]time.Time{},
+		joining: newThrottle(3 * time.Second),
 		gossip:  map[string]netip.AddrPort{},
 	}
 	keyring, err := memberlist.NewKeyring(nil, keys.Gossip)
@@ -176,9 +177,19 @@ func Start(ctx context.Context, cfg Config) (*Discovery, error) {
 	mc.Delegate = (*delegate)(d)
 	mc.Events = (*eventDelegate)(d)
 	mc.LogOutput = nil
-	mc.Logger = log.New(&logBridge{log: d.log, warned: map[string]time.Time{}}, "", 0)
+	mc.Logger = log.New(&logBridge{log: d.log, warned: newThrottle(time.Minute)}, "", 0)
+	tr, err := newLimitedTransport(mc.BindAddr, mc.BindPort, mc.Logger, d.log)
+	if err != nil {
+		return nil, err
+	}
+	if mc.BindPort == 0 {
+		mc.BindPort = tr.GetAutoBindPort()
+		mc.AdvertisePort = mc.BindPort
+	}
+	mc.Transport = tr
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		tr.Shutdown()
 		return nil, fmt.Errorf("discovery: start memberlist on %s:%d: %w", cfg.Bind, cfg.Port, err)
 	}
 	d.ml = ml
@@ -204,7 +215,7 @@ func Start(ctx context.Context, cfg Config) (*Discovery, error) {
 			return nil, fmt.Errorf("discovery: beacon listen %s: %w", bc.Listen, err)
 		}
 		b := &beaconer{cfg: bc, keys: keys, conn: conn, log: d.log, replay: Replay{Window: bc.Window},
-			warned: map[string]time.Time{}, self: d.selfBeacon, quiet: d.complete,
+			warned: newThrottle(time.Minute), self: d.selfBeacon, quiet: d.complete,
 			join: func(b Beacon) { d.join(b.NodeID, b.Addr.String()) }}
 		d.wg.Add(1)
 		go func() { defer d.wg.Done(); b.run(ctx) }()
@@ -257,12 +268,10 @@ func (d *Discovery) join(id, addr string) {
 		d.mu.Unlock()
 		return
 	}
-	if last, ok := d.joining[addr]; ok && time.Since(last) < 3*time.Second {
-		d.mu.Unlock()
+	d.mu.Unlock()
+	if !d.joining.allow(addr, time.Now()) {
 		return
 	}
-	d.joining[addr] = time.Now()
-	d.mu.Unlock()
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()

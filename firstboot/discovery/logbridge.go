@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -15,9 +14,8 @@ import (
 // (memberlist drops it when decryption fails). Those are logged as warnings, once a minute per address.
 type logBridge struct {
 	log *slog.Logger
-	// mu guards warned.
-	mu     sync.Mutex
-	warned map[string]time.Time
+	// warned throttles the wrong-key warnings per source address.
+	warned *throttle
 }
 
 var fromAddr = regexp.MustCompile(`from=([^\s]+)`)
@@ -37,15 +35,8 @@ func (l *logBridge) Write(p []byte) (int, error) {
 		if m := fromAddr.FindStringSubmatch(line); m != nil {
 			from = m[1]
 		}
-		l.mu.Lock()
-		last, seen := l.warned[from]
-		now := time.Now()
-		if !seen || now.Sub(last) >= time.Minute {
-			l.warned[from] = now
-			l.mu.Unlock()
+		if l.warned.allow(from, time.Now()) {
 			l.log.Warn("ignored gossip from a node with another cluster key", "from", from, "detail", line)
-		} else {
-			l.mu.Unlock()
 		}
 		return len(p), nil
 	}

@@ -12,7 +12,7 @@ import (
 // another key is one warning per address.
 func TestLogBridgeLevels(t *testing.T) {
 	var out bytes.Buffer
-	b := &logBridge{log: slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})), warned: map[string]time.Time{}}
+	b := &logBridge{log: slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})), warned: newThrottle(time.Minute)}
 	for _, line := range []string{
 		"[INFO] memberlist: Suspect n2 has failed, no acks received",
 		"[ERR] memberlist: Failed fallback TCP ping: timeout 1s: read tcp 10.77.0.12:1->10.77.0.11:7948: i/o timeout",
