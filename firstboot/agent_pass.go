@@ -21,6 +21,9 @@ import (
 const PhaseElecting status.Phase = "electing"
 
 // result is what one reconciler did in one pass.
+// closedBehindFirewall are the reconcilers that do not run in a pass whose firewall reconciler failed.
+var closedBehindFirewall = map[string]bool{"swarm": true, "gluster": true}
+
 type result struct {
 	name    string
 	changed bool
@@ -54,16 +57,28 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 	a.beat.Store(time.Now().UnixNano())
 	s := a.state()
 	results := make([]result, 0, len(a.recs))
+	var firewallErr error
 	for _, r := range a.recs {
 		if ctx.Err() != nil {
 			return false
+		}
+		if firewallErr != nil && closedBehindFirewall[r.Name()] {
+			// Fail closed: without this node's ruleset loaded, the boot ruleset (or an older one) decides who
+			// reaches the cluster ports; swarm and storage do not open or use them until it is in place.
+			s.Wait(r.Name(), "waiting for the firewall: "+firewallErr.Error())
+			results = append(results, result{name: r.Name()})
+			continue
 		}
 		// Membership is read before each reconciler, not once per pass: a reconciler can take minutes (gluster
 		// commands on a loaded node), and right after a boot the pass starts seeing only this node. Rendering
 		// the VRRP peers from that stale view made keepalived claim the VIP beside its holder after a power cut.
 		a.refreshMembers(s)
 		announced := s.Swarm.Announce != nil
-		results = append(results, a.run(ctx, r, s))
+		res := a.run(ctx, r, s)
+		results = append(results, res)
+		if res.name == "firewall" {
+			firewallErr = res.err
+		}
 		a.beat.Store(time.Now().UnixNano())
 		if !announced && s.Swarm.Announce != nil && s.Formation == nil && s.Initialiser {
 			// The swarm was just initialised: publish the record now rather than at the end of the pass. The

@@ -93,6 +93,8 @@ type orderCheck struct {
 	name string
 	log  *[]string
 	mu   *sync.Mutex
+	// fail, when it holds an error, is what Reconcile returns.
+	fail *atomic.Pointer[error]
 }
 
 func (o orderCheck) Name() string { return o.name }
@@ -103,6 +105,11 @@ func (o orderCheck) Reconcile(ctx context.Context, s *state.State) (bool, error)
 		*o.log = (*o.log)[len(*o.log)-50:]
 	}
 	o.mu.Unlock()
+	if o.fail != nil {
+		if e := o.fail.Load(); e != nil {
+			return false, *e
+		}
+	}
 	return false, nil
 }
 
@@ -122,6 +129,7 @@ type testCluster struct {
 	orderMu sync.Mutex
 	onInit  map[string]func() error
 	cfgErr  atomic.Pointer[error]
+	fwErr   atomic.Pointer[error]
 	// notes records every sd_notify state sent, per node.
 	notesMu sync.Mutex
 	notes   map[string][]string
@@ -211,7 +219,7 @@ func (c *testCluster) options(i int) Options {
 		},
 		Reconcilers: func(env Env) (state.Pass, error) {
 			return state.Pass{
-				Firewall: orderCheck{name: "firewall", log: &c.order, mu: &c.orderMu},
+				Firewall: orderCheck{name: "firewall", log: &c.order, mu: &c.orderMu, fail: &c.fwErr},
 				Swarm:    &fakeSwarm{w: c.w, id: env.NodeID, onInit: c.onInit[env.NodeID]},
 				Gluster:  orderCheck{name: "gluster", log: &c.order, mu: &c.orderMu},
 			}, nil
@@ -458,4 +466,37 @@ func TestAgentRestartsWhenItsAddressChanges(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Fatal("Run returned only at the test's deadline")
 	}
+}
+
+// Fail closed: while a node cannot load its firewall ruleset, its swarm and storage reconcilers do not run and
+// its status says why; once the ruleset loads, the node forms with the others.
+func TestNoSwarmOrStorageWithoutFirewall(t *testing.T) {
+	c := newCluster(t, 131)
+	fwErr := errors.New("firewall: nft: Operation not permitted")
+	c.fwErr.Store(&fwErr)
+	for i := range 3 {
+		c.start(i)
+	}
+	waitUntil(t, 20*time.Second, "every node to report the firewall wait", func() bool {
+		for i := range 3 {
+			st := c.status(i)
+			if st == nil || !strings.Contains(st.Reconcilers["swarm"], "waiting for the firewall: firewall: nft") ||
+				!strings.Contains(st.Reconcilers["gluster"], "waiting for the firewall") {
+				return false
+			}
+		}
+		return true
+	})
+	if n := len(c.w.inits); n != 0 {
+		t.Fatalf("swarm init ran %d times without a firewall", n)
+	}
+	c.orderMu.Lock()
+	order := strings.Join(c.order, " ")
+	c.orderMu.Unlock()
+	if strings.Contains(order, "gluster(") {
+		t.Fatalf("gluster ran without a firewall: %s", order)
+	}
+	c.fwErr.Store(nil)
+	waitUntil(t, 30*time.Second, "3 nodes ready in one swarm once the firewall loads", c.converged)
+	c.checkOneInit()
 }
