@@ -20,6 +20,7 @@ var commands = []func() *cobra.Command{
 	newBuildCmd,
 	newLabCmd,
 	newVersionCmd,
+	newPublishCmd,
 }
 
 func newVersionCmd() *cobra.Command { return cli.NewVersionCmd("kiln", nil) }
