@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -43,7 +42,8 @@ func newIdentityCmd() *cobra.Command {
 				log.Info("identity applied", "id", id.ID, "hostname", id.Hostname, "source", string(id.Source))
 			}
 			if asJSON {
-				return json.NewEncoder(os.Stdout).Encode(id)
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(identityJSON{ID: id.ID, Hostname: id.Hostname,
+					Source: string(id.Source), Previous: id.Previous})
 			}
 			fmt.Printf("%s %s (from %s)\n", id.ID, id.Hostname, id.Source)
 			return nil
@@ -52,4 +52,14 @@ func newIdentityCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&apply, "apply", false, "persist the id, set the hostname, write /etc/hostname and /etc/hosts")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
+}
+
+// identityJSON is `identity --json` (docs/cli.md).
+type identityJSON struct {
+	ID       string `json:"id"`
+	Hostname string `json:"hostname"`
+	// Source is where the id came from (identity.Source: dmi, mac, persisted, random …).
+	Source string `json:"source"`
+	// Previous is the persisted id when the hardware's differs; omitted otherwise.
+	Previous string `json:"previous,omitempty"`
 }

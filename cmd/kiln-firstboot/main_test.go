@@ -73,7 +73,7 @@ func TestCommands(t *testing.T) {
 	root := t.TempDir()
 	put(t, root, config.ImagePath, "cluster: {name: lab, key: "+key+"}\nssh_authorized_keys: [ssh-ed25519 LAB]\n")
 	statusPath := filepath.Join(root, "status.json")
-	put(t, root, "status.json", `{"nodeID":"abc","hostname":"kiln-x","phase":"ready","members":[],"swarm":{},"gluster":{},"updatedAt":"2026-01-01T00:00:00Z"}`)
+	put(t, root, "status.json", `{"node_id":"abc","hostname":"kiln-x","phase":"ready","members":[],"swarm":{},"gluster":{},"updated_at":"2026-01-01T00:00:00Z"}`)
 	tests := []struct {
 		args    []string
 		want    string

@@ -73,6 +73,16 @@ time, or its Debian suite's release day): two builds of one spec record the same
 	fl.StringVar(&f.cacheDir, "cache", "", "stage cache directory (default $XDG_CACHE_HOME/kiln, else ~/.cache/kiln); safe to delete")
 	fl.BoolVar(&f.json, "json", false, "print the manifest as JSON on stdout instead of the summary table")
 	fl.StringVar(&f.rebuild, "rebuild", "", "re-run this stage and every later one even if cached: one of "+strings.Join(stages.Names, ", "))
+	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions(spec.KnownFormats, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("rebuild", cobra.FixedCompletions(stages.Names, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("out", dirsOnly)
+	_ = cmd.RegisterFlagCompletionFunc("cache", dirsOnly)
+	cmd.ValidArgsFunction = func(_ *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return []cobra.Completion{"yaml", "yml"}, cobra.ShellCompDirectiveFilterFileExt
+	}
 	return cmd
 }
 
@@ -122,6 +132,11 @@ func runBuild(cmd *cobra.Command, f *buildFlags, path string) error {
 	}
 	printSummary(cmd.OutOrStdout(), m, f.out, time.Since(start))
 	return nil
+}
+
+// dirsOnly completes a flag that takes a directory.
+func dirsOnly(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	return nil, cobra.ShellCompDirectiveFilterDirs
 }
 
 // loadSpec is spec.Load with --format applied before defaults and validation.

@@ -38,7 +38,13 @@ func golden(t *testing.T, name string, stdout, stderr string, code int, args []s
 	for i := 0; i+1 < len(replace); i += 2 {
 		got = regexp.MustCompile(replace[i]).ReplaceAllString(got, replace[i+1])
 	}
-	path := filepath.Join("testdata", name+".golden")
+	compareGolden(t, filepath.Join("testdata", name+".golden"), got)
+}
+
+// compareGolden compares got with the file at path, or rewrites it under -update.
+func compareGolden(t *testing.T, path, got string) {
+	t.Helper()
+	name := strings.TrimSuffix(filepath.Base(path), ".golden")
 	if *update {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)

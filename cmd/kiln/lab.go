@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -34,7 +35,8 @@ partition, heal, reimage, replace, add. State lives in ${XDG_STATE_HOME:-~/.loca
 	}
 	cmd.PersistentFlags().StringVar(&f.name, "name", "default", "lab name ([a-z0-9-], namespace kiln-<name>)")
 	cmd.PersistentFlags().StringVar(&f.root, "root", "", "directory holding labs (default ${XDG_STATE_HOME:-~/.local/state}/kiln/lab)")
-	cmd.AddCommand(labUpCmd(f), labStatusCmd(f), labExecCmd(f), labLogsCmd(f), labDownCmd(f), labAddCmd(f),
+	_ = cmd.RegisterFlagCompletionFunc("name", f.completeLabs)
+	cmd.AddCommand(labUpCmd(f), labStatusCmd(f), labListCmd(f), labExecCmd(f), labLogsCmd(f), labDownCmd(f), labAddCmd(f),
 		labPowercutCmd(f), labPartitionCmd(f))
 	for _, v := range []struct {
 		use, short string
@@ -57,7 +59,57 @@ partition, heal, reimage, replace, add. State lives in ${XDG_STATE_HOME:-~/.loca
 	return cmd
 }
 
-func (f *labFlags) open() (*lab.Lab, error) { return lab.Open(f.root, f.name, nil) }
+func (f *labFlags) open() (*lab.Lab, error) {
+	l, err := lab.Open(f.root, f.name, nil)
+	if errors.Is(err, lab.ErrNoLab) {
+		root := f.root
+		if root == "" {
+			root = lab.DefaultRoot()
+		}
+		return nil, fmt.Errorf("no lab named %s in %s (kiln lab list shows the labs, kiln lab up creates one)", f.name, root)
+	}
+	return l, err
+}
+
+// completeLabs offers the names of existing labs for --name.
+func (f *labFlags) completeLabs(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	labs, err := lab.List(f.root)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveError
+	}
+	var names []cobra.Completion
+	for _, s := range labs {
+		names = append(names, s.Name)
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
+}
+
+// completeNode offers the lab's node names for a NODE argument (the first one only).
+func (f *labFlags) completeNode(_ *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveDefault // exec: the remote command is the user's
+	}
+	l, err := f.open()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveError
+	}
+	nodes, err := l.Nodes()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveError
+	}
+	var names []cobra.Completion
+	for _, n := range nodes {
+		names = append(names, n.Name())
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
+}
+
+// printJSON writes v as indented JSON, the form of every --json output (docs/cli.md).
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
 
 // waitFlag adds --wait to a verb that boots nodes.
 func waitFlag(c *cobra.Command, d *time.Duration) {
@@ -136,6 +188,18 @@ the nodes' MACs.`,
 	c.Flags().StringVar(&firmware, "firmware", string(qemu.FirmwareUEFI), "uefi (OVMF) or bios (SeaBIOS; only with --boot pxe)")
 	c.Flags().StringVar(&accel, "accel", os.Getenv("KILN_LAB_ACCEL"), "tcg or kvm (default: probe KVM, fall back to tcg; env KILN_LAB_ACCEL)")
 	waitFlag(c, &wait)
+	fixed := func(flag string, values ...string) {
+		_ = c.RegisterFlagCompletionFunc(flag, cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp))
+	}
+	fixed("boot", lab.BootDisk, lab.BootPXE)
+	fixed("firmware", string(qemu.FirmwareUEFI), string(qemu.FirmwareBIOS))
+	fixed("accel", string(qemu.AccelTCG), string(qemu.AccelKVM))
+	_ = c.RegisterFlagCompletionFunc("image", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		return []cobra.Completion{"raw"}, cobra.ShellCompDirectiveFilterFileExt
+	})
+	_ = c.RegisterFlagCompletionFunc("pxe-dir", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		return nil, cobra.ShellCompDirectiveFilterDirs
+	})
 	return c
 }
 
@@ -155,9 +219,7 @@ func labStatusCmd(f *labFlags) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return printJSON(cmd.OutOrStdout(), st)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "NODE\tPOWER\tADDRESS\tMAC\tBOOTED\tPARTITION\tAGENT")
@@ -184,11 +246,47 @@ func labStatusCmd(f *labFlags) *cobra.Command {
 	return c
 }
 
+func labListCmd(f *labFlags) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "list [--json]",
+		Short: "The labs in the state directory: nodes, which are running, how they boot",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			labs, err := lab.List(f.root)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), labs)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "LAB\tNODES\tRUNNING\tBOOT\tCREATED\tIMAGE")
+			for _, s := range labs {
+				if s.Error != "" {
+					fmt.Fprintf(w, "%s\t-\t-\t-\t-\t%s\n", s.Name, s.Error)
+					continue
+				}
+				image := s.Image
+				if image == "" {
+					image = "-"
+				}
+				fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\t%s\n", s.Name, len(s.Nodes), len(s.Running), s.Boot,
+					s.CreatedAt.Local().Format(time.DateTime), image)
+			}
+			return w.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
 func labExecCmd(f *labFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "exec NODE -- CMD [ARG...]",
-		Short: "Run a command in a node over ssh; exits with its exit code",
-		Args:  cobra.MinimumNArgs(2),
+		Use:               "exec NODE -- CMD [ARG...]",
+		ValidArgsFunction: f.completeNode,
+		Short:             "Run a command in a node over ssh; exits with its exit code",
+		Args:              cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := openNode(f, args[0])
 			if err != nil {
@@ -211,9 +309,10 @@ func labExecCmd(f *labFlags) *cobra.Command {
 func labLogsCmd(f *labFlags) *cobra.Command {
 	var tail int
 	c := &cobra.Command{
-		Use:   "logs NODE",
-		Short: "Print a node's serial console log",
-		Args:  cobra.ExactArgs(1),
+		Use:               "logs NODE",
+		ValidArgsFunction: f.completeNode,
+		Short:             "Print a node's serial console log",
+		Args:              cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := openNode(f, args[0])
 			if err != nil {
@@ -288,9 +387,10 @@ func labPowercutCmd(f *labFlags) *cobra.Command {
 func labPartitionCmd(f *labFlags) *cobra.Command {
 	var peersOnly bool
 	c := &cobra.Command{
-		Use:   "partition NODE [--peers-only]",
-		Short: "Cut a node's link (from everyone, or with --peers-only from the other nodes only)",
-		Args:  cobra.ExactArgs(1),
+		Use:               "partition NODE [--peers-only]",
+		ValidArgsFunction: f.completeNode,
+		Short:             "Cut a node's link (from everyone, or with --peers-only from the other nodes only)",
+		Args:              cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := openNode(f, args[0])
 			if err != nil {
@@ -306,9 +406,10 @@ func labPartitionCmd(f *labFlags) *cobra.Command {
 func labNodeVerb(f *labFlags, use, short string, op func(*lab.Node, context.Context) error, boots bool) *cobra.Command {
 	var wait time.Duration
 	c := &cobra.Command{
-		Use:   use + " NODE",
-		Short: short,
-		Args:  cobra.ExactArgs(1),
+		Use:               use + " NODE",
+		ValidArgsFunction: f.completeNode,
+		Short:             short,
+		Args:              cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := openNode(f, args[0])
 			if err != nil {

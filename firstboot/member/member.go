@@ -16,19 +16,19 @@ type Member struct {
 	// SwarmNode is the swarm node ID the member last reported for itself (gossiped metadata): "" unknown
 	// (not reported yet), NoSwarmNode when its dockerd is in no swarm. A swarm entry with the member's
 	// hostname but another ID is a stale leftover (the member was reimaged), never the member itself.
-	SwarmNode string `json:"swarmNode,omitempty"`
+	SwarmNode string `json:"swarm_node,omitempty"`
 	// GlusterEpoch is the formation epoch the member's glusterd state belongs to, as it last reported
 	// (gossiped metadata): "" unknown, FreshGluster for a glusterd in no pool, else the epoch in decimal. The
 	// gluster coordinator probes only fresh members and members of the record's epoch: probing a glusterd
 	// still holding a pool from before a `recover` leaves a second entry for its address in the recovered
 	// pool, and every add-brick fails while it is there.
-	GlusterEpoch string `json:"glusterEpoch,omitempty"`
+	GlusterEpoch string `json:"gluster_epoch,omitempty"`
 	// NoBrick: the member never holds a gluster brick (gossiped metadata); it mounts the volume like every
 	// member. A node with /var in RAM says so: a brick there would be gone at its next reboot.
-	NoBrick bool `json:"noBrick,omitempty"`
+	NoBrick bool `json:"no_brick,omitempty"`
 	// StateInRAM: the member keeps nothing across a reboot (/var on tmpfs; gossiped metadata), so it casts no
 	// vote in the election: a vote it forgot could elect a second initialiser.
-	StateInRAM bool `json:"stateInRAM,omitempty"`
+	StateInRAM bool `json:"state_in_ram,omitempty"`
 }
 
 // FreshGluster is GlusterEpoch for a member whose glusterd has no peer: probing it cannot merge two pools.

@@ -33,20 +33,20 @@ const (
 // Status is the content of status.json.
 type Status struct {
 	// NodeID and Hostname are this node's identity.
-	NodeID   string `json:"nodeID"`
+	NodeID   string `json:"node_id"`
 	Hostname string `json:"hostname"`
 	Phase    Phase  `json:"phase"`
 	// Cluster is the cluster name from the config; empty while there is none.
 	Cluster string `json:"cluster,omitempty"`
 	// ConfigSource says which source the config came from (fw_cfg, cmdline-url, esp, image).
-	ConfigSource string `json:"configSource,omitempty"`
+	ConfigSource string `json:"config_source,omitempty"`
 	// ConfigSkipped says why higher-priority sources that were asked for gave no config (a kiln.config= server
 	// that did not answer, or answered 404), so the config came from ConfigSource instead.
-	ConfigSkipped []string `json:"configSkipped,omitempty"`
+	ConfigSkipped []string `json:"config_skipped,omitempty"`
 	// ConfigError is why there is no usable config; empty when there is one.
-	ConfigError string `json:"configError,omitempty"`
+	ConfigError string `json:"config_error,omitempty"`
 	// NoBrick says why this node holds no gluster brick ("no brick: /var is in RAM (…)"); empty when it may.
-	NoBrick string `json:"noBrick,omitempty"`
+	NoBrick string `json:"no_brick,omitempty"`
 	// Election says what the election waits for when members with /var in RAM (which do not vote) are why
 	// it cannot decide, or that this node is such a member; empty otherwise and once decided.
 	Election string `json:"election,omitempty"`
@@ -58,14 +58,14 @@ type Status struct {
 	// VIP is the floating address (prefix form); VIPHolder the hostname of the node holding it, empty if none
 	// or unknown.
 	VIP       string `json:"vip,omitempty"`
-	VIPHolder string `json:"vipHolder,omitempty"`
+	VIPHolder string `json:"vip_holder,omitempty"`
 	// Reconcilers holds each reconciler's one-line report by name (state.Report.Status).
 	Reconcilers map[string]string `json:"reconcilers,omitempty"`
 	// LastError is the most recent error of the agent loop or a reconciler; LastErrorAt when it happened.
-	LastError   string    `json:"lastError,omitempty"`
-	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	// UpdatedAt is when the agent wrote this; a stale time means the agent is stuck or dead.
-	UpdatedAt time.Time `json:"updatedAt"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Component is the state of one clustered service on this node.

@@ -12,7 +12,7 @@ func TestReadSamples(t *testing.T) {
 	boot := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	lines := strings.Join([]string{
 		"30.00\t0\t0\t",
-		`31.50	0	0	{  "nodeID": "a",  "phase": "discovering",  "expected": 3,  "members": [{"id":"a","alive":true},{"id":"b","alive":true}],  "swarm": {"state": "waiting"}}`,
+		`31.50	0	0	{  "node_id": "a",  "phase": "discovering",  "expected": 3,  "members": [{"id":"a","alive":true},{"id":"b","alive":true}],  "swarm": {"state": "waiting"}}`,
 		`40.25	0	0	{  "phase": "forming",  "expected": 3,  "members": [{"id":"a","alive":true},{"id":"b","alive":true},{"id":"c","alive":true}],  "swarm": {"state": "active"}}`,
 		`52.00	1	1	{  "phase": "ready",  "expected": 3,  "members": [{"id":"a","alive":true},{"id":"b","alive":true},{"id":"c","alive":true}],  "swarm": {"state": "active"}}`,
 		`53.00	1	1	{  "phase": "ready",  "expected": 3,  "members": []}`,
