@@ -31,6 +31,8 @@ type Options struct {
 	StaticPeers []netip.Addr
 	// ScriptPath, if set, is where the applied script is also written for humans (/run/kiln/firewall.nft).
 	ScriptPath string
+	// PersistPath, if set, is where the applied script is kept for the next boot (firewall.PersistPath).
+	PersistPath string
 }
 
 // Reconciler keeps table inet kiln equal to Render(rules from State).
@@ -118,8 +120,11 @@ func (r *Reconciler) Apply(ctx context.Context, script string) error {
 	if want := MarkerOf(script); have != want {
 		return fmt.Errorf("firewall: table %s carries %q after load, want %q", Table, have, want)
 	}
-	if r.opts.ScriptPath != "" {
-		if err := files.Write(r.opts.ScriptPath, []byte(script), 0o644); err != nil {
+	for _, p := range []string{r.opts.ScriptPath, r.opts.PersistPath} {
+		if p == "" {
+			continue
+		}
+		if err := files.Write(p, []byte(script), 0o644); err != nil {
 			return fmt.Errorf("firewall: %w", err)
 		}
 	}

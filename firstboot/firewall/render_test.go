@@ -47,6 +47,7 @@ func TestRenderGolden(t *testing.T) {
 	cases := map[string]Rules{
 		"three-nodes.nft": threeNodes(),
 		"alone.nft":       {Members: []netip.Addr{netip.MustParseAddr("10.77.0.11")}},
+		"boot.nft":        BootRules([]uint16{7947, 7948}),
 		"dual-stack.nft": {
 			Members:        []netip.Addr{netip.MustParseAddr("10.77.0.11"), netip.MustParseAddr("fd00::11")},
 			Discovery:      []netip.Prefix{netip.MustParsePrefix("fd00::/64"), netip.MustParsePrefix("10.77.0.0/24")},

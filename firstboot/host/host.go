@@ -64,6 +64,7 @@ func (m Machine) Pass(env firstboot.Env) (state.Pass, error) {
 			DiscoveryPorts: []uint16{discovery.GossipPort, discovery.BeaconPort},
 			StaticPeers:    env.Config.Cluster.Peers,
 			ScriptPath:     FirewallScript,
+			PersistPath:    firewall.PersistPath,
 		}, log.With("reconciler", "firewall")),
 		Swarm:   swarm.New(m.Docker, log.With("reconciler", "swarm")),
 		Gluster: gluster.New(gluster.NewCLI(gluster.HostRunner), units, "", log.With("reconciler", "gluster")),
