@@ -158,7 +158,39 @@ func renderBody(r Rules) string {
 	// original destination port.
 	w(1, "chain forward {")
 	w(2, "type filter hook forward priority filter - 10; policy accept;")
+	// Containers leave masqueraded as this node's address, which every member trusts: they must not reach
+	// a member's cluster ports (mount a brick, talk to raft, inject VXLAN). dockerd's own traffic is the
+	// host's (output hook) and is not affected.
+	// New connections only: a reply from a container to a member's client can have its ephemeral port in the
+	// brick range. One rule per pattern: nft 1.0.6 does not match wildcard names inside an anonymous set.
+	w(2, "iifname \"docker*\" ct state new jump from_containers")
+	w(2, "iifname \"br-*\" ct state new jump from_containers")
 	w(2, "ct state new ct status dnat jump published")
+	// A LAN host that routes to a docker network through this node reaches only what was published (DNAT,
+	// above); anything else into a docker network comes from a member or not at all.
+	w(2, "ct state new oifname \"docker*\" jump unpublished")
+	w(2, "ct state new oifname \"br-*\" jump unpublished")
+	w(1, "}")
+	w(1, "chain from_containers {")
+	w(2, "ip daddr @members_v4 jump member_ports_drop")
+	w(2, "ip6 daddr @members_v6 jump member_ports_drop")
+	w(1, "}")
+	w(1, "chain member_ports_drop {")
+	w(2, "tcp dport { %d, %d, %d-%d, %d-%d } counter drop", portSwarmManager, portSwarmGossip,
+		portGlusterdFirst, portGlusterdLast, portBrickFirst, portBrickLast)
+	w(2, "udp dport { %d, %d } counter drop", portVXLAN, portSwarmGossip)
+	if ports := sortedPorts(r.DiscoveryPorts); len(ports) > 0 {
+		w(2, "tcp dport { %s } counter drop", strings.Join(ports, ", "))
+		w(2, "udp dport { %s } counter drop", strings.Join(ports, ", "))
+	}
+	w(2, "meta l4proto { esp, vrrp } counter drop")
+	w(1, "}")
+	w(1, "chain unpublished {")
+	w(2, "iifname \"docker*\" accept")
+	w(2, "iifname \"br-*\" accept")
+	w(2, "ip saddr @members_v4 accept")
+	w(2, "ip6 saddr @members_v6 accept")
+	w(2, "counter drop")
 	w(1, "}")
 	w(1, "chain published {")
 	// Containers and the host reaching a published port through a docker bridge are not outside traffic.
