@@ -35,6 +35,37 @@ type Config struct {
 	// Skipped says why sources before Source that were asked for gave no config (a kiln.config= server that
 	// did not answer): the node runs on a lower-priority config, and its status says why.
 	Skipped []string
+	// Sources is the sources section: how the node looks for its config. Only the image default's is read
+	// (config.IMDS); elsewhere it is accepted and has no effect, since the config was already found.
+	Sources SourceOptions
+}
+
+// SourceOptions is the sources section.
+type SourceOptions struct {
+	// AWSIMDS asks EC2's instance metadata for user-data also where the firmware does not say EC2 (a
+	// hypervisor that hides it, the lab's fake IMDS). Default false: off EC2 nothing is asked.
+	AWSIMDS bool
+}
+
+// Discovery is the cluster.discovery section: where peers are found besides LAN beacons and static peers.
+type Discovery struct {
+	// AWSTag finds peers on EC2: the private addresses of the running instances carrying this tag (listed
+	// with DescribeInstances through the instance role, again while the cluster runs, so a replacement
+	// instance is found without a config change). The zero value: not used.
+	AWSTag Tag
+}
+
+// Tag is an EC2 tag, written KEY=VALUE in the file.
+type Tag struct{ Key, Value string }
+
+// IsZero reports whether no tag is set.
+func (t Tag) IsZero() bool { return t.Key == "" }
+
+func (t Tag) String() string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.Key + "=" + t.Value
 }
 
 // Cluster is the cluster section.
@@ -52,6 +83,12 @@ type Cluster struct {
 	Interface string
 	// Peers are static peer addresses for networks without multicast (AWS); empty means discover.
 	Peers []netip.Addr
+	// Discovery finds peers in a cloud's inventory (EC2 tags).
+	Discovery Discovery
+	// VIPAWS makes the VIP's holder also assign the VIP to its EC2 network interface as a secondary private
+	// address (AssignPrivateIpAddresses, reassignment allowed), so the VPC delivers the VIP's traffic to it.
+	// Default: on when both cluster.vip and cluster.discovery.aws_tag are set.
+	VIPAWS bool
 	// ReplaceAfter is how long a member must be gone before an alive newcomer takes its place (swarm
 	// manager seat, gluster brick); default DefaultReplaceAfter. Shorter means faster repair but a slow
 	// reboot may be mistaken for a loss (the node then rejoins as an extra).
@@ -80,15 +117,27 @@ var namePattern = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
 type file struct {
 	Cluster           fileCluster `yaml:"cluster"`
 	SSHAuthorizedKeys []string    `yaml:"ssh_authorized_keys"`
+	Sources           fileSources `yaml:"sources"`
+}
+
+type fileSources struct {
+	AWSIMDS bool `yaml:"aws_imds"`
+}
+
+type fileDiscovery struct {
+	// AWSTag is KEY=VALUE.
+	AWSTag string `yaml:"aws_tag"`
 }
 
 type fileCluster struct {
-	Name      string   `yaml:"name"`
-	Key       string   `yaml:"key"`
-	Size      *int     `yaml:"size"`
-	VIP       string   `yaml:"vip"`
-	Interface string   `yaml:"interface"`
-	Peers     []string `yaml:"peers"`
+	Name      string        `yaml:"name"`
+	Key       string        `yaml:"key"`
+	Size      *int          `yaml:"size"`
+	VIP       string        `yaml:"vip"`
+	Interface string        `yaml:"interface"`
+	Peers     []string      `yaml:"peers"`
+	Discovery fileDiscovery `yaml:"discovery"`
+	VIPAWS    *bool         `yaml:"vip_aws"`
 	// ReplaceAfter is a Go duration ("10m", "90s").
 	ReplaceAfter string `yaml:"replaceAfter"`
 }
@@ -162,6 +211,26 @@ func (f *file) validate() (*Config, error) {
 		}
 		c.Cluster.Peers = append(c.Cluster.Peers, a.Unmap())
 	}
+
+	if t := fc.Discovery.AWSTag; t != "" {
+		k, v, ok := strings.Cut(t, "=")
+		switch {
+		case !ok || k == "":
+			bad("cluster.discovery.aws_tag", "%q: want KEY=VALUE, like kiln-cluster=garage", t)
+		case len(k) > 128 || len(v) > 256 || strings.HasPrefix(strings.ToLower(k), "aws:"):
+			bad("cluster.discovery.aws_tag", "%q: EC2 tag keys are 1..128 characters and not aws:…, values at most 256", t)
+		default:
+			c.Cluster.Discovery.AWSTag = Tag{Key: k, Value: v}
+		}
+	}
+	c.Cluster.VIPAWS = fc.VIP != "" && fc.Discovery.AWSTag != ""
+	if fc.VIPAWS != nil {
+		if *fc.VIPAWS && fc.VIP == "" {
+			bad("cluster.vip_aws", "true needs cluster.vip: there is no VIP to assign")
+		}
+		c.Cluster.VIPAWS = *fc.VIPAWS
+	}
+	c.Sources.AWSIMDS = f.Sources.AWSIMDS
 
 	c.Cluster.ReplaceAfter = DefaultReplaceAfter
 	if fc.ReplaceAfter != "" {
@@ -285,10 +354,19 @@ func (c *Config) Marshal() ([]byte, error) {
 	}
 	fmt.Fprintf(&b, "  interface: %s  # empty: the default-route interface, else the first with carrier\n", q(c.Cluster.Interface))
 	fmt.Fprintf(&b, "  peers: %s  # static peer addresses (no multicast, e.g. AWS)\n", flow(peers))
+	if t := c.Cluster.Discovery.AWSTag; !t.IsZero() {
+		fmt.Fprintf(&b, "  discovery:\n    aws_tag: %s  # peers: running EC2 instances with this tag\n", q(t.String()))
+	}
+	if def := c.Cluster.VIP.IsValid() && !c.Cluster.Discovery.AWSTag.IsZero(); c.Cluster.VIPAWS != def {
+		fmt.Fprintf(&b, "  vip_aws: %t  # assign the VIP to the holder's EC2 network interface\n", c.Cluster.VIPAWS)
+	}
 	if ra := c.Cluster.ReplaceAfter; ra != 0 && ra != DefaultReplaceAfter {
 		fmt.Fprintf(&b, "  replaceAfter: %s  # a member gone this long is replaced by an alive newcomer\n", q(ra.String()))
 	}
 	fmt.Fprintf(&b, "ssh_authorized_keys: %s  # added to root's keys\n", flow(keys))
+	if c.Sources.AWSIMDS {
+		fmt.Fprintf(&b, "sources:\n  aws_imds: true  # ask EC2 user-data even where the firmware does not say EC2\n")
+	}
 	return b.Bytes(), nil
 }
 

@@ -31,23 +31,26 @@ const (
 )
 
 // Sources returns the node's config sources in priority order, with every path under root ("/" on a node).
-// log receives the URL source's waiting lines (nil: none). A later source (EC2 user-data) goes into this list.
+// log receives the URL and user-data sources' lines (nil: none).
 //
 // The order: what the machine's own firmware hands over (fw_cfg: the lab, a hypervisor) is the most specific;
-// then the netboot server named on the kernel command line; then the ESP of a flashed disk; then the image's
-// default. A netbooted node has no ESP, and the image it boots is the same one a flashed node boots, so the
-// server's config must win over the image's.
+// then the netboot server named on the kernel command line; then the ESP of a flashed disk; then EC2
+// user-data; then the image's default. A netbooted node has no ESP, and the image it boots is the same one a
+// flashed node boots, so the server's config must win over the image's. User-data is per instance, so it too
+// beats the image's default; an AMI has no ESP a person could have edited, so its place after the ESP only
+// matters on a disk moved between worlds.
 func Sources(root string, log *slog.Logger) []Source {
 	return []Source{
 		File{SourceName: "fw_cfg", Path: filepath.Join(root, FwCfgPath)},
 		URL{Cmdline: filepath.Join(root, CmdlinePath), Cache: cacheUnder(root), Log: log},
 		ESP{Root: root},
+		IMDS{Root: root, Cache: filepath.Join(root, IMDSCachePath), Image: filepath.Join(root, ImagePath), Log: log},
 		File{SourceName: "image", Path: filepath.Join(root, ImagePath)},
 	}
 }
 
 // ErrNotFound means no source holds a config: the node waits for one and forms nothing.
-var ErrNotFound = errors.New("no cluster config (fw_cfg opt/kiln/config, " + CmdlineParam + "= URL, ESP kiln/cluster.yaml, " + ImagePath + ")")
+var ErrNotFound = errors.New("no cluster config (fw_cfg opt/kiln/config, " + CmdlineParam + "= URL, ESP kiln/cluster.yaml, EC2 user-data, " + ImagePath + ")")
 
 // Error is a config that was found but could not be read or is invalid. The agent reports it in status and
 // does nothing else: a node with a broken config must not join, form or change anything.
