@@ -45,6 +45,9 @@ type Config struct {
 	// Peers are static seeds ("host" or "host:port"), joined directly: the way in where there is no
 	// broadcast (AWS).
 	Peers []string
+	// PeerSource, if set, adds seeds found outside the membership (EC2 instances by tag) on every seed round;
+	// the source paces its own lookups. A failed lookup is logged and the round goes on with the seeds it has.
+	PeerSource PeerSource
 	// Beacon configures LAN beacons; a zero Listen disables them.
 	Beacon BeaconConfig
 	// Tuning overrides the failure-detection timings (tests); nil means LANTuning.
@@ -54,6 +57,12 @@ type Config struct {
 	LocalState       func(join bool) []byte
 	MergeRemoteState func(buf []byte, join bool)
 	Logger           *slog.Logger
+}
+
+// PeerSource lists seed addresses from an inventory: a cloud's instances, asked again on every seed round so
+// a replacement machine is found without a config change.
+type PeerSource interface {
+	Peers(ctx context.Context) ([]netip.Addr, error)
 }
 
 // Tuning is the failure-detection timing.
@@ -248,7 +257,7 @@ func (d *Discovery) seedLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		if !d.complete() {
-			for _, p := range d.cfg.Peers {
+			for _, p := range d.seeds(ctx) {
 				addr := p
 				if _, _, err := net.SplitHostPort(p); err != nil {
 					addr = net.JoinHostPort(p, strconv.Itoa(GossipPort))
@@ -258,6 +267,24 @@ func (d *Discovery) seedLoop(ctx context.Context) {
 		}
 		t.Reset(5 * time.Second)
 	}
+}
+
+// seeds are the static peers and what the peer source lists now, without this node.
+func (d *Discovery) seeds(ctx context.Context) []string {
+	out := d.cfg.Peers
+	if d.cfg.PeerSource == nil {
+		return out
+	}
+	found, err := d.cfg.PeerSource.Peers(ctx)
+	if err != nil {
+		d.log.Warn("peer source", "err", err, "using", len(found))
+	}
+	for _, a := range found {
+		if a.Unmap() != d.Addr().Addr() {
+			out = append(slices.Clone(out), a.Unmap().String())
+		}
+	}
+	return out
 }
 
 // join asks memberlist to join addr, in the background (a join is a TCP push/pull bounded by TCPTimeout),
@@ -446,6 +473,13 @@ func (e *eventDelegate) update(n *memberlist.Node, alive bool) {
 	old, seen := d.known[n.Name]
 	p := Peer{Member: member.Member{ID: n.Name, Hostname: meta.Hostname, Addr: addr.Unmap(), Alive: alive, SwarmNode: meta.SwarmNode,
 		GlusterEpoch: meta.GlusterEpoch, NoBrick: meta.NoBrick, StateInRAM: meta.StateInRAM}, Meta: meta}
+	switch {
+	case alive:
+	case seen && !old.Alive:
+		p.DownSince = old.DownSince
+	default:
+		p.DownSince = time.Now().UTC()
+	}
 	d.known[n.Name] = p
 	d.gossip[n.Name] = netip.AddrPortFrom(addr.Unmap(), n.Port)
 	d.mu.Unlock()

@@ -1,7 +1,10 @@
 // Package member holds the cluster membership as the agent sees it: plain data shared by every reconciler.
 package member
 
-import "net/netip"
+import (
+	"net/netip"
+	"time"
+)
 
 // Member is one node of the cluster.
 type Member struct {
@@ -13,6 +16,9 @@ type Member struct {
 	Addr netip.Addr `json:"addr"`
 	// Alive reports whether failure detection currently sees the node.
 	Alive bool `json:"alive"`
+	// DownSince is when failure detection last saw the node go (zero while it is alive, and for a member
+	// this agent has not seen since it started). recover uses it to refuse removing a member seen recently.
+	DownSince time.Time `json:"down_since,omitzero"`
 	// SwarmNode is the swarm node ID the member last reported for itself (gossiped metadata): "" unknown
 	// (not reported yet), NoSwarmNode when its dockerd is in no swarm. A swarm entry with the member's
 	// hostname but another ID is a stale leftover (the member was reimaged), never the member itself.
@@ -30,6 +36,11 @@ type Member struct {
 	// vote in the election: a vote it forgot could elect a second initialiser.
 	StateInRAM bool `json:"state_in_ram,omitempty"`
 }
+
+// LostFor is how long a member must have been gone before `kiln-firstboot recover` may remove it for good: a
+// node cut off by a flapping link or a rebooting switch is back within minutes, and the survivor of a
+// partition must not throw it (and perhaps a healthy majority behind it) away.
+const LostFor = 5 * time.Minute
 
 // FreshGluster is GlusterEpoch for a member whose glusterd has no peer: probing it cannot merge two pools.
 const FreshGluster = "fresh"

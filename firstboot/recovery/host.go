@@ -14,6 +14,7 @@ import (
 	"github.com/kiln-project/kiln/firstboot/gluster"
 	"github.com/kiln-project/kiln/firstboot/identity"
 	"github.com/kiln-project/kiln/firstboot/sdunit"
+	"github.com/kiln-project/kiln/firstboot/status"
 	kswarm "github.com/kiln-project/kiln/firstboot/swarm"
 )
 
@@ -33,6 +34,7 @@ func Host(ctx context.Context, docker *client.Client, stateDir string, log *slog
 	}
 	g := gluster.New(gluster.NewCLI(gluster.HostRunner), systemd, "", log)
 	return Node{
+		Status: func() (*status.Status, error) { return status.Read(status.DefaultPath) },
 		SwarmInfo: func(ctx context.Context) (swarm.Info, error) {
 			info, err := docker.Info(ctx)
 			return info.Swarm, err

@@ -9,11 +9,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"time"
 
 	"github.com/docker/docker/api/types/swarm"
+	"github.com/kiln-project/kiln/firstboot/status"
 )
 
 // ErrQuorumHolds is returned when the swarm still has a leader: recovery would throw away a working cluster,
@@ -26,6 +28,8 @@ var ErrNotManager = errors.New("this node is not an active swarm manager: recove
 
 // Node is what a recovery acts through. Host gives the node's real ones; tests give fakes.
 type Node struct {
+	// Status is the agent's report, read before anything else: its membership is what CheckLost judges.
+	Status func() (*status.Status, error)
 	// SwarmInfo reports this node's swarm state.
 	SwarmInfo func(ctx context.Context) (swarm.Info, error)
 	// LeaderCheck returns nil when the swarm answers manager calls, that is when it has a leader.
@@ -43,9 +47,17 @@ type Node struct {
 }
 
 // Run recovers the cluster on this node and returns the new epoch. It refuses, changing nothing, unless
-// this node is an active manager of a swarm that has lost its leader. Once it has stopped the agent it
-// starts it again whatever happens: the agent reports what is left to do.
-func Run(ctx context.Context, n Node, log *slog.Logger) (epoch int, err error) {
+// lost names every other member and each has been gone for LostFor (CheckLost), and this node is an active
+// manager of a swarm that has lost its leader. Once it has stopped the agent it starts it again whatever
+// happens: the agent reports what is left to do.
+func Run(ctx context.Context, n Node, lost []string, log *slog.Logger) (epoch int, err error) {
+	st, err := n.Status()
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("recover: %w", err)
+	}
+	if err := CheckLost(st, lost, time.Now()); err != nil {
+		return 0, fmt.Errorf("recover: %w", err)
+	}
 	info, err := n.SwarmInfo(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("recover: docker: %w", err)

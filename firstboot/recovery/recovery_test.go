@@ -6,10 +6,13 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/swarm"
+	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/status"
 )
 
 // fakeNode records the steps a recovery takes, in order.
@@ -29,6 +32,7 @@ func (f *fakeNode) node() Node {
 		return nil
 	}
 	return Node{
+		Status:      func() (*status.Status, error) { return survivorStatus(time.Now()), nil },
 		SwarmInfo:   func(context.Context) (swarm.Info, error) { return f.info, nil },
 		LeaderCheck: func(context.Context) error { return f.leaderErr },
 		StopAgent:   func(context.Context) error { return step("stop-agent") },
@@ -73,7 +77,7 @@ func TestRecover(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := &fakeNode{info: tt.info, leaderErr: tt.leaderErr, failAt: tt.failAt}
-			epoch, err := Run(context.Background(), f.node(), slog.New(slog.DiscardHandler))
+			epoch, err := Run(context.Background(), f.node(), []string{"kiln-b", "c3"}, slog.New(slog.DiscardHandler))
 			switch {
 			case tt.wantErr != nil && !errors.Is(err, tt.wantErr):
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
@@ -86,5 +90,56 @@ func TestRecover(t *testing.T) {
 				t.Fatalf("steps %v, want %v", f.steps, tt.wantSteps)
 			}
 		})
+	}
+}
+
+// survivorStatus is the agent's status on a1 at now: b2 and c3 went down 20 minutes earlier.
+func survivorStatus(now time.Time) *status.Status {
+	gone := now.Add(-20 * time.Minute)
+	return &status.Status{NodeID: "a1", UpdatedAt: now.Add(-5 * time.Second), Members: []member.Member{
+		{ID: "a1", Hostname: "kiln-a", Alive: true},
+		{ID: "b2", Hostname: "kiln-b", DownSince: gone},
+		{ID: "c3", Hostname: "kiln-c", DownSince: gone},
+	}}
+}
+
+// recover removes every other member for good, so it takes exactly the members the operator names, and
+// only once this node's agent has not seen them for member.LostFor.
+func TestCheckLost(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name    string
+		edit    func(*status.Status)
+		lost    []string
+		wantErr string
+	}{
+		{name: "both named, by hostname and by id", lost: []string{"kiln-b", "c3"}},
+		{name: "none named", wantErr: "name the lost nodes with --lost"},
+		{name: "one not named", lost: []string{"b2"}, wantErr: "kiln-c (c3, down) is not named: recover would remove it too"},
+		{name: "a stranger named", lost: []string{"b2", "c3", "kiln-z"}, wantErr: "kiln-z is not a member this node knows"},
+		{name: "this node named", lost: []string{"b2", "c3", "a1"}, wantErr: "a1 is this node"},
+		{name: "a named node is alive (cut off from us, not lost)", lost: []string{"b2", "c3"},
+			edit: func(s *status.Status) { s.Members[1].Alive, s.Members[1].DownSince = true, time.Time{} }, wantErr: "kiln-b (b2) is alive"},
+		{name: "a named node was seen 2 minutes ago", lost: []string{"b2", "c3"},
+			edit: func(s *status.Status) { s.Members[2].DownSince = now.Add(-2 * time.Minute) }, wantErr: "kiln-c (c3) was seen 2m0s ago"},
+		{name: "down since before this agent started (never seen this run)", lost: []string{"b2", "c3"},
+			edit: func(s *status.Status) { s.Members[2].DownSince = time.Time{} }},
+		{name: "the agent is not reporting", lost: []string{"b2", "c3"},
+			edit: func(s *status.Status) { s.UpdatedAt = now.Add(-10 * time.Minute) }, wantErr: "status is 10m0s old"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := survivorStatus(now)
+			if tt.edit != nil {
+				tt.edit(st)
+			}
+			err := CheckLost(st, tt.lost, now)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("CheckLost = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+	if err := CheckLost(nil, []string{"b2"}, now); err == nil || !strings.Contains(err.Error(), "no agent status") {
+		t.Errorf("no status: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -262,6 +263,13 @@ func QuorumReport(remote []swarm.Peer, members []member.Member, since time.Time)
 		return fmt.Sprintf("no leader since %s, though %d of %d managers are alive members: waiting for raft to elect one",
 			since.UTC().Format(time.RFC3339), len(remote)-gone, len(remote))
 	}
-	return fmt.Sprintf("no quorum: %d of %d managers unreachable since %s; if they are lost for good, run `kiln-firstboot recover --force-new-cluster` on one survivor",
-		gone, len(remote), since.UTC().Format(time.RFC3339))
+	var down []string
+	for _, m := range members {
+		if !m.Alive {
+			down = append(down, cmp.Or(m.Hostname, m.ID))
+		}
+	}
+	slices.Sort(down)
+	return fmt.Sprintf("no quorum: %d of %d managers unreachable since %s; if they are lost for good, run `kiln-firstboot recover --force-new-cluster --lost %s` on one survivor (it waits until they are gone %s)",
+		gone, len(remote), since.UTC().Format(time.RFC3339), strings.Join(down, ","), member.LostFor)
 }

@@ -165,7 +165,7 @@ func TestQuorumReportAndNoQuorum(t *testing.T) {
 	since := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	ms := []member.Member{{ID: "a", Addr: netip.MustParseAddr("10.0.0.1"), Alive: true}, {ID: "b", Addr: netip.MustParseAddr("10.0.0.2")}}
 	rep := QuorumReport([]swarm.Peer{{Addr: "10.0.0.1:2377"}, {Addr: "10.0.0.2:2377"}, {Addr: "10.0.0.3:2377"}}, ms, since)
-	if !strings.Contains(rep, "no quorum: 2 of 3 managers unreachable since 2026-01-01T12:00:00Z") || !strings.Contains(rep, "recover --force-new-cluster") {
+	if !strings.Contains(rep, "no quorum: 2 of 3 managers unreachable since 2026-01-01T12:00:00Z") || !strings.Contains(rep, "recover --force-new-cluster --lost b`") {
 		t.Errorf("QuorumReport = %q", rep)
 	}
 	ms[1].Alive = true // a majority alive: a leaderless moment, not lost quorum; no recover advice

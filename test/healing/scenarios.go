@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kiln-project/kiln/firstboot/gluster"
+	"github.com/kiln-project/kiln/firstboot/member"
 	"github.com/kiln-project/kiln/lab"
 	"github.com/kiln-project/kiln/test/formation"
 )
@@ -526,6 +527,14 @@ func LostQuorum(ctx context.Context, t testing.TB, c Cluster) {
 	settled(ctx, t, c)
 	l, nodes, vip := c.Lab, c.Nodes, c.VIP
 	survivor, lost := nodes[0], nodes[1:]
+	var lostNames []string
+	for _, n := range lost {
+		st, err := formation.AgentStatus(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lostNames = append(lostNames, st.Hostname)
+	}
 	w := startWriter(ctx, t, l, survivor, "quorum", 20)
 	cold := writeColdFile(ctx, t, survivor, "quorum")
 	for _, n := range lost {
@@ -546,9 +555,25 @@ func LostQuorum(ctx context.Context, t testing.TB, c Cluster) {
 		t.Fatal(err)
 	}
 	waitRefused(fctx, t, w, "survivor refuses writes without quorum")
-	out, err := formation.Exec(ctx, survivor, "kiln-firstboot", "recover", "--force-new-cluster")
+	// recover refuses until the lost nodes have been gone member.LostFor, and says so.
+	recoverCmd := []string{"kiln-firstboot", "recover", "--force-new-cluster", "--lost", strings.Join(lostNames, ",")}
+	if out, err := formation.Exec(ctx, survivor, recoverCmd...); err == nil || !strings.Contains(err.Error(), "was seen") {
+		t.Fatalf("recover right after the loss: %v\n%s\nwant a refusal naming when they were seen", err, out)
+	}
+	lctx, lcancel := context.WithTimeout(ctx, member.LostFor+5*time.Minute)
+	defer lcancel()
+	err = formation.Poll(lctx, 30*time.Second, "recover accepted once the lost nodes are gone long enough", func(ctx context.Context) (bool, string, error) {
+		out, err := formation.Exec(ctx, survivor, recoverCmd...)
+		if err != nil && strings.Contains(err.Error(), "was seen") {
+			return false, err.Error(), nil
+		}
+		if err != nil {
+			return false, out, fmt.Errorf("recover: %w\n%s", err, out)
+		}
+		return true, out, nil
+	})
 	if err != nil {
-		t.Fatalf("recover: %v\n%s", err, out)
+		t.Fatal(err)
 	}
 	rctx, rcancel := context.WithTimeout(ctx, healTimeout)
 	defer rcancel()
