@@ -429,3 +429,15 @@ func writeJSON(path string, v any) error {
 	}
 	return nil
 }
+
+// RootOf returns the cache root holding out, the output directory a stage's Run is given
+// (<root>/stages/<stage>/.tmp-<key>-*/out), so a stage can keep data of its own beside the stage entries;
+// ok is false for a directory laid out otherwise (a test's).
+func RootOf(out string) (root string, ok bool) {
+	tmp := filepath.Dir(out)
+	stages := filepath.Dir(filepath.Dir(tmp))
+	if filepath.Base(out) != "out" || !strings.HasPrefix(filepath.Base(tmp), ".tmp-") || filepath.Base(stages) != "stages" {
+		return "", false
+	}
+	return filepath.Dir(stages), true
+}

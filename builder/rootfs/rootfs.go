@@ -10,16 +10,21 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kiln-project/kiln/builder"
+	"github.com/kiln-project/kiln/builder/cache"
+	"github.com/kiln-project/kiln/builder/debindex"
 	"github.com/kiln-project/kiln/builder/spec"
 	"github.com/kiln-project/kiln/internal/files"
 	"github.com/kiln-project/kiln/internal/run"
+	"github.com/kiln-project/kiln/internal/yamlstrict"
 )
 
 // Output names in the stage directory, read by later stages.
@@ -133,14 +138,7 @@ func (st *Stage) sources() []string {
 		comps = spec.DefaultComponents
 	}
 	c := strings.Join(comps, " ")
-	main, security := d.Mirror, strings.TrimSuffix(d.Mirror, "/")+"-security"
-	if main == "" {
-		main, security = DefaultMirror, DefaultMirror+"-security"
-	}
-	if d.Snapshot != "" {
-		main = "http://snapshot.debian.org/archive/debian/" + d.Snapshot
-		security = "http://snapshot.debian.org/archive/debian-security/" + d.Snapshot
-	}
+	main, security := st.mirror()
 	lines := []string{fmt.Sprintf("deb %s %s %s", main, d.Suite, c)}
 	if d.Suite != "sid" && d.Suite != "unstable" {
 		lines = append(lines,
@@ -150,8 +148,81 @@ func (st *Stage) sources() []string {
 	return lines
 }
 
+// mirror returns the archive URLs of the suite and of its security suite: the spec's snapshot, else its
+// mirror, else DefaultMirror.
+func (st *Stage) mirror() (main, security string) {
+	d := st.spec.Distribution
+	main, security = d.Mirror, strings.TrimSuffix(d.Mirror, "/")+"-security"
+	if main == "" {
+		main, security = DefaultMirror, DefaultMirror+"-security"
+	}
+	if d.Snapshot != "" {
+		main = "http://snapshot.debian.org/archive/debian/" + d.Snapshot
+		security = "http://snapshot.debian.org/archive/debian-security/" + d.Snapshot
+	}
+	return main, security
+}
+
+// indexTimeout bounds the package index check: the Release file and, on the first build of a suite, its
+// Packages indexes (12 MB for bookworm's main).
+const indexTimeout = 2 * time.Minute
+
+// checkNames looks up every package the spec names in the mirror's index before mmdebstrap runs, and
+// reports all unknown ones at once, each at its place in the spec with the nearest known name. An index
+// that cannot be had (a mirror without Packages.gz, no network) is logged and left to mmdebstrap.
+func (st *Stage) checkNames(ctx context.Context, env *builder.Env, dir string) error {
+	d := st.spec.Distribution
+	comps := d.Components
+	if len(comps) == 0 {
+		comps = spec.DefaultComponents
+	}
+	main, _ := st.mirror()
+	indexDir := filepath.Join(os.TempDir(), "kiln-debindex")
+	if root, ok := cache.RootOf(dir); ok {
+		indexDir = filepath.Join(root, "debindex")
+	}
+	ctx, cancel := context.WithTimeout(ctx, indexTimeout)
+	defer cancel()
+	idx, err := debindex.Load(ctx, http.DefaultClient, debindex.Source{Mirror: main, Suite: d.Suite, Components: comps,
+		Architecture: d.Architecture}, indexDir)
+	if err != nil {
+		env.Log.Warn("no package index: unknown packages will only show in mmdebstrap's error", "err", err)
+		return nil
+	}
+	var errs []error
+	var known []string
+	for _, field := range []struct {
+		path  string
+		names []string
+	}{{"packages", st.spec.Packages}, {"firmware", st.spec.Firmware}} {
+		for i, name := range field.names {
+			if idx.Has(name) {
+				continue
+			}
+			if known == nil {
+				known = idx.Names()
+			}
+			msg := fmt.Sprintf("%q: no such package in %s %s (%s, %s)", name, d.Suite, strings.Join(comps, ", "), d.Architecture, main)
+			if s := yamlstrict.Suggest(name, known); s != "" {
+				msg += fmt.Sprintf("; did you mean %q?", s)
+			}
+			errs = append(errs, st.spec.ErrorAt(fmt.Sprintf("%s[%d]", field.path, i), "%s", msg))
+		}
+	}
+	for _, name := range bootPackages {
+		if !idx.Has(name) {
+			errs = append(errs, fmt.Errorf("%s: kiln's boot package %q is not in %s %s", st.spec.File, name, d.Suite, strings.Join(comps, ", ")))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Run implements builder.Stage.
 func (st *Stage) Run(ctx context.Context, env *builder.Env, dir string) error {
+	env.Progress(0, "package index")
+	if err := st.checkNames(ctx, env, dir); err != nil {
+		return err
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("packages: mmdebstrap --mode=root needs root (run kiln build as root)")
 	}

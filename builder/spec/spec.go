@@ -1,7 +1,11 @@
 // Package spec defines the declarative image spec (images/*.yaml): its types, strict decoding and validation.
 package spec
 
-import "time"
+import (
+	"time"
+
+	"github.com/kiln-project/kiln/internal/yamlstrict"
+)
 
 // Spec is one image: what goes in it and which artifacts come out.
 type Spec struct {
@@ -36,6 +40,8 @@ type Spec struct {
 	Dir string `yaml:"-" json:"-"`
 	// File is the spec file's path, for error messages. Not part of the YAML.
 	File string `yaml:"-" json:"-"`
+	// pos is where each field is in File, for errors found after parsing; empty for a spec built in code.
+	pos yamlstrict.Positions
 }
 
 // Distribution selects the Debian release and mirror.

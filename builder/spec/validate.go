@@ -78,7 +78,7 @@ var (
 // Validate checks the (defaulted) spec and returns every problem at once, each naming file and field path.
 // It also translates the Butane file, so a spec that validates builds its Ignition config.
 func (s *Spec) Validate() error {
-	v := &validator{file: s.File}
+	v := &validator{spec: s}
 	if !nameRE.MatchString(s.Name) {
 		v.add("name", "%q must match [a-z0-9-]{1,40}", s.Name)
 	}
@@ -184,12 +184,12 @@ func (s *Spec) Path(p string) string {
 
 // validator collects problems for one file.
 type validator struct {
-	file string
+	spec *Spec
 	errs []error
 }
 
 func (v *validator) add(path, format string, args ...any) {
-	v.errs = append(v.errs, &FieldError{File: v.file, Path: path, Msg: fmt.Sprintf(format, args...)})
+	v.errs = append(v.errs, v.spec.ErrorAt(path, format, args...))
 }
 
 // names checks a list of names: none empty, each matching re, none repeated.

@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
@@ -59,11 +61,10 @@ time, or its Debian suite's release day): two builds of one spec record the same
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cmd.SilenceUsage = true // from here on, errors are about the build, not the command line
-			path := DefaultSpec
 			if len(args) == 1 {
-				path = args[0]
+				return runBuild(cmd, f, args[0], false)
 			}
-			return runBuild(cmd, f, path)
+			return runBuild(cmd, f, DefaultSpec, true)
 		},
 	}
 	fl := cmd.Flags()
@@ -86,7 +87,7 @@ time, or its Debian suite's release day): two builds of one spec record the same
 	return cmd
 }
 
-func runBuild(cmd *cobra.Command, f *buildFlags, path string) error {
+func runBuild(cmd *cobra.Command, f *buildFlags, path string, isDefault bool) error {
 	for _, fm := range f.formats {
 		if !slices.Contains(spec.KnownFormats, fm) {
 			return cli.Usagef("--format %s: not one of %s", fm, strings.Join(spec.KnownFormats, ", "))
@@ -96,6 +97,9 @@ func runBuild(cmd *cobra.Command, f *buildFlags, path string) error {
 		return cli.Usagef("--rebuild %s: not a stage (%s)", f.rebuild, strings.Join(stages.Names, ", "))
 	}
 	s, err := loadSpec(path, f.formats)
+	if errors.Is(err, fs.ErrNotExist) && isDefault {
+		return fmt.Errorf("default spec %s: no such file (run kiln build in a kiln checkout, or name a spec: kiln build SPEC)", path)
+	}
 	if err != nil {
 		return err
 	}
@@ -142,6 +146,9 @@ func dirsOnly(*cobra.Command, []string, string) ([]cobra.Completion, cobra.Shell
 // loadSpec is spec.Load with --format applied before defaults and validation.
 func loadSpec(path string, formats []string) (*spec.Spec, error) {
 	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("spec %s: no such file: %w", path, fs.ErrNotExist)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("spec: %w", err)
 	}

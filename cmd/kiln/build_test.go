@@ -138,11 +138,11 @@ func TestBuildCLIErrors(t *testing.T) {
 		args       []string
 		want       string
 	}{
-		{"unknown field", "name: demo\npakages: [systemd]\n", nil, `x.yaml: line 2: field "pakages" not found`},
-		{"bad package", "name: demo\npackages: [systemd, '']\n", nil, "x.yaml: packages[1]: empty package name"},
+		{"unknown field", "name: demo\npakages: [systemd]\n", nil, `x.yaml:2:1: unknown field "pakages"; did you mean "packages"?`},
+		{"bad package", "name: demo\npackages: [systemd, '']\n", nil, "x.yaml:2:21: packages[1]: empty package name"},
 		{"missing overlay", "name: demo\npackages: [systemd]\noverlays: [../overlays/nope]\n", nil,
-			"x.yaml: overlays[0]: ../overlays/nope: no such directory"},
-		{"bad format flag", "name: demo\npackages: [systemd]\n", []string{"--format", "vmdk"}, `--format vmdk: not one of pxe, qcow2, raw`},
+			"x.yaml:3:12: overlays[0]: ../overlays/nope: no such directory"},
+		{"bad format flag", "name: demo\npackages: [systemd]\n", []string{"--format", "vdi"}, `--format vdi: not one of`},
 		{"bad rebuild flag", "name: demo\npackages: [systemd]\n", []string{"--rebuild", "kernel"}, `--rebuild kernel: not a stage`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -75,7 +75,6 @@ func TestGoldenUsage(t *testing.T) {
 		{"bad-int-flag", []string{"cluster", "new", "--size", "three"}},
 		{"too-many-args", []string{"build", "a.yaml", "b.yaml"}},
 		{"too-many-args-json", []string{"build", "a.yaml", "b.yaml", "--json"}},
-		{"build-bad-format", []string{"build", "--format", "vmdk"}},
 		{"build-bad-rebuild", []string{"build", "--rebuild", "kernel"}},
 		{"bad-duration-flag", []string{"lab", "up", "--wait", "5"}},
 		{"cluster-vip-no-prefix", []string{"cluster", "new", "--vip", "10.77.0.100"}},
@@ -108,4 +107,37 @@ func TestGoldenClusterNew(t *testing.T) {
 			golden(t, "cluster/"+c.name, stdout, stderr, code, c.args, key, `key: KEY`)
 		})
 	}
+}
+
+// TestGoldenSpecErrors pins what `kiln build` prints for broken specs: file:line:col, the field path, a "did
+// you mean" for unknown keys, every problem at once; and the default spec named as such.
+func TestGoldenSpecErrors(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ name, spec string }{
+		{"unknown-key", "name: demo\npakages: [systemd]\ndistribution:\n  suite: bookworm\n  mirorr: http://deb.debian.org/debian\n"},
+		{"type", "name: demo\npackages: 5\ndisk:\n  espSizeMiB: big\n"},
+		{"syntax-indent", "name: demo\npackages:\n  - linux-image-amd64\n - systemd\n"},
+		{"syntax-flow", "name: demo\npackages: [linux-image-amd64,\n  systemd]\nformats: [raw\n"},
+		{"validation", "name: Demo\npackages: [linux-image-amd64, systemd, '', systemd]\ndisk:\n  espSizeMiB: 32\n  compression: gzip\nkernel:\n  cmdline: [boot=x]\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Chdir(t.TempDir()) // the spec's name in messages is then as short as a user's
+			file := c.name + ".yaml"
+			if err := os.WriteFile(file, []byte(c.spec), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			stdout, stderr, code := cliRun(t, "build", file, "--cache", "cache")
+			got := fmt.Sprintf("--- %s\n%s$ kiln build %s\n--- stdout\n%s--- stderr\n%s--- exit %d\n", file, c.spec, file, stdout, stderr, code)
+			compareGolden(t, filepath.Join(wd, "testdata", "spec", c.name+".golden"), got)
+		})
+	}
+	t.Run("default-spec-missing", func(t *testing.T) {
+		t.Chdir(t.TempDir())
+		stdout, stderr, code := cliRun(t, "build")
+		got := fmt.Sprintf("$ kiln build\n--- stdout\n%s--- stderr\n%s--- exit %d\n", stdout, stderr, code)
+		compareGolden(t, filepath.Join(wd, "testdata", "spec", "default-spec-missing.golden"), got)
+	})
 }

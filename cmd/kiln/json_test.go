@@ -114,7 +114,7 @@ func TestLabList(t *testing.T) {
 		{"lab-status-nosuch", []string{"lab", "status", "--name", "nosuch", "--root", root}},
 		{"complete-lab-name", []string{"__complete", "lab", "status", "--root", root, "--name", ""}},
 		{"complete-node", []string{"__complete", "lab", "logs", "--root", root, "--name", "demo", ""}},
-		{"complete-format", []string{"__complete", "build", "--format", ""}},
+		{"complete-rebuild", []string{"__complete", "build", "--rebuild", ""}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			stdout, stderr, code := cliRun(t, c.args...)
