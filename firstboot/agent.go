@@ -53,6 +53,9 @@ type Options struct {
 	Notify func(state string)
 	// Watchdog is the systemd watchdog interval; zero reads WATCHDOG_USEC (no watchdog when unset).
 	Watchdog time.Duration
+	// PeerSource returns the seed source the config asks for besides static peers (cluster.discovery: EC2
+	// instances by tag), nil for none; nil means none ever. firstboot/host supplies the AWS one.
+	PeerSource func(c *config.Config) discovery.PeerSource
 	// Discovery adjusts the discovery config before it starts (tests: ports, beacon targets, timings).
 	Discovery func(*discovery.Config)
 	// Election tunes the election timings.
@@ -386,6 +389,9 @@ func (a *agent) startDiscovery(ctx context.Context) error {
 	}
 	for _, p := range c.Peers {
 		dc.Peers = append(dc.Peers, p.String())
+	}
+	if a.opts.PeerSource != nil {
+		dc.PeerSource = a.opts.PeerSource(a.cfg)
 	}
 	dc.Beacon.Listen = fmt.Sprintf(":%d", discovery.BeaconPort)
 	if a.net.Broadcast.IsValid() {

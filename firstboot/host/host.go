@@ -7,14 +7,19 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 
 	"github.com/docker/docker/client"
 	"github.com/vishvananda/netlink"
 
+	"github.com/kiln-project/kiln/cloud/aws/ec2node"
 	"github.com/kiln-project/kiln/firstboot"
+	"github.com/kiln-project/kiln/firstboot/awsvip"
+	"github.com/kiln-project/kiln/firstboot/config"
 	"github.com/kiln-project/kiln/firstboot/discovery"
 	"github.com/kiln-project/kiln/firstboot/firewall"
 	"github.com/kiln-project/kiln/firstboot/gluster"
+	"github.com/kiln-project/kiln/firstboot/netif"
 	"github.com/kiln-project/kiln/firstboot/sdunit"
 	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/firstboot/swarm"
@@ -31,6 +36,9 @@ type Machine struct {
 	// Units starts, restarts and observes glusterd, keepalived and the volume's mount unit; nil connects to
 	// systemd when the pass is built.
 	Units sdunit.Manager
+	// AWS is this instance's handle on EC2, for peers by tag and the VIP in the VPC; nil makes one with the
+	// defaults (IMDS at 169.254.169.254, the instance role) when the config asks for either.
+	AWS *ec2node.Node
 }
 
 // DockerClient talks to the local dockerd ($DOCKER_HOST or its socket); version negotiation settles on the
@@ -66,10 +74,36 @@ func (m Machine) Pass(env firstboot.Env) (state.Pass, error) {
 			ScriptPath:     FirewallScript,
 			PersistPath:    firewall.PersistPath,
 		}, log.With("reconciler", "firewall")),
-		Swarm:   swarm.New(m.Docker, log.With("reconciler", "swarm")),
-		Gluster: gluster.New(gluster.NewCLI(gluster.HostRunner), units, "", log.With("reconciler", "gluster")),
-		VRRP:    vrrp.New(units, nl, vrrp.ConfigPath, log.With("reconciler", "vrrp")),
+		Swarm:    swarm.New(m.Docker, log.With("reconciler", "swarm")),
+		Gluster:  gluster.New(gluster.NewCLI(gluster.HostRunner), units, "", log.With("reconciler", "gluster")),
+		VRRP:     vrrp.New(units, nl, vrrp.ConfigPath, log.With("reconciler", "vrrp")),
+		CloudVIP: m.cloudVIP(env, nl),
 	}, nil
+}
+
+// cloudVIP is the AWS VIP reconciler when the config asks for it (cluster.vip_aws), else nil.
+func (m Machine) cloudVIP(env firstboot.Env, nl *netlink.Handle) state.Reconciler {
+	if !env.Config.Cluster.VIPAWS {
+		return nil
+	}
+	holds := func(dev string, vip netip.Addr) (bool, error) { return netif.Carries(nl, dev, vip) }
+	return awsvip.New(m.aws(), holds, env.Logger.With("reconciler", awsvip.Name))
+}
+
+func (m Machine) aws() *ec2node.Node {
+	if m.AWS != nil {
+		return m.AWS
+	}
+	return ec2node.New(ec2node.Options{})
+}
+
+// peerSource lists the EC2 instances of cluster.discovery.aws_tag; nil when the config names no tag.
+func (m Machine) peerSource(c *config.Config) discovery.PeerSource {
+	t := c.Cluster.Discovery.AWSTag
+	if t.IsZero() {
+		return nil
+	}
+	return &ec2node.TagPeers{Node: m.aws(), Key: t.Key, Value: t.Value}
 }
 
 // Run is the whole agent on m: firstboot.Run over m's pass (opts.Reconcilers is set here), with keepalived's
@@ -84,6 +118,12 @@ func Run(ctx context.Context, m Machine, opts firstboot.Options) error {
 	done := make(chan struct{})
 	go func() { defer close(done); health.Run(ctx) }()
 	defer func() { cancel(); <-done }()
+	if m.AWS == nil {
+		m.AWS = ec2node.New(ec2node.Options{}) // one handle for peers and the VIP: one region lookup, one client
+	}
 	opts.Reconcilers = m.Pass
+	if opts.PeerSource == nil {
+		opts.PeerSource = m.peerSource
+	}
 	return firstboot.Run(ctx, opts)
 }

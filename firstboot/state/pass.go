@@ -17,12 +17,15 @@ type Pass struct {
 	// VRRP renders keepalived's config from the membership and keeps it running; it goes last so the VIP
 	// moves only to a node whose other parts had their turn in this pass.
 	VRRP Reconciler
+	// CloudVIP tells the cloud's network which node holds the VIP (on AWS: the VIP as a secondary private
+	// address of the holder's network interface), right after VRRP, from whether this node carries the VIP.
+	CloudVIP Reconciler
 }
 
 // Steps lists the pass's reconcilers in order, nil slots left out.
 func (p Pass) Steps() []Reconciler {
 	var out []Reconciler
-	for _, r := range []Reconciler{p.Firewall, p.Swarm, p.Gluster, p.VRRP} {
+	for _, r := range []Reconciler{p.Firewall, p.Swarm, p.Gluster, p.VRRP, p.CloudVIP} {
 		if r != nil {
 			out = append(out, r)
 		}

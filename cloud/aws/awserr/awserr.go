@@ -12,13 +12,13 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	smithy "github.com/aws/smithy-go"
 )
 
 // Code is the AWS error code of err ("RequestLimitExceeded", "AccessDeniedException"), "" when err is not an
 // API error.
 func Code(err error) string {
-	var api smithy.APIError
+	// The SDK's smithy.APIError and ec2node's own error both have ErrorCode.
+	var api interface{ ErrorCode() string }
 	if errors.As(err, &api) {
 		return api.ErrorCode()
 	}

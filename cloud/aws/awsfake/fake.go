@@ -225,7 +225,7 @@ func (f *Fake) nextID(prefix string) string {
 func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case strings.HasPrefix(r.URL.Path, "/latest/"):
-		f.imds(w, r)
+		f.imds(w, r, "")
 	case strings.HasPrefix(r.URL.Path, "/snapshots"):
 		f.ebs(w, r)
 	default:

@@ -14,10 +14,16 @@ import (
 // Role is the instance profile role name IMDS reports; its credentials are fixed fake keys.
 const Role = "kiln-node"
 
+// IMDS returns a handler answering IMDS for instance id whatever the request's source address: tests run
+// several instances' agents on one loopback address.
+func (f *Fake) IMDS(id string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { f.imds(w, r, id) })
+}
+
 // imds answers IMDSv2: a token from PUT /latest/api/token, then GETs carrying it. Like EC2 with
 // HttpTokens=required (what kiln's AMIs ask for), a GET without a valid token is 401. The instance answered
-// for is the one whose LocalIPv4 the request comes from, else the only instance there is.
-func (f *Fake) imds(w http.ResponseWriter, r *http.Request) {
+// for is id, else the one whose LocalIPv4 the request comes from, else the only instance there is.
+func (f *Fake) imds(w http.ResponseWriter, r *http.Request, id string) {
 	if r.URL.Path == "/latest/api/token" {
 		f.count("imds:token")
 		ttl, err := strconv.Atoi(r.Header.Get("X-aws-ec2-metadata-token-ttl-seconds"))
@@ -43,7 +49,7 @@ func (f *Fake) imds(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Unauthorized", http.StatusUnauthorized)
 		return
 	}
-	in := f.caller(r)
+	in := f.caller(r, id)
 	if in == nil {
 		http.Error(w, "awsfake: no instance at "+r.RemoteAddr, http.StatusNotFound)
 		return
@@ -89,10 +95,10 @@ func (f *Fake) count(name string) {
 }
 
 // caller is the instance a request comes from (f.mu held).
-func (f *Fake) caller(r *http.Request) *Instance {
+func (f *Fake) caller(r *http.Request, id string) *Instance {
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
 	for _, in := range f.instances {
-		if in.LocalIPv4 == host {
+		if (id != "" && in.ID == id) || (id == "" && in.LocalIPv4 == host) {
 			return in
 		}
 	}
