@@ -138,7 +138,7 @@ func (p *Pipeline) Run(ctx context.Context) (res *Result, err error) {
 			held.Close()
 		}
 	}()
-	outputs := map[string]string{}
+	outputs, doneKeys := map[string]string{}, map[string]string{}
 	parent = ""
 	for i, s := range p.Stages {
 		name := s.Name()
@@ -147,6 +147,7 @@ func (p *Pipeline) Run(ctx context.Context) (res *Result, err error) {
 		start := time.Now()
 		env := &Env{
 			Outputs:         maps.Clone(outputs),
+			Keys:            maps.Clone(doneKeys),
 			Log:             slog,
 			Progress:        func(f float64, note string) { obs.StageProgress(name, f, note) },
 			SourceDateEpoch: p.SourceDateEpoch,
@@ -174,6 +175,7 @@ func (p *Pipeline) Run(ctx context.Context) (res *Result, err error) {
 		obs.StageDone(r, nil)
 		held.Stages = append(held.Stages, r)
 		outputs[name] = e.Out()
+		doneKeys[name] = keys[i]
 		parent = keys[i]
 	}
 	return held, nil

@@ -23,6 +23,8 @@ type Stage interface {
 type Env struct {
 	// Outputs maps an earlier stage's name to its output directory in the cache.
 	Outputs map[string]string
+	// Keys maps an earlier stage's name to its cache key: one hash of everything its output depends on.
+	Keys map[string]string
 	// Log is the build's logger, already tagged with the stage name.
 	Log *slog.Logger
 	// Progress reports a fraction done in [0,1] and a short note; never nil.

@@ -44,6 +44,11 @@ type Sources struct {
 	Base, Node string
 	// IPXE is the directory holding iPXE's binaries.
 	IPXE string
+	// DiskKey is the disk stage's cache key: it identifies Disk's bytes, and seeds the identifiers a format
+	// must carry (a VHD's UUID, a vmdk's CID) so that two builds give the same bytes.
+	DiskKey string
+	// SourceDateEpoch is the build's timestamp, for the times a format records.
+	SourceDateEpoch int64
 }
 
 // Formats is every format kiln writes, by name order.
@@ -51,6 +56,8 @@ var Formats = []Format{
 	{Name: spec.FormatPXE, Inputs: pxeInputs, Write: writePXE},
 	{Name: spec.FormatQcow2, Ext: "qcow2", Inputs: qcow2Inputs, Write: writeQcow2},
 	{Name: spec.FormatRaw, Ext: "raw", Write: writeRaw},
+	{Name: spec.FormatVHD, Ext: "vhd", Inputs: vhdInputs, Write: writeVHD},
+	{Name: spec.FormatVMDK, Ext: "vmdk", Inputs: vmdkInputs, Write: writeVMDK},
 }
 
 // Lookup returns the format called name.
@@ -137,6 +144,9 @@ func (st *Stage) Run(ctx context.Context, env *builder.Env, dir string) error {
 		Base:   filepath.Join(base, layers.BaseImage),
 		Node:   filepath.Join(node, layers.NodeImage),
 		IPXE:   st.ipxeDir,
+
+		DiskKey:         env.Keys["disk"],
+		SourceDateEpoch: env.SourceDateEpoch,
 	}
 	for i, f := range fs {
 		env.Progress(float64(i)/float64(len(fs)), f.Name)
@@ -154,11 +164,20 @@ func (st *Stage) Run(ctx context.Context, env *builder.Env, dir string) error {
 
 // qcow2Inputs is qemu-img's version, which decides the qcow2 bytes.
 func qcow2Inputs(ctx context.Context, _ *spec.Spec) (map[string]string, error) {
-	v, err := run.Cmd(ctx, "qemu-img", "--version")
+	v, err := qemuImgVersion(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{"qemu-img": string(bytes.SplitN(v, []byte("\n"), 2)[0])}, nil
+	return map[string]string{"qemu-img": v}, nil
+}
+
+// qemuImgVersion is the first line of `qemu-img --version`.
+func qemuImgVersion(ctx context.Context) (string, error) {
+	v, err := run.Cmd(ctx, "qemu-img", "--version")
+	if err != nil {
+		return "", err
+	}
+	return string(bytes.SplitN(v, []byte("\n"), 2)[0]), nil
 }
 
 // writeQcow2 converts with qemu-img, uncompressed: compression (-c) costs more build time than it saves

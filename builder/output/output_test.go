@@ -19,12 +19,12 @@ func TestLookup(t *testing.T) {
 	if f, err := Lookup("pxe"); err != nil || f.Name != "pxe" || f.Ext != "" {
 		t.Errorf("Lookup(pxe) = %+v, %v", f, err)
 	}
-	_, err := Lookup("vmdk")
-	if err == nil || !strings.Contains(err.Error(), `unknown format "vmdk"`) || !strings.Contains(err.Error(), "pxe, qcow2, raw") {
-		t.Errorf("Lookup(vmdk) error = %v, want one naming the format and the known ones", err)
+	_, err := Lookup("vdi")
+	if err == nil || !strings.Contains(err.Error(), `unknown format "vdi"`) || !strings.Contains(err.Error(), "pxe, qcow2, raw, vhd, vmdk") {
+		t.Errorf("Lookup(vdi) error = %v, want one naming the format and the known ones", err)
 	}
-	st := New(&spec.Spec{Name: "x", Formats: []string{"raw", "iso", "vhd"}})
-	if _, err := st.Inputs(context.Background()); err == nil || !strings.Contains(err.Error(), "iso") || !strings.Contains(err.Error(), "vhd") {
+	st := New(&spec.Spec{Name: "x", Formats: []string{"raw", "vdi", "ova"}})
+	if _, err := st.Inputs(context.Background()); err == nil || !strings.Contains(err.Error(), "vdi") || !strings.Contains(err.Error(), "ova") {
 		t.Errorf("Inputs with unknown formats: %v, want both named", err)
 	}
 }

@@ -73,7 +73,7 @@ func TestSchemaValidatesSpecs(t *testing.T) {
 		{"minimal", "name: x\npackages: [systemd]\n", true},
 		{"unknown field", "name: x\npakages: [systemd]\n", false},
 		{"pxe format", "name: x\npackages: [systemd]\nformats: [raw, qcow2, pxe]\n", true},
-		{"bad format", "name: x\npackages: [systemd]\nformats: [vmdk]\n", false},
+		{"bad format", "name: x\npackages: [systemd]\nformats: [vdi]\n", false},
 		{"bad name", "name: X_1\npackages: [systemd]\n", false},
 		{"small esp", "name: x\npackages: [systemd]\ndisk: {espSizeMiB: 8}\n", false},
 	} {
