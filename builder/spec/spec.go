@@ -33,8 +33,9 @@ type Spec struct {
 	Kernel Kernel `yaml:"kernel,omitempty" json:"kernel,omitempty"`
 	// Disk tunes the disk layout.
 	Disk Disk `yaml:"disk,omitempty" json:"disk,omitempty"`
-	// Formats lists the artifacts to write: raw, qcow2 (default both), pxe (the directory pxe/ for netboot).
-	Formats []string `yaml:"formats,omitempty" json:"formats,omitempty" jsonschema:"enum=raw,enum=qcow2,enum=pxe,default=raw,default=qcow2"`
+	// Formats lists the artifacts to write: raw, qcow2 (default both), pxe (the directory pxe/ for netboot),
+	// vmdk (streamOptimized), vhd (fixed).
+	Formats []string `yaml:"formats,omitempty" json:"formats,omitempty" jsonschema:"enum=raw,enum=qcow2,enum=pxe,enum=vmdk,enum=vhd,default=raw,default=qcow2"`
 
 	// Dir is the directory of the spec file; relative paths resolve against it. Not part of the YAML.
 	Dir string `yaml:"-" json:"-"`

@@ -29,15 +29,19 @@ const (
 )
 
 // Formats kiln can write. raw and qcow2 are the default; pxe is the netboot directory (kernel, initrd,
-// layers, iPXE script and binaries).
+// layers, iPXE script and binaries); vmdk (streamOptimized, VMware/ESXi) and vhd (fixed, Hyper-V/Azure) are
+// the raw image converted; iso is the hybrid installer CD/USB image.
 const (
 	FormatRaw   = "raw"
 	FormatQcow2 = "qcow2"
 	FormatPXE   = "pxe"
+	FormatVMDK  = "vmdk"
+	FormatVHD   = "vhd"
+	FormatISO   = "iso"
 )
 
 // KnownFormats lists the artifact formats, sorted.
-var KnownFormats = []string{FormatPXE, FormatQcow2, FormatRaw}
+var KnownFormats = []string{FormatPXE, FormatQcow2, FormatRaw, FormatVHD, FormatVMDK}
 
 // DefaultComponents are the archive components packages come from: firmware lives in non-free-firmware.
 var DefaultComponents = []string{"main", "non-free-firmware"}
