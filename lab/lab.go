@@ -176,6 +176,9 @@ func (l *Lab) Name() string { return l.name }
 // Dir is the lab's state directory.
 func (l *Lab) Dir() string { return l.dir }
 
+// KeyPath is the lab's own ssh private key, which every node accepts for root (ssh -i).
+func (l *Lab) KeyPath() string { return l.keyPath() }
+
 // Namespace is the lab's network namespace.
 func (l *Lab) Namespace() string { return Namespace(l.name) }
 

@@ -16,9 +16,9 @@ func init() { register(newClusterCmd) }
 func newClusterCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cluster",
-		Short: "Create cluster configs (the file nodes read from fw_cfg, the ESP or the image)",
+		Short: "Create cluster configs and ask a running cluster how it is",
 	}
-	cmd.AddCommand(newClusterNewCmd())
+	cmd.AddCommand(newClusterNewCmd(), newClusterStatusCmd())
 	return cmd
 }
 

@@ -32,6 +32,14 @@ type UsageError struct{ Err error }
 func (e *UsageError) Error() string { return e.Err.Error() }
 func (e *UsageError) Unwrap() error { return e.Err }
 
+// ShownError is a failure the command has already written in its --json output (kiln cluster status prints
+// its report with "healthy": false): under --json it exits with ExitFailure and prints nothing more; without
+// --json it is printed as any error.
+type ShownError struct{ Err error }
+
+func (e *ShownError) Error() string { return e.Err.Error() }
+func (e *ShownError) Unwrap() error { return e.Err }
+
 // Usagef returns a UsageError; commands use it for flag values they check themselves.
 func Usagef(format string, args ...any) error {
 	return &UsageError{Err: fmt.Errorf(format, args...)}
@@ -145,6 +153,10 @@ func Report(c *cobra.Command, name string, args []string, err error, stdout, std
 	code := ExitFailure
 	if IsUsage(err) {
 		code = ExitUsage
+	}
+	var shown *ShownError
+	if errors.As(err, &shown) && wantsJSON(c, args) {
+		return code // the command's own JSON already says it; a second document would break the reader
 	}
 	if wantsJSON(c, args) {
 		je := jsonError{Error: err.Error(), Usage: code == ExitUsage}

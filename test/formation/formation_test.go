@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-project/kiln/firstboot/clusterhealth"
 	"github.com/kiln-project/kiln/firstboot/config"
 	"github.com/kiln-project/kiln/firstboot/discovery"
 	"github.com/kiln-project/kiln/lab"
@@ -296,6 +297,29 @@ func TestFormation(t *testing.T) {
 			}
 		}
 		t.Logf("VIP %s held by %s (%s)", vip, holder, hostnames[holder])
+	})
+
+	// The operator's one command for the whole cluster, asked of any node: healthy, exit 0, and its report
+	// agrees with what the steps above checked (three members, a leader, three bricks with nothing to heal).
+	step("cluster status", func(t *testing.T) {
+		cctx, ccancel := context.WithTimeout(ctx, convergeTimeout)
+		defer ccancel()
+		var r *clusterhealth.Report
+		err := formation.Poll(cctx, pollEvery, "kiln cluster status healthy", func(ctx context.Context) (bool, string, error) {
+			rep, code, err := formation.ClusterStatus(ctx, l, nodes[len(nodes)-1])
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			r = rep
+			return code == 0 && rep.Healthy, fmt.Sprintf("exit %d, problems %q", code, rep.Problems), nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Members) != 3 || r.Swarm.Leader == "" || len(r.Swarm.Nodes) != 3 || len(r.Volume.Bricks) != 3 || r.VIPHolder != hostnames[holder] {
+			t.Errorf("healthy report disagrees with the cluster: %d members, leader %q, %d swarm nodes, %d bricks, VIP on %q (want %q)",
+				len(r.Members), r.Swarm.Leader, len(r.Swarm.Nodes), len(r.Volume.Bricks), r.VIPHolder, hostnames[holder])
+		}
 	})
 
 	step("service", func(t *testing.T) {

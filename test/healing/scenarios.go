@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-project/kiln/firstboot/clusterhealth"
 	"github.com/kiln-project/kiln/firstboot/gluster"
 	"github.com/kiln-project/kiln/firstboot/member"
 	"github.com/kiln-project/kiln/lab"
@@ -92,6 +93,19 @@ func NodeLoss(ctx context.Context, t testing.TB, c Cluster) {
 	err := formation.Poll(fctx, PollEvery, "survivors keep swarm quorum", func(ctx context.Context) (bool, string, error) {
 		ready, detail, err := readyManagers(ctx, survivors[0])
 		return err == nil && ready == 2, detail, nil
+	})
+	if err != nil {
+		fcancel()
+		t.Fatal(err)
+	}
+	// The operator's view from a survivor: not healthy (exit 1), naming the lost node.
+	err = formation.Poll(fctx, PollEvery, "kiln cluster status names the lost node", func(ctx context.Context) (bool, string, error) {
+		r, code, err := formation.ClusterStatus(ctx, c.Lab, survivors[0])
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		down := slices.ContainsFunc(r.Members, func(m clusterhealth.Member) bool { return !m.Alive && m.Addr == mustAddr(holder) })
+		return code == 1 && !r.Healthy && down, fmt.Sprintf("exit %d, problems %q", code, r.Problems), nil
 	})
 	fcancel()
 	if err != nil {
@@ -601,4 +615,10 @@ func LostQuorum(ctx context.Context, t testing.TB, c Cluster) {
 	for _, n := range lost {
 		checkBrickHolds(ctx, t, n, cold)
 	}
+}
+
+// mustAddr is n's address in the lab ("" when it has none).
+func mustAddr(n *lab.Node) string {
+	a, _ := n.Address()
+	return a
 }
