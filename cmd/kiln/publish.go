@@ -46,7 +46,7 @@ takes as long as the upload. A build that already has an AMI is found by that ta
 Credentials and region come from the standard AWS chain (environment, --profile, instance role); the policy
 it needs is in docs/aws.md. Prints the AMI id (with --json, a JSON object).`,
 		Example: `  kiln publish aws --image out/node.raw --name kiln-node-2026-12-03 --region eu-central-1
-  AWS_PROFILE=images kiln publish aws --image out/node.raw --name kiln-node --json | jq -r .imageId`,
+  AWS_PROFILE=images kiln publish aws --image out/node.raw --name kiln-node --json | jq -r .image_id`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()

@@ -39,9 +39,9 @@ type Options struct {
 
 // Result is the published AMI.
 type Result struct {
-	ImageID    string `json:"imageId"`
+	ImageID    string `json:"image_id"`
 	Name       string `json:"name"`
-	SnapshotID string `json:"snapshotId"`
+	SnapshotID string `json:"snapshot_id"`
 	Build      string `json:"build"`
 	Region     string `json:"region"`
 	// Reused reports that the build already had this AMI: nothing was uploaded.
@@ -49,9 +49,9 @@ type Result struct {
 	// Blocks, Sent and Skipped count the image's 512 KiB blocks (zero when Reused); SkippedBytes is what the
 	// zero-block skipping did not send.
 	Blocks       int     `json:"blocks,omitempty"`
-	Sent         int     `json:"sentBlocks,omitempty"`
-	Skipped      int     `json:"skippedZeroBlocks,omitempty"`
-	SkippedBytes int64   `json:"skippedBytes,omitempty"`
+	Sent         int     `json:"sent_blocks,omitempty"`
+	Skipped      int     `json:"skipped_zero_blocks,omitempty"`
+	SkippedBytes int64   `json:"skipped_bytes,omitempty"`
 	Seconds      float64 `json:"seconds"`
 }
 
