@@ -390,6 +390,9 @@ func (a *agent) startDiscovery(ctx context.Context) error {
 	for _, p := range c.Peers {
 		dc.Peers = append(dc.Peers, p.String())
 	}
+	for _, k := range c.AcceptKeys {
+		dc.AcceptKeys = append(dc.AcceptKeys, k[:])
+	}
 	if a.opts.PeerSource != nil {
 		dc.PeerSource = a.opts.PeerSource(a.cfg)
 	}

@@ -18,7 +18,7 @@ func newClusterCmd() *cobra.Command {
 		Use:   "cluster",
 		Short: "Create cluster configs and ask a running cluster how it is",
 	}
-	cmd.AddCommand(newClusterNewCmd(), newClusterStatusCmd())
+	cmd.AddCommand(newClusterNewCmd(), newClusterStatusCmd(), newClusterRotateKeyCmd())
 	return cmd
 }
 

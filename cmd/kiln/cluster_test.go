@@ -2,6 +2,10 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -41,5 +45,62 @@ func TestClusterNew(t *testing.T) {
 		} else if !strings.Contains(err.Error(), "cluster.") && !strings.Contains(err.Error(), "--") {
 			t.Errorf("%q: error %v names neither field nor flag", bad, err)
 		}
+	}
+}
+
+// rotate-key writes the three steps: old+new accepted, new+old accepted, new alone; each a valid config with
+// everything else unchanged, mode 0600; it refuses to overwrite a rotation.
+func TestClusterRotateKey(t *testing.T) {
+	dir := t.TempDir()
+	cur, err := config.New("garage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Cluster.Size = 5
+	b, err := cur.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(dir, "cluster.yaml")
+	if err := os.WriteFile(in, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "rotation")
+	cmd := newClusterRotateKeyCmd()
+	cmd.SetArgs([]string{in, "--out", out})
+	cmd.SetOut(io.Discard)
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	var got []*config.Config
+	for _, st := range rotationSteps {
+		p := filepath.Join(out, st.file)
+		fi, err := os.Stat(p)
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v, mode %v; want 0600", p, err, fi.Mode())
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := config.Parse(data)
+		if err != nil || c.Cluster.Size != 5 || c.Cluster.Name != "garage" {
+			t.Fatalf("%s: %+v, %v", p, c, err)
+		}
+		got = append(got, c)
+	}
+	old, next := cur.Cluster.Key, got[1].Cluster.Key
+	if next == old ||
+		got[0].Cluster.Key != old || !slices.Equal(got[0].Cluster.AcceptKeys, []config.Key{next}) ||
+		!slices.Equal(got[1].Cluster.AcceptKeys, []config.Key{old}) ||
+		got[2].Cluster.Key != next || len(got[2].Cluster.AcceptKeys) != 0 {
+		t.Errorf("steps: %v %v / %v %v / %v %v", got[0].Cluster.Key, got[0].Cluster.AcceptKeys, got[1].Cluster.Key,
+			got[1].Cluster.AcceptKeys, got[2].Cluster.Key, got[2].Cluster.AcceptKeys)
+	}
+	cmd = newClusterRotateKeyCmd()
+	cmd.SetArgs([]string{in, "--out", out})
+	cmd.SetOut(io.Discard)
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "exists") {
+		t.Errorf("second rotation into the same directory: %v, want a refusal", err)
 	}
 }

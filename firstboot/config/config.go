@@ -74,6 +74,9 @@ type Cluster struct {
 	Name string
 	// Key authenticates and encrypts everything nodes say to each other. Whoever holds it can join.
 	Key Key
+	// AcceptKeys are further keys this node accepts but never sends with: the middle of a key rotation
+	// (docs/security.md, `kiln cluster rotate-key`). At most MaxAcceptKeys.
+	AcceptKeys []Key
 	// Size is the number of members the cluster expects (≥ 1, default 3): formation waits for a majority of it.
 	Size int
 	// VIP is the floating address and its prefix length; the zero Prefix means no VIP.
@@ -106,6 +109,9 @@ const MinReplaceAfter = 30 * time.Second
 // Key is the cluster key.
 type Key [KeySize]byte
 
+// MaxAcceptKeys bounds cluster.accept_keys: every received packet that fails the first key is tried with each.
+const MaxAcceptKeys = 2
+
 // String returns the key in the file's encoding (standard base64).
 func (k Key) String() string { return base64.StdEncoding.EncodeToString(k[:]) }
 
@@ -130,14 +136,15 @@ type fileDiscovery struct {
 }
 
 type fileCluster struct {
-	Name      string        `yaml:"name"`
-	Key       string        `yaml:"key"`
-	Size      *int          `yaml:"size"`
-	VIP       string        `yaml:"vip"`
-	Interface string        `yaml:"interface"`
-	Peers     []string      `yaml:"peers"`
-	Discovery fileDiscovery `yaml:"discovery"`
-	VIPAWS    *bool         `yaml:"vip_aws"`
+	Name       string        `yaml:"name"`
+	Key        string        `yaml:"key"`
+	AcceptKeys []string      `yaml:"accept_keys"`
+	Size       *int          `yaml:"size"`
+	VIP        string        `yaml:"vip"`
+	Interface  string        `yaml:"interface"`
+	Peers      []string      `yaml:"peers"`
+	Discovery  fileDiscovery `yaml:"discovery"`
+	VIPAWS     *bool         `yaml:"vip_aws"`
 	// ReplaceAfter is a Go duration ("10m", "90s").
 	ReplaceAfter string `yaml:"replaceAfter"`
 }
@@ -177,6 +184,24 @@ func (f *file) validate() (*Config, error) {
 		bad("cluster.key", "decodes to %d bytes, want %d", len(k), KeySize)
 	} else {
 		copy(c.Cluster.Key[:], k)
+	}
+
+	if len(fc.AcceptKeys) > MaxAcceptKeys {
+		bad("cluster.accept_keys", "%d keys, at most %d (a rotation needs one)", len(fc.AcceptKeys), MaxAcceptKeys)
+	}
+	for i, ak := range fc.AcceptKeys {
+		field := fmt.Sprintf("cluster.accept_keys[%d]", i)
+		k, err := base64.StdEncoding.DecodeString(ak)
+		switch {
+		case err != nil:
+			bad(field, "not standard base64: %v", err)
+		case len(k) != KeySize:
+			bad(field, "decodes to %d bytes, want %d", len(k), KeySize)
+		case Key(k) == c.Cluster.Key:
+			bad(field, "is cluster.key itself")
+		default:
+			c.Cluster.AcceptKeys = append(c.Cluster.AcceptKeys, Key(k))
+		}
 	}
 
 	c.Cluster.Size = DefaultSize
@@ -344,6 +369,13 @@ func (c *Config) Marshal() ([]byte, error) {
 	fmt.Fprintf(&b, "cluster:\n")
 	fmt.Fprintf(&b, "  name: %s  # [a-z0-9-]{1,32}\n", q(c.Cluster.Name))
 	fmt.Fprintf(&b, "  key: %s  # secret: whoever has it can join\n", q(c.Cluster.Key.String()))
+	if len(c.Cluster.AcceptKeys) > 0 {
+		ak := make([]string, 0, len(c.Cluster.AcceptKeys))
+		for _, k := range c.Cluster.AcceptKeys {
+			ak = append(ak, k.String())
+		}
+		fmt.Fprintf(&b, "  accept_keys: %s  # also accepted, never sent with: a key rotation under way\n", flow(ak))
+	}
 	fmt.Fprintf(&b, "  size: %d  # expected members\n", c.Cluster.Size)
 	if vip == "" {
 		fmt.Fprintf(&b, "  # vip: the floating address/prefix the cluster answers on from whichever node is healthy, e.g.\n")

@@ -8,6 +8,7 @@ import (
 )
 
 const goodKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" // bytes 0..31
+const otherKey = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=" // 32 bytes of 7
 
 func TestParse(t *testing.T) {
 	tests := []struct {
@@ -78,6 +79,22 @@ ssh_authorized_keys:
 			wantErr: []string{"cluster.replaceAfter", "at least 30s"}},
 		{name: "replaceAfter not a duration", in: "cluster:\n  name: a\n  key: " + goodKey + "\n  replaceAfter: soon\n",
 			wantErr: []string{"cluster.replaceAfter", "duration"}},
+		{name: "accept_keys", in: "cluster:\n  name: a\n  key: " + goodKey + "\n  accept_keys: [" + otherKey + "]\n",
+			check: func(t *testing.T, c *Config) {
+				if len(c.Cluster.AcceptKeys) != 1 || c.Cluster.AcceptKeys[0].String() != otherKey {
+					t.Errorf("accept_keys = %v", c.Cluster.AcceptKeys)
+				}
+				again, err := Parse(must(c.Marshal()))
+				if err != nil || len(again.Cluster.AcceptKeys) != 1 || again.Cluster.AcceptKeys[0] != c.Cluster.AcceptKeys[0] {
+					t.Errorf("round trip: %v, %v", again, err)
+				}
+			}},
+		{name: "accept_keys: the key itself", in: "cluster: {name: a, key: " + goodKey + ", accept_keys: [" + goodKey + "]}\n",
+			wantErr: []string{"cluster.accept_keys[0]: is cluster.key itself"}},
+		{name: "accept_keys: too many", in: "cluster: {name: a, key: " + goodKey + ", accept_keys: [" + otherKey + ", " + otherKey + ", " + otherKey + "]}\n",
+			wantErr: []string{"cluster.accept_keys: 3 keys, at most 2"}},
+		{name: "accept_keys: bad one", in: "cluster: {name: a, key: " + goodKey + ", accept_keys: [AAAA]}\n",
+			wantErr: []string{"cluster.accept_keys[0]: decodes to 3 bytes"}},
 		{name: "empty", in: "", wantErr: []string{"empty"}},
 		{name: "comment only", in: "# nothing\n", wantErr: []string{"empty"}},
 		{name: "unknown top-level field", in: "cluster: {name: a, key: " + goodKey + "}\nsssh_authorized_keys: []\n",

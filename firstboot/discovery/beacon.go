@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -66,10 +67,10 @@ func EncodeBeacon(b Beacon, key []byte) ([]byte, error) {
 	return m.Sum(out), nil
 }
 
-// DecodeBeacon parses and verifies untrusted bytes. It checks the cluster name hash first (cheap, lets the
+// DecodeBeacon parses and verifies untrusted bytes against any of keys (more than one during a key rotation). It checks the cluster name hash first (cheap, lets the
 // caller ignore other clusters quietly), then the MAC, and only then trusts the contents. Freshness is the
 // caller's job (it needs a clock and per-sender memory): see Replay.
-func DecodeBeacon(p []byte, nameHash [8]byte, key []byte) (Beacon, error) {
+func DecodeBeacon(p []byte, nameHash [8]byte, keys ...[]byte) (Beacon, error) {
 	var b Beacon
 	if len(p) < 4+1+8+8+1+1+1+4+2+macSize || len(p) > MaxBeaconSize {
 		return b, fmt.Errorf("%w: length %d", ErrMalformed, len(p))
@@ -81,9 +82,11 @@ func DecodeBeacon(p []byte, nameHash [8]byte, key []byte) (Beacon, error) {
 		return b, ErrOtherCluster
 	}
 	body, mac := p[:len(p)-macSize], p[len(p)-macSize:]
-	m := hmac.New(sha256.New, key)
-	m.Write(body)
-	if !hmac.Equal(m.Sum(nil), mac) {
+	if !slices.ContainsFunc(keys, func(key []byte) bool {
+		m := hmac.New(sha256.New, key)
+		m.Write(body)
+		return hmac.Equal(m.Sum(nil), mac)
+	}) {
 		return b, ErrBadMAC
 	}
 	copy(b.NameHash[:], p[5:13])

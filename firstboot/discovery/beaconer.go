@@ -33,14 +33,17 @@ type BeaconConfig struct {
 // beaconer sends and receives beacons. join is called (from its own goroutine) for every fresh, authentic
 // beacon of a node that is not a live member.
 type beaconer struct {
-	cfg    BeaconConfig
-	keys   Keys
-	self   func() Beacon
-	quiet  func() bool
-	join   func(b Beacon)
-	log    *slog.Logger
-	conn   net.PacketConn
-	replay Replay
+	cfg  BeaconConfig
+	keys Keys
+	// acceptBeacon are further beacon MAC keys accepted (a key rotation under way); beacons are sent with
+	// keys.Beacon only.
+	acceptBeacon [][]byte
+	self         func() Beacon
+	quiet        func() bool
+	join         func(b Beacon)
+	log          *slog.Logger
+	conn         net.PacketConn
+	replay       Replay
 
 	// warned throttles the rejection warnings per source address.
 	warned *throttle
@@ -112,7 +115,7 @@ func (b *beaconer) receive(ctx context.Context) {
 			b.log.Warn("beacon: receive", "err", err)
 			continue
 		}
-		bc, err := DecodeBeacon(buf[:n], b.keys.NameHash, b.keys.Beacon)
+		bc, err := DecodeBeacon(buf[:n], b.keys.NameHash, append([][]byte{b.keys.Beacon}, b.acceptBeacon...)...)
 		switch {
 		case errors.Is(err, ErrOtherCluster):
 			continue // another kiln cluster on the same LAN: routine, not worth a log line

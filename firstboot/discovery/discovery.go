@@ -36,6 +36,9 @@ type Config struct {
 	// ClusterName and Key (32 bytes) select and authenticate the cluster.
 	ClusterName string
 	Key         []byte
+	// AcceptKeys are further 32-byte cluster keys accepted (gossip decrypted, beacons verified) but never sent
+	// with: a key rotation under way.
+	AcceptKeys [][]byte
 	// Expected is the expected cluster size: beacons go quiet once that many members are alive.
 	Expected int
 	// Bind is the address memberlist binds to and advertises (the cluster interface address); Port its
@@ -163,7 +166,16 @@ func Start(ctx context.Context, cfg Config) (*Discovery, error) {
 		joining: newThrottle(3 * time.Second),
 		gossip:  map[string]netip.AddrPort{},
 	}
-	keyring, err := memberlist.NewKeyring(nil, keys.Gossip)
+	var acceptGossip, acceptBeacon [][]byte
+	for _, ak := range cfg.AcceptKeys {
+		k, err := DeriveKeys(cfg.ClusterName, ak)
+		if err != nil {
+			return nil, fmt.Errorf("discovery: accepted key: %w", err)
+		}
+		acceptGossip, acceptBeacon = append(acceptGossip, k.Gossip), append(acceptBeacon, k.Beacon)
+	}
+	// memberlist encrypts with the primary key and tries every key of the ring on what it receives.
+	keyring, err := memberlist.NewKeyring(append([][]byte{keys.Gossip}, acceptGossip...), keys.Gossip)
 	if err != nil {
 		return nil, fmt.Errorf("discovery: keyring: %w", err)
 	}
@@ -223,7 +235,7 @@ func Start(ctx context.Context, cfg Config) (*Discovery, error) {
 			ml.Shutdown()
 			return nil, fmt.Errorf("discovery: beacon listen %s: %w", bc.Listen, err)
 		}
-		b := &beaconer{cfg: bc, keys: keys, conn: conn, log: d.log, replay: Replay{Window: bc.Window},
+		b := &beaconer{cfg: bc, keys: keys, acceptBeacon: acceptBeacon, conn: conn, log: d.log, replay: Replay{Window: bc.Window},
 			warned: newThrottle(time.Minute), self: d.selfBeacon, quiet: d.complete,
 			join: func(b Beacon) { d.join(b.NodeID, b.Addr.String()) }}
 		d.wg.Add(1)

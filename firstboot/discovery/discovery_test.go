@@ -240,3 +240,26 @@ func TestBeaconsFormMembership(t *testing.T) {
 		return strings.Contains(nodes[0].log.String(), "beacon ignored") && strings.Contains(nodes[0].log.String(), "MAC mismatch")
 	})
 }
+
+// A key rotation's middle step: nodes send with different keys, each accepting the other's, and still form
+// one membership, beacons and gossip alike.
+func TestRotationAcceptsBothKeys(t *testing.T) {
+	oldKey, newKey := testKey, bytes.Repeat([]byte{7}, 32)
+	port := freeUDPPort(t)
+	ips := []string{"127.0.0.61", "127.0.0.62"}
+	var targets []netip.AddrPort
+	for _, ip := range ips {
+		targets = append(targets, netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port)))
+	}
+	node := func(id, ip string, key []byte, accept ...[]byte) testNode {
+		return startNode(t, id, ip, key, func(c *Config) {
+			c.AcceptKeys = accept
+			c.Beacon = BeaconConfig{Listen: fmt.Sprintf("%s:%d", ip, port), Targets: targets, Interval: 100 * time.Millisecond}
+		})
+	}
+	a := node("a1", ips[0], newKey, oldKey) // step 2 done: sends with the new key
+	b := node("b2", ips[1], oldKey, newKey) // step 1 only: sends with the old key
+	for _, n := range []testNode{a, b} {
+		waitFor(t, 10*time.Second, "2 members on "+n.cfg.NodeID, func() bool { return sameIDs(alive(n.Discovery), "a1", "b2") })
+	}
+}
