@@ -70,8 +70,28 @@ func (r *Reconciler) heal(ctx context.Context, s *state.State, self string, node
 		r.log.Info("swarm: "+string(c.Kind)+"d node", "node", c.Node.ID, "hostname", c.Hostname,
 			"addr", c.Node.Status.Addr, "state", c.Node.Status.State, "reason", c.Reason)
 		r.lastHeal = fmt.Sprintf("%s at %s", c, now.UTC().Format(time.RFC3339))
+		if c.Kind == Remove && c.Departed {
+			if err := r.rotateJoinTokens(ctx); err != nil {
+				return changed, fmt.Errorf("swarm: after removing departed %s: %w", c.Hostname, err)
+			}
+			r.log.Info("swarm: join tokens rotated", "reason", "departed node "+c.Hostname+" removed")
+		}
 	}
 	return changed, nil
+}
+
+// rotateJoinTokens replaces both join tokens. The formation record takes the new ones on this pass's announce
+// (lead reads them from SwarmInspect), so members still joining switch to them; the removed machine's copy
+// opens nothing.
+func (r *Reconciler) rotateJoinTokens(ctx context.Context) error {
+	sw, err := r.cli.SwarmInspect(ctx)
+	if err != nil {
+		return fmt.Errorf("rotate join tokens: inspect: %w", err)
+	}
+	if err := r.cli.SwarmUpdate(ctx, sw.Version, sw.Spec, swarm.UpdateFlags{RotateWorkerToken: true, RotateManagerToken: true}); err != nil {
+		return fmt.Errorf("rotate join tokens: %w", err)
+	}
+	return nil
 }
 
 func isLeader(nodes []swarm.Node, self string) bool {

@@ -58,6 +58,9 @@ type Cleanup struct {
 	Node     swarm.Node
 	Hostname string
 	Reason   string
+	// Departed: the entry's machine is gone for good (no alive member has its hostname), so once its entry is
+	// removed the join tokens it knew are rotated: a lost or stolen machine must not be able to join again.
+	Departed bool
 }
 
 func (c Cleanup) String() string {
@@ -120,6 +123,7 @@ func PlanCleanup(in CleanupInput) []Cleanup {
 		}
 		host := n.Description.Hostname
 		var reason string
+		departed := false
 		if m, ok := alive[host]; ok {
 			if m.SwarmNode == "" || m.SwarmNode == n.ID {
 				continue // the member itself (rebooting), or not reported yet
@@ -162,6 +166,7 @@ func PlanCleanup(in CleanupInput) []Cleanup {
 				continue // keep the seat until a successor is there
 			}
 			reason = fmt.Sprintf("gone for good: down since %s (more than %s)", since.UTC().Format(time.RFC3339), in.ReplaceAfter)
+			departed = true
 		}
 		switch {
 		case n.Spec.Role == swarm.NodeRoleManager:
@@ -173,11 +178,11 @@ func PlanCleanup(in CleanupInput) []Cleanup {
 				continue
 			}
 			demoted = true
-			out = append(out, Cleanup{Kind: Demote, Node: n, Hostname: host, Reason: reason})
+			out = append(out, Cleanup{Kind: Demote, Node: n, Hostname: host, Reason: reason, Departed: departed})
 		case n.ManagerStatus != nil:
 			// Demoted, still leaving raft: remove in a later pass.
 		default:
-			out = append(out, Cleanup{Kind: Remove, Node: n, Hostname: host, Reason: reason})
+			out = append(out, Cleanup{Kind: Remove, Node: n, Hostname: host, Reason: reason, Departed: departed})
 		}
 	}
 	return out

@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 
 	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/state"
 )
 
 func TestPlanCleanup(t *testing.T) {
@@ -81,11 +83,11 @@ func TestPlanCleanup(t *testing.T) {
 		{"dead manager inside the grace period: keep", []swarm.Node{leader, b, cDown, dWorker},
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", false, "C"), mem("d", true, "D")}, short, nil},
 		{"dead manager past the grace period, newcomer waiting: demote", []swarm.Node{leader, b, cDown, dWorker},
-			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", false, "C"), mem("d", true, "D")}, long, []string{"demote C"}},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", false, "C"), mem("d", true, "D")}, long, []string{"demote C (departed)"}},
 		{"dead manager past the grace period, nobody to take the seat: keep", []swarm.Node{leader, b, cDown},
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", false, "C")}, long, nil},
 		{"dead worker past the grace period: remove", []swarm.Node{leader, b, cGone},
-			[]member.Member{mem("a", true, "A"), mem("b", true, "B")}, long, []string{"remove C"}},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B")}, long, []string{"remove C (departed)"}},
 		{"never the leader itself", []swarm.Node{leader}, []member.Member{mem("a", true, "Z")}, nil, nil},
 		{"failed manager join (never registered), down 1 min: keep, it may still be registering", []swarm.Node{leader, b, ghost, c2Worker},
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C2")}, ghostNew, nil},
@@ -114,7 +116,11 @@ func TestPlanCleanup(t *testing.T) {
 				Now: t0, ReplaceAfter: 10 * time.Minute, Expected: 3})
 			var kinds []string
 			for _, c := range got {
-				kinds = append(kinds, fmt.Sprintf("%s %s", c.Kind, c.Node.ID))
+				k := fmt.Sprintf("%s %s", c.Kind, c.Node.ID)
+				if c.Departed {
+					k += " (departed)" // its removal rotates the join tokens
+				}
+				kinds = append(kinds, k)
 				if c.Reason == "" || c.Hostname == "" {
 					t.Errorf("%s without reason or hostname", c)
 				}
@@ -178,5 +184,61 @@ func TestQuorumReportAndNoQuorum(t *testing.T) {
 	}
 	if NoQuorum(errors.New("connection refused")) || NoQuorum(nil) {
 		t.Error("other errors taken for quorum loss")
+	}
+}
+
+// tokenAPI is a leader's dockerd for heal: it removes nodes and records token rotations.
+type tokenAPI struct {
+	DockerAPI
+	removed []string
+	flags   []swarm.UpdateFlags
+}
+
+func (f *tokenAPI) NodeRemove(_ context.Context, id string, _ swarm.NodeRemoveOptions) error {
+	f.removed = append(f.removed, id)
+	return nil
+}
+func (f *tokenAPI) SwarmInspect(context.Context) (swarm.Swarm, error) {
+	return swarm.Swarm{ClusterInfo: swarm.ClusterInfo{Meta: swarm.Meta{Version: swarm.Version{Index: 7}}}}, nil
+}
+func (f *tokenAPI) SwarmUpdate(_ context.Context, v swarm.Version, _ swarm.Spec, fl swarm.UpdateFlags) error {
+	if v.Index != 7 {
+		return fmt.Errorf("update at version %d, want the inspected 7", v.Index)
+	}
+	f.flags = append(f.flags, fl)
+	return nil
+}
+
+// Removing the entry of a machine gone for good rotates both join tokens; removing a reimaged machine's stale
+// entry (the same machine, back under a new swarm node) does not.
+func TestHealRotatesTokensAfterADeparture(t *testing.T) {
+	leader := swNode("A", "10.0.0.1", swarm.NodeRoleManager, swarm.NodeStateReady, swarm.ReachabilityReachable)
+	leader.ManagerStatus.Leader = true
+	gone := swNode("C", "10.0.0.3", swarm.NodeRoleWorker, swarm.NodeStateDown, "")
+	gone.Description.Hostname = "kiln-c"
+	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name       string
+		members    []member.Member
+		wantRotate bool
+	}{
+		{"departed", []member.Member{{ID: "a", Hostname: "kiln-a", Alive: true, SwarmNode: "A"}}, true},
+		{"reimaged", []member.Member{{ID: "a", Hostname: "kiln-a", Alive: true, SwarmNode: "A"},
+			{ID: "c", Hostname: "kiln-c", Alive: true, SwarmNode: "C2"}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			api := &tokenAPI{}
+			r := NewWithOptions(api, quiet(), Options{})
+			r.now = func() time.Time { return t0 }
+			r.downSince["C"] = t0.Add(-time.Hour)
+			s := &state.State{Inputs: state.Inputs{Expected: 3, ReplaceAfter: 10 * time.Minute}, Observed: state.Observed{Members: tc.members}}
+			if _, err := r.heal(context.Background(), s, "A", []swarm.Node{leader, gone}); err != nil {
+				t.Fatal(err)
+			}
+			rotated := len(api.flags) == 1 && api.flags[0].RotateWorkerToken && api.flags[0].RotateManagerToken
+			if len(api.removed) != 1 || rotated != tc.wantRotate {
+				t.Fatalf("removed %v, token updates %+v; want C removed, rotation %v", api.removed, api.flags, tc.wantRotate)
+			}
+		})
 	}
 }

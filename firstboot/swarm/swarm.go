@@ -30,6 +30,7 @@ type DockerAPI interface {
 	NodeUpdate(ctx context.Context, nodeID string, version swarm.Version, node swarm.NodeSpec) error
 	NodeRemove(ctx context.Context, nodeID string, options swarm.NodeRemoveOptions) error
 	SwarmLeave(ctx context.Context, force bool) error
+	SwarmUpdate(ctx context.Context, version swarm.Version, spec swarm.Spec, flags swarm.UpdateFlags) error
 }
 
 // MaxManagers is the number of managers kiln keeps: raft needs a majority, so 3/5/7 tolerate 1/2/3 failures;
