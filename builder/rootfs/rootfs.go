@@ -243,7 +243,9 @@ func (st *Stage) Run(ctx context.Context, env *builder.Env, dir string) error {
 		return errors.New("packages: no linux-image-* package to boot")
 	}
 	args := []string{
-		"--mode=root", "--variant=apt", "--format=directory",
+		// --verbose: apt's own lines (the counts it announces, each download, unpack and configure) are
+		// what the progress bar follows (installProgress).
+		"--mode=root", "--variant=apt", "--format=directory", "--verbose",
 		"--architectures=" + st.spec.Distribution.Architecture,
 		"--include=" + strings.Join(st.packages(), ","),
 		`--aptopt=APT::Install-Recommends "false"`,
@@ -269,7 +271,13 @@ func (st *Stage) Run(ctx context.Context, env *builder.Env, dir string) error {
 	env.Log.Info("installing packages", "suite", st.spec.Distribution.Suite, "count", len(st.packages()))
 	// mmdebstrap clamps timestamps it writes (apt, dpkg, logs) to SOURCE_DATE_EPOCH.
 	argv := append([]string{"SOURCE_DATE_EPOCH=" + strconv.FormatInt(env.SourceDateEpoch, 10), "mmdebstrap"}, args...)
-	if _, err := run.Cmd(ctx, "env", argv...); err != nil {
+	var prog installProgress
+	onLine := func(l string) {
+		if prog.line(l) {
+			env.Progress(prog.frac, prog.msg)
+		}
+	}
+	if err := run.Lines(ctx, onLine, "env", argv...); err != nil {
 		return fmt.Errorf("packages: mmdebstrap: %w", err)
 	}
 	env.Progress(0.9, "package list, kernel")

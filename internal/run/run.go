@@ -2,10 +2,12 @@
 package run
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -67,3 +69,59 @@ func CmdIn(ctx context.Context, stdin []byte, name string, args ...string) ([]by
 	}
 	return stdout.Bytes(), nil
 }
+
+// Lines runs name with args and hands every line of its stdout and stderr, interleaved as written, to onLine
+// (from one goroutine, in order). The error is Cmd's, its Stderr the tail of all output: a tool that reports
+// progress on stdout and its failure on stderr (mmdebstrap, apt) is read as one log.
+func Lines(ctx context.Context, onLine func(string), name string, args ...string) error {
+	c := exec.CommandContext(ctx, name, args...)
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+	c.WaitDelay = waitDelay
+	pr, pw := io.Pipe()
+	c.Stdout, c.Stderr = pw, pw
+	tail := &tailBuffer{max: stderrTail}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			tail.add(line)
+			onLine(line)
+		}
+		// A line longer than the buffer ends the scan: drain so the command never blocks on a full pipe.
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	err := c.Run()
+	pw.Close()
+	<-done
+	if err != nil {
+		e := &Error{Argv: append([]string{name}, args...), ExitCode: -1, Err: err, Stderr: tail.String()}
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			e.ExitCode = ee.ExitCode()
+		}
+		return e
+	}
+	return nil
+}
+
+// tailBuffer keeps the last lines of a log, at most max bytes.
+type tailBuffer struct {
+	max   int
+	lines []string
+	size  int
+}
+
+func (t *tailBuffer) add(line string) {
+	t.lines = append(t.lines, line)
+	t.size += len(line) + 1
+	for t.size > t.max && len(t.lines) > 1 {
+		t.size -= len(t.lines[0]) + 1
+		t.lines = t.lines[1:]
+	}
+}
+
+func (t *tailBuffer) String() string { return strings.Join(t.lines, "\n") }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -52,5 +53,26 @@ func TestCmdErrorNamesArgvAndExitCode(t *testing.T) {
 	}
 	if re.ExitCode != 3 || re.Stderr != "broken" || !strings.Contains(err.Error(), "sh -c") {
 		t.Fatalf("err = %+v", re)
+	}
+}
+
+// Lines hands over stdout and stderr line by line, in order, and a failure carries the tail of both.
+func TestLines(t *testing.T) {
+	var got []string
+	err := Lines(context.Background(), func(l string) { got = append(got, l) }, "sh", "-c", "echo one; echo two >&2; echo three; exit 3")
+	if want := []string{"one", "two", "three"}; !slices.Equal(got, want) {
+		t.Errorf("lines %q, want %q", got, want)
+	}
+	var e *Error
+	if !errors.As(err, &e) || e.ExitCode != 3 || e.Stderr != "one\ntwo\nthree" {
+		t.Fatalf("err = %#v, want exit 3 with the output's tail", err)
+	}
+	long := strings.Repeat("x", 100)
+	tb := &tailBuffer{max: 250}
+	for range 10 {
+		tb.add(long)
+	}
+	if n := strings.Count(tb.String(), "\n") + 1; n != 2 {
+		t.Errorf("tail keeps %d lines of 101 bytes under a 250-byte bound, want 2", n)
 	}
 }
