@@ -145,7 +145,8 @@ func (n *Node) Run(ctx context.Context, env *builder.Env, dir string) error {
 		return fmt.Errorf("node: %w", err)
 	}
 	if n.spec.ClusterConfig != "" {
-		if err := copyFile(ctx, n.spec.Path(n.spec.ClusterConfig), filepath.Join(stage, ClusterConfigPath), 0o644); err != nil {
+		// 0600: it holds the cluster key. Everything that reads it (the agent, ssh-keys for sshd) runs as root.
+		if err := copyFile(ctx, n.spec.Path(n.spec.ClusterConfig), filepath.Join(stage, ClusterConfigPath), 0o600); err != nil {
 			return fmt.Errorf("node: cluster config: %w", err)
 		}
 	}
