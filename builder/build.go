@@ -62,13 +62,19 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 
 	m := &Manifest{Name: o.Spec.Name, Spec: o.Spec.File, SourceDateEpoch: o.SourceDateEpoch, Key: res.Last().Key,
 		Kiln:      version.Get(),
-		Artifacts: []Artifact{}, Packages: []Package{}}
+		Artifacts: []Artifact{}, Packages: []Package{}, Images: []PreloadedImage{}}
 	for _, r := range res.Stages {
 		m.Stages = append(m.Stages, StageManifest{Name: r.Name, Key: r.Key, Inputs: r.Inputs, CacheHit: r.Hit,
 			Why: r.Why, Duration: cache.Duration(r.Duration), BuildDuration: cache.Duration(r.BuildDuration)})
 	}
 	if dir := res.Output(PackagesStage); dir != "" {
 		if m.Packages, err = readPackages(filepath.Join(dir, PackageList)); err != nil {
+			return nil, err
+		}
+	}
+
+	if dir := res.Output(ImagesStage); dir != "" {
+		if m.Images, err = readImages(filepath.Join(dir, ImageList)); err != nil {
 			return nil, err
 		}
 	}

@@ -3,6 +3,7 @@ package builder
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -16,6 +17,13 @@ import (
 const (
 	PackagesStage = "packages"
 	PackageList   = "packages.tsv"
+)
+
+// ImagesStage and ImageList locate the preloaded images: the images stage writes a JSON list of
+// PreloadedImage to images.json at the top of its output directory.
+const (
+	ImagesStage = "images"
+	ImageList   = "images.json"
 )
 
 // Manifest is out/manifest.json: what was built, from what, and how the build went.
@@ -32,6 +40,8 @@ type Manifest struct {
 	Key       string          `json:"key"`
 	Artifacts []Artifact      `json:"artifacts"`
 	Packages  []Package       `json:"packages"`
+	// Images are the container images the node loads into dockerd at boot (spec preload), in spec order.
+	Images []PreloadedImage `json:"images"`
 	Stages    []StageManifest `json:"stages"`
 }
 
@@ -54,6 +64,22 @@ type Package struct {
 	Version string `json:"version"`
 }
 
+// PreloadedImage is one container image baked into the node layer (spec preload).
+type PreloadedImage struct {
+	// Name is the reference it is loaded under (kiln/traefik:v3.7.13).
+	Name string `json:"name"`
+	// Source is traefik (built from its Go module) or archive (a docker save archive from the spec).
+	Source string `json:"source"`
+	// Version is Traefik's version; empty for an archive.
+	Version string `json:"version,omitempty"`
+	// Digest is the image ID (sha256 of its config), what `docker image ls --no-trunc` shows once loaded.
+	Digest string `json:"digest"`
+	// File is the archive under /usr/lib/kiln/images; SHA256 and Size are the archive's.
+	File   string `json:"file"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
 // StageManifest records one stage of the build.
 type StageManifest struct {
 	Name   string            `json:"name"`
@@ -67,6 +93,19 @@ type StageManifest struct {
 	Duration cache.Duration `json:"duration"`
 	// BuildDuration is how long the cached output took to build, in seconds.
 	BuildDuration cache.Duration `json:"build_duration"`
+}
+
+// readImages parses images.json.
+func readImages(path string) ([]PreloadedImage, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("builder: image list: %w", err)
+	}
+	var imgs []PreloadedImage
+	if err := json.Unmarshal(b, &imgs); err != nil {
+		return nil, fmt.Errorf("builder: %s: %w", path, err)
+	}
+	return imgs, nil
 }
 
 // readPackages parses packages.tsv; a missing file is an error (the manifest promises every package).

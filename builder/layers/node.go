@@ -130,6 +130,15 @@ func (n *Node) Run(ctx context.Context, env *builder.Env, dir string) error {
 			return fmt.Errorf("node: overlay %s: %w", o, err)
 		}
 	}
+	// The images stage's tree (preloaded image archives, their index and boot unit) is empty without preload.
+	if imgs := env.Outputs["images"]; imgs != "" {
+		if tree := filepath.Join(imgs, "tree"); dirExists(tree) {
+			env.Progress(0.1, "preloaded images")
+			if err := copyTree(ctx, tree, stage); err != nil {
+				return fmt.Errorf("node: preloaded images: %w", err)
+			}
+		}
+	}
 	agent, err := n.agentPath()
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
@@ -221,6 +230,11 @@ func copyTree(ctx context.Context, src, dst string) error {
 			return fmt.Errorf("%s: only directories, regular files and symlinks can go in an overlay", p)
 		}
 	})
+}
+
+func dirExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }
 
 func normalMode(m fs.FileMode) fs.FileMode {

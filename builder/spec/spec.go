@@ -29,6 +29,9 @@ type Spec struct {
 	Agent string `yaml:"agent,omitempty" json:"agent,omitempty"`
 	// ClusterConfig is an optional default cluster config baked at /usr/lib/kiln/cluster.yaml.
 	ClusterConfig string `yaml:"clusterConfig,omitempty" json:"clusterConfig,omitempty"`
+	// Preload lists container images baked into the image and loaded into dockerd at every boot where they
+	// are missing (first boot, after a reimage), without any registry (docs/ingress.md).
+	Preload []PreloadImage `yaml:"preload,omitempty" json:"preload,omitempty"`
 	// Kernel tunes the boot entry.
 	Kernel Kernel `yaml:"kernel,omitempty" json:"kernel,omitempty"`
 	// Disk tunes the disk layout.
@@ -57,6 +60,15 @@ type Distribution struct {
 	Snapshot string `yaml:"snapshot,omitempty" json:"snapshot,omitempty" jsonschema:"pattern=^[0-9]{8}T[0-9]{6}Z$"`
 	// Components are the archive components; default main, non-free-firmware.
 	Components []string `yaml:"components,omitempty" json:"components,omitempty"`
+}
+
+// PreloadImage is one preloaded container image: exactly one of its fields is set.
+type PreloadImage struct {
+	// Traefik builds Traefik from its Go module (github.com/traefik/traefik/v3) at this version, e.g. v3.7.13,
+	// into the image kiln/traefik:<version>, which the ingress stack runs.
+	Traefik string `yaml:"traefik,omitempty" json:"traefik,omitempty" jsonschema:"pattern=^v3[.][0-9]+[.][0-9]+$"`
+	// Archive is a `docker save` archive (relative to the spec), loaded under the tags it holds.
+	Archive string `yaml:"archive,omitempty" json:"archive,omitempty"`
 }
 
 // Kernel tunes the boot entry.

@@ -129,6 +129,7 @@ func (s *Spec) Validate() error {
 	if s.ClusterConfig != "" {
 		v.path("clusterConfig", s.ClusterConfig, s.Path(s.ClusterConfig), false)
 	}
+	v.validatePreload()
 	if s.Butane != "" && v.path("butane", s.Butane, s.Path(s.Butane), false) {
 		if _, err := s.Ignition(); err != nil {
 			v.errs = append(v.errs, err)

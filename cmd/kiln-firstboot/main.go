@@ -23,6 +23,7 @@ var commands = []func() *cobra.Command{
 	newBrickDiskCmd,
 	newFirewallBootCmd,
 	newIgniteCmd,
+	newPreloadCmd,
 	newSSHKeysCmd,
 	newHealthCmd,
 	newRecoverCmd,

@@ -67,6 +67,8 @@ func TestJSONShapes(t *testing.T) {
 	jsonGolden(t, "build-manifest", builder.Manifest{Name: "node", Spec: "images/node.yaml", SourceDateEpoch: 1686355200,
 		Kiln: v, Key: "5f0c…", Artifacts: []builder.Artifact{{File: "node.raw", Format: "raw", SHA256: "ab12…", Size: 2147483648, Allocated: 412090368}},
 		Packages: []builder.Package{{Name: "systemd", Version: "252.38-1~deb12u1"}},
+		Images: []builder.PreloadedImage{{Name: "kiln/traefik:v3.7.13", Source: "traefik", Version: "v3.7.13", Digest: "sha256:7d41…",
+			File: "traefik-v3.7.13.tar", SHA256: "c0ff…", Size: 118489600}},
 		Stages: []builder.StageManifest{{Name: "packages", Key: "9c1e…", Inputs: map[string]string{"suite": "bookworm"},
 			CacheHit: false, Why: "no cache entry", Duration: cache.Duration(312500 * time.Millisecond), BuildDuration: cache.Duration(312500 * time.Millisecond)}}})
 	jsonGolden(t, "image-info", layers.ImageInfo{Name: "node", Suite: "bookworm", Architecture: "amd64", Built: "2023-06-10T00:00:00Z",

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -41,7 +42,27 @@ func Cmd(ctx context.Context, name string, args ...string) ([]byte, error) {
 
 // CmdIn is Cmd with stdin (nil for none).
 func CmdIn(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	return CmdOpts(ctx, Opts{}, stdin, name, args...)
+}
+
+// Opts place a command: its working directory ("" for the caller's) and variables added to the caller's
+// environment (later ones win, as in exec.Cmd.Env).
+type Opts struct {
+	Dir string
+	Env []string
+}
+
+func (o Opts) apply(c *exec.Cmd) {
+	c.Dir = o.Dir
+	if len(o.Env) > 0 {
+		c.Env = append(os.Environ(), o.Env...)
+	}
+}
+
+// CmdOpts is CmdIn run as o says.
+func CmdOpts(ctx context.Context, o Opts, stdin []byte, name string, args ...string) ([]byte, error) {
 	c := exec.CommandContext(ctx, name, args...)
+	o.apply(c)
 	// When ctx ends, kill the command's whole process group, not only the command: `gluster volume heal … info`
 	// runs glfsheal, which held the stdout pipe open after the CLI was killed, so Wait (and the agent's pass
 	// with it) blocked until glfsheal finished on its own, and each timed-out call left one more behind.
@@ -74,7 +95,13 @@ func CmdIn(ctx context.Context, stdin []byte, name string, args ...string) ([]by
 // (from one goroutine, in order). The error is Cmd's, its Stderr the tail of all output: a tool that reports
 // progress on stdout and its failure on stderr (mmdebstrap, apt) is read as one log.
 func Lines(ctx context.Context, onLine func(string), name string, args ...string) error {
+	return LinesOpts(ctx, Opts{}, onLine, name, args...)
+}
+
+// LinesOpts is Lines run as o says.
+func LinesOpts(ctx context.Context, o Opts, onLine func(string), name string, args ...string) error {
 	c := exec.CommandContext(ctx, name, args...)
+	o.apply(c)
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
 	c.WaitDelay = waitDelay
