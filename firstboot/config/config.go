@@ -35,6 +35,9 @@ type Config struct {
 	// Skipped says why sources before Source that were asked for gave no config (a kiln.config= server that
 	// did not answer): the node runs on a lower-priority config, and its status says why.
 	Skipped []string
+	// Ingress is the ingress section: Traefik on 80/443 with ACME certificates (docs/ingress.md); nil when
+	// the config has none, and then the node runs no ingress stack.
+	Ingress *Ingress
 	// Sources is the sources section: how the node looks for its config. Only the image default's is read
 	// (config.IMDS); elsewhere it is accepted and has no effect, since the config was already found.
 	Sources SourceOptions
@@ -121,6 +124,8 @@ var namePattern = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
 
 // file is the on-disk shape, decoded strictly (see decodeStrict). Pointers tell "absent" from "zero".
 type file struct {
+	// Ingress is optional: absent (or empty), the node runs no ingress stack.
+	Ingress           fileIngress `yaml:"ingress"`
 	Cluster           fileCluster `yaml:"cluster"`
 	SSHAuthorizedKeys []string    `yaml:"ssh_authorized_keys"`
 	Sources           fileSources `yaml:"sources"`
@@ -270,6 +275,8 @@ func (f *file) validate() (*Config, error) {
 		}
 	}
 
+	c.Ingress = f.Ingress.validate(bad)
+
 	for n, k := range f.SSHAuthorizedKeys {
 		// A key is one line of authorized_keys; a newline would let one entry smuggle in a second line.
 		if strings.TrimSpace(k) == "" || strings.ContainsAny(k, "\r\n") {
@@ -396,6 +403,7 @@ func (c *Config) Marshal() ([]byte, error) {
 		fmt.Fprintf(&b, "  replaceAfter: %s  # a member gone this long is replaced by an alive newcomer\n", q(ra.String()))
 	}
 	fmt.Fprintf(&b, "ssh_authorized_keys: %s  # added to root's keys\n", flow(keys))
+	c.Ingress.marshal(&b, q)
 	if c.Sources.AWSIMDS {
 		fmt.Fprintf(&b, "sources:\n  aws_imds: true  # ask EC2 user-data even where the firmware does not say EC2\n")
 	}

@@ -19,7 +19,9 @@ import (
 	"github.com/kiln-project/kiln/firstboot/discovery"
 	"github.com/kiln-project/kiln/firstboot/firewall"
 	"github.com/kiln-project/kiln/firstboot/gluster"
+	"github.com/kiln-project/kiln/firstboot/ingress"
 	"github.com/kiln-project/kiln/firstboot/netif"
+	"github.com/kiln-project/kiln/firstboot/preload"
 	"github.com/kiln-project/kiln/firstboot/sdunit"
 	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/firstboot/swarm"
@@ -76,9 +78,20 @@ func (m Machine) Pass(env firstboot.Env) (state.Pass, error) {
 		}, log.With("reconciler", "firewall")),
 		Swarm:    swarm.New(m.Docker, log.With("reconciler", "swarm")),
 		Gluster:  gluster.New(gluster.NewCLI(gluster.HostRunner), units, "", log.With("reconciler", "gluster")),
+		Ingress:  m.ingress(env),
 		VRRP:     vrrp.New(units, nl, vrrp.ConfigPath, log.With("reconciler", "vrrp")),
 		CloudVIP: m.cloudVIP(env, nl),
 	}, nil
+}
+
+// ingress is the ingress stack's reconciler when the config has an ingress section, else nil (a cluster
+// without one runs exactly the pass it ran before ingress existed).
+func (m Machine) ingress(env firstboot.Env) state.Reconciler {
+	if env.Config.Ingress == nil {
+		return nil
+	}
+	return ingress.New(m.Docker, env.Config.Ingress, gluster.MountPoint, ingress.MountedFunc(gluster.MountPoint),
+		preload.Dir, env.Logger.With("reconciler", ingress.Name))
 }
 
 // cloudVIP is the AWS VIP reconciler when the config asks for it (cluster.vip_aws), else nil.

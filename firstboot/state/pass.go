@@ -14,6 +14,10 @@ type Pass struct {
 	// the volume only once it is a verified swarm member, so a node that is not part of the cluster's swarm
 	// (a stray swarm, a failed join) never enters the trusted pool. It writes State.Gluster.
 	Gluster Reconciler
+	// Ingress deploys and keeps the ingress stack (Traefik on 80/443, certificates on the volume); nil when
+	// the cluster config has no ingress section. It reads State.Swarm.Active and needs the volume mounted,
+	// and goes before VRRP so a node takes the VIP with its view of the front door reconciled.
+	Ingress Reconciler
 	// VRRP renders keepalived's config from the membership and keeps it running; it goes last so the VIP
 	// moves only to a node whose other parts had their turn in this pass.
 	VRRP Reconciler
@@ -25,7 +29,7 @@ type Pass struct {
 // Steps lists the pass's reconcilers in order, nil slots left out.
 func (p Pass) Steps() []Reconciler {
 	var out []Reconciler
-	for _, r := range []Reconciler{p.Firewall, p.Swarm, p.Gluster, p.VRRP, p.CloudVIP} {
+	for _, r := range []Reconciler{p.Firewall, p.Swarm, p.Gluster, p.Ingress, p.VRRP, p.CloudVIP} {
 		if r != nil {
 			out = append(out, r)
 		}
