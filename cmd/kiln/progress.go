@@ -36,14 +36,19 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-// lines logs stage progress as plain lines, at most one per 10% step or changed note, so long stages stay
-// visible in CI logs without flooding them.
+// lines logs stage progress as plain lines, at most one per 10% step, or per changed note once noteEvery has
+// passed, so long stages stay visible in CI logs without flooding them (the packages stage's note changes
+// with every package).
 type lines struct {
-	log  *slog.Logger
-	mu   sync.Mutex // guards last and note
-	last map[string]float64
-	note string
+	log    *slog.Logger
+	mu     sync.Mutex // guards last, note and noteAt
+	last   map[string]float64
+	note   string
+	noteAt time.Time
 }
+
+// noteEvery is the shortest gap between two lines that differ only in their note.
+const noteEvery = 10 * time.Second
 
 func (l *lines) Logger() *slog.Logger { return l.log }
 func (l *lines) Wait()                {}
@@ -55,10 +60,11 @@ func (l *lines) StageMiss(name, why string) {}
 func (l *lines) StageProgress(name string, f float64, note string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if f-l.last[name] < 0.1 && note == l.note {
+	now := time.Now()
+	if f-l.last[name] < 0.1 && (note == l.note || now.Sub(l.noteAt) < noteEvery) {
 		return
 	}
-	l.last[name], l.note = f, note
+	l.last[name], l.note, l.noteAt = f, note, now
 	l.log.Info("progress", "stage", name, "done", fmt.Sprintf("%.0f%%", f*100), "note", note)
 }
 
