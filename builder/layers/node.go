@@ -29,6 +29,8 @@ const (
 	IgnitionPath      = "usr/lib/kiln/user.ign"
 	ClusterConfigPath = "usr/lib/kiln/cluster.yaml"
 	ImageInfoPath     = "usr/lib/kiln/image.json"
+	// StacksDir holds the spec's compose files as <stack name>.yaml (firstboot/stacks reads them).
+	StacksDir = "usr/lib/kiln/stacks"
 )
 
 // AgentName is the agent's file name next to the kiln executable, the default when the spec names none.
@@ -105,6 +107,11 @@ func (n *Node) Inputs(ctx context.Context) (map[string]string, error) {
 			return nil, fmt.Errorf("node: cluster config: %w", err)
 		}
 	}
+	for _, st := range n.spec.Stacks {
+		if in["stack."+st.Name], err = cache.HashFile(n.spec.Path(st.File)); err != nil {
+			return nil, fmt.Errorf("node: stack %s: %w", st.Name, err)
+		}
+	}
 	if in["mksquashfs"], err = mksquashfsVersion(ctx); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -157,6 +164,11 @@ func (n *Node) Run(ctx context.Context, env *builder.Env, dir string) error {
 		// 0600: it holds the cluster key. Everything that reads it (the agent, ssh-keys for sshd) runs as root.
 		if err := copyFile(ctx, n.spec.Path(n.spec.ClusterConfig), filepath.Join(stage, ClusterConfigPath), 0o600); err != nil {
 			return fmt.Errorf("node: cluster config: %w", err)
+		}
+	}
+	for _, st := range n.spec.Stacks {
+		if err := copyFile(ctx, n.spec.Path(st.File), filepath.Join(stage, StacksDir, st.Name+".yaml"), 0o644); err != nil {
+			return fmt.Errorf("node: stack %s: %w", st.Name, err)
 		}
 	}
 	baseSum, err := os.ReadFile(filepath.Join(env.Outputs["base"], BaseDigest))

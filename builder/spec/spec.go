@@ -32,6 +32,9 @@ type Spec struct {
 	// Preload lists container images baked into the image and loaded into dockerd at every boot where they
 	// are missing (first boot, after a reimage), without any registry (docs/ingress.md).
 	Preload []PreloadImage `yaml:"preload,omitempty" json:"preload,omitempty"`
+	// Stacks are compose files the cluster deploys as swarm stacks once it has formed, and keeps deployed
+	// (docs/ingress.md, "User stacks"); checked at build time against the subset kiln deploys.
+	Stacks []Stack `yaml:"stacks,omitempty" json:"stacks,omitempty"`
 	// Kernel tunes the boot entry.
 	Kernel Kernel `yaml:"kernel,omitempty" json:"kernel,omitempty"`
 	// Disk tunes the disk layout.
@@ -60,6 +63,14 @@ type Distribution struct {
 	Snapshot string `yaml:"snapshot,omitempty" json:"snapshot,omitempty" jsonschema:"pattern=^[0-9]{8}T[0-9]{6}Z$"`
 	// Components are the archive components; default main, non-free-firmware.
 	Components []string `yaml:"components,omitempty" json:"components,omitempty"`
+}
+
+// Stack is one user stack.
+type Stack struct {
+	// Name is the stack's name: its services are <name>_<service>, as with docker stack deploy.
+	Name string `yaml:"name" json:"name" jsonschema:"required,pattern=^[a-z0-9][a-z0-9_-]{0,62}$"`
+	// File is the compose file (relative to the spec), baked at /usr/lib/kiln/stacks/<name>.yaml.
+	File string `yaml:"file" json:"file" jsonschema:"required"`
 }
 
 // PreloadImage is one preloaded container image: exactly one of its fields is set.

@@ -130,6 +130,7 @@ func (s *Spec) Validate() error {
 		v.path("clusterConfig", s.ClusterConfig, s.Path(s.ClusterConfig), false)
 	}
 	v.validatePreload()
+	v.validateStacks()
 	if s.Butane != "" && v.path("butane", s.Butane, s.Path(s.Butane), false) {
 		if _, err := s.Ignition(); err != nil {
 			v.errs = append(v.errs, err)

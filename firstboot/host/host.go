@@ -23,6 +23,7 @@ import (
 	"github.com/kiln-project/kiln/firstboot/netif"
 	"github.com/kiln-project/kiln/firstboot/preload"
 	"github.com/kiln-project/kiln/firstboot/sdunit"
+	"github.com/kiln-project/kiln/firstboot/stacks"
 	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/firstboot/swarm"
 	"github.com/kiln-project/kiln/firstboot/vrrp"
@@ -79,6 +80,7 @@ func (m Machine) Pass(env firstboot.Env) (state.Pass, error) {
 		Swarm:    swarm.New(m.Docker, log.With("reconciler", "swarm")),
 		Gluster:  gluster.New(gluster.NewCLI(gluster.HostRunner), units, "", log.With("reconciler", "gluster")),
 		Ingress:  m.ingress(env),
+		Stacks:   m.stacks(env),
 		VRRP:     vrrp.New(units, nl, vrrp.ConfigPath, log.With("reconciler", "vrrp")),
 		CloudVIP: m.cloudVIP(env, nl),
 	}, nil
@@ -92,6 +94,19 @@ func (m Machine) ingress(env firstboot.Env) state.Reconciler {
 	}
 	return ingress.New(m.Docker, env.Config.Ingress, gluster.MountPoint, ingress.MountedFunc(gluster.MountPoint),
 		preload.Dir, env.Logger.With("reconciler", ingress.Name))
+}
+
+// stacks is the user stacks' reconciler when the image holds compose files, else nil.
+func (m Machine) stacks(env firstboot.Env) state.Reconciler {
+	files, err := stacks.Files(stacks.Dir)
+	if err != nil {
+		env.Logger.Error("user stacks not deployed", "err", err)
+		return nil
+	}
+	if len(files) == 0 {
+		return nil
+	}
+	return stacks.New(m.Docker, files, gluster.MountPoint, ingress.MountedFunc(gluster.MountPoint), env.Logger.With("reconciler", stacks.Name))
 }
 
 // cloudVIP is the AWS VIP reconciler when the config asks for it (cluster.vip_aws), else nil.

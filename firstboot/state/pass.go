@@ -18,6 +18,9 @@ type Pass struct {
 	// the cluster config has no ingress section. It reads State.Swarm.Active and needs the volume mounted,
 	// and goes before VRRP so a node takes the VIP with its view of the front door reconciled.
 	Ingress Reconciler
+	// Stacks deploys and keeps the image's user stacks (compose files); nil for an image without any. After
+	// Ingress, whose network the stacks' routed services join.
+	Stacks Reconciler
 	// VRRP renders keepalived's config from the membership and keeps it running; it goes last so the VIP
 	// moves only to a node whose other parts had their turn in this pass.
 	VRRP Reconciler
@@ -29,7 +32,7 @@ type Pass struct {
 // Steps lists the pass's reconcilers in order, nil slots left out.
 func (p Pass) Steps() []Reconciler {
 	var out []Reconciler
-	for _, r := range []Reconciler{p.Firewall, p.Swarm, p.Gluster, p.Ingress, p.VRRP, p.CloudVIP} {
+	for _, r := range []Reconciler{p.Firewall, p.Swarm, p.Gluster, p.Ingress, p.Stacks, p.VRRP, p.CloudVIP} {
 		if r != nil {
 			out = append(out, r)
 		}
