@@ -72,8 +72,8 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 		if cfg, err = os.ReadFile(o.ConfigFile); err != nil {
 			return nil, fmt.Errorf("pxe: --config: %w", err)
 		}
-		if _, err := config.Parse(cfg); err != nil {
-			return nil, fmt.Errorf("pxe: --config %s is not a valid cluster config (kiln cluster new writes one): %w", o.ConfigFile, err)
+		if _, err := config.ParseFile(o.ConfigFile, cfg); err != nil {
+			return nil, fmt.Errorf("pxe: --config is not a valid cluster config (kiln cluster new writes one): %w", err)
 		}
 		if allow.Empty() {
 			return nil, fmt.Errorf("pxe: --config holds the cluster key: name the nodes that may fetch it with " +

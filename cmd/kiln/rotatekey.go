@@ -45,9 +45,9 @@ The files hold the keys: they are written 0600, and DIR must not hold them alrea
 			if err != nil {
 				return err
 			}
-			cur, err := config.Parse(data)
+			cur, err := config.ParseFile(args[0], data)
 			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
+				return err
 			}
 			if len(cur.Cluster.AcceptKeys) > 0 {
 				return fmt.Errorf("%s: already accepts other keys (a rotation under way?): finish it first", args[0])

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kiln-project/kiln/internal/yamlstrict"
 	"gopkg.in/yaml.v3"
 )
 
@@ -122,13 +123,15 @@ func (k Key) String() string { return base64.StdEncoding.EncodeToString(k[:]) }
 // DNS-label-safe and short.
 var namePattern = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
 
-// file is the on-disk shape, decoded strictly (see decodeStrict). Pointers tell "absent" from "zero".
+// file is the on-disk shape, decoded strictly (internal/yamlstrict). Pointers tell "absent" from "zero".
 type file struct {
 	// Ingress is optional: absent (or empty), the node runs no ingress stack.
 	Ingress           fileIngress `yaml:"ingress"`
 	Cluster           fileCluster `yaml:"cluster"`
 	SSHAuthorizedKeys []string    `yaml:"ssh_authorized_keys"`
-	Sources           fileSources `yaml:"sources"`
+	// Install is read by the ISO installer (ParseInstall), accepted and ignored here.
+	Install fileInstall `yaml:"install"`
+	Sources fileSources `yaml:"sources"`
 }
 
 type fileSources struct {
@@ -156,18 +159,26 @@ type fileCluster struct {
 
 // Parse decodes and validates a config file. Unknown keys are errors; every problem is reported with its
 // field path (errors.Join of all of them), so one round of editing fixes a file.
-func Parse(data []byte) (*Config, error) {
+func Parse(data []byte) (*Config, error) { return ParseFile("", data) }
+
+// ParseFile is Parse for a file with a name (a path, a URL, "fw_cfg"): every problem is reported as
+// name:line:col: field: message, the form editors jump to, with "did you mean" for a misspelt key.
+func ParseFile(name string, data []byte) (*Config, error) {
+	if len(data) > MaxSize {
+		return nil, fmt.Errorf("config is %d bytes, more than the %d allowed", len(data), MaxSize)
+	}
 	var f file
-	if err := decodeStrict(data, &f); err != nil {
+	pos, err := yamlstrict.Decode(name, data, &f)
+	if err != nil {
 		return nil, err
 	}
-	return f.validate()
+	return f.validate(name, pos)
 }
 
-func (f *file) validate() (*Config, error) {
+func (f *file) validate(name string, pos yamlstrict.Positions) (*Config, error) {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+		errs = append(errs, pos.At(name, field, fmt.Sprintf(format, args...)))
 	}
 	c := &Config{SSHAuthorizedKeys: f.SSHAuthorizedKeys}
 	fc := f.Cluster

@@ -181,7 +181,7 @@ func TestParseAWSFields(t *testing.T) {
 		{extra: "  vip_aws: true\n", problem: "cluster.vip_aws: true needs cluster.vip"},
 		{extra: "  discovery:\n    aws_tag: prod\n", problem: "cluster.discovery.aws_tag: \"prod\": want KEY=VALUE"},
 		{extra: "  discovery:\n    aws_tag: aws:cloudformation:stack-name=x\n", problem: "not aws:"},
-		{extra: "  discovery:\n    multicast: true\n", problem: "cluster.discovery.multicast: line 5: unknown field"},
+		{extra: "  discovery:\n    multicast: true\n", problem: "5:5: cluster.discovery: unknown field \"multicast\""},
 		{extra: "sources:\n  aws_imds: true\n", imds: true},
 	} {
 		c, err := Parse([]byte(base + tc.extra))

@@ -93,7 +93,7 @@ func TestIngressErrors(t *testing.T) {
 		{"ingress:\n  email: ops@example.org\n  ca: http://ca.example/dir\n", `ingress.ca: "http://ca.example/dir": want the ACME directory's https:// URL`},
 		{"ingress:\n  email: ops@example.org\n  ca_bundle: ca.pem\n", `ingress.ca_bundle: "ca.pem": want PEM certificates`},
 		{"ingress:\n  email: ops@example.org\n  ca_bundle: \"-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----\\n\"\n", "ingress.ca_bundle: "},
-		{"ingress:\n  email: ops@example.org\n  acme: x\n", "ingress.acme: line 6: unknown field"},
+		{"ingress:\n  email: ops@example.org\n  acme: x\n", "6:3: ingress: unknown field \"acme\""},
 	} {
 		_, err := Parse([]byte(base + tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -84,7 +84,7 @@ func TestLoadOrder(t *testing.T) {
 		{name: "esp next", esp: cfgYAML("esp"), image: cfgYAML("img"), wantSource: "esp", wantName: "esp"},
 		{name: "image last", image: cfgYAML("img"), wantSource: "image", wantName: "img"},
 		{name: "nothing", wantErr: "no cluster config"},
-		{name: "invalid found config stops the search", fwcfg: "cluster: {name: x}\n", image: cfgYAML("img"), wantErr: "config from fw_cfg: cluster.key: required"},
+		{name: "invalid found config stops the search", fwcfg: "cluster: {name: x}\n", image: cfgYAML("img"), wantErr: "config from fw_cfg: 1:10: cluster.key: required"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -106,7 +106,7 @@ func TestURLAnswers(t *testing.T) {
 		{name: "500: an error with the server's line", status: 500, body: "boom\nmore",
 			wantErr: "config from cmdline-url: http://SRV/cluster.yaml answered 500 Internal Server Error: boom"},
 		{name: "401: an error", status: 401, wantErr: "config from cmdline-url: http://SRV/cluster.yaml answered 401 Unauthorized"},
-		{name: "invalid served config stops the search", status: 200, body: "cluster: {name: x}\n", wantErr: "~config from cmdline-url: cluster.key: required"},
+		{name: "invalid served config stops the search", status: 200, body: "cluster: {name: x}\n", wantErr: "~config from cmdline-url: 1:10: cluster.key: required"},
 		{name: "too large", status: 200, body: cfgYAML("url") + "#" + strings.Repeat("x", MaxSize), wantErr: "~config from cmdline-url: config is"},
 	}
 	for _, tt := range tests {
