@@ -12,6 +12,8 @@ import (
 	"github.com/kiln-project/kiln/builder"
 	"github.com/kiln-project/kiln/builder/cache"
 	"github.com/kiln-project/kiln/builder/layers"
+	"github.com/kiln-project/kiln/cloud/aws/publish"
+	"github.com/kiln-project/kiln/firstboot/clusterhealth"
 	"github.com/kiln-project/kiln/firstboot/member"
 	"github.com/kiln-project/kiln/firstboot/status"
 	"github.com/kiln-project/kiln/internal/version"
@@ -78,13 +80,25 @@ func TestJSONShapes(t *testing.T) {
 		Cluster: "garage", ConfigSource: "cmdline-url", ConfigSkipped: []string{"fw_cfg: none"}, ConfigError: "",
 		NoBrick: "no brick: /var is in RAM (no local disk)", Election: "waiting for 1 more voter", Expected: 3,
 		Members: []member.Member{{ID: "4c4c4544004d", Hostname: "kiln-1a2b3c4d", Addr: netip.MustParseAddr("10.77.0.11"), Alive: true,
-			SwarmNode: "y8k3…", GlusterEpoch: "1", NoBrick: true, StateInRAM: true}},
+			DownSince: when, SwarmNode: "y8k3…", GlusterEpoch: "1", NoBrick: true, StateInRAM: true}},
 		Swarm: status.Component{State: "joined", Detail: "manager, 3 managers"}, Gluster: status.Component{State: "mounted", Detail: "data: 3 bricks"},
 		VIP: "10.77.0.100/24", VIPHolder: "kiln-1a2b3c4d", Reconcilers: map[string]string{"vrrp": "backup"},
 		LastError: "gluster: peer probe 10.77.0.13: timeout", LastErrorAt: when, UpdatedAt: when})
 	jsonGolden(t, "lab-status", []lab.NodeStatus{{Name: "node1", Index: 1, Power: "running", Address: "10.77.0.11",
 		MAC: "52:54:00:12:34:56", UUID: "8d0c…", Booted: true, Partition: "peers", Agent: json.RawMessage(`{"phase": "ready"}`),
 		AgentError: "kiln-firstboot status: exit 1: no status at /run/kiln/status.json"}})
+	jsonGolden(t, "cluster-status", clusterhealth.Report{Cluster: "garage", Node: "kiln-1a2b3c4d", At: when, Healthy: false,
+		Problems: []string{"member kiln-5e6f7a8b (10.77.0.12) is down since 2026-01-02T03:04:05Z"}, Phase: status.PhaseDegraded,
+		StatusAge: "3s", Expected: 3,
+		Members: []clusterhealth.Member{{ID: "4c4c4544004d", Hostname: "kiln-1a2b3c4d", Addr: "10.77.0.11", Alive: true, DownSince: when}},
+		Swarm: clusterhealth.Swarm{Leader: "kiln-1a2b3c4d", Nodes: []clusterhealth.SwarmNode{{Hostname: "kiln-1a2b3c4d", Addr: "10.77.0.11",
+			Role: "manager", State: "ready", Reachability: "reachable", Leader: true}}, Error: "rpc error"},
+		Volume: clusterhealth.Volume{Name: "data", Bricks: []clusterhealth.Brick{{Host: "10.77.0.11", Path: "/var/lib/kiln/bricks/data",
+			Online: true, PendingHeals: 2}}, Error: "heal info: timeout"},
+		VIP: "10.77.0.100/24", VIPHolder: "kiln-1a2b3c4d", Reconcilers: map[string]string{"vrrp": "backup"},
+		LastError: "gluster: peer probe 10.77.0.13: timeout", LastErrorAt: when})
+	jsonGolden(t, "publish-aws", publish.Result{ImageID: "ami-0123456789abcdef0", Name: "kiln-node", SnapshotID: "snap-0123456789abcdef0",
+		Build: "5f0c…", Region: "eu-west-1", Reused: false, Blocks: 1250, Sent: 826, Skipped: 424, SkippedBytes: 222298112, Seconds: 5.3})
 	jsonGolden(t, "lab-list", []lab.Summary{{Name: "default", Boot: "disk", Image: "/work/out/node.raw", Nodes: []string{"node1"},
 		Running: []string{"node1"}, CreatedAt: when, Error: "lab: state version 2, this kiln reads 1"}})
 }
