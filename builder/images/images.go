@@ -79,7 +79,7 @@ func (st *Stage) Inputs(ctx context.Context) (map[string]string, error) {
 			if err != nil {
 				return nil, fmt.Errorf("images: preload[%d] (traefik %s): %w", i, p.Traefik, err)
 			}
-			in[k] = "traefik " + p.Traefik + " " + goVersion
+			in[k] = "traefik " + p.Traefik + " " + goVersion + " patches " + sourcePatches
 		case p.Archive != "":
 			h, err := cache.HashFile(st.spec.Path(p.Archive))
 			if err != nil {

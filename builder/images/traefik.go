@@ -2,7 +2,6 @@ package images
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -28,9 +27,10 @@ const traefikBin = "usr/local/bin/traefik"
 // directory's TLS certificate against it (a static Go binary has no other trust store).
 const caBundle = "etc/ssl/certs/ca-certificates.crt"
 
-// goEnv pins how Traefik is compiled, whatever the caller's environment says: a static linux/amd64 binary
-// (CGO_ENABLED=0: the image holds no libc), the go.sum Traefik ships (-mod=readonly), this machine's Go
-// (GOTOOLCHAIN=local: no toolchain download behind the user's back).
+// goEnv pins how Traefik is fetched and compiled, whatever the caller's environment says: a static
+// linux/amd64 binary (CGO_ENABLED=0: the image holds no libc), this machine's Go (GOTOOLCHAIN=local: no
+// toolchain download behind the user's back). The build itself runs with -mod=mod: the copy's go.sum gains
+// the sums of the substituted modules (checked against the checksum database like any download).
 var goEnv = []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=-mod=readonly -buildvcs=false", "GOTOOLCHAIN=local", "GOWORK=off"}
 
 // goVersion is the compiler's version: a new Go makes another binary, so it is part of the stage's inputs.
@@ -46,23 +46,17 @@ func goVersion(ctx context.Context) (string, error) {
 }
 
 // traefik builds Traefik at version from its Go module and writes it as a one-layer image archive. The
-// module is fetched with `go mod download` (the Go module proxy, like any dependency) and built in the
-// module cache's copy: Traefik's go.mod has replace directives, which `go install module@version` refuses.
+// module is fetched with `go mod download` (the Go module proxy, like any dependency) and built from a copy
+// with the substitutions of sourceTree: Traefik's go.mod has replace directives, which `go install
+// module@version` refuses, and some of its dependencies are not served by every module proxy.
 func (st *Stage) traefik(ctx context.Context, env *builder.Env, dir, version, archive string, mtime time.Time) (dockerarchive.Image, error) {
 	work := filepath.Join(dir, ".work")
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		return dockerarchive.Image{}, err
 	}
-	out, err := run.CmdOpts(ctx, run.Opts{Dir: work, Env: goEnv}, nil, "go", "mod", "download", "-json", TraefikModule+"@"+version)
-	var mod struct{ Dir, Error string }
-	if jerr := json.Unmarshal(out, &mod); jerr == nil && mod.Error != "" {
-		return dockerarchive.Image{}, fmt.Errorf("traefik %s: %s", version, mod.Error)
-	}
+	src, err := sourceTree(ctx, work, version)
 	if err != nil {
-		return dockerarchive.Image{}, fmt.Errorf("traefik %s: download: %w", version, err)
-	}
-	if mod.Dir == "" {
-		return dockerarchive.Image{}, fmt.Errorf("traefik %s: go mod download named no directory", version)
+		return dockerarchive.Image{}, fmt.Errorf("traefik %s: %w", version, err)
 	}
 	bin := filepath.Join(work, "traefik")
 	ldflags := strings.Join([]string{"-s", "-w",
@@ -70,8 +64,8 @@ func (st *Stage) traefik(ctx context.Context, env *builder.Env, dir, version, ar
 		"-X", TraefikModule + "/pkg/version.Codename=kiln",
 		"-X", TraefikModule + "/pkg/version.BuildDate=" + mtime.UTC().Format(time.RFC3339)}, " ")
 	start := time.Now()
-	env.Log.Info("building traefik from its Go module (minutes on a cold Go build cache)", "version", version, "module_dir", mod.Dir)
-	err = run.LinesOpts(ctx, run.Opts{Dir: mod.Dir, Env: goEnv}, func(line string) { env.Log.Debug("go build", "line", line) },
+	env.Log.Info("building traefik from its Go module (minutes on a cold Go build cache)", "version", version, "source", src)
+	err = run.LinesOpts(ctx, run.Opts{Dir: src, Env: append(goEnv, "GOFLAGS=-mod=mod -buildvcs=false")}, func(line string) { env.Log.Debug("go build", "line", line) },
 		"go", "build", "-trimpath", "-ldflags", ldflags, "-o", bin, "./cmd/traefik")
 	if err != nil {
 		return dockerarchive.Image{}, fmt.Errorf("traefik %s: build: %w", version, err)

@@ -1,0 +1,126 @@
+package images
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/kiln-project/kiln/internal/run"
+)
+
+// legoModule is Traefik's ACME client.
+const legoModule = "github.com/go-acme/lego/v5"
+
+// sourcePatches versions what sourceTree changes in Traefik's source: a change must re-run the stage.
+const sourcePatches = "1"
+
+// noDNSProviders replaces lego's generated registry of DNS-01 providers. Fourteen of those providers import
+// cloud SDKs the module proxy kiln builds against does not serve (403), and kiln's ingress uses HTTP-01
+// only: without the registry none of them is compiled, and a DNS challenge configured by hand fails with
+// lego's own "unrecognized DNS provider".
+const noDNSProviders = `// Code written by kiln's images stage: no DNS-01 providers (kiln's ingress uses HTTP-01).
+
+package dns
+
+import (
+	"fmt"
+
+	"github.com/go-acme/lego/v5/challenge"
+)
+
+// NewDNSChallengeProviderByName Factory for DNS providers.
+func NewDNSChallengeProviderByName(name string) (challenge.Provider, error) {
+	return nil, fmt.Errorf("unrecognized DNS provider: %s (this Traefik has no DNS-01 providers)", name)
+}
+`
+
+// httpAuthReplace is Traefik's replace of go-http-auth by its own fork, whose pseudo-version the module
+// proxy does not serve; upstream v0.4.0, which the fork is based on, has the API Traefik's basic and digest
+// auth middlewares use.
+var httpAuthReplace = regexp.MustCompile(`(?m)^(\s*(?:replace\s+)?github\.com/abbot/go-http-auth\s+=>\s+)github\.com/containous/go-http-auth\s+\S+`)
+
+// sourceTree downloads Traefik and lego at the versions Traefik pins and lays out a buildable copy under
+// work/src: traefik/ with its go.mod pointing lego at ../lego and go-http-auth at upstream, and lego/ without
+// its DNS provider registry. It returns the traefik directory.
+func sourceTree(ctx context.Context, work, version string) (string, error) {
+	traefikDir, err := download(ctx, work, TraefikModule+"@"+version)
+	if err != nil {
+		return "", err
+	}
+	gomod, err := os.ReadFile(filepath.Join(traefikDir, "go.mod"))
+	if err != nil {
+		return "", err
+	}
+	m := regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(legoModule) + `\s+(v\S+)`).FindSubmatch(gomod)
+	if m == nil {
+		return "", fmt.Errorf("%s/go.mod requires no %s", TraefikModule, legoModule)
+	}
+	legoDir, err := download(ctx, work, legoModule+"@"+string(m[1]))
+	if err != nil {
+		return "", err
+	}
+	src := filepath.Join(work, "src")
+	if err := os.RemoveAll(src); err != nil {
+		return "", err
+	}
+	dst := filepath.Join(src, "traefik")
+	if err := copyWritable(traefikDir, dst); err != nil {
+		return "", err
+	}
+	if err := copyWritable(legoDir, filepath.Join(src, "lego")); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(src, "lego", "providers", "dns", "zz_gen_dns_providers.go"), []byte(noDNSProviders), 0o644); err != nil {
+		return "", err
+	}
+	patched := httpAuthReplace.ReplaceAll(gomod, []byte("${1}github.com/abbot/go-http-auth v0.4.0"))
+	patched = append(patched, []byte("\nreplace "+legoModule+" => ../lego\n")...)
+	if err := os.WriteFile(filepath.Join(dst, "go.mod"), patched, 0o644); err != nil {
+		return "", err
+	}
+	return dst, nil
+}
+
+// download fetches a module version into the module cache and returns its directory.
+func download(ctx context.Context, work, modVersion string) (string, error) {
+	out, err := run.CmdOpts(ctx, run.Opts{Dir: work, Env: goEnv}, nil, "go", "mod", "download", "-json", modVersion)
+	var mod struct{ Dir, Error string }
+	if jerr := json.Unmarshal(out, &mod); jerr == nil && mod.Error != "" {
+		return "", fmt.Errorf("%s: %s", modVersion, mod.Error)
+	}
+	if err != nil {
+		return "", fmt.Errorf("download %s: %w", modVersion, err)
+	}
+	if mod.Dir == "" {
+		return "", fmt.Errorf("go mod download %s named no directory", modVersion)
+	}
+	return mod.Dir, nil
+}
+
+// copyWritable copies a module directory (read-only in the module cache) into dst with writable modes.
+func copyWritable(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(target, 0o755)
+		case d.Type().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(target, b, 0o644)
+		default:
+			return fmt.Errorf("%s: unexpected file type in a module", strings.TrimPrefix(p, src))
+		}
+	})
+}
