@@ -17,7 +17,7 @@ import (
 const legoModule = "github.com/go-acme/lego/v5"
 
 // sourcePatches versions what sourceTree changes in Traefik's source: a change must re-run the stage.
-const sourcePatches = "1"
+const sourcePatches = "2"
 
 // noDNSProviders replaces lego's generated registry of DNS-01 providers. Fourteen of those providers import
 // cloud SDKs the module proxy kiln builds against does not serve (403), and kiln's ingress uses HTTP-01
@@ -38,6 +38,24 @@ func NewDNSChallengeProviderByName(name string) (challenge.Provider, error) {
 	return nil, fmt.Errorf("unrecognized DNS provider: %s (this Traefik has no DNS-01 providers)", name)
 }
 `
+
+// extModule is Traefik's dynamic-configuration extension point, a nested module of its repository that its
+// go.mod replaces with ./pkg/config/dynamic/ext: the module zip leaves nested modules out, and the proxy
+// serves no version of it. In the open-source build the extension adds nothing: the types Traefik's
+// dynamic configuration embeds (HTTP, Router) are empty, and kiln writes them so.
+const (
+	extDir    = "pkg/config/dynamic/ext"
+	extGoMod  = "module github.com/traefik/traefik/dynamic/ext\n\ngo 1.24\n"
+	extSource = `// Package ext is written by kiln's images stage: Traefik's empty dynamic-configuration extension point.
+package ext
+
+// HTTP extends dynamic.HTTP; empty.
+type HTTP struct{}
+
+// Router extends dynamic.Router; empty.
+type Router struct{}
+`
+)
 
 // httpAuthReplace is Traefik's replace of go-http-auth by its own fork, whose pseudo-version the module
 // proxy does not serve; upstream v0.4.0, which the fork is based on, has the API Traefik's basic and digest
@@ -76,6 +94,15 @@ func sourceTree(ctx context.Context, work, version string) (string, error) {
 		return "", err
 	}
 	if err := os.WriteFile(filepath.Join(src, "lego", "providers", "dns", "zz_gen_dns_providers.go"), []byte(noDNSProviders), 0o644); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Join(dst, extDir), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dst, extDir, "go.mod"), []byte(extGoMod), 0o644); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dst, extDir, "ext.go"), []byte(extSource), 0o644); err != nil {
 		return "", err
 	}
 	patched := httpAuthReplace.ReplaceAll(gomod, []byte("${1}github.com/abbot/go-http-auth v0.4.0"))
