@@ -179,6 +179,17 @@ func startVM(ctx context.Context, t *testing.T, work, raw string) *vm {
 	if err := os.Truncate(dirty, 2<<30); err != nil {
 		t.Fatal(err)
 	}
+	return startUEFIVM(ctx, t, work,
+		"-drive", "file="+overlay+",if=virtio,format=qcow2",
+		"-drive", "file="+blank+",if=virtio,format=qcow2",
+		"-drive", "file="+dirty+",if=virtio,format=raw")
+}
+
+// startUEFIVM boots a q35 guest through OVMF (fresh firmware variables in work) with the given disk (and any
+// other) arguments, a user-mode NIC forwarding a host port to its ssh, and a one-node cluster config over
+// fw_cfg that authorizes the test's key; it is killed at the test's end, with its console on failure.
+func startUEFIVM(ctx context.Context, t *testing.T, work string, hardware ...string) *vm {
+	t.Helper()
 	vars := filepath.Join(work, "OVMF_VARS.fd")
 	data, err := os.ReadFile(ovmfVars)
 	if err != nil {
@@ -194,17 +205,17 @@ func startVM(ctx context.Context, t *testing.T, work, raw string) *vm {
 		"-machine", "q35", "-accel", "tcg,thread=multi", "-smp", "2", "-m", "1536",
 		"-drive", "if=pflash,format=raw,readonly=on,file=" + ovmfCode,
 		"-drive", "if=pflash,format=raw,file=" + vars,
-		"-drive", "file=" + overlay + ",if=virtio,format=qcow2",
-		"-drive", "file=" + blank + ",if=virtio,format=qcow2",
-		"-drive", "file=" + dirty + ",if=virtio,format=raw",
+	}
+	v.argv = append(v.argv, hardware...)
+	v.argv = append(v.argv,
 		"-nic", fmt.Sprintf("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:%d-:22", port),
-		"-fw_cfg", "name=opt/kiln/config,file=" + config,
+		"-fw_cfg", "name=opt/kiln/config,file="+config,
 		// A guest reboot ends qemu; the test then starts it again on the same disk and firmware variables (a
 		// power cycle). qemu 7.2's in-place reset of a q35 OVMF guest under TCG hung here after
 		// "reboot: machine restart" (> 4 min, no output).
 		"-no-reboot",
-		"-serial", "file:" + v.serial, "-display", "none", "-monitor", "none",
-	}
+		"-serial", "file:"+v.serial, "-display", "none", "-monitor", "none",
+	)
 	v.launch(t)
 	t.Cleanup(func() {
 		v.kill()

@@ -2,7 +2,6 @@ package boottest
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -34,38 +33,11 @@ func TestBootNVMeEC2(t *testing.T) {
 	const volume = 8 << 30 // an 8 GiB gp3 volume
 	overlay := filepath.Join(work, "volume.qcow2")
 	run(ctx, t, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", raw, overlay, strconv.Itoa(volume))
-	vars := filepath.Join(work, "OVMF_VARS.fd")
-	data, err := os.ReadFile(ovmfVars)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(vars, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	key, config := sshKeyAndConfig(ctx, t, work)
-	port := freePort(t)
-	v := &vm{serial: filepath.Join(work, "serial.log"), key: key, port: port}
-	v.argv = []string{
-		"-machine", "q35", "-accel", "tcg,thread=multi", "-smp", "2", "-m", "1536",
-		"-drive", "if=pflash,format=raw,readonly=on,file=" + ovmfCode,
-		"-drive", "if=pflash,format=raw,file=" + vars,
-		"-drive", "if=none,id=vol0,format=qcow2,file=" + overlay,
+	v := startUEFIVM(ctx, t, work,
+		"-drive", "if=none,id=vol0,format=qcow2,file="+overlay,
 		"-device", "nvme,drive=vol0,serial=vol0abc1234def56789",
 		"-smbios", "type=1,manufacturer=Amazon EC2,product=t3.small,uuid=ec2a1b2c-3d4e-5f60-7182-93a4b5c6d7e8",
-		"-smbios", "type=2,manufacturer=Amazon EC2,asset=" + ec2InstanceID,
-		"-nic", fmt.Sprintf("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:%d-:22", port),
-		"-fw_cfg", "name=opt/kiln/config,file=" + config,
-		"-no-reboot",
-		"-serial", "file:" + v.serial, "-display", "none", "-monitor", "none",
-	}
-	v.launch(t)
-	t.Cleanup(func() {
-		v.kill()
-		if t.Failed() {
-			t.Logf("qemu stderr: %s", v.stderr.String())
-			t.Logf("serial console (last 80 lines):\n%s", tail(v.serial, 80))
-		}
-	})
+		"-smbios", "type=2,manufacturer=Amazon EC2,asset="+ec2InstanceID)
 
 	v.waitSSH(ctx, t, "")
 	t.Logf("reached SSH after %s", v.sinceStart())
