@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,22 +29,8 @@ type node struct {
 	cli *client.Client
 }
 
-// needDocker skips unless KILN_DOCKER_TESTS=1; once asked for, a host that cannot run private dockerds in
-// namespaces fails the test instead of hiding it behind a skip.
-func needDocker(t testing.TB) {
-	t.Helper()
-	if os.Getenv("KILN_DOCKER_TESTS") != "1" {
-		t.Skip("set KILN_DOCKER_TESTS=1 to run swarm tests against real dockerds (needs root, dockerd, nsenter)")
-	}
-	if os.Geteuid() != 0 {
-		t.Fatal("KILN_DOCKER_TESTS=1 asks for these tests, and they need root: network namespaces need root")
-	}
-	for _, tool := range []string{"dockerd", "nsenter", "ip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("KILN_DOCKER_TESTS=1 asks for these tests, and they need %s: %v (make deps installs it)", tool, err)
-		}
-	}
-}
+// needDocker is testenv.NeedDocker: KILN_DOCKER_TESTS=1 asks for the real-dockerd tests.
+func needDocker(t testing.TB) { testenv.NeedDocker(t) }
 
 func sh(t testing.TB, name string, args ...string) {
 	t.Helper()
@@ -66,74 +51,11 @@ func newLAN(t testing.TB, n int) []node {
 	t.Cleanup(func() { os.RemoveAll(base) })
 	var nodes []node
 	for i, h := range testenv.LAN(t, "ksw", netip.MustParsePrefix("10.99.9.0/24"), n) {
-		cli := startDockerd(t, h.NS, filepath.Join(base, strconv.Itoa(i)))
+		cli := testenv.Dockerd(t, h.NS, filepath.Join(base, strconv.Itoa(i)))
 		id := string(rune('a' + i))
 		nodes = append(nodes, node{m: member.Member{ID: id, Hostname: "kiln-" + id, Addr: h.Addr, Alive: true}, cli: cli})
 	}
 	return nodes
-}
-
-func startDockerd(t testing.TB, ns, dir string) *client.Client {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "d.sock")
-	logf, err := os.Create(filepath.Join(dir, "dockerd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("nsenter", "--net=/run/netns/"+ns, "dockerd",
-		"--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "x"),
-		"-H", "unix://"+sock, "--pidfile", filepath.Join(dir, "pid"),
-		"--bridge=none", "--iptables=false", "--ip6tables=false")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(exited) }()
-	t.Cleanup(func() {
-		// nsenter execs dockerd, so the pid we started is dockerd's; it stops its own containerd on SIGTERM.
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		// dockerd leaves the sandbox namespaces it bind-mounted under its exec-root behind.
-		unmountUnder(t, dir)
-		if t.Failed() {
-			if b, err := os.ReadFile(logf.Name()); err == nil {
-				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-				t.Logf("%s dockerd log tail:\n%s", ns, strings.Join(lines[max(0, len(lines)-15):], "\n"))
-			}
-		}
-	})
-	cli, err := client.NewClientWithOpts(client.WithHost("unix://"+sock), client.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := cli.Info(ctx)
-		cancel()
-		if err == nil {
-			return cli
-		}
-		select {
-		case <-exited:
-			t.Fatalf("dockerd in %s exited during start-up; see %s", ns, logf.Name())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dockerd in %s not answering after 60 s: %v", ns, err)
-		}
-		time.Sleep(200 * time.Millisecond) // poll interval while waiting for the daemon socket
-	}
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
