@@ -37,12 +37,12 @@ type Manifest struct {
 	// Kiln is the kiln that ran the build (the same record is in the image's /usr/lib/kiln/image.json).
 	Kiln version.Info `json:"kiln"`
 	// Key is the last stage's cache key: a hash of every input of the build.
-	Key       string          `json:"key"`
-	Artifacts []Artifact      `json:"artifacts"`
-	Packages  []Package       `json:"packages"`
+	Key       string     `json:"key"`
+	Artifacts []Artifact `json:"artifacts"`
+	Packages  []Package  `json:"packages"`
 	// Images are the container images the node loads into dockerd at boot (spec preload), in spec order.
 	Images []PreloadedImage `json:"images"`
-	Stages    []StageManifest `json:"stages"`
+	Stages []StageManifest  `json:"stages"`
 }
 
 // Artifact is one file written to the output directory.
