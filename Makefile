@@ -14,7 +14,8 @@ GOFLAGS_BUILD := -trimpath -buildvcs=auto -ldflags "-s -w -buildid= -X github.co
 # Host packages kiln needs on a fresh Debian 12 machine (builder, lab, tests).
 DEB_PACKAGES := mmdebstrap squashfs-tools erofs-utils qemu-system-x86 qemu-utils ovmf dnsmasq-base \
 	mtools dosfstools docker.io iproute2 nftables openssh-client eatmydata zstd cpio \
-	systemd-boot-efi ca-certificates fdisk keepalived glusterfs-server glusterfs-client ipxe
+	systemd-boot-efi ca-certificates fdisk keepalived glusterfs-server glusterfs-client ipxe \
+	grub-pc-bin grub-efi-amd64-bin xorriso
 
 .PHONY: all deps build image test unit e2e e2e-healing lint chaos bench bench-build bench-lab bench-form bench-form-native bench-heal bench-pxe bench-publish clean
 
@@ -33,8 +34,10 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/kiln ./cmd/kiln
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/kiln-firstboot ./cmd/kiln-firstboot
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/kiln-install ./cmd/kiln-install
 
-# The main job: the default node image (out/node.raw, out/node.qcow2, manifest.json, SHA256SUMS).
+# The main job: the default node image in the spec's formats (out/node.raw, node.qcow2, node.iso, pxe/),
+# manifest.json, SHA256SUMS.
 image: deps build
 	$(BIN)/kiln build $(SPEC) --out $(OUT)
 
@@ -65,7 +68,10 @@ test: deps image lint
 
 # All end-to-end suites (boot test, lab, cluster formation), and formation beyond three nodes (a five-node lab
 # that forms and survives a node loss: KILN_E2E_LARGE, too long for make test).
+# make e2e also boots node.vmdk: the spec's formats plus vmdk (only the formats stage runs again).
+E2E_FORMATS := raw,qcow2,pxe,iso,vmdk
 e2e: deps image
+	$(BIN)/kiln build $(SPEC) --out $(OUT) --format $(E2E_FORMATS)
 	$(E2E_ENV) KILN_E2E_LARGE=1 $(GO) test -p 1 -count=1 -timeout 3h -v $(E2E_ALL)
 
 # Long suites and benchmarks: not part of make test.

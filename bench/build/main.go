@@ -6,6 +6,9 @@
 //	go run ./bench/build [-kiln bin/kiln] [-spec images/node.yaml]              # the full run, ~30+ min
 //	go run ./bench/build -skip-mkosi -seed-cache ~/.cache/kiln -drop-caches=false  # quick check of the table
 //
+// A second table gives each artifact format's cost on top of the raw image alone: the formats stage's extra
+// seconds and the artifact's size against the raw image's allocated size (the ISO's target: ≤ 1.05×).
+//
 // Nothing in the checkout is modified: the spec, its Butane file and its overlays are copied to a temporary
 // directory, and the one-file change is made in the copy. mkosi runs with the PATH shims in bench/build/mkosi/shims
 // (this machine's kernel has no vfat, GPT parser or device-mapper; see docs/measurements.md).
@@ -116,7 +119,7 @@ func bench(ctx context.Context, o options, root string) error {
 	// Run copies of the binaries: bin/ is shared, and a `make build` elsewhere mid-run would change the baked-in
 	// agent and turn the warm rebuild into a miss. kiln bakes in the kiln-firstboot that sits next to it.
 	kilnBin := filepath.Join(root, "bin", "kiln")
-	for _, b := range []string{"kiln", "kiln-firstboot"} {
+	for _, b := range []string{"kiln", "kiln-firstboot", "kiln-install"} {
 		if err := os.MkdirAll(filepath.Dir(kilnBin), 0o755); err != nil {
 			return err
 		}
@@ -188,9 +191,99 @@ func bench(ctx context.Context, o options, root string) error {
 			return err
 		}
 	}
+	rows, rawAllocated, err := k.formatCosts(ctx, sp.Name)
+	if err != nil {
+		return err
+	}
 	rel, _ := filepath.Rel(filepath.Join(root, "src"), changed)
 	printTable(os.Stdout, o, sp.Name, kr, mr, rel)
+	fmt.Fprintln(os.Stdout)
+	printFormats(os.Stdout, rows, rawAllocated)
 	return nil
+}
+
+// benchFormats are the formats measured against the raw image alone.
+var benchFormats = []string{"qcow2", "vmdk", "vhd", "iso", "pxe"}
+
+// isoRatioTarget: the installer ISO may be at most this much bigger than the raw image's allocated size.
+const isoRatioTarget = 1.05
+
+// formatRow is one format's cost on top of the raw image: the formats stage's extra wall time (the whole
+// build with --rebuild formats, raw and the format, minus the same with raw alone) and the artifact's size.
+type formatRow struct {
+	name                string
+	extra               time.Duration
+	apparent, allocated int64
+}
+
+// formatCosts rebuilds the formats stage with raw alone, then with raw and each format, from the warm cache.
+func (k kilnRunner) formatCosts(ctx context.Context, name string) ([]formatRow, int64, error) {
+	base, err := k.timedFormats(ctx, "raw")
+	if err != nil {
+		return nil, 0, err
+	}
+	var raw syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(k.out, name+".raw"), &raw); err != nil {
+		return nil, 0, err
+	}
+	var rows []formatRow
+	for _, f := range benchFormats {
+		d, err := k.timedFormats(ctx, "raw,"+f)
+		if err != nil {
+			return nil, 0, err
+		}
+		r := formatRow{name: f, extra: d - base}
+		p := filepath.Join(k.out, name+"."+f)
+		if f == "pxe" {
+			p = filepath.Join(k.out, "pxe")
+		}
+		if err := filepath.WalkDir(p, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			var st syscall.Stat_t
+			if err := syscall.Stat(p, &st); err != nil {
+				return err
+			}
+			r.apparent += st.Size
+			r.allocated += st.Blocks * 512
+			return nil
+		}); err != nil {
+			return nil, 0, fmt.Errorf("format %s: %w", f, err)
+		}
+		rows = append(rows, r)
+	}
+	return rows, raw.Blocks * 512, nil
+}
+
+func (k kilnRunner) timedFormats(ctx context.Context, formats string) (time.Duration, error) {
+	tag := "formats-" + strings.ReplaceAll(formats, ",", "-")
+	log := filepath.Join(k.logs, "kiln-"+tag+".log")
+	fmt.Fprintf(os.Stderr, "bench-build: kiln build --format %s --rebuild formats (log %s)\n", formats, log)
+	d, err := timed(ctx, log, nil, "", k.bin, "build", k.spec, "--cache", k.cache, "--out", k.out, "--format", formats, "--rebuild", "formats")
+	if err != nil {
+		return 0, fmt.Errorf("kiln build --format %s: %w", formats, err)
+	}
+	return d, nil
+}
+
+func printFormats(out io.Writer, rows []formatRow, rawAllocated int64) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "FORMAT	EXTRA TIME (vs raw alone)	APPARENT	ALLOCATED	ALLOCATED/RAW ALLOCATED	TARGET	MET")
+	for _, r := range rows {
+		ratio := float64(r.allocated) / float64(rawAllocated)
+		target, met := "-", ""
+		if r.name == "iso" {
+			target = fmt.Sprintf("≤ %.2f×", isoRatioTarget)
+			met = "yes"
+			if ratio > isoRatioTarget {
+				met = "NO"
+			}
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.3f×\t%s\t%s\n", r.name, r.extra.Round(100*time.Millisecond), size(r.apparent), size(r.allocated), ratio, target, met)
+	}
+	w.Flush()
+	fmt.Fprintf(out, "raw image allocated: %s; each row: kiln build --format raw,FORMAT --rebuild formats minus --format raw --rebuild formats\n", size(rawAllocated))
 }
 
 // seed hard-links the finished entries of an existing kiln cache into dst (quick mode). Entries are never

@@ -70,15 +70,22 @@ func New(s *spec.Spec) builder.Stage { return &Stage{spec: s} }
 func (*Stage) Name() string { return "disk" }
 
 // layoutVersion changes whenever this package lays the disk out differently for the same inputs.
-const layoutVersion = "1"
+const layoutVersion = "2"
 
-// Inputs implements builder.Stage. The kernel, initrd, boot loader and layers are covered by the parent keys.
-func (st *Stage) Inputs(context.Context) (map[string]string, error) {
+// Inputs implements builder.Stage. The kernel, initrd, boot loader and layers are covered by the parent keys;
+// GRUB's BIOS boot code comes from the build host's grub-pc-bin, so its version is an input.
+func (st *Stage) Inputs(ctx context.Context) (map[string]string, error) {
+	grub, err := grubVersion(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("disk: %w", err)
+	}
 	return map[string]string{
-		"name":    st.spec.Name,
-		"espMiB":  strconv.Itoa(st.espSize() / mib),
-		"cmdline": Cmdline(st.spec),
-		"layout":  layoutVersion,
+		"name":         st.spec.Name,
+		"espMiB":       strconv.Itoa(st.espSize() / mib),
+		"cmdline":      Cmdline(st.spec),
+		"layout":       layoutVersion,
+		"grub-pc":      grub,
+		"pmbrBootFlag": strconv.FormatBool(st.spec.Disk.PMBRBootFlag),
 	}, nil
 }
 
@@ -99,6 +106,8 @@ func Cmdline(s *spec.Spec) string {
 
 // Part is one partition of the layout, in bytes.
 type Part struct {
+	// Index is the GPT entry (1-based): the partition's number (vda1).
+	Index int
 	Name  string
 	Type  gpt.Type
 	Start int64
@@ -108,10 +117,11 @@ type Part struct {
 }
 
 // Layout places the ESP and the two layers one after another, 1 MiB aligned, each layer sized to its content
-// plus layerSlack. It returns the partitions and the disk size.
+// plus layerSlack, and the BIOS boot partition in the first MiB before them. It returns the partitions (ESP,
+// layers, BIOS boot) and the disk size.
 func Layout(espSize int64, base, node string) ([]Part, int64, error) {
-	parts := []Part{{Name: ESPName, Type: gpt.EFISystemPartition, Size: espSize}}
-	for _, l := range []struct {
+	parts := []Part{{Index: 1, Name: ESPName, Type: gpt.EFISystemPartition, Size: espSize}}
+	for i, l := range []struct {
 		name string
 		typ  gpt.Type
 		src  string
@@ -120,13 +130,14 @@ func Layout(espSize int64, base, node string) ([]Part, int64, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		parts = append(parts, Part{Name: l.name, Type: l.typ, Size: alignUp(fi.Size()+layerSlack, alignment), Source: l.src})
+		parts = append(parts, Part{Index: i + 2, Name: l.name, Type: l.typ, Size: alignUp(fi.Size()+layerSlack, alignment), Source: l.src})
 	}
 	off := int64(alignment)
 	for i := range parts {
 		parts[i].Start = off
 		off += parts[i].Size
 	}
+	parts = append(parts, Part{Index: BIOSBootIndex, Name: BIOSBootName, Type: gpt.BIOSBoot, Start: biosBootStart, Size: alignment - biosBootStart})
 	return parts, off + tailBytes, nil
 }
 
@@ -160,20 +171,28 @@ func (st *Stage) Run(ctx context.Context, env *builder.Env, dir string) error {
 	env.Progress(0.1, "ESP")
 	files := []espFile{
 		{"/EFI/BOOT/BOOTX64.EFI", filepath.Join(pkgs, rootfs.TreeDir, BootLoaderPath), nil},
-		{"/kiln/vmlinuz", filepath.Join(pkgs, rootfs.Kernel), nil},
-		{"/kiln/initrd.img", filepath.Join(pkgs, rootfs.Initrd), nil},
+		{KernelPath, filepath.Join(pkgs, rootfs.Kernel), nil},
+		{InitrdPath, filepath.Join(pkgs, rootfs.Initrd), nil},
 		{"/loader/loader.conf", "", []byte(loaderConf)},
-		{"/loader/entries/kiln.conf", "", []byte(st.entry())},
+		{"/loader/entries/kiln.conf", "", []byte(BootEntry(st.spec).SystemdBoot())},
+		{GRUBConfigPath, "", []byte(GRUBConfig(grubHeader, 0, BootEntry(st.spec)))},
 		{"/kiln/README.txt", "", []byte(readme)},
 	}
 	if err := writeESP(path, parts[0], files, time.Unix(env.SourceDateEpoch, 0)); err != nil {
 		return fmt.Errorf("disk: ESP: %w", err)
 	}
 	env.Progress(0.4, "layers")
-	for _, p := range parts[1:] {
+	for _, p := range parts {
+		if p.Source == "" {
+			continue
+		}
 		if err := copyAt(path, p.Start, p.Source); err != nil {
 			return fmt.Errorf("disk: partition %s: %w", p.Name, err)
 		}
+	}
+	env.Progress(0.9, "BIOS boot")
+	if err := biosBoot(ctx, path, dir, parts[len(parts)-1], st.spec.Disk.PMBRBootFlag); err != nil {
+		return fmt.Errorf("disk: BIOS boot: %w", err)
 	}
 	env.Progress(1, "done")
 	return nil
@@ -192,9 +211,9 @@ func (st *Stage) writeTable(path string, size int64, parts []Part) error {
 		ProtectiveMBR: true,
 		GUID:          GUID(st.spec.Name, ""),
 	}
-	for i, p := range parts {
+	for _, p := range parts {
 		table.Partitions = append(table.Partitions, &gpt.Partition{
-			Index: i + 1,
+			Index: p.Index,
 			Start: uint64(p.Start / sectorSize),
 			End:   uint64((p.Start+p.Size)/sectorSize - 1),
 			Size:  uint64(p.Size),
@@ -324,9 +343,9 @@ func setEpochEnv(epoch time.Time) func() {
 // loaderConf boots the kiln entry at once; a key held at power-on still shows the menu.
 const loaderConf = "default kiln.conf\ntimeout 0\n"
 
-func (st *Stage) entry() string {
-	return fmt.Sprintf("title kiln %s\nlinux /kiln/vmlinuz\ninitrd /kiln/initrd.img\noptions %s\n", st.spec.Name, Cmdline(st.spec))
-}
+// grubHeader heads the ESP's grub.cfg.
+const grubHeader = `kiln: the legacy BIOS boot entry. kiln build writes it from the same kernel, initrd and command line as
+loader/entries/kiln.conf (UEFI, systemd-boot): edit both alike.`
 
 const readme = `kiln node image
 ===============

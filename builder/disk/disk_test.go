@@ -1,8 +1,10 @@
 package disk
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"os"
@@ -110,10 +112,59 @@ func TestDiskLayout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("mdir: %v: %s", err, out)
 	}
-	for _, want := range []string{"BOOTX64  EFI", "vmlinuz", "initrd.img", "README   TXT", "loader.conf", "kiln.conf"} {
+	for _, want := range []string{"BOOTX64  EFI", "vmlinuz", "initrd.img", "README   TXT", "loader.conf", "kiln.conf", "grub.cfg"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("ESP lacks %q:\n%s", want, out)
 		}
+	}
+	out, err = exec.Command("mtype", "-i", esp, "::"+GRUBConfigPath).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mtype: %v: %s", err, out)
+	}
+	if want := "\tlinux /kiln/vmlinuz boot=kiln console=tty0 console=ttyS0,115200 quiet\n\tinitrd /kiln/initrd.img\n"; !strings.Contains(string(out), want) {
+		t.Errorf("grub.cfg:\n%s\nwant %q", out, want)
+	}
+
+	// Legacy BIOS: the BIOS boot partition is entry 5 in the first MiB, the MBR's boot code points at it,
+	// and core.img's block list at its own sectors; the protective MBR stays inactive.
+	for _, want := range []string{`"node": "` + img + `5"`, `"start": 40`, `"size": 2008`, `"type": "21686148-6449-6E6F-744E-656564454649"`, `"name": "bios-boot"`} {
+		if !strings.Contains(js, want) {
+			t.Errorf("sfdisk --json lacks %s:\n%s", want, js)
+		}
+	}
+	raw, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot, _ := os.ReadFile(filepath.Join(GRUBDir, "boot.img"))
+	if !bytes.Equal(raw[0x66:bootCodeEnd], append([]byte{0x90, 0x90}, boot[0x68:bootCodeEnd]...)) || raw[0x64] != 0xff {
+		t.Error("the MBR does not hold GRUB's boot code")
+	}
+	if got := binary.LittleEndian.Uint64(raw[bootKernelSector:]); got != 40 {
+		t.Errorf("boot code loads core.img from sector %d, want 40", got)
+	}
+	if bl := raw[40*512+500 : 40*512+512]; binary.LittleEndian.Uint64(bl) != 41 || binary.LittleEndian.Uint16(bl[10:]) != kernelSegment {
+		t.Errorf("core.img block list %x, want sector 41 on", bl)
+	}
+	if raw[446] != 0 || raw[446+4] != 0xee || raw[510] != 0x55 || raw[511] != 0xaa {
+		t.Errorf("protective MBR entry %x, signature %x: want inactive 0xee and 55aa", raw[446:462], raw[510:512])
+	}
+
+	s.Disk.PMBRBootFlag = true
+	flagged, err := os.ReadFile(build(t, fakeInputs(t), s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flagged[446] != 0x80 {
+		t.Errorf("pmbrBootFlag: MBR entry status %#x, want 0x80", flagged[446])
+	}
+}
+
+func TestGRUBEntry(t *testing.T) {
+	e := Entry{Title: "kiln node", Kernel: KernelPath, Initrd: InitrdPath, Options: "boot=kiln console=ttyS0,115200 x=$y a;b"}
+	want := "menuentry 'kiln node' {\n\tlinux /kiln/vmlinuz boot=kiln console=ttyS0,115200 'x=$y' 'a;b'\n\tinitrd /kiln/initrd.img\n}\n"
+	if got := e.GRUB(); got != want {
+		t.Errorf("GRUB() =\n%s\nwant\n%s", got, want)
 	}
 }
 

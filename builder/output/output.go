@@ -53,6 +53,7 @@ type Sources struct {
 
 // Formats is every format kiln writes, by name order.
 var Formats = []Format{
+	{Name: spec.FormatISO, Ext: "iso", Inputs: isoInputs, Write: writeISO},
 	{Name: spec.FormatPXE, Inputs: pxeInputs, Write: writePXE},
 	{Name: spec.FormatQcow2, Ext: "qcow2", Inputs: qcow2Inputs, Write: writeQcow2},
 	{Name: spec.FormatRaw, Ext: "raw", Write: writeRaw},

@@ -20,7 +20,7 @@ func TestLookup(t *testing.T) {
 		t.Errorf("Lookup(pxe) = %+v, %v", f, err)
 	}
 	_, err := Lookup("vdi")
-	if err == nil || !strings.Contains(err.Error(), `unknown format "vdi"`) || !strings.Contains(err.Error(), "pxe, qcow2, raw, vhd, vmdk") {
+	if err == nil || !strings.Contains(err.Error(), `unknown format "vdi"`) || !strings.Contains(err.Error(), "iso, pxe, qcow2, raw, vhd, vmdk") {
 		t.Errorf("Lookup(vdi) error = %v, want one naming the format and the known ones", err)
 	}
 	st := New(&spec.Spec{Name: "x", Formats: []string{"raw", "vdi", "ova"}})

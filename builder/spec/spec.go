@@ -40,8 +40,8 @@ type Spec struct {
 	// Disk tunes the disk layout.
 	Disk Disk `yaml:"disk,omitempty" json:"disk,omitempty"`
 	// Formats lists the artifacts to write: raw, qcow2 (default both), pxe (the directory pxe/ for netboot),
-	// vmdk (streamOptimized), vhd (fixed).
-	Formats []string `yaml:"formats,omitempty" json:"formats,omitempty" jsonschema:"enum=raw,enum=qcow2,enum=pxe,enum=vmdk,enum=vhd,default=raw,default=qcow2"`
+	// vmdk (streamOptimized), vhd (fixed), iso (the hybrid installer: docs/install.md).
+	Formats []string `yaml:"formats,omitempty" json:"formats,omitempty" jsonschema:"enum=raw,enum=qcow2,enum=pxe,enum=vmdk,enum=vhd,enum=iso,default=raw,default=qcow2"`
 
 	// Dir is the directory of the spec file; relative paths resolve against it. Not part of the YAML.
 	Dir string `yaml:"-" json:"-"`
@@ -96,6 +96,10 @@ type Disk struct {
 	Compression string `yaml:"compression,omitempty" json:"compression,omitempty" jsonschema:"enum=zstd,enum=xz,default=zstd"`
 	// CompressionLevel is the compressor level; default 3 for zstd (fast builds, see docs/builder.md).
 	CompressionLevel int `yaml:"compressionLevel,omitempty" json:"compressionLevel,omitempty" jsonschema:"minimum=0,maximum=22"`
+	// PMBRBootFlag marks the protective MBR's partition active (bootable), for BIOSes that only boot a disk
+	// with an active MBR partition; default off, as the UEFI specification wants: some UEFI firmware ignores a
+	// GPT whose protective MBR is marked active (docs/install.md, "Legacy BIOS").
+	PMBRBootFlag bool `yaml:"pmbrBootFlag,omitempty" json:"pmbrBootFlag,omitempty"`
 }
 
 // suiteRelease is the release day of each Debian suite kiln knows, the default SOURCE_DATE_EPOCH: a date

@@ -41,7 +41,7 @@ const (
 )
 
 // KnownFormats lists the artifact formats, sorted.
-var KnownFormats = []string{FormatPXE, FormatQcow2, FormatRaw, FormatVHD, FormatVMDK}
+var KnownFormats = []string{FormatISO, FormatPXE, FormatQcow2, FormatRaw, FormatVHD, FormatVMDK}
 
 // DefaultComponents are the archive components packages come from: firmware lives in non-free-firmware.
 var DefaultComponents = []string{"main", "non-free-firmware"}
