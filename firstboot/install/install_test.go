@@ -77,7 +77,7 @@ func TestWriteImage(t *testing.T) {
 	sum := sha256.Sum256(image)
 	id := sha256.Sum256(image[3<<20 : 4<<20])
 	m := Manifest{Name: "t", Size: int64(len(image)), SHA256: hex.EncodeToString(sum[:]),
-		Extents: []Extent{{Offset: 4096, Length: 6000, File: "kiln/vmlinuz"}, {Offset: 3 << 20, Length: 600000, File: DataPath}},
+		Extents:  []Extent{{Offset: 4096, Length: 6000, File: "kiln/vmlinuz"}, {Offset: 3 << 20, Length: 600000, File: DataPath}},
 		Identity: []Range{{Offset: 3 << 20, Length: 1 << 20, SHA256: hex.EncodeToString(id[:])}}}
 	target := filepath.Join(dir, "disk")
 	old := bytes.Repeat([]byte{0xee}, 16<<20)
