@@ -17,7 +17,7 @@ import (
 const legoModule = "github.com/go-acme/lego/v5"
 
 // sourcePatches versions what sourceTree changes in Traefik's source: a change must re-run the stage.
-const sourcePatches = "2"
+const sourcePatches = "3"
 
 // noDNSProviders replaces lego's generated registry of DNS-01 providers. Fourteen of those providers import
 // cloud SDKs the module proxy kiln builds against does not serve (403), and kiln's ingress uses HTTP-01
@@ -57,9 +57,54 @@ type Router struct{}
 `
 )
 
-// httpAuthReplace is Traefik's replace of go-http-auth by its own fork, whose pseudo-version the module
-// proxy does not serve; upstream v0.4.0, which the fork is based on, has the API Traefik's basic and digest
-// auth middlewares use.
+// httpAuth is go-http-auth: Traefik's go.mod replaces it by its own fork, whose pseudo-version the module
+// proxy does not serve. The build uses upstream v0.4.0, which the fork is based on, plus the two functions
+// the fork added and Traefik's auth middlewares call (httpAuthForkAPI).
+const (
+	httpAuthModule  = "github.com/abbot/go-http-auth"
+	httpAuthVersion = "v0.4.0"
+	httpAuthForkAPI = `// Written by kiln's images stage: the two functions Traefik's go-http-auth fork adds to v0.4.0.
+
+package auth
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// CheckSecret reports whether password matches secret, an htpasswd hash ({SHA}, bcrypt, else MD5 crypt).
+func CheckSecret(password, secret string) bool {
+	compare := compareFuncs[0].compare
+	for _, c := range compareFuncs[1:] {
+		if strings.HasPrefix(secret, c.prefix) {
+			compare = c.compare
+			break
+		}
+	}
+	return compare([]byte(secret), []byte(password)) == nil
+}
+
+// RequireAuthStale is RequireAuth telling the client its nonce was stale (RFC 7616 3.3): it may retry with
+// the new nonce without asking the user again.
+func (a *DigestAuth) RequireAuthStale(w http.ResponseWriter, r *http.Request) {
+	if len(a.clients) > a.ClientCacheSize+a.ClientCacheTolerance {
+		a.Purge(a.ClientCacheTolerance * 2)
+	}
+	nonce := RandomKey()
+	a.clients[nonce] = &digest_client{nc: 0, last_seen: time.Now().UnixNano()}
+	w.Header().Set(contentType, a.Headers.V().UnauthContentType)
+	w.Header().Set(a.Headers.V().Authenticate,
+		fmt.Sprintf(` + "`" + `Digest realm="%s", nonce="%s", opaque="%s", algorithm="MD5", qop="auth", stale=true` + "`" + `,
+			a.Realm, nonce, a.Opaque))
+	w.WriteHeader(a.Headers.V().UnauthCode)
+	w.Write([]byte(a.Headers.V().UnauthResponse))
+}
+`
+)
+
+// httpAuthReplace matches Traefik's replace of go-http-auth by its fork.
 var httpAuthReplace = regexp.MustCompile(`(?m)^(\s*(?:replace\s+)?github\.com/abbot/go-http-auth\s+=>\s+)github\.com/containous/go-http-auth\s+\S+`)
 
 // sourceTree downloads Traefik and lego at the versions Traefik pins and lays out a buildable copy under
@@ -105,7 +150,22 @@ func sourceTree(ctx context.Context, work, version string) (string, error) {
 	if err := os.WriteFile(filepath.Join(dst, extDir, "ext.go"), []byte(extSource), 0o644); err != nil {
 		return "", err
 	}
-	patched := httpAuthReplace.ReplaceAll(gomod, []byte("${1}github.com/abbot/go-http-auth v0.4.0"))
+	authDir, err := download(ctx, work, httpAuthModule+"@"+httpAuthVersion)
+	if err != nil {
+		return "", err
+	}
+	if err := copyWritable(authDir, filepath.Join(src, "go-http-auth")); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(src, "go-http-auth", "kiln_fork_api.go"), []byte(httpAuthForkAPI), 0o644); err != nil {
+		return "", err
+	}
+	// v0.4.0 predates modules: a replacement directory needs a go.mod; its imports (x/crypto, x/net) resolve
+	// from Traefik's own requirements.
+	if err := os.WriteFile(filepath.Join(src, "go-http-auth", "go.mod"), []byte("module "+httpAuthModule+"\n\ngo 1.12\n"), 0o644); err != nil {
+		return "", err
+	}
+	patched := httpAuthReplace.ReplaceAll(gomod, []byte("${1}../go-http-auth"))
 	patched = append(patched, []byte("\nreplace "+legoModule+" => ../lego\n")...)
 	if err := os.WriteFile(filepath.Join(dst, "go.mod"), patched, 0o644); err != nil {
 		return "", err
