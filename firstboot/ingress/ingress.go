@@ -178,19 +178,9 @@ func (*Reconciler) Name() string { return Name }
 // Reconcile implements state.Reconciler: once the swarm is active and the volume mounted, the swarm leader
 // makes the stack match the config; every manager reports the service's state and why ACME fails, if it does.
 func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error) {
-	if !s.Swarm.Active {
-		s.Wait(Name, "waiting for the swarm")
-		return false, nil
-	}
-	if ok, err := r.mounted(); err != nil {
-		return false, fmt.Errorf("ingress: %w", err)
-	} else if !ok {
-		s.Wait(Name, "waiting for the volume at "+r.mountPoint)
-		return false, nil
-	}
-	leader, err := stack.Leader(ctx, r.docker)
-	if err != nil {
-		return false, fmt.Errorf("ingress: %w", err)
+	leader, goOn, err := stack.Ready(ctx, s, Name, r.docker, r.mountPoint, r.mounted)
+	if err != nil || !goOn {
+		return false, err
 	}
 	obs, err := stack.Observe(ctx, r.docker, StackName)
 	if err != nil {

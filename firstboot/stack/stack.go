@@ -20,6 +20,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/api/types/system"
+	"github.com/kiln-project/kiln/firstboot/state"
 )
 
 // Labels kiln puts on what it deploys.
@@ -211,6 +212,27 @@ func Apply(ctx context.Context, docker DockerAPI, actions []Action) error {
 
 func exists(err error) bool {
 	return cerrdefs.IsConflict(err) || cerrdefs.IsAlreadyExists(err) || strings.Contains(err.Error(), "already exists")
+}
+
+// Ready is how a stack reconciler's pass starts: it waits, reporting under name, until the swarm is active and
+// the volume at mountPoint is mounted (services keep their state there), then reports whether this node is the
+// swarm's leader. goOn is false when the pass ends here.
+func Ready(ctx context.Context, s *state.State, name string, docker DockerAPI, mountPoint string, mounted func() (bool, error)) (leader, goOn bool, err error) {
+	if !s.Swarm.Active {
+		s.Wait(name, "waiting for the swarm")
+		return false, false, nil
+	}
+	if ok, err := mounted(); err != nil {
+		return false, false, fmt.Errorf("%s: %w", name, err)
+	} else if !ok {
+		s.Wait(name, "waiting for the volume at "+mountPoint)
+		return false, false, nil
+	}
+	leader, err = Leader(ctx, docker)
+	if err != nil {
+		return false, false, fmt.Errorf("%s: %w", name, err)
+	}
+	return leader, true, nil
 }
 
 // Leader reports whether this node is the swarm's raft leader: the one manager that deploys, so managers

@@ -63,19 +63,9 @@ func (*Reconciler) Name() string { return Name }
 // Reconcile implements state.Reconciler. The files were checked at build time; one that fails here all the
 // same (a newer agent on an old image) is reported and the other stacks still deploy.
 func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error) {
-	if !s.Swarm.Active {
-		s.Wait(Name, "waiting for the swarm")
-		return false, nil
-	}
-	if ok, err := r.mounted(); err != nil {
-		return false, fmt.Errorf("stacks: %w", err)
-	} else if !ok {
-		s.Wait(Name, "waiting for the volume at "+r.mountPoint)
-		return false, nil
-	}
-	leader, err := stack.Leader(ctx, r.docker)
-	if err != nil {
-		return false, fmt.Errorf("stacks: %w", err)
+	leader, goOn, err := stack.Ready(ctx, s, Name, r.docker, r.mountPoint, r.mounted)
+	if err != nil || !goOn {
+		return false, err
 	}
 	names := make([]string, 0, len(r.files))
 	for n := range r.files {
