@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -176,22 +175,5 @@ func TestSwarmFormationRealDockerd(t *testing.T) {
 	}
 	if info, err := a.cli.Info(ctx); err != nil || info.Swarm.LocalNodeState != swarm.LocalNodeStateActive {
 		t.Fatalf("A after foreign formation: state %s err %v", info.Swarm.LocalNodeState, err)
-	}
-}
-
-// unmountUnder lazily unmounts every mount point below dir (so the temp dir can be removed).
-func unmountUnder(t testing.TB, dir string) {
-	b, err := os.ReadFile("/proc/self/mounts")
-	if err != nil {
-		t.Log(err)
-		return
-	}
-	for line := range strings.Lines(string(b)) {
-		f := strings.Fields(line)
-		if len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
-			if err := syscall.Unmount(f[1], syscall.MNT_DETACH); err != nil {
-				t.Logf("unmount %s: %v", f[1], err)
-			}
-		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/firstboot/vrrp"
 	"github.com/kiln-project/kiln/internal/run"
+	"github.com/kiln-project/kiln/internal/testenv"
 )
 
 // daemon is a dockerd that a test can stop, wipe (reimage) and start again. It runs in its node's network
@@ -91,7 +92,7 @@ func (d *daemon) stop(t *testing.T) {
 		<-d.exited
 	}
 	d.cmd = nil
-	unmountUnder(t, d.dir)
+	testenv.UnmountUnder(t, d.dir)
 }
 
 // reimage is an empty /var/lib/docker on the same machine: stop, wipe the data root, start.

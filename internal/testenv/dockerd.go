@@ -64,7 +64,7 @@ func Dockerd(t testing.TB, ns, dir string) *client.Client {
 			_ = cmd.Process.Kill()
 			<-exited
 		}
-		unmountUnder(t, dir) // dockerd leaves the sandbox namespaces it bind-mounted under its exec-root
+		UnmountUnder(t, dir) // dockerd leaves the sandbox namespaces it bind-mounted under its exec-root
 		if t.Failed() {
 			if b, err := os.ReadFile(logf.Name()); err == nil {
 				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
@@ -97,8 +97,8 @@ func Dockerd(t testing.TB, ns, dir string) *client.Client {
 	}
 }
 
-// unmountUnder lazily unmounts every mount point below dir (so the temp dir can be removed).
-func unmountUnder(t testing.TB, dir string) {
+// UnmountUnder lazily unmounts every mount point below dir (so the temp dir can be removed).
+func UnmountUnder(t testing.TB, dir string) {
 	b, err := os.ReadFile("/proc/self/mounts")
 	if err != nil {
 		t.Log(err)
