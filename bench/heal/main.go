@@ -1,5 +1,5 @@
 // Command heal measures self-healing (make bench-heal). On one formed three-node lab that runs the test
-// service (3 replicas, published on 80) behind the VIP, each scenario runs -runs times, the cluster healed
+// service (3 replicas, published on 8080) behind the VIP, each scenario runs -runs times, the cluster healed
 // between runs, and the median of each figure is printed against its target (docs/measurements.md):
 //
 //   - VIP gap: the longest time without an answer from VIP:443 (a completed connect, or a RST while nothing
