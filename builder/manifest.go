@@ -78,6 +78,10 @@ type PreloadedImage struct {
 	File   string `json:"file"`
 	SHA256 string `json:"sha256"`
 	Size   int64  `json:"size"`
+	// Binary is, for Traefik, its executable beside the archive (bind-mounted into the container, not in the
+	// image's layer), with its SHA256.
+	Binary       string `json:"binary,omitempty"`
+	BinarySHA256 string `json:"binary_sha256,omitempty"`
 }
 
 // StageManifest records one stage of the build.

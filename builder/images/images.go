@@ -25,7 +25,7 @@ import (
 const TreeDir = "tree"
 
 // layout versions the stage's output shape (archive layout, unit, index): a change here must re-run it.
-const layout = "1"
+const layout = "2"
 
 // UnitName is the boot unit that loads the archives (kiln-firstboot preload).
 const UnitName = "kiln-preload.service"
@@ -118,9 +118,10 @@ func (st *Stage) Run(ctx context.Context, env *builder.Env, dir string) error {
 		switch {
 		case p.Traefik != "":
 			file = "traefik-" + p.Traefik + ".tar"
+			binary := "traefik-" + p.Traefik
 			var img dockerarchive.Image
-			img, err = st.traefik(ctx, env, dir, p.Traefik, filepath.Join(imgDir, file), mtime)
-			entries = []preload.Entry{{Name: spec.TraefikImage(p.Traefik), Source: preload.SourceTraefik, Version: p.Traefik, Digest: img.ID, File: file}}
+			img, err = st.traefik(ctx, env, dir, p.Traefik, filepath.Join(imgDir, file), filepath.Join(imgDir, binary), mtime)
+			entries = []preload.Entry{{Name: spec.TraefikImage(p.Traefik), Source: preload.SourceTraefik, Version: p.Traefik, Digest: img.ID, File: file, Binary: binary}}
 		case p.Archive != "":
 			file = fmt.Sprintf("archive-%03d-%s", i, filepath.Base(p.Archive))
 			entries, err = copyArchive(ctx, st.spec.Path(p.Archive), filepath.Join(imgDir, file), file)
@@ -137,9 +138,16 @@ func (st *Stage) Run(ctx context.Context, env *builder.Env, dir string) error {
 			return fmt.Errorf("images: %w", err)
 		}
 		for _, e := range entries {
-			env.Log.Info("preloaded image", "image", e.Name, "digest", e.Digest, "file", file, "bytes", fi.Size())
-			list = append(list, builder.PreloadedImage{Name: e.Name, Source: e.Source, Version: e.Version,
-				Digest: e.Digest, File: file, SHA256: sum, Size: fi.Size()})
+			env.Log.Info("preloaded image", "image", e.Name, "digest", e.Digest, "file", file, "bytes", fi.Size(), "binary", e.Binary)
+			pi := builder.PreloadedImage{Name: e.Name, Source: e.Source, Version: e.Version,
+				Digest: e.Digest, File: file, SHA256: sum, Size: fi.Size()}
+			if e.Binary != "" {
+				if pi.BinarySHA256, err = cache.HashFile(filepath.Join(imgDir, e.Binary)); err != nil {
+					return fmt.Errorf("images: %w", err)
+				}
+				pi.Binary = e.Binary
+			}
+			list = append(list, pi)
 		}
 		ix.Images = append(ix.Images, entries...)
 	}

@@ -13,15 +13,14 @@ import (
 
 	"github.com/kiln-project/kiln/builder"
 	"github.com/kiln-project/kiln/builder/spec"
+	"github.com/kiln-project/kiln/firstboot/preload"
 	"github.com/kiln-project/kiln/internal/dockerarchive"
+	"github.com/kiln-project/kiln/internal/files"
 	"github.com/kiln-project/kiln/internal/run"
 )
 
 // TraefikModule is the Go module Traefik is built from.
 const TraefikModule = "github.com/traefik/traefik/v3"
-
-// traefikBin is where the image holds the binary, as Traefik's own image does.
-const traefikBin = "usr/local/bin/traefik"
 
 // caBundle is Debian's CA bundle path, in the package tree and in the image: Traefik checks the ACME
 // directory's TLS certificate against it (a static Go binary has no other trust store).
@@ -45,11 +44,13 @@ func goVersion(ctx context.Context) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// traefik builds Traefik at version from its Go module and writes it as a one-layer image archive. The
-// module is fetched with `go mod download` (the Go module proxy, like any dependency) and built from a copy
-// with the substitutions of sourceTree: Traefik's go.mod has replace directives, which `go install
-// module@version` refuses, and some of its dependencies are not served by every module proxy.
-func (st *Stage) traefik(ctx context.Context, env *builder.Env, dir, version, archive string, mtime time.Time) (dockerarchive.Image, error) {
+// traefik builds Traefik at version from its Go module into binPath and writes its image as a one-layer
+// archive holding the CA bundle and no binary: the ingress stack bind-mounts binPath's file (on the node's
+// read-only root) at preload.TraefikEntrypoint (docs/builder.md, "Preloaded images"). The module is fetched
+// with `go mod download` (the Go module proxy, like any dependency) and built from a copy with the
+// substitutions of sourceTree: Traefik's go.mod has replace directives, which `go install module@version`
+// refuses, and some of its dependencies are not served by every module proxy.
+func (st *Stage) traefik(ctx context.Context, env *builder.Env, dir, version, archive, binPath string, mtime time.Time) (dockerarchive.Image, error) {
 	work := filepath.Join(dir, ".work")
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		return dockerarchive.Image{}, err
@@ -72,8 +73,16 @@ func (st *Stage) traefik(ctx context.Context, env *builder.Env, dir, version, ar
 	}
 	env.Log.Info("built traefik", "version", version, "duration", time.Since(start).Round(time.Second))
 
+	if err := files.Copy(ctx, binPath, bin, 0o755); err != nil {
+		return dockerarchive.Image{}, fmt.Errorf("traefik %s: %w", version, err)
+	}
+	if err := os.Chtimes(binPath, mtime, mtime); err != nil {
+		return dockerarchive.Image{}, fmt.Errorf("traefik %s: %w", version, err)
+	}
+	entry := strings.TrimPrefix(preload.TraefikEntrypoint, "/")
 	layer := []dockerarchive.File{
-		{Path: traefikBin, Mode: 0o755, Source: bin},
+		// The mount point of the binary (an empty file: run without the mount, the image fails at once).
+		{Path: entry, Mode: 0o755},
 		{Path: "tmp", Mode: fs.ModeDir | 0o1777},
 	}
 	// The CA bundle comes from the image's own ca-certificates package (the packages stage's tree), so the
@@ -87,7 +96,7 @@ func (st *Stage) traefik(ctx context.Context, env *builder.Env, dir, version, ar
 		}
 	}
 	cfg := dockerarchive.Config{
-		Entrypoint:   []string{"/" + traefikBin},
+		Entrypoint:   []string{preload.TraefikEntrypoint},
 		Env:          []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "SSL_CERT_FILE=/" + caBundle},
 		ExposedPorts: []string{"80/tcp", "443/tcp"},
 		Labels: map[string]string{

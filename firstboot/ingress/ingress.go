@@ -59,8 +59,11 @@ const Resolver = "kiln"
 // Desired is everything the stack's spec depends on.
 type Desired struct {
 	Image string
-	Email string
-	CA    string
+	// Binary is the preloaded Traefik's executable on the node (preload.Entry.Binary), bind-mounted at the
+	// image's entrypoint; empty for an image that has its own (a registry's).
+	Binary string
+	Email  string
+	CA     string
 	// Bundle is the private CA bundle's PEM (nil: none); its hash goes into the spec, so a new bundle
 	// redeploys Traefik, which reads it only at start.
 	Bundle []byte
@@ -114,13 +117,9 @@ func ServiceSpec(d Desired) swarm.ServiceSpec {
 		Annotations: swarm.Annotations{Name: ServiceName, Labels: labels},
 		TaskTemplate: swarm.TaskSpec{
 			ContainerSpec: &swarm.ContainerSpec{
-				Image: d.Image,
-				Args:  Args(d),
-				Mounts: []mount.Mount{
-					// The swarm provider reads services and their labels from a manager's API.
-					{Type: mount.TypeBind, Source: "/var/run/docker.sock", Target: "/var/run/docker.sock", ReadOnly: true},
-					{Type: mount.TypeBind, Source: d.DataDir, Target: containerData},
-				},
+				Image:  d.Image,
+				Args:   Args(d),
+				Mounts: mounts(d),
 			},
 			Placement: &swarm.Placement{Constraints: []string{"node.role == manager"}},
 			// Restarted wherever swarm puts it; a crash loop waits 5 s between tries. ACME retries follow
@@ -147,6 +146,18 @@ func StackSpec(d Desired) stack.Spec {
 		Networks:     []network.CreateOptions{{Driver: "overlay", Attachable: true}},
 		Services:     []swarm.ServiceSpec{stack.WithHash(StackName, ServiceSpec(d))},
 	}
+}
+
+func mounts(d Desired) []mount.Mount {
+	m := []mount.Mount{
+		// The swarm provider reads services and their labels from a manager's API.
+		{Type: mount.TypeBind, Source: "/var/run/docker.sock", Target: "/var/run/docker.sock", ReadOnly: true},
+		{Type: mount.TypeBind, Source: d.DataDir, Target: containerData},
+	}
+	if d.Binary != "" {
+		m = append(m, mount.Mount{Type: mount.TypeBind, Source: d.Binary, Target: preload.TraefikEntrypoint, ReadOnly: true})
+	}
+	return m
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -256,6 +267,9 @@ func (r *Reconciler) desired(ctx context.Context) (Desired, error) {
 			return d, errWaitImage{e.Name}
 		}
 		d.Image = e.Name
+		if e.Binary != "" {
+			d.Binary = filepath.Join(r.images, e.Binary)
+		}
 	}
 	if d.Bundle, err = r.cfg.Bundle(); err != nil {
 		return d, fmt.Errorf("ingress: %w", err)

@@ -63,8 +63,14 @@ func TestServiceSpec(t *testing.T) {
 	for _, m := range s.TaskTemplate.ContainerSpec.Mounts {
 		mounts = append(mounts, m.Source+":"+m.Target)
 	}
-	if !slices.Contains(mounts, "/var/data/kiln/ingress:/data") || !slices.Contains(mounts, "/var/run/docker.sock:/var/run/docker.sock") {
+	if !slices.Contains(mounts, "/var/data/kiln/ingress:/data") || !slices.Contains(mounts, "/var/run/docker.sock:/var/run/docker.sock") || len(mounts) != 2 {
 		t.Errorf("mounts = %v", mounts)
+	}
+	withBin := desired()
+	withBin.Binary = "/usr/lib/kiln/images/traefik-v3.7.13"
+	m := ServiceSpec(withBin).TaskTemplate.ContainerSpec.Mounts
+	if last := m[len(m)-1]; len(m) != 3 || last.Source != withBin.Binary || last.Target != "/usr/local/bin/traefik" || !last.ReadOnly {
+		t.Errorf("mounts with the preloaded binary = %+v", m)
 	}
 	if strings.Contains(args, "caCertificates") {
 		t.Errorf("args without a bundle name one: %s", args)
@@ -91,6 +97,7 @@ func TestStackHash(t *testing.T) {
 		"ca":     func(d *Desired) { d.CA = "https://ca.lab.test/dir" },
 		"bundle": func(d *Desired) { d.Bundle = []byte("pem") },
 		"image":  func(d *Desired) { d.Image = "kiln/traefik:v3.7.14" },
+		"binary": func(d *Desired) { d.Binary = "/usr/lib/kiln/images/traefik-v3.7.14" },
 	} {
 		d := desired()
 		change(&d)
@@ -188,7 +195,7 @@ func TestReconcile(t *testing.T) {
 	root := t.TempDir()
 	images := filepath.Join(root, "images")
 	os.MkdirAll(images, 0o755)
-	ix, _ := json.Marshal(preload.Index{Images: []preload.Entry{{Name: "kiln/traefik:v3.7.13", Source: preload.SourceTraefik, Version: "v3.7.13", Digest: "sha256:aa", File: "t.tar"}}})
+	ix, _ := json.Marshal(preload.Index{Images: []preload.Entry{{Name: "kiln/traefik:v3.7.13", Source: preload.SourceTraefik, Version: "v3.7.13", Digest: "sha256:aa", File: "t.tar", Binary: "traefik-v3.7.13"}}})
 	os.WriteFile(filepath.Join(images, preload.IndexFile), ix, 0o644)
 	mounted := false
 	docker := newFake()
@@ -226,6 +233,9 @@ func TestReconcile(t *testing.T) {
 	}
 	if got := docker.services[ServiceName].Spec.TaskTemplate.ContainerSpec.Image; got != "kiln/traefik:v3.7.13" {
 		t.Errorf("image %s, want the preloaded one", got)
+	}
+	if m := docker.services[ServiceName].Spec.TaskTemplate.ContainerSpec.Mounts; m[len(m)-1].Source != filepath.Join(images, "traefik-v3.7.13") {
+		t.Errorf("mounts %+v, want the preloaded binary from %s", m, images)
 	}
 	st, err := os.Stat(filepath.Join(root, "data", DataSubdir, AcmeFile))
 	if err != nil || st.Mode().Perm() != 0o600 {

@@ -1,12 +1,9 @@
 package ingress
 
 import (
-	"archive/tar"
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -17,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kiln-project/kiln/firstboot/config"
+	"github.com/kiln-project/kiln/firstboot/preload"
 	"github.com/kiln-project/kiln/internal/testenv"
 	"github.com/kiln-project/kiln/test/acmeca"
 )
@@ -30,7 +28,7 @@ import (
 //   - with the CA unreachable, HTTPS answers with the default certificate and LastACMEError says why.
 //
 // The status line the agent shows is "ACME failing: " + LastACMEError of this same log. Needs root (netns)
-// and the Traefik archive: $KILN_TRAEFIK_ARCHIVE, else taken from the built image's pxe directory.
+// and the Traefik binary: $KILN_TRAEFIK_BIN, else taken from the built image's pxe directory.
 func TestTraefikACME(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: no namespaces")
@@ -113,75 +111,31 @@ func TestTraefikACME(t *testing.T) {
 	checkDefault(ctx, t, h.NS, h.Addr, "app.test", root)
 }
 
-// traefikBinary extracts usr/local/bin/traefik from the preloaded image's archive.
+// traefikBinary is the preloaded Traefik executable: $KILN_TRAEFIK_BIN, else the one the built image's node
+// layer holds (its pxe directory's node.squashfs, as the index names it).
 func traefikBinary(t *testing.T) string {
 	t.Helper()
-	archive := os.Getenv("KILN_TRAEFIK_ARCHIVE")
-	if archive == "" {
-		pxe, err := testenv.PXEDir()
-		if err != nil {
-			t.Skipf("no Traefik archive: set KILN_TRAEFIK_ARCHIVE or build the image with preload traefik and pxe (%v)", err)
-		}
-		dir := t.TempDir()
-		out, err := exec.Command("unsquashfs", "-no-progress", "-d", filepath.Join(dir, "x"), filepath.Join(pxe, "node.squashfs"), "/usr/lib/kiln/images").CombinedOutput()
-		if err != nil {
-			t.Fatalf("unsquashfs: %v: %s", err, out)
-		}
-		m, _ := filepath.Glob(filepath.Join(dir, "x", "usr/lib/kiln/images", "traefik-*.tar"))
-		if len(m) == 0 {
-			t.Skipf("the image at %s preloads no Traefik", pxe)
-		}
-		archive = m[0]
+	if bin := os.Getenv("KILN_TRAEFIK_BIN"); bin != "" {
+		return bin
 	}
-	bin := filepath.Join(t.TempDir(), "traefik")
-	if err := extractTraefik(archive, bin); err != nil {
+	pxe, err := testenv.PXEDir()
+	if err != nil {
+		t.Skipf("no Traefik: set KILN_TRAEFIK_BIN or build the image with preload traefik and pxe (%v)", err)
+	}
+	dir := filepath.Join(t.TempDir(), "x")
+	out, err := exec.Command("unsquashfs", "-no-progress", "-d", dir, filepath.Join(pxe, "node.squashfs"), preload.Dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("unsquashfs: %v: %s", err, out)
+	}
+	ix, err := preload.ReadIndex(filepath.Join(dir, preload.Dir))
+	if err != nil {
 		t.Fatal(err)
 	}
-	return bin
-}
-
-// extractTraefik copies the Traefik binary out of a docker save archive (its layer tars).
-func extractTraefik(archive, dst string) error {
-	f, err := os.Open(archive)
-	if err != nil {
-		return err
+	e, ok := ix.Find(preload.SourceTraefik)
+	if !ok || e.Binary == "" {
+		t.Skipf("the image at %s preloads no Traefik binary", pxe)
 	}
-	defer f.Close()
-	outer := tar.NewReader(f)
-	for {
-		h, err := outer.Next()
-		if errors.Is(err, io.EOF) {
-			return fmt.Errorf("%s: no usr/local/bin/traefik in any layer", archive)
-		}
-		if err != nil {
-			return err
-		}
-		if !strings.HasSuffix(h.Name, "layer.tar") {
-			continue
-		}
-		inner := tar.NewReader(outer)
-		for {
-			ih, err := inner.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			if strings.TrimPrefix(ih.Name, "./") != "usr/local/bin/traefik" {
-				continue
-			}
-			out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-			if err != nil {
-				return err
-			}
-			if _, err := io.Copy(out, inner); err != nil {
-				out.Close()
-				return err
-			}
-			return out.Close()
-		}
-	}
+	return filepath.Join(dir, preload.Dir, e.Binary)
 }
 
 type traefikProc struct {

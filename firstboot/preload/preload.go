@@ -50,7 +50,16 @@ type Entry struct {
 	Digest string `json:"digest"`
 	// File is the archive's name in Dir; several entries may share one (an archive of several images).
 	File string `json:"file"`
+	// Binary, for a Traefik entry, is the Traefik executable's name in Dir. The image holds no binary of its
+	// own (only its CA bundle, a few hundred kilobytes to load): the ingress stack bind-mounts this file at
+	// TraefikEntrypoint, read-only from the node's root. Loading a 144 MB layer took a TCG lab node over
+	// two minutes at every first boot; the binary on the read-only root costs nothing to "load".
+	Binary string `json:"binary,omitempty"`
 }
+
+// TraefikEntrypoint is where a Traefik entry's image expects its binary (its entrypoint): the ingress stack
+// mounts Entry.Binary there. It is where Traefik's own image has it, too.
+const TraefikEntrypoint = "/usr/local/bin/traefik"
 
 // ReadIndex reads dir's index; an image without preloaded images has none, which is an empty Index.
 func ReadIndex(dir string) (Index, error) {
