@@ -318,6 +318,11 @@ func (a TLSAnswer) VerifyChain(root *x509.Certificate, name string) error {
 // curl --resolve name:443:addr would), on a fresh connection. The handshake accepts any certificate: the
 // caller inspects what was presented (Pebble's, or Traefik's self-signed default).
 func HTTPSGet(ctx context.Context, ns string, addr netip.Addr, name, path string, timeout time.Duration) (TLSAnswer, error) {
+	return HTTPSDo(ctx, ns, addr, name, http.MethodGet, path, "", timeout)
+}
+
+// HTTPSDo is HTTPSGet for any method, with a request body (none when empty).
+func HTTPSDo(ctx context.Context, ns string, addr netip.Addr, name, method, path, reqBody string, timeout time.Duration) (TLSAnswer, error) {
 	var ans TLSAnswer
 	err := netns.Do(ns, func() error {
 		d := net.Dialer{Timeout: timeout}
@@ -334,7 +339,11 @@ func HTTPSGet(ctx context.Context, ns string, addr netip.Addr, name, path string
 			return fmt.Errorf("TLS handshake with %s as %s: %w", addr, name, err)
 		}
 		ans.Chain = c.ConnectionState().PeerCertificates
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+name+path, nil)
+		var rb io.Reader
+		if reqBody != "" {
+			rb = strings.NewReader(reqBody)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, "https://"+name+path, rb)
 		if err != nil {
 			return err
 		}
@@ -344,7 +353,7 @@ func HTTPSGet(ctx context.Context, ns string, addr netip.Addr, name, path string
 		}
 		resp, err := http.ReadResponse(bufio.NewReader(c), req)
 		if err != nil {
-			return fmt.Errorf("GET https://%s%s via %s: %w", name, path, addr, err)
+			return fmt.Errorf("%s https://%s%s via %s: %w", method, name, path, addr, err)
 		}
 		defer resp.Body.Close()
 		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))

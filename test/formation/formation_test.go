@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -113,6 +114,8 @@ func TestFormation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The test service is behind Traefik (its 80 and 443 are Traefik's): https://app.test/.
+	web := formation.Web{Routed: true}
 	acmeTools := t.TempDir()
 	if err := acmeca.BuildTools(ctx, acmeTools); err != nil {
 		t.Fatal(err)
@@ -364,23 +367,24 @@ func TestFormation(t *testing.T) {
 	step("service", func(t *testing.T) {
 		sctx, scancel := context.WithTimeout(ctx, serviceTimeout)
 		defer scancel()
-		if err := formation.DeployWeb(sctx, l, nodes, svcTar.Bytes(), formation.Web{Routed: true}); err != nil {
+		if err := formation.DeployWeb(sctx, l, nodes, svcTar.Bytes(), web); err != nil {
 			ps, _ := formation.Exec(ctx, nodes[0], "docker", "service", "ps", "--no-trunc", "web")
 			t.Fatalf("%v\n%s", err, ps)
 		}
-		// Through the VIP, fresh connections are balanced over all three tasks by the routing mesh. A task that
-		// is Running is not in every node's mesh at once: its endpoint spreads by gossip (networkdb), which took
-		// a loaded TCG lab more than the first rounds (served by 2 of 3 right after 3/3). So rounds of 12 fresh
-		// GETs are repeated until one round has no failure and is served by every node.
+		// Through the VIP (its 443, the routing mesh, Traefik), requests are balanced over all three tasks by
+		// Traefik. A task that is Running is not routed at once: Traefik learns it from the swarm (every 15 s)
+		// and reaches it over the overlay, whose endpoints spread by gossip (networkdb), which took a loaded TCG
+		// lab more than the first rounds. So rounds of 12 fresh requests are repeated until one round has no
+		// failure and is served by every node. The certificate is the "ingress" step's to check.
 		var served map[string]int
 		mctx, mcancel := context.WithTimeout(ctx, convergeTimeout)
 		defer mcancel()
 		err := formation.Poll(mctx, pollEvery, "every task serves through the VIP", func(ctx context.Context) (bool, string, error) {
 			served = map[string]int{}
 			for range 12 {
-				code, body, err := formation.HTTPGet(ctx, l.Namespace(), netip.Addr{}, vip, formation.WebPort, "/", 10*time.Second)
+				code, body, err := web.Do(ctx, l.Namespace(), vip, http.MethodGet, "/", "", 10*time.Second)
 				if err != nil || code != 200 {
-					return false, fmt.Sprintf("GET http://%s:%d/: %d %q %v", vip, formation.WebPort, code, body, err), nil
+					return false, fmt.Sprintf("GET https://%s/ via %s: %d %q %v", formation.WebHost, vip, code, body, err), nil
 				}
 				served[body]++
 			}
@@ -391,9 +395,9 @@ func TestFormation(t *testing.T) {
 		}
 		t.Logf("GET via VIP served by %v", served)
 		for _, n := range nodes {
-			code, body, err := formation.HTTPGet(ctx, l.Namespace(), netip.Addr{}, addrs[n.Name()], formation.WebPort, "/", 10*time.Second)
+			code, body, err := web.Do(ctx, l.Namespace(), addrs[n.Name()], http.MethodGet, "/", "", 10*time.Second)
 			if err != nil || code != 200 || !slices.Contains(sortedValues(hostnames), body) {
-				t.Errorf("GET http://%s:%d/ (%s, routing mesh): %d %q %v", addrs[n.Name()], formation.WebPort, n.Name(), code, body, err)
+				t.Errorf("GET https://%s/ via %s (%s, routing mesh): %d %q %v", formation.WebHost, addrs[n.Name()], n.Name(), code, body, err)
 			}
 		}
 	})
@@ -494,15 +498,15 @@ func TestFormation(t *testing.T) {
 
 	step("ports", func(t *testing.T) {
 		// From the lab host (on the cluster's LAN) and from an address outside it. "Answers" = the TCP handshake
-		// completes (formation.PortState Open). ssh, Traefik's 80 and 443 and the web service's port must
-		// answer (all but ssh through the routing mesh). On the LAN the agent's membership port answers too, by design: a node that is not yet a member must
+		// completes (formation.PortState Open). ssh and Traefik's 80 and 443 (the routing mesh) must answer.
+		// On the LAN the agent's membership port answers too, by design: a node that is not yet a member must
 		// reach it (firewall.Rules.Discovery is the subnet), and the lab host is on that subnet. Off the LAN
 		// nothing else may answer.
 		if err := formation.AddSource(ctx, l.Namespace(), formation.OffLANSource); err != nil {
 			t.Fatal(err)
 		}
-		web := formation.PortPolicy{MustAnswer: []int{22, 80, 443, formation.WebPort}}
-		lan := formation.PortPolicy{MustAnswer: web.MustAnswer, MayAnswer: append(slices.Clone(web.MayAnswer), discovery.GossipPort)}
+		open := formation.PortPolicy{MustAnswer: []int{22, 80, 443}}
+		lan := formation.PortPolicy{MustAnswer: open.MustAnswer, MayAnswer: []int{discovery.GossipPort}}
 		targets := map[string]netip.Addr{"vip": vip}
 		for name, a := range addrs {
 			targets[name] = a
@@ -512,7 +516,7 @@ func TestFormation(t *testing.T) {
 				what   string
 				src    netip.Addr
 				policy formation.PortPolicy
-			}{{"lan", netip.Addr{}, lan}, {"off-lan", formation.OffLANSource.Addr(), web}} {
+			}{{"lan", netip.Addr{}, lan}, {"off-lan", formation.OffLANSource.Addr(), open}} {
 				res, err := formation.Scan(ctx, l.Namespace(), from.src, targets[name], formation.ScanPorts, probeTimeout)
 				if err != nil {
 					t.Fatal(err)
@@ -712,7 +716,7 @@ func TestFormation(t *testing.T) {
 		}
 		t.Logf("HTTPS back from Traefik on %s %s after the power-off, same certificate (serial %s)", on, back.Round(time.Second), serial)
 	}
-	c := healing.Cluster{Lab: l, Nodes: nodes, VIP: vip.String(), Web: true, Testsvc: svcTar.Bytes(), WhileLost: whileLost} // "service" created web
+	c := healing.Cluster{Lab: l, Nodes: nodes, VIP: vip.String(), Web: true, Routed: true, Testsvc: svcTar.Bytes(), WhileLost: whileLost} // "service" created web
 	step("heal: node loss", func(t *testing.T) { healing.NodeLoss(ctx, t, c) })
 	step("heal: power cut", func(t *testing.T) { healing.PowerCut(ctx, t, c) })
 	step("heal: reimage", func(t *testing.T) { healing.Reimage(ctx, t, c) })

@@ -147,38 +147,48 @@ func HTTPDo(ctx context.Context, ns string, src, addr netip.Addr, port uint16, m
 // into every task at /data).
 const WebDataDir = "/var/data/web"
 
-// WebPort is the port the web service publishes through the routing mesh. Not 80: with an ingress section
-// in the cluster config Traefik publishes 80 and 443, and two services cannot publish one port.
-const WebPort = 8080
-
 // WebHost is the name the web service is routed under through Traefik (Web.Routed).
 const WebHost = "app.test"
 
-// Web says how the test service is deployed.
+// Web says how the test service is deployed and reached.
 type Web struct {
-	// Routed puts the service on the ingress stack's network with Traefik labels: https://WebHost/ (and
-	// acmeca.BlockedDomain, whose certificate the test CA refuses) reach it through Traefik. Needs the ingress stack.
+	// Routed puts the service behind Traefik instead of publishing port 80 itself: it joins the ingress
+	// stack's network with labels for https://WebHost/ (and for acmeca.BlockedDomain, whose certificate the
+	// test CA refuses), and clients reach it at any node's (the VIP's) 443. Needs the ingress stack, which
+	// owns 80 and 443; the firewall lets nothing but 80 and 443 through to published ports from outside the
+	// cluster, so a routed service publishes nothing.
 	Routed bool
 }
 
 // WebArgs are the `docker service create` arguments of the web service (without the image).
 func (w Web) WebArgs() []string {
 	args := []string{"--detach", "--name", "web", "--no-resolve-image",
-		"--hostname", "{{.Node.Hostname}}", "--publish", fmt.Sprintf("published=%d,target=80", WebPort), "--replicas", "3",
+		"--hostname", "{{.Node.Hostname}}", "--replicas", "3",
 		"--replicas-max-per-node", "1", "--mount", "type=bind,source=" + WebDataDir + ",target=/data",
 		"--env", "TESTSVC_DATA=/data"}
-	if w.Routed {
-		args = append(args, "--network", ingress.Network,
-			"--label", "traefik.enable=true",
-			"--label", "traefik.http.routers.app.rule=Host(`"+WebHost+"`)",
-			"--label", "traefik.http.routers.blocked.rule=Host(`"+acmeca.BlockedDomain+"`)",
-			"--label", "traefik.http.services.app.loadbalancer.server.port=80")
+	if !w.Routed {
+		return append(args, "--publish", "published=80,target=80")
 	}
-	return args
+	return append(args, "--network", ingress.Network,
+		"--label", "traefik.enable=true",
+		"--label", "traefik.http.routers.app.rule=Host(`"+WebHost+"`)",
+		"--label", "traefik.http.routers.blocked.rule=Host(`"+acmeca.BlockedDomain+"`)",
+		"--label", "traefik.http.services.app.loadbalancer.server.port=80")
 }
 
-// CreateWebService creates the test service "web" from n: three tasks of TestsvcImage, one per node, publishing
-// WebPort through the routing mesh, with WebDataDir bind-mounted. The directory is made on the mounted volume
+// Do sends one request to the web service through addr (the VIP or a node) from inside namespace ns, on a
+// fresh connection, the way a client reaches it: http://addr/path, or https://WebHost/path via addr:443 when
+// routed (any certificate accepted: the ingress proof checks certificates on its own).
+func (w Web) Do(ctx context.Context, ns string, addr netip.Addr, method, path, body string, timeout time.Duration) (code int, answer string, err error) {
+	if !w.Routed {
+		return HTTPDo(ctx, ns, netip.Addr{}, addr, 80, method, path, body, timeout)
+	}
+	ans, err := acmeca.HTTPSDo(ctx, ns, addr, WebHost, method, path, body, timeout)
+	return ans.Code, ans.Body, err
+}
+
+// CreateWebService creates the test service "web" from n: three tasks of TestsvcImage, one per node, reached
+// through the routing mesh (w), with WebDataDir bind-mounted. The directory is made on the mounted volume
 // first (never on the empty mountpoint below it); on a node whose volume is not mounted yet the bind source is
 // missing, so docker refuses the task there instead of letting it write to the local disk.
 //   - --no-resolve-image: there is no registry to ask for a digest; every node has the image locally.

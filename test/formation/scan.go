@@ -71,7 +71,7 @@ var ScanPorts = []int{
 	24007, 24008, // glusterd management
 	38465, 38466, // gluster NFS
 	49152, 49153, // glusterfsd bricks
-	9100, 8080, 5000, // common exporters / proxies / registries; 8080 is the proof's web service (WebPort)
+	9100, 8080, 5000, // common exporters / proxies / registries
 }
 
 // Scan connects to addr on every port concurrently from inside network namespace ns, optionally from local

@@ -114,11 +114,12 @@ func StartWriter(ctx context.Context, l *lab.Lab, n *lab.Node, name string, coun
 // a stalled request shows as a stall rather than hiding the next ones.
 const serviceTimeout = 3 * time.Second
 
-// StartServiceWriter POSTs a record every intervalMS to http://vip:WebPort/records/name from inside namespace ns (the
+// StartServiceWriter POSTs a record every intervalMS to the web service's /records/name through the VIP (web.Do)
+// from inside namespace ns (the
 // lab's: the lab host), as a client of the cluster would; a 204 (the web task fsynced it to the volume) is an
 // ack, anything else a failure. The web service must run (formation.CreateWebService); each task keeps its
 // own file, so Source reads them all.
-func StartServiceWriter(ctx context.Context, ns string, vip netip.Addr, name string, intervalMS int) *Writer {
+func StartServiceWriter(ctx context.Context, ns string, vip netip.Addr, web formation.Web, name string, intervalMS int) *Writer {
 	w := newWriter(fmt.Sprintf("cat %s/%s.*.log", formation.WebDataDir, name))
 	ctx, cancel := context.WithCancel(ctx)
 	w.stop = cancel
@@ -127,7 +128,7 @@ func StartServiceWriter(ctx context.Context, ns string, vip netip.Addr, name str
 		defer tick.Stop()
 		for seq := 0; ; seq++ {
 			payload := randomPayload()
-			code, _, err := formation.HTTPDo(ctx, ns, netip.Addr{}, vip, formation.WebPort, http.MethodPost, "/records/"+name,
+			code, _, err := web.Do(ctx, ns, vip, http.MethodPost, "/records/"+name,
 				fmt.Sprintf("%d %s %s", seq, payload, Checksum(seq, payload)), serviceTimeout)
 			w.record(seq, err == nil && code == http.StatusNoContent)
 			select {

@@ -44,6 +44,8 @@ type Cluster struct {
 	VIP   string
 	// Web says the web service runs (formation.CreateWebService): scenarios then also write through the VIP.
 	Web bool
+	// Routed says the web service is behind Traefik (formation.Web.Routed): the writes go to the VIP's 443.
+	Routed bool
 	// Testsvc is the web service's image tarball. A node whose disk was replaced gets it again, as it would
 	// pull it from a registry: without it swarm retries the node's web task every few seconds for as long
 	// as the scenario lasts: raft writes on managers that are busy enough already.
@@ -356,7 +358,7 @@ func startWriters(ctx context.Context, t testing.TB, c Cluster, n *lab.Node, nam
 	t.Helper()
 	ws := writers{startWriter(ctx, t, c.Lab, n, name, acks)}
 	if c.Web {
-		w := StartServiceWriter(ctx, c.Lab.Namespace(), netip.MustParseAddr(c.VIP), name, writerInterval)
+		w := StartServiceWriter(ctx, c.Lab.Namespace(), netip.MustParseAddr(c.VIP), formation.Web{Routed: c.Routed}, name, writerInterval)
 		if err := w.WaitAcked(ctx, acks); err != nil {
 			w.Stop()
 			t.Fatalf("writes through the VIP: %v", err)

@@ -2,7 +2,6 @@ package healing
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -28,7 +27,7 @@ func TestServiceWriter(t *testing.T) {
 	defer cancel()
 	var ln net.Listener
 	if err := netns.Do(ns, func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", formation.WebPort))
+		ln, err = net.Listen("tcp", "127.0.0.1:80")
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -46,7 +45,7 @@ func TestServiceWriter(t *testing.T) {
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 
-	w := StartServiceWriter(ctx, ns, netip.MustParseAddr("127.0.0.1"), "unit", 20)
+	w := StartServiceWriter(ctx, ns, netip.MustParseAddr("127.0.0.1"), formation.Web{}, "unit", 20)
 	if err := w.WaitAcked(ctx, 10); err != nil {
 		t.Fatal(err)
 	}
