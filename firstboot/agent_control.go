@@ -3,6 +3,7 @@ package firstboot
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -263,7 +264,18 @@ func (a *agent) merge(r record, from string) {
 	case r.Epoch != a.rec.Epoch:
 		// A forced recovery starts a new epoch: its records win whatever the clocks say, and records of an
 		// older epoch (a node that was away during the recovery) never overwrite it.
-		if r.Epoch > a.rec.Epoch {
+		switch {
+		case r.Epoch < a.rec.Epoch:
+		case a.liveQuorum(time.Now()):
+			alert := fmt.Sprintf("refused epoch %d from %s (origin %s, managers %v): this node's swarm has a leader "+
+				"and %d reachable managers, so the recovery that made it ran on a node cut off from a live majority; "+
+				"reset that node (reimage) rather than this cluster", r.Epoch, from, r.Origin, r.ManagerAddrs, a.quorumManagers)
+			if a.refused != alert {
+				a.log.Error("refused a newer epoch: this swarm holds a live raft quorum", "epoch", r.Epoch,
+					"ours", a.rec.Epoch, "from", from, "origin", r.Origin, "managers", a.quorumManagers)
+			}
+			a.refused, a.refusedAt = alert, time.Now()
+		default:
 			a.adopt(&r, "formation record of a recovered cluster (new epoch)", from)
 		}
 	case r.Updated.After(a.rec.Updated) && worthRefreshing(a.rec, &r):
@@ -282,6 +294,19 @@ func (a *agent) adopt(r *record, msg, from string) bool {
 	a.wake()
 	return true
 }
+
+// liveQuorum reports whether this node's last pass, at most quorumFresh before now, found it a ready manager
+// of a swarm with at least two reachable managers: a raft leader answers there, so the swarm holds quorum.
+// A newer epoch is made by `recover --force-new-cluster` on a node that lost its quorum; one that reaches a
+// node of a live quorum was made on a node cut off from it, and obeying it would throw the healthy majority
+// away. Called with a.mu held.
+func (a *agent) liveQuorum(now time.Time) bool {
+	return !a.quorumAt.IsZero() && now.Sub(a.quorumAt) < quorumFresh && a.quorumManagers >= 2
+}
+
+// quorumFresh is how long a pass's sight of a raft leader counts: a few passes, so a node whose swarm just
+// lost its quorum (the others gone for good) adopts the recovered epoch soon after.
+const quorumFresh = 2 * time.Minute
 
 // worthRefreshing reports whether next carries news over cur. A manager list that only lacks addresses cur
 // has is no news: members observe the managers at different moments (RemoteManagers lags a join), and

@@ -2,6 +2,7 @@ package firstboot
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,5 +55,30 @@ func TestMergeByEpoch(t *testing.T) {
 	a.merge(newer, "test")
 	if a.rec.Epoch != 2 || a.rec.ManagerAddrs[0] != "z:2377" {
 		t.Fatalf("a newer epoch's record was not adopted: %+v", a.rec)
+	}
+}
+
+// A node whose swarm holds a live quorum refuses a newer epoch (made by a forced recovery on a node cut off
+// from it) and says so in its status; once its own quorum is lost it adopts the recovered epoch.
+func TestLiveQuorumRefusesNewerEpoch(t *testing.T) {
+	a := &agent{opts: Options{StateDir: t.TempDir()}.withDefaults(), log: Options{}.withDefaults().Logger, kick: make(chan struct{}, 1), conflicted: map[string]bool{}}
+	base := record{Formation: state.Formation{SwarmID: "s", Initialiser: "aa", ManagerToken: "m", WorkerToken: "w",
+		ManagerAddrs: []string{"10.0.0.1:2377", "10.0.0.2:2377", "10.0.0.3:2377"}, Epoch: 0}, Updated: time.Unix(100, 0)}
+	a.rec = &base
+	a.quorumAt, a.quorumManagers = time.Now(), 3
+	recovered := base
+	recovered.Epoch, recovered.Origin, recovered.ManagerAddrs, recovered.Updated = 1, "cc", []string{"10.0.0.3:2377"}, time.Unix(200, 0)
+	a.merge(recovered, "cc")
+	if a.rec.Epoch != 0 || a.refused == "" || !strings.Contains(a.refused, "refused epoch 1") {
+		t.Fatalf("with a live quorum: epoch %d adopted, alert %q", a.rec.Epoch, a.refused)
+	}
+	a.quorumAt = time.Now().Add(-quorumFresh - time.Second)
+	a.merge(recovered, "cc")
+	if a.rec.Epoch != 1 {
+		t.Fatalf("quorum last seen %s ago: the recovered epoch was not adopted", quorumFresh)
+	}
+	one := &agent{quorumAt: time.Now(), quorumManagers: 1}
+	if one.liveQuorum(time.Now()) {
+		t.Fatal("a single reachable manager counts as a live quorum")
 	}
 }
