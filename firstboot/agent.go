@@ -178,9 +178,10 @@ type agent struct {
 	asked      map[string]time.Time
 	conflicted map[string]bool
 	// quorumAt is when a pass last saw this node as a ready manager of a swarm with quorumManagers reachable
-	// managers (the swarm reconciler's announce); refused is the alert about the last newer epoch refused
-	// then, at refusedAt.
+	// managers (the swarm reconciler's announce), quorumSince when the passes started seeing that without a
+	// gap of quorumFresh; refused is the alert about the last newer epoch refused, at refusedAt.
 	quorumAt       time.Time
+	quorumSince    time.Time
 	quorumManagers int
 	refused        string
 	refusedAt      time.Time

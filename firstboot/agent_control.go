@@ -266,7 +266,7 @@ func (a *agent) merge(r record, from string) {
 		// older epoch (a node that was away during the recovery) never overwrite it.
 		switch {
 		case r.Epoch < a.rec.Epoch:
-		case a.liveQuorum(time.Now()):
+		case a.liveQuorum(time.Now(), r.Updated):
 			alert := fmt.Sprintf("refused epoch %d from %s (origin %s, managers %v): this node's swarm has a leader "+
 				"and %d reachable managers, so the recovery that made it ran on a node cut off from a live majority; "+
 				"reset that node (reimage) rather than this cluster", r.Epoch, from, r.Origin, r.ManagerAddrs, a.quorumManagers)
@@ -295,13 +295,28 @@ func (a *agent) adopt(r *record, msg, from string) bool {
 	return true
 }
 
-// liveQuorum reports whether this node's last pass, at most quorumFresh before now, found it a ready manager
-// of a swarm with at least two reachable managers: a raft leader answers there, so the swarm holds quorum.
-// A newer epoch is made by `recover --force-new-cluster` on a node that lost its quorum; one that reaches a
-// node of a live quorum was made on a node cut off from it, and obeying it would throw the healthy majority
-// away. Called with a.mu held.
-func (a *agent) liveQuorum(now time.Time) bool {
-	return !a.quorumAt.IsZero() && now.Sub(a.quorumAt) < quorumFresh && a.quorumManagers >= 2
+// sawQuorum notes a pass that found this node a ready manager with managers reachable managers.
+func (a *agent) sawQuorum(now time.Time, managers int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if managers < 2 {
+		return // a swarm of one has a leader whatever happened to the others
+	}
+	if a.quorumSince.IsZero() || now.Sub(a.quorumAt) >= quorumFresh {
+		a.quorumSince = now
+	}
+	a.quorumAt, a.quorumManagers = now, managers
+}
+
+// liveQuorum reports whether this node has been a ready manager of a swarm with at least two reachable
+// managers (a raft leader answers there: the swarm holds quorum) since before made, without a gap of
+// quorumFresh, the last pass included. A newer epoch is made by `recover --force-new-cluster` on a node
+// that lost its quorum; if this node held one all along, the recovery ran on a node cut off from a live
+// majority, and obeying it would throw that majority away. Nodes that come back after a recovery (the ones
+// it declared lost) may form a quorum of the old swarm among themselves, but only after it: they adopt the
+// epoch. Called with a.mu held.
+func (a *agent) liveQuorum(now, made time.Time) bool {
+	return !a.quorumSince.IsZero() && !a.quorumSince.After(made) && now.Sub(a.quorumAt) < quorumFresh
 }
 
 // quorumFresh is how long a pass's sight of a raft leader counts: a few passes, so a node whose swarm just

@@ -105,9 +105,7 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 		if s.Gluster.PoolUUIDs != nil {
 			ann.GlusterPeers = s.Gluster.PoolUUIDs
 		}
-		a.mu.Lock()
-		a.quorumAt, a.quorumManagers = time.Now(), len(ann.ManagerAddrs)
-		a.mu.Unlock()
+		a.sawQuorum(time.Now(), len(ann.ManagerAddrs))
 		a.takeAnnounce(ann)
 	}
 	if s.Swarm.Node != "" {
