@@ -168,11 +168,13 @@ func (a *agent) formation() *state.Formation {
 // earlier reconcilers reported in this pass) stays.
 func (a *agent) refreshMembers(s *state.State) {
 	s.Members = s.Members[:0:0]
+	now := time.Now()
 	for _, p := range a.disc.Peers() {
 		m := p.Member
 		if m.ID == a.id {
 			s.Self = m
 		}
+		m.Departed = !m.Alive && !m.DownSince.IsZero() && s.ReplaceAfter > 0 && now.Sub(m.DownSince) >= s.ReplaceAfter
 		s.Members = append(s.Members, m) // Peers is sorted by ID
 	}
 }
