@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -387,6 +388,40 @@ func TestFormation(t *testing.T) {
 				t.Logf("%s %s from %s: %s", name, targets[name], from.what, formation.FormatScan(res))
 				for _, bad := range from.policy.Check(res) {
 					t.Errorf("%s %s from %s: %s", name, targets[name], from.what, bad)
+				}
+			}
+		}
+	})
+
+	step("containers", func(t *testing.T) {
+		// A container's packets leave its node masqueraded as the node's address, which is a member's: the
+		// forward chain must drop its new connections to any member's cluster ports (raft, gossip, glusterd,
+		// bricks), so a container can neither mount the volume nor talk to the swarm. The same probe from the
+		// host's network namespace (network_mode host) must reach them, which shows the probe itself works.
+		from, to := nodes[0], nodes[1]
+		ports, err := formation.Exec(ctx, to, "sh", "-c", `ss -Hltn | awk '{print $4}' | sed 's/.*://' | sort -un | awk '$1==2377||$1==7946||$1==24007||($1>=49152&&$1<=60999)'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var targets []string
+		for _, p := range strings.Fields(ports) {
+			targets = append(targets, net.JoinHostPort(addrs[to.Name()].String(), p))
+		}
+		if len(targets) < 4 {
+			t.Fatalf("%s listens on %v of the cluster ports, want 2377, 7946, 24007 and a brick", to.Name(), targets)
+		}
+		for _, c := range []struct {
+			network string
+			open    bool
+		}{{"bridge", false}, {"host", true}} {
+			out, err := formation.Exec(ctx, from, append([]string{"docker", "run", "--rm", "--network", c.network, formation.TestsvcImage, "probe"}, targets...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("from a container on %s (network %s) to %s:\n%s", from.Name(), c.network, to.Name(), out)
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				if open := strings.HasSuffix(line, " open"); open != c.open {
+					t.Errorf("network %s: %s (want open=%v)", c.network, line, c.open)
 				}
 			}
 		}
