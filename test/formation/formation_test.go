@@ -101,6 +101,22 @@ func TestFormation(t *testing.T) {
 	}
 	hostnames := map[string]string{} // node name → hostname, from the agents' status
 
+	// From the first instant: while the nodes boot and form, a prober on their LAN finds nothing open but ssh,
+	// the web ports and the agent's membership port (authenticated), on any node, at any moment. The firewall
+	// unit loads before any service listens (docs/security.md), so no scan may catch glusterd, dockerd or
+	// anything else in the window before the agent runs.
+	scanCtx, stopScan := context.WithCancel(ctx)
+	defer stopScan()
+	type bootScan struct {
+		open   map[string]map[int]time.Duration
+		rounds int
+	}
+	bootScanned := make(chan bootScan, 1)
+	go func() {
+		open, rounds := formation.BootScan(scanCtx, l.Namespace(), addrs, formation.ScanPorts, pollEvery, probeTimeout)
+		bootScanned <- bootScan{open, rounds}
+	}()
+
 	step := func(name string, fn func(t *testing.T)) {
 		if !t.Run(name, fn) {
 			t.FailNow() // later steps build on this one
@@ -152,6 +168,23 @@ func TestFormation(t *testing.T) {
 				t.Errorf("%s: %d members, %d alive; want 3 alive", n.Name(), len(s.Members), alive)
 			}
 			hostnames[n.Name()] = s.Hostname
+		}
+	})
+
+	step("boot scan", func(t *testing.T) {
+		stopScan()
+		res := <-bootScanned
+		allowed := []int{22, 80, 443, discovery.GossipPort}
+		for _, name := range sortedKeys(addrs) {
+			t.Logf("%s from lab up to formed (%d rounds): open %v (first seen after)", name, res.rounds, res.open[name])
+			for p, at := range res.open[name] {
+				if !slices.Contains(allowed, p) {
+					t.Errorf("%s: port %d answered a stranger on the LAN %s after lab up, during boot or formation", name, p, at)
+				}
+			}
+		}
+		if res.rounds < 3 {
+			t.Errorf("only %d scan rounds ran while the nodes booted", res.rounds)
 		}
 	})
 
