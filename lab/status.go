@@ -63,8 +63,8 @@ func (l *Lab) probeAgent(ctx context.Context, addr string, s *NodeStatus) {
 	res, err := l.exec(ctx, addr, ExecOptions{}, "kiln-firstboot", "status", "--json")
 	switch {
 	case errors.Is(err, ErrUnreachable):
-		// Refused or timed out: not booted yet, or cut off. ssh's own words say which.
-		s.AgentError = "unreachable: " + strings.TrimSpace(res.Stderr)
+		// Refused or timed out: not booted yet, or cut off. The error's last words say which.
+		s.AgentError = err.Error()
 		return
 	case err != nil:
 		s.AgentError = err.Error()
