@@ -93,6 +93,9 @@ func (l *Lab) exec(ctx context.Context, addr string, o ExecOptions, argv ...stri
 	if err != nil {
 		return ExecResult{}, err
 	}
+	// The handle must outlive the command: once it is garbage its cleanup closes the pool's connections, and
+	// the caller may hold no reference while the command runs (kiln lab exec's node is not used after).
+	defer runtime.KeepAlive(l)
 	res, err := p.Run(ctx, sshAddr(addr), sshpool.Command{Line: RemoteCommand(ctx, argv...),
 		Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr, Dedicated: o.Dedicated, AliveCountMax: o.AliveCountMax})
 	if err != nil {

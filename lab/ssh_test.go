@@ -219,6 +219,38 @@ func TestDroppedHandleClosesItsConnections(t *testing.T) {
 	}
 }
 
+// A handle only reachable through the running command stays alive until the command ends: the collector must
+// not close the connection under it (kiln lab exec holds no reference to its node while the command runs).
+func TestHandleOutlivesItsCommand(t *testing.T) {
+	s := newSSHLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s.lab = nil
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+				runtime.GC()
+			}
+		}
+	}()
+	openNode1 := func() *Node {
+		l, err := Open(s.root, s.name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.node(t, l, "node1")
+	}
+	res, err := openNode1().Exec(ctx, "sh", "-c", "sleep 1; echo done")
+	if err != nil || string(res.Stdout) != "done\n" {
+		t.Fatalf("command under a collected handle: %q, %v", res.Stdout, err)
+	}
+}
+
 func waitUntil(t *testing.T, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
