@@ -18,10 +18,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kiln-project/kiln/internal/run"
 	"github.com/kiln-project/kiln/lab/dhcp"
 	"github.com/kiln-project/kiln/lab/netns"
 	"github.com/kiln-project/kiln/lab/qemu"
+	"github.com/kiln-project/kiln/lab/sshpool"
 )
 
 // Options describe a lab to bring up.
@@ -168,6 +168,9 @@ type Lab struct {
 	log  *slog.Logger
 
 	mu sync.Mutex // guards read-modify-write of state.json within this process
+
+	sshMu    sync.Mutex
+	sshConns *sshpool.Pool // made on the first command (sshPool); guarded by sshMu
 }
 
 // Name is the lab's name.
@@ -228,9 +231,8 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 	if netns.Exists(l.Namespace()) {
 		return nil, fmt.Errorf("lab up: namespace %s already exists (kiln lab down --name %s removes it)", l.Namespace(), o.Name)
 	}
-	// The longest socket paths we will create must fit a unix socket address (ssh's ControlPath too, whose
-	// ssh-%h expands to at most ssh-255.255.255.255).
-	if p := filepath.Join(l.dir, fmt.Sprintf("node%d", maxHardware), "qmp.sock"); len(p) > 107 || len(l.dir)+len("/ssh-255.255.255.255") > 107 {
+	// The longest socket path we will create must fit a unix socket address.
+	if p := filepath.Join(l.dir, fmt.Sprintf("node%d", maxHardware), "qmp.sock"); len(p) > 107 {
 		return nil, fmt.Errorf("lab up: state directory %s too long for unix socket paths", l.dir)
 	}
 
@@ -263,7 +265,7 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 			return l, fmt.Errorf("lab up: %w", err)
 		}
 	}
-	if err := l.genKey(ctx); err != nil {
+	if err := l.genKey(); err != nil {
 		return l, err
 	}
 	if err := netns.Create(ctx, l.Namespace(), Bridge, HostCIDR); err != nil {
@@ -307,6 +309,8 @@ func Down(ctx context.Context, root, name string) error {
 	}
 	dir := filepath.Join(root, name)
 	ns := Namespace(name)
+	// This process's connections to the nodes first: they hold sockets in the namespace.
+	pools.closeAll(dir)
 	var errs []error
 	// Pid files are looked up by glob, not from state.json: a crash may have left a node not yet recorded.
 	pidFiles, _ := filepath.Glob(filepath.Join(dir, "node*", "qemu.pid"))
@@ -439,18 +443,6 @@ func dhcpHosts(st State) []dhcp.Host {
 		hs = append(hs, dhcp.Host{MAC: n.MAC, IP: net.ParseIP(n.Address)})
 	}
 	return hs
-}
-
-// genKey makes the lab's own SSH key; its public half reaches every node through fw_cfg.
-func (l *Lab) genKey(ctx context.Context) error {
-	if _, err := os.Stat(l.keyPath()); err == nil {
-		return nil
-	}
-	if _, err := run.Cmd(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kiln-lab-"+l.name,
-		"-f", l.keyPath()); err != nil {
-		return fmt.Errorf("lab %s: ssh key: %w", l.name, err)
-	}
-	return nil
 }
 
 // spec is the qemu Spec of node n.

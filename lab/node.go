@@ -116,14 +116,14 @@ func (n *Node) Kill(ctx context.Context) error {
 	if err := qemu.Kill(ctx, n.lab.pidFile(NodeState{Name: n.name})); err != nil {
 		return fmt.Errorf("node %s: %w", n.name, err)
 	}
-	n.closeMux(ctx)
+	n.forgetSSH()
 	n.lab.log.Info("node killed", "node", n.name)
 	return nil
 }
 
-func (n *Node) closeMux(ctx context.Context) {
+func (n *Node) forgetSSH() {
 	if s, err := n.State(); err == nil {
-		n.lab.closeMux(ctx, s.Address)
+		n.lab.forgetSSH(s.Address)
 	}
 }
 
@@ -144,7 +144,7 @@ func (n *Node) Stop(ctx context.Context) error {
 	if err := qemu.WaitExit(ctx, n.lab.pidFile(ns)); err != nil {
 		return fmt.Errorf("node %s: stop: guest did not power off: %w", n.name, err)
 	}
-	n.closeMux(ctx)
+	n.forgetSSH()
 	n.lab.log.Info("node stopped", "node", n.name)
 	return nil
 }
@@ -227,7 +227,7 @@ func (n *Node) setPartition(ctx context.Context, mode string) error {
 			return err
 		}
 		if mode == PartitionFull {
-			n.lab.closeMux(ctx, ns.Address)
+			n.lab.forgetSSH(ns.Address)
 		}
 		n.lab.log.Info("node partition", "node", n.name, "mode", mode)
 		return nil

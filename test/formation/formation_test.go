@@ -359,7 +359,7 @@ func TestFormation(t *testing.T) {
 	step("service", func(t *testing.T) {
 		sctx, scancel := context.WithTimeout(ctx, serviceTimeout)
 		defer scancel()
-		if err := formation.DeployWeb(sctx, l, nodes, svcTar.Bytes()); err != nil {
+		if err := formation.DeployWeb(sctx, nodes, svcTar.Bytes()); err != nil {
 			ps, _ := formation.Exec(ctx, nodes[0], "docker", "service", "ps", "--no-trunc", "web")
 			t.Fatalf("%v\n%s", err, ps)
 		}
