@@ -330,18 +330,15 @@ func waitVIPInEC2(ctx context.Context, t *testing.T, l *lab.Lab, fake *awsfake.F
 		if !strings.Contains(line, "on "+eni) || !strings.Contains(line, "last assignment to "+eni+" at ") {
 			return false, fmt.Sprintf("%s's %s status %q: want the VIP on %s and its last assignment", holder.Name(), awsvip.Name, line, eni), nil
 		}
+		// The VIP answers from the lab host, as the holder (once the lab host took the holder's gratuitous ARP).
+		got, err := formation.SSH(ctx, l, vip.String(), nil, "hostname")
+		if h := strings.TrimSpace(string(got)); err != nil || h != ids[holder.Name()] {
+			return false, fmt.Sprintf("ssh %s answers as %q (%v), want the holder %s (%s)", vip, h, err, holder.Name(), ids[holder.Name()]), nil
+		}
 		return true, "", nil
 	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	// The VIP answers from the lab host, as the holder.
-	got, err := formation.SSH(ctx, l, vip.String(), nil, "hostname")
-	if err != nil {
-		t.Fatalf("ssh to the VIP: %v", err)
-	}
-	if h := strings.TrimSpace(string(got)); h != ids[holder.Name()] {
-		t.Errorf("ssh %s answers as %q, want the holder %s (%s)", vip, h, holder.Name(), ids[holder.Name()])
 	}
 	t.Logf("VIP %s on %s (%s); its status: %s: %s", vip, holder.Name(), ids[holder.Name()], awsvip.Name, line)
 	return holder
