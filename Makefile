@@ -52,7 +52,7 @@ unit:
 # suites that pass on this machine kind go here (docs/testing.md). The lab's own e2e (./lab: TestE2E) runs in
 # make e2e: make test keeps to its budget, and the healing chain drives kill, start, power cut and reimage of
 # real nodes through the same lab code; TestPlumbing checks every verb over a blank disk in the unit phase.
-E2E_ALL := ./builder/boottest ./lab ./pxe ./test/formation
+E2E_ALL := ./builder/boottest ./lab ./pxe ./test/formation ./test/aws
 E2E_CI ?= ./builder/boottest ./test/formation
 E2E_ENV = KILN_E2E=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(BIN)
 
@@ -67,8 +67,8 @@ test: deps image lint
 	$(MAKE) fuzz
 	$(if $(strip $(E2E_CI)),$(E2E_ENV) KILN_HEALING=$(CI_HEALING) $(GO) test -p 1 -count=1 -timeout 80m -v $(E2E_CI))
 
-# All end-to-end suites (boot test, lab, cluster formation), and formation beyond three nodes (a five-node lab
-# that forms and survives a node loss: KILN_E2E_LARGE, too long for make test).
+# All end-to-end suites (boot test, lab, cluster formation, nodes on a faked EC2), and formation beyond three
+# nodes (a five-node lab that forms and survives a node loss: KILN_E2E_LARGE, too long for make test).
 # make e2e also boots node.vmdk: the spec's formats plus vmdk (only the formats stage runs again).
 E2E_FORMATS := raw,qcow2,pxe,iso,vmdk
 e2e: deps image

@@ -73,6 +73,19 @@ func (n *Node) Address() (string, error) {
 	return s.Address, err
 }
 
+// InstanceID is the node's EC2 instance id in an EC2 lab (Options.EC2), "" in any other.
+func (n *Node) InstanceID() (string, error) {
+	st, err := n.lab.State()
+	if err != nil {
+		return "", err
+	}
+	ns, err := st.node(n.name)
+	if err != nil || !st.EC2 {
+		return "", err
+	}
+	return InstanceID(st.Name, ns.Hardware), nil
+}
+
 // SerialLog is the path of the node's serial console log (appended across boots).
 func (n *Node) SerialLog() string { return n.lab.serialLog(NodeState{Name: n.name}) }
 
