@@ -156,6 +156,19 @@ func TestNodeConfig(t *testing.T) {
 	if _, err := nodeConfig([]byte("ssh_authorized_keys: []\n"), ""); err == nil {
 		t.Error("config without cluster section accepted")
 	}
+	// The agent's other sections pass through as they are, block scalars included.
+	withIngress := []byte("cluster:\n  name: garage\ningress:\n  email: ops@example.org\n  ca_bundle: |\n    -----BEGIN CERTIFICATE-----\n    AAAA\n    -----END CERTIFICATE-----\n")
+	b, err = nodeConfig(withIngress, "ssh-ed25519 BBBB k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ing struct {
+		Ingress map[string]string `yaml:"ingress"`
+	}
+	if err := yaml.Unmarshal(b, &ing); err != nil || ing.Ingress["email"] != "ops@example.org" ||
+		ing.Ingress["ca_bundle"] != "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n" {
+		t.Errorf("ingress section not passed through (%v):\n%s", err, b)
+	}
 }
 
 func TestShellQuote(t *testing.T) {

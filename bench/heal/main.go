@@ -1,5 +1,5 @@
 // Command heal measures self-healing (make bench-heal). On one formed three-node lab that runs the test
-// service (3 replicas, published on 80) behind the VIP, each scenario runs -runs times, the cluster healed
+// service (3 replicas, published on 8080) behind the VIP, each scenario runs -runs times, the cluster healed
 // between runs, and the median of each figure is printed against its target (docs/measurements.md):
 //
 //   - VIP gap: the longest time without an answer from VIP:443 (a completed connect, or a RST while nothing
@@ -10,7 +10,7 @@
 //   - storage stall: the longest time without an acknowledged write (append + fsync every 250 ms on
 //     /var/data) on a node the fault spares; after a power cut, from the cut until a write on a node that
 //     came back is acknowledged.
-//   - service back: the longest time without a 200 from GET http://VIP/, probed every 250 ms.
+//   - service back: the longest time without a 200 from GET http://VIP:8080/ (the web service), probed every 250 ms.
 //   - to redundancy (reimage only): from the reimaged node's power-on until 3 bricks are online with no
 //     entry pending heal, with 100 MB on the volume.
 //
@@ -158,7 +158,7 @@ func run(root string, want []string, runs int) (map[string][]result, error) {
 		}) == nil
 	})
 	b.webOK = probe(pctx, httpProbeEvery, func(ctx context.Context) bool {
-		code, _, err := formation.HTTPGet(ctx, l.Namespace(), netip.Addr{}, b.vip, 80, "/", 2*time.Second)
+		code, _, err := formation.HTTPGet(ctx, l.Namespace(), netip.Addr{}, b.vip, formation.WebPort, "/", 2*time.Second)
 		return err == nil && code == 200
 	})
 	out := map[string][]result{}
@@ -366,7 +366,7 @@ func (b *bench) verify(ctx context.Context, w *healing.Writer, n *lab.Node) erro
 func (b *bench) deployService(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, recoverTimeout)
 	defer cancel()
-	return formation.DeployWeb(sctx, b.nodes, b.tar)
+	return formation.DeployWeb(sctx, b.nodes, b.tar, formation.Web{})
 }
 
 func (b *bench) serviceReplicas(ctx context.Context) error {

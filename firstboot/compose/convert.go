@@ -2,6 +2,7 @@ package compose
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -13,6 +14,10 @@ import (
 
 	"github.com/kiln-project/kiln/firstboot/stack"
 )
+
+// UserStackLabel marks the services and networks of the spec's user stacks (besides stack.ManagedLabel), so
+// the reconciler can tell a stack dropped from the image from kiln's own stacks and remove it.
+const UserStackLabel = "kiln.user-stack"
 
 // Convert turns a loaded project into the stack the agent deploys, as `docker stack deploy` would: services
 // named <stack>_<service>, networks <stack>_<network> (overlay unless a driver is given), external networks
@@ -34,9 +39,14 @@ func Convert(p *types.Project) (stack.Spec, error) {
 		if driver == "" {
 			driver = "overlay"
 		}
+		labels := maps.Clone(map[string]string(n.Labels))
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels[UserStackLabel] = "true"
 		spec.NetworkNames = append(spec.NetworkNames, name)
 		spec.Networks = append(spec.Networks, network.CreateOptions{Driver: driver, Attachable: n.Attachable,
-			Options: map[string]string(n.DriverOpts), Labels: map[string]string(n.Labels)})
+			Options: map[string]string(n.DriverOpts), Labels: labels})
 	}
 	for _, key := range sortedKeys(p.Services) {
 		s := p.Services[key]
@@ -44,6 +54,11 @@ func Convert(p *types.Project) (stack.Spec, error) {
 		if err != nil {
 			return stack.Spec{}, fmt.Errorf("services.%s: %w", key, err)
 		}
+		svc.Labels = maps.Clone(svc.Labels)
+		if svc.Labels == nil {
+			svc.Labels = map[string]string{}
+		}
+		svc.Labels[UserStackLabel] = "true"
 		spec.Services = append(spec.Services, stack.WithHash(p.Name, svc))
 	}
 	return spec, nil

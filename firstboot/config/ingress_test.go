@@ -10,6 +10,8 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,4 +110,20 @@ func indent(s, prefix string) string {
 		b.WriteString(prefix + line)
 	}
 	return b.String()
+}
+
+// TestSections: Sections lists exactly the file's top-level keys.
+func TestSections(t *testing.T) {
+	var tags []string
+	ft := reflect.TypeFor[file]()
+	for i := range ft.NumField() {
+		tag, _, _ := strings.Cut(ft.Field(i).Tag.Get("yaml"), ",")
+		tags = append(tags, tag)
+	}
+	slices.Sort(tags)
+	want := slices.Clone(Sections)
+	slices.Sort(want)
+	if !slices.Equal(tags, want) {
+		t.Errorf("Sections %v, the file's keys %v", Sections, tags)
+	}
 }

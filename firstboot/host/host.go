@@ -124,14 +124,12 @@ func (m Machine) ingress(env firstboot.Env) state.Reconciler {
 		preload.Dir, env.Logger.With("reconciler", ingress.Name))
 }
 
-// stacks is the user stacks' reconciler when the image holds compose files, else nil.
+// stacks is the user stacks' reconciler. An image without compose files gets one too: it removes the stacks
+// an earlier image deployed (a quiet check on the leader, once a minute).
 func (m Machine) stacks(env firstboot.Env) state.Reconciler {
 	files, err := stacks.Files(stacks.Dir)
 	if err != nil {
 		env.Logger.Error("user stacks not deployed", "err", err)
-		return nil
-	}
-	if len(files) == 0 {
 		return nil
 	}
 	return stacks.New(m.Docker, files, gluster.MountPoint, ingress.MountedFunc(gluster.MountPoint), env.Logger.With("reconciler", stacks.Name))

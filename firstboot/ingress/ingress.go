@@ -91,17 +91,22 @@ func Args(d Desired) []string {
 		"--certificatesresolvers." + Resolver + ".acme.httpchallenge.entrypoint=web",
 		"--ping=true",
 	}
+	if len(d.Bundle) > 0 {
+		// The ACME client trusts the private CA's roots in addition to the image's CA bundle (the system
+		// pool), for the directory's TLS certificate.
+		args = append(args,
+			"--certificatesresolvers."+Resolver+".acme.caCertificates="+containerData+"/"+BundleFile,
+			"--certificatesresolvers."+Resolver+".acme.caSystemCertPool=true")
+	}
 	return args
 }
 
 // ServiceSpec is the Traefik service as the stack wants it (before stack.WithHash). Pure.
 func ServiceSpec(d Desired) swarm.ServiceSpec {
 	one := uint64(1)
-	var env []string
 	labels := map[string]string{}
 	if len(d.Bundle) > 0 {
-		// lego (Traefik's ACME client) adds these PEM roots to the system's for the CA's TLS certificate.
-		env = append(env, "LEGO_CA_CERTIFICATES="+containerData+"/"+BundleFile)
+		// Traefik reads the bundle at start only: its hash in the spec redeploys it when the bundle changes.
 		sum := sha256.Sum256(d.Bundle)
 		labels["kiln.ingress.ca-bundle"] = hex.EncodeToString(sum[:])
 	}
@@ -111,7 +116,6 @@ func ServiceSpec(d Desired) swarm.ServiceSpec {
 			ContainerSpec: &swarm.ContainerSpec{
 				Image: d.Image,
 				Args:  Args(d),
-				Env:   env,
 				Mounts: []mount.Mount{
 					// The swarm provider reads services and their labels from a manager's API.
 					{Type: mount.TypeBind, Source: "/var/run/docker.sock", Target: "/var/run/docker.sock", ReadOnly: true},

@@ -66,13 +66,16 @@ func TestServiceSpec(t *testing.T) {
 	if !slices.Contains(mounts, "/var/data/kiln/ingress:/data") || !slices.Contains(mounts, "/var/run/docker.sock:/var/run/docker.sock") {
 		t.Errorf("mounts = %v", mounts)
 	}
-	if len(s.TaskTemplate.ContainerSpec.Env) != 0 {
-		t.Errorf("env without a bundle = %v", s.TaskTemplate.ContainerSpec.Env)
+	if strings.Contains(args, "caCertificates") {
+		t.Errorf("args without a bundle name one: %s", args)
 	}
 	d := desired()
 	d.Bundle = []byte("pem")
-	if env := ServiceSpec(d).TaskTemplate.ContainerSpec.Env; len(env) != 1 || env[0] != "LEGO_CA_CERTIFICATES=/data/ca-bundle.pem" {
-		t.Errorf("env with a bundle = %v", env)
+	args = strings.Join(ServiceSpec(d).TaskTemplate.ContainerSpec.Args, " ")
+	for _, w := range []string{"--certificatesresolvers.kiln.acme.caCertificates=/data/ca-bundle.pem", "--certificatesresolvers.kiln.acme.caSystemCertPool=true"} {
+		if !strings.Contains(args, w) {
+			t.Errorf("args with a bundle lack %s", w)
+		}
 	}
 }
 

@@ -97,4 +97,42 @@ func TestStacksRealSwarm(t *testing.T) {
 	pass(true)
 	inspect()
 	pass(false)
+
+	// The next image has no stack: app is removed, services first, its network once swarm lets it go; the
+	// ingress network (kiln's, not a user stack) stays.
+	none := New(docker, nil, "/var/data", func() (bool, error) { return true, nil }, slog.New(slog.DiscardHandler))
+	err = pollUntil(ctx, func() (bool, error) {
+		s := &state.State{}
+		s.Swarm.Active = true
+		if _, err := none.Reconcile(ctx, s); err != nil {
+			return false, err
+		}
+		svcs, err := docker.ServiceList(ctx, swarm.ServiceListOptions{})
+		if err != nil {
+			return false, err
+		}
+		_, err = docker.NetworkInspect(ctx, "app_default", network.InspectOptions{})
+		return len(svcs) == 0 && err != nil, nil
+	})
+	if err != nil {
+		t.Fatalf("dropped stack not removed: %v", err)
+	}
+	if _, err := docker.NetworkInspect(ctx, "kiln-ingress", network.InspectOptions{}); err != nil {
+		t.Errorf("kiln-ingress removed with the user stack: %v", err)
+	}
+}
+
+// pollUntil calls cond every second until it is true, fails, or ctx ends.
+func pollUntil(ctx context.Context, cond func() (bool, error)) error {
+	for {
+		ok, err := cond()
+		if ok || err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }

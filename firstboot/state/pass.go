@@ -18,8 +18,8 @@ type Pass struct {
 	// the cluster config has no ingress section. It reads State.Swarm.Active and needs the volume mounted,
 	// and goes before VRRP so a node takes the VIP with its view of the front door reconciled.
 	Ingress Reconciler
-	// Stacks deploys and keeps the image's user stacks (compose files); nil for an image without any. After
-	// Ingress, whose network the stacks' routed services join.
+	// Stacks deploys and keeps the image's user stacks (compose files) and removes those the image no longer
+	// has. After Ingress, whose network the stacks' routed services join.
 	Stacks Reconciler
 	// VRRP renders keepalived's config from the membership and keeps it running; it goes last so the VIP
 	// moves only to a node whose other parts had their turn in this pass.

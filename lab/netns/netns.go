@@ -217,3 +217,18 @@ func HostAddr(cidr string) (net.IP, error) {
 	ip, _, err := net.ParseCIDR(cidr)
 	return ip, err
 }
+
+// DialContext returns a dial function whose sockets are created inside the named namespace (a socket stays in
+// the namespace it was made in, whichever thread uses it later), for clients that dial on goroutines of their
+// own, like net/http's Transport: calling such a client inside Do would dial from the host's namespace.
+func DialContext(name string, d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := Do(name, func() error {
+			var err error
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+}

@@ -2,14 +2,17 @@ package formation_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"maps"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -19,8 +22,11 @@ import (
 	"github.com/kiln-project/kiln/firstboot/clusterhealth"
 	"github.com/kiln-project/kiln/firstboot/config"
 	"github.com/kiln-project/kiln/firstboot/discovery"
+	"github.com/kiln-project/kiln/firstboot/gluster"
+	"github.com/kiln-project/kiln/firstboot/ingress"
 	"github.com/kiln-project/kiln/lab"
 	"github.com/kiln-project/kiln/lab/labtest"
+	"github.com/kiln-project/kiln/test/acmeca"
 	"github.com/kiln-project/kiln/test/formation"
 	"github.com/kiln-project/kiln/test/healing"
 )
@@ -46,6 +52,12 @@ const (
 	swarmSettle = 2 * time.Minute
 	// probeTimeout bounds one TCP connect of the port scan; a dropped SYN costs this long.
 	probeTimeout = 3 * time.Second
+	// ingressTimeout bounds each ingress wait: Traefik running, the first certificate, Traefik back on
+	// another node. A certificate costs Traefik a few round trips to the test CA and one validation.
+	ingressTimeout = 5 * time.Minute
+	// acmeStatusTimeout bounds the wait for the node status to name the refused domain: the agent reads
+	// Traefik's log at most once a minute.
+	acmeStatusTimeout = 3 * time.Minute
 )
 
 // upLab boots a lab of n nodes with cfg (labtest.Up, with the cluster diagnostics on failure).
@@ -74,14 +86,36 @@ func TestFormation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), proofTimeout)
 	defer cancel()
 
-	cfgFile, cfg, err := formation.ClusterConfig("proof", 3)
+	_, cfg, err := formation.ClusterConfig("proof", 3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	vip := cfg.Cluster.VIP.Addr()
+	// The front door: the image preloads Traefik, the config has an ingress section whose ACME CA is Pebble
+	// on the lab host (started once the lab's namespace exists), trusted through ca_bundle.
+	traefik, err := formation.PreloadedTraefik(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := acmeca.New(t.TempDir(), formation.HostAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Ingress = ca.Ingress()
+	cfgFile, err := cfg.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Parse(cfgFile); err != nil {
+		t.Fatalf("cluster config with the ingress section: %v\n%s", err, cfgFile)
+	}
 	// Built before the VMs start: compiling next to three TCG guests would slow them for nothing.
 	svc, err := formation.BuildTestsvc(ctx)
 	if err != nil {
+		t.Fatal(err)
+	}
+	acmeTools := t.TempDir()
+	if err := acmeca.BuildTools(ctx, acmeTools); err != nil {
 		t.Fatal(err)
 	}
 	var svcTar bytes.Buffer
@@ -91,6 +125,11 @@ func TestFormation(t *testing.T) {
 
 	upAt := time.Now()
 	l := upLab(ctx, t, img, labName("form"), 3, cfgFile)
+	// Stopped before the lab goes down (cleanups run last registered first).
+	if err := ca.Start(ctx, l.Namespace(), acmeTools, vip); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ca.Stop)
 	nodes, err := l.Nodes()
 	if err != nil {
 		t.Fatal(err)
@@ -359,7 +398,7 @@ func TestFormation(t *testing.T) {
 	step("service", func(t *testing.T) {
 		sctx, scancel := context.WithTimeout(ctx, serviceTimeout)
 		defer scancel()
-		if err := formation.DeployWeb(sctx, nodes, svcTar.Bytes()); err != nil {
+		if err := formation.DeployWeb(sctx, nodes, svcTar.Bytes(), formation.Web{Routed: true}); err != nil {
 			ps, _ := formation.Exec(ctx, nodes[0], "docker", "service", "ps", "--no-trunc", "web")
 			t.Fatalf("%v\n%s", err, ps)
 		}
@@ -373,9 +412,9 @@ func TestFormation(t *testing.T) {
 		err := formation.Poll(mctx, pollEvery, "every task serves through the VIP", func(ctx context.Context) (bool, string, error) {
 			served = map[string]int{}
 			for range 12 {
-				code, body, err := formation.HTTPGet(ctx, l.Namespace(), netip.Addr{}, vip, 80, "/", 10*time.Second)
+				code, body, err := formation.HTTPGet(ctx, l.Namespace(), netip.Addr{}, vip, formation.WebPort, "/", 10*time.Second)
 				if err != nil || code != 200 {
-					return false, fmt.Sprintf("GET http://%s/: %d %q %v", vip, code, body, err), nil
+					return false, fmt.Sprintf("GET http://%s:%d/: %d %q %v", vip, formation.WebPort, code, body, err), nil
 				}
 				served[body]++
 			}
@@ -386,23 +425,117 @@ func TestFormation(t *testing.T) {
 		}
 		t.Logf("GET via VIP served by %v", served)
 		for _, n := range nodes {
-			code, body, err := formation.HTTPGet(ctx, l.Namespace(), netip.Addr{}, addrs[n.Name()], 80, "/", 10*time.Second)
+			code, body, err := formation.HTTPGet(ctx, l.Namespace(), netip.Addr{}, addrs[n.Name()], formation.WebPort, "/", 10*time.Second)
 			if err != nil || code != 200 || !slices.Contains(sortedValues(hostnames), body) {
-				t.Errorf("GET http://%s/ (%s, routing mesh): %d %q %v", addrs[n.Name()], n.Name(), code, body, err)
+				t.Errorf("GET http://%s:%d/ (%s, routing mesh): %d %q %v", addrs[n.Name()], formation.WebPort, n.Name(), code, body, err)
 			}
+		}
+	})
+
+	// The front door: Traefik (deployed by the agent once formed) redirects HTTP to HTTPS and serves
+	// https://app.test/ (the web service's labels) with a certificate the test CA issued over HTTP-01 through
+	// the VIP, kept on the volume; a name the CA refuses gets Traefik's self-signed default certificate and
+	// the node status says why.
+	var serial string
+	var root *x509.Certificate
+	step("ingress", func(t *testing.T) {
+		defer func() {
+			if t.Failed() {
+				t.Logf("pebble log tail:\n%s", ca.LogTail(30))
+			}
+		}()
+		start := time.Now()
+		ictx, icancel := context.WithTimeout(ctx, ingressTimeout)
+		defer icancel()
+		err := formation.Poll(ictx, pollEvery, ingress.ServiceName+" running", func(ctx context.Context) (bool, string, error) {
+			ok, detail := formation.ServiceConverged(ctx, nodes[0], ingress.ServiceName)
+			return ok, detail, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Every node loaded the preloaded image at boot (kiln-preload.service), no registry involved.
+		for _, n := range nodes {
+			id := must(t, ctx, n, "docker", "image", "inspect", "--format", "{{.Id}}", traefik.Name)
+			res := must(t, ctx, n, "systemctl", "show", "-p", "Result", "--value", "kiln-preload.service")
+			if id != traefik.Digest || res != "success" {
+				t.Errorf("%s: %s is %q (kiln-preload.service %s), want %s", n.Name(), traefik.Name, id, res, traefik.Digest)
+			}
+		}
+		for _, host := range []string{"", formation.WebHost} {
+			code, loc, err := formation.HTTPRedirect(ctx, l.Namespace(), vip, host, "/x?y=1", 10*time.Second)
+			want := "https://" + cmp.Or(host, vip.String()) + "/x?y=1"
+			if err != nil || code < 301 || code > 308 || loc != want {
+				t.Errorf("GET http://%s/x?y=1 (Host %q): %d Location %q %v; want a redirect to %s", vip, host, code, loc, err, want)
+			}
+		}
+		root, err = ca.Root(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ans, err := formation.WaitHTTPS(ictx, l.Namespace(), vip, formation.WebHost, root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		serial = acmeca.SerialHex(ans.Leaf())
+		if !slices.Contains(sortedValues(hostnames), ans.Body) {
+			t.Errorf("https://%s/ answered %q, want a node's hostname (the web service)", formation.WebHost, ans.Body)
+		}
+		t.Logf("https://%s/ through the VIP: %q with %s, %s after the step began (Traefik already running)",
+			formation.WebHost, ans.Body, acmeca.Describe(ans.Leaf()), time.Since(start).Round(time.Second))
+
+		// The certificate and its key live on the volume, 0600, readable from any node: the same certificate.
+		acmePath := filepath.Join(gluster.MountPoint, ingress.DataSubdir, ingress.AcmeFile)
+		for _, n := range nodes {
+			if st := must(t, ctx, n, "stat", "-c", "%a %U %F", acmePath); st != "600 root regular file" {
+				t.Errorf("%s: %s is %q, want 600 root regular file", n.Name(), acmePath, st)
+			}
+		}
+		stored, err := acmeca.StoredCert([]byte(must(t, ctx, nodes[2], "cat", acmePath)), ingress.Resolver, formation.WebHost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if acmeca.SerialHex(stored) != serial {
+			t.Errorf("acme.json holds %s, Traefik serves serial %s", acmeca.Describe(stored), serial)
+		}
+
+		// A name the CA refuses: HTTPS still answers, with Traefik's self-signed default certificate.
+		bad, err := acmeca.HTTPSGet(ctx, l.Namespace(), vip, acmeca.BlockedDomain, "/", 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if leaf := bad.Leaf(); leaf == nil || bad.VerifyChain(root, acmeca.BlockedDomain) == nil || leaf.Issuer.String() != leaf.Subject.String() {
+			t.Errorf("https://%s/: %d with %s; want a self-signed certificate not from the test CA", acmeca.BlockedDomain, bad.Code, acmeca.Describe(leaf))
+		}
+		// …and the status of the nodes that can read Traefik's log (managers: all three) says why.
+		sctx, scancel := context.WithTimeout(ctx, acmeStatusTimeout)
+		defer scancel()
+		err = formation.Poll(sctx, pollEvery, "status names the refused domain", func(ctx context.Context) (bool, string, error) {
+			st, err := formation.AgentStatus(ctx, nodes[0])
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			line := st.Reconcilers[ingress.Name]
+			return strings.Contains(line, "ACME failing") && strings.Contains(line, acmeca.BlockedDomain), line, nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		if n, err := ca.Issued(); err != nil || n != 1 {
+			t.Errorf("the test CA issued %d certificates (%v), want 1", n, err)
 		}
 	})
 
 	step("ports", func(t *testing.T) {
 		// From the lab host (on the cluster's LAN) and from an address outside it. "Answers" = the TCP handshake
-		// completes (formation.PortState Open). ssh and the mesh's 80 must answer, 443 may (nothing publishes it).
-		// On the LAN the agent's membership port answers too, by design: a node that is not yet a member must
+		// completes (formation.PortState Open). ssh, Traefik's 80 and 443 and the web service's port must
+		// answer (all but ssh through the routing mesh). On the LAN the agent's membership port answers too, by design: a node that is not yet a member must
 		// reach it (firewall.Rules.Discovery is the subnet), and the lab host is on that subnet. Off the LAN
 		// nothing else may answer.
 		if err := formation.AddSource(ctx, l.Namespace(), formation.OffLANSource); err != nil {
 			t.Fatal(err)
 		}
-		web := formation.PortPolicy{MustAnswer: []int{22, 80}, MayAnswer: []int{443}}
+		web := formation.PortPolicy{MustAnswer: []int{22, 80, 443, formation.WebPort}}
 		lan := formation.PortPolicy{MustAnswer: web.MustAnswer, MayAnswer: append(slices.Clone(web.MayAnswer), discovery.GossipPort)}
 		targets := map[string]netip.Addr{"vip": vip}
 		for name, a := range addrs {
@@ -606,10 +739,105 @@ func TestFormation(t *testing.T) {
 		t.Log("self-healing scenarios not run: set KILN_HEALING=1")
 		return
 	}
-	c := healing.Cluster{Lab: l, Nodes: nodes, VIP: vip.String(), Web: true, Testsvc: svcTar.Bytes()} // "service" created web
+	// Node loss kills the VIP holder. Traefik is moved there first, so the same kill also takes the
+	// certificate holder: HTTPS must come back from a survivor with the same certificate, not a new one.
+	step("ingress: Traefik on the VIP holder", func(t *testing.T) {
+		mctx, mcancel := context.WithTimeout(ctx, ingressTimeout)
+		defer mcancel()
+		moveTraefik(mctx, t, nodes[0], nodes, vip, hostnames)
+		ans, err := formation.WaitHTTPS(mctx, l.Namespace(), vip, formation.WebHost, root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := acmeca.SerialHex(ans.Leaf()); got != serial {
+			t.Errorf("after the move Traefik serves serial %s, want %s (the certificate on the volume)", got, serial)
+		}
+		if n, err := ca.Issued(); err != nil || n != 1 {
+			t.Errorf("the test CA issued %d certificates (%v), want still 1", n, err)
+		}
+	})
+	whileLost := func(ctx context.Context, t testing.TB, lost *lab.Node, killed time.Time) {
+		wctx, wcancel := context.WithTimeout(ctx, ingressTimeout)
+		defer wcancel()
+		ans, err := formation.WaitHTTPS(wctx, l.Namespace(), vip, formation.WebHost, root)
+		if err != nil {
+			t.Fatalf("HTTPS after losing the certificate holder %s: %v", lost.Name(), err)
+		}
+		back := time.Since(killed)
+		survivor := nodes[0]
+		if survivor == lost {
+			survivor = nodes[1]
+		}
+		_, on, err := formation.TraefikTask(ctx, survivor)
+		if err != nil || on == "" || on == hostnames[lost.Name()] {
+			t.Errorf("Traefik runs on %q (%v), want a survivor", on, err)
+		}
+		if got := acmeca.SerialHex(ans.Leaf()); got != serial {
+			t.Errorf("after the loss Traefik on %s serves serial %s, want %s", on, got, serial)
+		}
+		if n, err := ca.Issued(); err != nil || n != 1 {
+			t.Errorf("the test CA issued %d certificates (%v), want still 1", n, err)
+		}
+		t.Logf("HTTPS back from Traefik on %s %s after the power-off, same certificate (serial %s)", on, back.Round(time.Second), serial)
+	}
+	c := healing.Cluster{Lab: l, Nodes: nodes, VIP: vip.String(), Web: true, Testsvc: svcTar.Bytes(), WhileLost: whileLost} // "service" created web
 	step("heal: node loss", func(t *testing.T) { healing.NodeLoss(ctx, t, c) })
 	step("heal: power cut", func(t *testing.T) { healing.PowerCut(ctx, t, c) })
 	step("heal: reimage", func(t *testing.T) { healing.Reimage(ctx, t, c) })
+	// The reimaged node (empty /var) loaded the preloaded image again at its first boot.
+	for _, n := range nodes {
+		if id, err := formation.Exec(ctx, n, "docker", "image", "inspect", "--format", "{{.Id}}", traefik.Name); err != nil || id != traefik.Digest {
+			t.Errorf("%s after the healing scenarios: %s is %q (%v), want %s", n.Name(), traefik.Name, id, err, traefik.Digest)
+		}
+	}
+}
+
+// moveTraefik puts the ingress service's task on the VIP holder: a placement constraint on the holder's
+// hostname moves it (stop-first: never two), and taking the constraint off again leaves the task where it
+// is (swarm restarts no task whose node still meets the new constraints). The spec ends as the agent
+// deployed it, so its reconciler sees nothing to do.
+func moveTraefik(ctx context.Context, t *testing.T, from *lab.Node, nodes []*lab.Node, vip netip.Addr, hostnames map[string]string) {
+	t.Helper()
+	hs, err := formation.VIPHolders(ctx, nodes, vip)
+	if err != nil || len(hs) != 1 {
+		t.Fatalf("VIP holders %v (%v), want one", hs, err)
+	}
+	target := hostnames[hs[0]]
+	_, on, err := formation.TraefikTask(ctx, from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if on == target {
+		t.Logf("Traefik already runs on the VIP holder %s (%s)", hs[0], target)
+		return
+	}
+	constraint := "node.hostname==" + target
+	update := func(flag string) {
+		must(t, ctx, from, "docker", "service", "update", "--detach", "--no-resolve-image", flag, constraint, ingress.ServiceName)
+	}
+	update("--constraint-add")
+	var task string
+	err = formation.Poll(ctx, pollEvery, "Traefik running on "+target, func(ctx context.Context) (bool, string, error) {
+		id, host, err := formation.TraefikTask(ctx, from)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		task = id
+		return host == target, "running on " + host, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	update("--constraint-rm")
+	// Watched for a few polls: the orchestrator acts on the update within them if it acts at all.
+	for range 3 {
+		time.Sleep(pollEvery)
+		id, host, err := formation.TraefikTask(ctx, from)
+		if err != nil || id != task || host != target {
+			t.Fatalf("after taking the constraint off: task %s on %q (%v), want task %s still on %s", id, host, err, task, target)
+		}
+	}
+	t.Logf("Traefik moved from %s to the VIP holder %s (%s)", on, hs[0], target)
 }
 
 func randomHex(t *testing.T) string {

@@ -18,9 +18,11 @@ import (
 	"time"
 
 	"github.com/kiln-project/kiln/firstboot/config"
+	"github.com/kiln-project/kiln/firstboot/ingress"
 	"github.com/kiln-project/kiln/internal/run"
 	"github.com/kiln-project/kiln/lab"
 	"github.com/kiln-project/kiln/lab/netns"
+	"github.com/kiln-project/kiln/test/acmeca"
 )
 
 // ExecStdin runs command (one shell command line, already quoted) on n with stdin, over n's shared ssh
@@ -150,21 +152,62 @@ func HTTPDo(ctx context.Context, ns string, src, addr netip.Addr, port uint16, m
 // into every task at /data).
 const WebDataDir = "/var/data/web"
 
+// WebPort is the port the web service publishes through the routing mesh. Not 80: with an ingress section
+// in the cluster config Traefik publishes 80 and 443, and two services cannot publish one port.
+const WebPort = 8080
+
+// WebHost is the name the web service is routed under through Traefik (Web.Routed).
+const WebHost = "app.test"
+
+// Web says how the test service is deployed.
+type Web struct {
+	// Routed puts the service on the ingress stack's network with Traefik labels: https://WebHost/ (and
+	// acmeca.BlockedDomain, whose certificate the test CA refuses) reach it through Traefik. Needs the ingress stack.
+	Routed bool
+}
+
+// WebArgs are the `docker service create` arguments of the web service (without the image).
+func (w Web) WebArgs() []string {
+	args := []string{"--detach", "--name", "web", "--no-resolve-image",
+		"--hostname", "{{.Node.Hostname}}", "--publish", fmt.Sprintf("published=%d,target=80", WebPort), "--replicas", "3",
+		"--replicas-max-per-node", "1", "--mount", "type=bind,source=" + WebDataDir + ",target=/data",
+		"--env", "TESTSVC_DATA=/data"}
+	if w.Routed {
+		args = append(args, "--network", ingress.Network,
+			"--label", "traefik.enable=true",
+			"--label", "traefik.http.routers.app.rule=Host(`"+WebHost+"`)",
+			"--label", "traefik.http.routers.blocked.rule=Host(`"+acmeca.BlockedDomain+"`)",
+			"--label", "traefik.http.services.app.loadbalancer.server.port=80")
+	}
+	return args
+}
+
 // CreateWebService creates the test service "web" from n: three tasks of TestsvcImage, one per node, publishing
-// port 80 through the routing mesh, with WebDataDir bind-mounted. The directory is made on the mounted volume
+// WebPort through the routing mesh, with WebDataDir bind-mounted. The directory is made on the mounted volume
 // first (never on the empty mountpoint below it); on a node whose volume is not mounted yet the bind source is
 // missing, so docker refuses the task there instead of letting it write to the local disk.
 //   - --no-resolve-image: there is no registry to ask for a digest; every node has the image locally.
 //   - --hostname: each task answers with its node's hostname, so responses say who served them.
-func CreateWebService(ctx context.Context, n *lab.Node) error {
+//
+// A routed service waits (bounded by ctx) for the ingress network, which the agent creates with the stack.
+func CreateWebService(ctx context.Context, n *lab.Node, w Web) error {
 	_, err := Exec(ctx, n, "sh", "-c", "mountpoint -q /var/data && mkdir -p "+WebDataDir)
 	if err != nil {
 		return fmt.Errorf("web service: data directory: %w", err)
 	}
-	_, err = Exec(ctx, n, "docker", "service", "create", "--detach", "--name", "web", "--no-resolve-image",
-		"--hostname", "{{.Node.Hostname}}", "--publish", "published=80,target=80", "--replicas", "3",
-		"--replicas-max-per-node", "1", "--mount", "type=bind,source="+WebDataDir+",target=/data",
-		"--env", "TESTSVC_DATA=/data", TestsvcImage)
+	if w.Routed {
+		err := Poll(ctx, 5*time.Second, "network "+ingress.Network, func(ctx context.Context) (bool, string, error) {
+			_, err := Exec(ctx, n, "docker", "network", "inspect", "--format", "{{.ID}}", ingress.Network)
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			return true, "", nil
+		})
+		if err != nil {
+			return fmt.Errorf("web service: %w", err)
+		}
+	}
+	_, err = Exec(ctx, n, append(append([]string{"docker", "service", "create"}, w.WebArgs()...), TestsvcImage)...)
 	if err != nil {
 		return fmt.Errorf("web service: create: %w", err)
 	}
@@ -186,7 +229,7 @@ func TestsvcTarball(ctx context.Context) ([]byte, error) {
 
 // DeployWeb imports the testsvc tarball on every node, creates the web service (CreateWebService) and waits,
 // bounded by ctx, until its three tasks run.
-func DeployWeb(ctx context.Context, nodes []*lab.Node, tarball []byte) error {
+func DeployWeb(ctx context.Context, nodes []*lab.Node, tarball []byte, w Web) error {
 	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
 	for i, n := range nodes {
@@ -196,7 +239,7 @@ func DeployWeb(ctx context.Context, nodes []*lab.Node, tarball []byte) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	if err := CreateWebService(ctx, nodes[0]); err != nil {
+	if err := CreateWebService(ctx, nodes[0], w); err != nil {
 		return err
 	}
 	return Poll(ctx, 5*time.Second, "service web 3/3", func(ctx context.Context) (bool, string, error) {

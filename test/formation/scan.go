@@ -61,7 +61,7 @@ func Classify(err error) PortState {
 // ScanPorts is the port list the proof scans on every node: the web ports, and every port a kiln node's
 // services listen on or a Debian default could open (rpcbind, NFS, docker's TCP API) — none of which may answer.
 var ScanPorts = []int{
-	22, 80, 443, // ssh, web (routing mesh)
+	22, 80, 443, // ssh, web (Traefik's entry points when the config has an ingress section; routing mesh)
 	111, 2049, // rpcbind, nfs (glusterfs-server Recommends nfs-common)
 	2375, 2376, // dockerd TCP API (plain, TLS)
 	2377,             // swarm manager raft/control
@@ -71,7 +71,7 @@ var ScanPorts = []int{
 	24007, 24008, // glusterd management
 	38465, 38466, // gluster NFS
 	49152, 49153, // glusterfsd bricks
-	9100, 8080, 5000, // common exporters / proxies / registries
+	9100, 8080, 5000, // common exporters / proxies / registries; 8080 is the proof's web service (WebPort)
 }
 
 // Scan connects to addr on every port concurrently from inside network namespace ns, optionally from local

@@ -120,7 +120,7 @@ func StartWriter(ctx context.Context, n *lab.Node, name string, count, intervalM
 // a stalled request shows as a stall rather than hiding the next ones.
 const serviceTimeout = 3 * time.Second
 
-// StartServiceWriter POSTs a record every intervalMS to http://vip/records/name from inside namespace ns (the
+// StartServiceWriter POSTs a record every intervalMS to http://vip:WebPort/records/name from inside namespace ns (the
 // lab's: the lab host), as a client of the cluster would; a 204 (the web task fsynced it to the volume) is an
 // ack, anything else a failure. The web service must run (formation.CreateWebService); each task keeps its
 // own file, so Source reads them all.
@@ -133,7 +133,7 @@ func StartServiceWriter(ctx context.Context, ns string, vip netip.Addr, name str
 		defer tick.Stop()
 		for seq := 0; ; seq++ {
 			payload := randomPayload()
-			code, _, err := formation.HTTPDo(ctx, ns, netip.Addr{}, vip, 80, http.MethodPost, "/records/"+name,
+			code, _, err := formation.HTTPDo(ctx, ns, netip.Addr{}, vip, formation.WebPort, http.MethodPost, "/records/"+name,
 				fmt.Sprintf("%d %s %s", seq, payload, Checksum(seq, payload)), serviceTimeout)
 			w.record(seq, err == nil && code == http.StatusNoContent)
 			select {

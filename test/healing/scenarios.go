@@ -48,6 +48,10 @@ type Cluster struct {
 	// pull it from a registry: without it swarm retries the node's web task every few seconds for as long
 	// as the scenario lasts: raft writes on managers that are busy enough already.
 	Testsvc []byte
+	// WhileLost, when set, runs in NodeLoss while the killed node is down (after the VIP moved and writes
+	// resumed, before the node is started again): what else must come back on the survivors is checked on
+	// the same loss (TestFormation: HTTPS through Traefik). killed is when the power went off.
+	WhileLost func(ctx context.Context, t testing.TB, lost *lab.Node, killed time.Time)
 }
 
 // reinstallTestsvc loads the web service's image on n once its dockerd answers (bounded by healTimeout).
@@ -110,6 +114,9 @@ func NodeLoss(ctx context.Context, t testing.TB, c Cluster) {
 	fcancel()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.WhileLost != nil {
+		c.WhileLost(ctx, t, holder, killed)
 	}
 
 	if err := holder.Start(ctx); err != nil {

@@ -2,6 +2,7 @@ package healing
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/kiln-project/kiln/internal/testenv"
 	"github.com/kiln-project/kiln/lab/netns"
+	"github.com/kiln-project/kiln/test/formation"
 	"github.com/kiln-project/kiln/test/formation/testsvc/records"
 )
 
@@ -25,7 +27,10 @@ func TestServiceWriter(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var ln net.Listener
-	if err := netns.Do(ns, func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:80"); return err }); err != nil {
+	if err := netns.Do(ns, func() (err error) {
+		ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", formation.WebPort))
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
