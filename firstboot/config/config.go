@@ -127,7 +127,7 @@ var namePattern = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
 
 // Sections are the file's top-level keys (those of file), for tools that pass a config on without decoding
 // it (kiln lab).
-var Sections = []string{"cluster", "ssh_authorized_keys", "ingress", "install", "sources"}
+var Sections = []string{"cluster", "ssh_authorized_keys", "ingress", "install", "sources", "aws"}
 
 // file is the on-disk shape, decoded strictly (internal/yamlstrict). Pointers tell "absent" from "zero".
 type file struct {
