@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -155,25 +154,7 @@ func TestAWSLab(t *testing.T) {
 		want := slices.Sorted(maps.Values(ids))
 		sctx, scancel := context.WithTimeout(ctx, swarmSettle)
 		defer scancel()
-		err := formation.Poll(sctx, pollEvery, "3 Ready managers in every node's view", func(ctx context.Context) (bool, string, error) {
-			for _, n := range nodes {
-				sn, err := formation.SwarmNodes(ctx, n)
-				if err != nil {
-					return false, err.Error(), nil
-				}
-				var ready []string
-				for _, s := range sn {
-					if s.ReadyManager() {
-						ready = append(ready, s.Hostname)
-					}
-				}
-				sort.Strings(ready)
-				if len(sn) != 3 || !slices.Equal(ready, want) {
-					return false, fmt.Sprintf("%s: ready managers %v, want %v", n.Name(), ready, want), nil
-				}
-			}
-			return true, "", nil
-		})
+		err := formation.WaitReadyManagers(sctx, nodes, want, pollEvery)
 		if err != nil {
 			t.Fatal(err)
 		}

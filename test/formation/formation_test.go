@@ -250,25 +250,7 @@ func TestFormation(t *testing.T) {
 		start := time.Now()
 		sctx, cancel := context.WithTimeout(ctx, swarmSettle)
 		defer cancel()
-		err := formation.Poll(sctx, pollEvery, "3 Ready managers in every node's view", func(ctx context.Context) (bool, string, error) {
-			for _, n := range nodes {
-				sn, err := formation.SwarmNodes(ctx, n)
-				if err != nil {
-					return false, err.Error(), nil
-				}
-				var ready []string
-				for _, s := range sn {
-					if s.ReadyManager() {
-						ready = append(ready, s.Hostname)
-					}
-				}
-				sort.Strings(ready)
-				if len(sn) != 3 || !slices.Equal(ready, want) {
-					return false, fmt.Sprintf("%s: docker node ls %+v: ready managers %v, want exactly %v", n.Name(), sn, ready, want), nil
-				}
-			}
-			return true, "", nil
-		})
+		err := formation.WaitReadyManagers(sctx, nodes, want, pollEvery)
 		if err != nil {
 			t.Fatal(err)
 		}
