@@ -17,7 +17,7 @@ DEB_PACKAGES := mmdebstrap squashfs-tools erofs-utils qemu-system-x86 qemu-utils
 	systemd-boot-efi ca-certificates fdisk keepalived glusterfs-server glusterfs-client ipxe \
 	grub-pc-bin grub-efi-amd64-bin xorriso
 
-.PHONY: all deps build image test unit e2e e2e-healing lint chaos bench bench-build bench-lab bench-form bench-form-native bench-heal bench-ingress bench-pxe bench-publish clean
+.PHONY: all deps build image test unit fuzz e2e e2e-healing lint chaos bench bench-build bench-lab bench-form bench-form-native bench-heal bench-ingress bench-pxe bench-publish clean
 
 all: build
 
@@ -52,7 +52,7 @@ unit:
 # suites that pass on this machine kind go here (docs/testing.md). The lab's own e2e (./lab: TestE2E) runs in
 # make e2e: make test keeps to its budget, and the healing chain drives kill, start, power cut and reimage of
 # real nodes through the same lab code; TestPlumbing checks every verb over a blank disk in the unit phase.
-E2E_ALL := ./builder/boottest ./lab ./pxe ./test/formation
+E2E_ALL := ./builder/boottest ./lab ./pxe ./test/formation ./test/aws
 E2E_CI ?= ./builder/boottest ./test/formation
 E2E_ENV = KILN_E2E=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(BIN)
 
@@ -64,15 +64,28 @@ E2E_ENV = KILN_E2E=1 KILN_IMAGE=$(CURDIR)/$(OUT)/node.raw KILN_BIN=$(CURDIR)/$(B
 CI_HEALING ?= 1
 test: deps image lint
 	KILN_DOCKER_TESTS=1 KILN_GLUSTER_TESTS=1 $(GO) test -p 1 -count=1 -timeout 20m ./...
+	$(MAKE) fuzz
 	$(if $(strip $(E2E_CI)),$(E2E_ENV) KILN_HEALING=$(CI_HEALING) $(GO) test -p 1 -count=1 -timeout 80m -v $(E2E_CI))
 
-# All end-to-end suites (boot test, lab, cluster formation), and formation beyond three nodes (a five-node lab
-# that forms and survives a node loss: KILN_E2E_LARGE, too long for make test).
+# All end-to-end suites (boot test, lab, cluster formation, nodes on a faked EC2), and formation beyond three
+# nodes (a five-node lab that forms and survives a node loss: KILN_E2E_LARGE, too long for make test).
 # make e2e also boots node.vmdk: the spec's formats plus vmdk (only the formats stage runs again).
 E2E_FORMATS := raw,qcow2,pxe,iso,vmdk
 e2e: deps image
 	$(BIN)/kiln build $(SPEC) --out $(OUT) --format $(E2E_FORMATS)
 	$(E2E_ENV) KILN_E2E_LARGE=1 $(GO) test -p 1 -count=1 -timeout 3h -v $(E2E_ALL)
+
+# Fuzzing of what strangers and key holders can send or leave on a disk, FUZZTIME per target (make test runs
+# it): election messages, formation records, discovery beacons, the ESP's FAT32. A failing input is written
+# to the package's testdata/fuzz/ and fails the run; commit it with the fix so it stays a regression test.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := ./firstboot/election:FuzzHandle ./firstboot:FuzzFormationRecord \
+	./firstboot/discovery:FuzzDecodeBeacon ./firstboot/config:FuzzReadFAT
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t##*:} ($${t%%:*}) for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t##*:}$$" -fuzztime $(FUZZTIME) $${t%%:*}; \
+	done
 
 # Long suites and benchmarks: not part of make test.
 # Every self-healing scenario once: 1-5, 7, 8 chained on one formation, replacement (6) on its own lab.

@@ -177,6 +177,14 @@ type agent struct {
 	rec        *record
 	asked      map[string]time.Time
 	conflicted map[string]bool
+	// quorumAt is when a pass last saw this node as a ready manager of a swarm with quorumManagers reachable
+	// managers (the swarm reconciler's announce), quorumSince when the passes started seeing that without a
+	// gap of quorumFresh; refused is the alert about the last newer epoch refused, at refusedAt.
+	quorumAt       time.Time
+	quorumSince    time.Time
+	quorumManagers int
+	refused        string
+	refusedAt      time.Time
 
 	// Reconcile-loop-only state.
 	swarmNode string // last observed swarm node ID of this node, gossiped in metadata

@@ -3,6 +3,7 @@ package firstboot
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -263,7 +264,18 @@ func (a *agent) merge(r record, from string) {
 	case r.Epoch != a.rec.Epoch:
 		// A forced recovery starts a new epoch: its records win whatever the clocks say, and records of an
 		// older epoch (a node that was away during the recovery) never overwrite it.
-		if r.Epoch > a.rec.Epoch {
+		switch {
+		case r.Epoch < a.rec.Epoch:
+		case a.liveQuorum(time.Now(), r.Updated):
+			alert := fmt.Sprintf("refused epoch %d from %s (origin %s, managers %v): this node's swarm has a leader "+
+				"and %d reachable managers, so the recovery that made it ran on a node cut off from a live majority; "+
+				"reset that node (reimage) rather than this cluster", r.Epoch, from, r.Origin, r.ManagerAddrs, a.quorumManagers)
+			if a.refused != alert {
+				a.log.Error("refused a newer epoch: this swarm holds a live raft quorum", "epoch", r.Epoch,
+					"ours", a.rec.Epoch, "from", from, "origin", r.Origin, "managers", a.quorumManagers)
+			}
+			a.refused, a.refusedAt = alert, time.Now()
+		default:
 			a.adopt(&r, "formation record of a recovered cluster (new epoch)", from)
 		}
 	case r.Updated.After(a.rec.Updated) && worthRefreshing(a.rec, &r):
@@ -282,6 +294,34 @@ func (a *agent) adopt(r *record, msg, from string) bool {
 	a.wake()
 	return true
 }
+
+// sawQuorum notes a pass that found this node a ready manager with managers reachable managers.
+func (a *agent) sawQuorum(now time.Time, managers int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if managers < 2 {
+		return // a swarm of one has a leader whatever happened to the others
+	}
+	if a.quorumSince.IsZero() || now.Sub(a.quorumAt) >= quorumFresh {
+		a.quorumSince = now
+	}
+	a.quorumAt, a.quorumManagers = now, managers
+}
+
+// liveQuorum reports whether this node has been a ready manager of a swarm with at least two reachable
+// managers (a raft leader answers there: the swarm holds quorum) since before made, without a gap of
+// quorumFresh, the last pass included. A newer epoch is made by `recover --force-new-cluster` on a node
+// that lost its quorum; if this node held one all along, the recovery ran on a node cut off from a live
+// majority, and obeying it would throw that majority away. Nodes that come back after a recovery (the ones
+// it declared lost) may form a quorum of the old swarm among themselves, but only after it: they adopt the
+// epoch. Called with a.mu held.
+func (a *agent) liveQuorum(now, made time.Time) bool {
+	return !a.quorumSince.IsZero() && !a.quorumSince.After(made) && now.Sub(a.quorumAt) < quorumFresh
+}
+
+// quorumFresh is how long a pass's sight of a raft leader counts: a few passes, so a node whose swarm just
+// lost its quorum (the others gone for good) adopts the recovered epoch soon after.
+const quorumFresh = 2 * time.Minute
 
 // worthRefreshing reports whether next carries news over cur. A manager list that only lacks addresses cur
 // has is no news: members observe the managers at different moments (RemoteManagers lags a join), and

@@ -2,6 +2,7 @@ package firstboot
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,4 +56,61 @@ func TestMergeByEpoch(t *testing.T) {
 	if a.rec.Epoch != 2 || a.rec.ManagerAddrs[0] != "z:2377" {
 		t.Fatalf("a newer epoch's record was not adopted: %+v", a.rec)
 	}
+}
+
+// A node whose swarm has held a live quorum since before a newer epoch was made (by a forced recovery on a
+// node cut off from it) refuses that epoch and says so in its status. Nodes whose quorum began after it
+// (the declared-lost nodes coming back together) or ended adopt it.
+func TestLiveQuorumRefusesNewerEpoch(t *testing.T) {
+	t0 := time.Now()
+	base := record{Formation: state.Formation{SwarmID: "s", Initialiser: "aa", ManagerToken: "m", WorkerToken: "w",
+		ManagerAddrs: []string{"10.0.0.1:2377", "10.0.0.2:2377", "10.0.0.3:2377"}}, Updated: t0.Add(-time.Hour)}
+	recovered := base
+	recovered.Epoch, recovered.Origin, recovered.ManagerAddrs, recovered.Updated = 1, "cc", []string{"10.0.0.3:2377"}, t0.Add(-10*time.Minute)
+	newAgent := func() *agent {
+		a := &agent{opts: Options{StateDir: t.TempDir()}.withDefaults(), log: Options{}.withDefaults().Logger, kick: make(chan struct{}, 1), conflicted: map[string]bool{}}
+		rec := base
+		a.rec = &rec
+		return a
+	}
+	for _, c := range []struct {
+		name   string
+		passes []time.Duration // offsets from t0 of passes that saw a leader and 3 managers
+		adopt  bool
+	}{
+		{"quorum all along", minutely(-20, 0), false},
+		{"quorum formed after the recovery", []time.Duration{-time.Minute, 0}, true},
+		{"quorum with a gap across the recovery", []time.Duration{-20 * time.Minute, -time.Minute, 0}, true},
+		{"quorum lost since", []time.Duration{-20 * time.Minute}, true},
+		{"never a quorum", nil, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := newAgent()
+			for _, d := range c.passes {
+				a.sawQuorum(t0.Add(d), 3)
+			}
+			a.merge(recovered, "cc")
+			if adopted := a.rec.Epoch == 1; adopted != c.adopt {
+				t.Fatalf("adopted %v, want %v (alert %q)", adopted, c.adopt, a.refused)
+			}
+			if !c.adopt && !strings.Contains(a.refused, "refused epoch 1") {
+				t.Fatalf("refused without an alert: %q", a.refused)
+			}
+		})
+	}
+	a := newAgent()
+	a.sawQuorum(t0.Add(-20*time.Minute), 1)
+	a.sawQuorum(t0, 1)
+	if a.liveQuorum(t0, recovered.Updated) {
+		t.Fatal("a swarm with a single reachable manager counts as a live quorum")
+	}
+}
+
+// minutely is one pass a minute, from minute from to minute to (offsets).
+func minutely(from, to int) []time.Duration {
+	var ds []time.Duration
+	for m := from; m <= to; m++ {
+		ds = append(ds, time.Duration(m)*time.Minute)
+	}
+	return ds
 }

@@ -105,6 +105,7 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 		if s.Gluster.PoolUUIDs != nil {
 			ann.GlusterPeers = s.Gluster.PoolUUIDs
 		}
+		a.sawQuorum(time.Now(), len(ann.ManagerAddrs))
 		a.takeAnnounce(ann)
 	}
 	if s.Swarm.Node != "" {
@@ -167,11 +168,13 @@ func (a *agent) formation() *state.Formation {
 // earlier reconcilers reported in this pass) stays.
 func (a *agent) refreshMembers(s *state.State) {
 	s.Members = s.Members[:0:0]
+	now := time.Now()
 	for _, p := range a.disc.Peers() {
 		m := p.Member
 		if m.ID == a.id {
 			s.Self = m
 		}
+		m.Departed = !m.Alive && !m.DownSince.IsZero() && s.ReplaceAfter > 0 && now.Sub(m.DownSince) >= s.ReplaceAfter
 		s.Members = append(s.Members, m) // Peers is sorted by ID
 	}
 }
@@ -308,6 +311,11 @@ func (a *agent) report(s *state.State, phase status.Phase, results []result, hol
 		a.lastErr, a.lastErrAt = strings.Join(errs, "; "), time.Now().UTC()
 	}
 	st.LastError, st.LastErrorAt = a.lastErr, a.lastErrAt
+	a.mu.Lock()
+	if time.Since(a.refusedAt) < alertFor {
+		st.Alert = a.refused // records come again every push/pull while the recovered node is reachable
+	}
+	a.mu.Unlock()
 
 	alive := 0
 	for _, m := range s.Members {
@@ -326,6 +334,9 @@ func (a *agent) report(s *state.State, phase status.Phase, results []result, hol
 	}
 	a.writeStatus(st, summary)
 }
+
+// alertFor is how long an alert stays in the status after its cause was last seen.
+const alertFor = 10 * time.Minute
 
 // vipHolders names the members that hold the VIP, by their gossiped metadata and this node's own
 // observation; more than one name is a split brain the operator must see.

@@ -1,8 +1,12 @@
 package lab_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,6 +69,13 @@ func TestE2E(t *testing.T) {
 		hostnames[n.Name()] = h
 	}
 	t.Logf("hostnames: %v", hostnames)
+	// A file into a node through stdin, as tests load images: 4 MiB, checked on the other side.
+	blob := make([]byte, 4<<20)
+	_, _ = rand.Read(blob)
+	res, err := n1.ExecWith(ctx, lab.ExecOptions{Stdin: bytes.NewReader(blob)}, "sha256sum")
+	if want := fmt.Sprintf("%x", sha256.Sum256(blob)); err != nil || res.ExitCode != 0 || !strings.HasPrefix(string(res.Stdout), want+" ") {
+		t.Errorf("4 MiB through stdin: %q (exit %d, %v), want sha256 %s", res.Stdout, res.ExitCode, err, want)
+	}
 	st, err := l.Status(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -18,10 +18,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kiln-project/kiln/internal/run"
 	"github.com/kiln-project/kiln/lab/dhcp"
 	"github.com/kiln-project/kiln/lab/netns"
 	"github.com/kiln-project/kiln/lab/qemu"
+	"github.com/kiln-project/kiln/lab/sshpool"
 )
 
 // Options describe a lab to bring up.
@@ -57,6 +57,15 @@ type Options struct {
 	// ClusterConfig is the content of a cluster config file (docs/design.md); its cluster section reaches every
 	// node through fw_cfg. Optional: without it nodes get only the lab's SSH key.
 	ClusterConfig []byte
+	// EC2 makes every node an EC2 instance to its own firmware (qemu.Spec.EC2InstanceID): SMBIOS says Amazon
+	// EC2 and the asset tag holds the node's instance id (Node.InstanceID). Its nodes get no fw_cfg config
+	// at all, as on EC2: they read it, SSH keys included, from user-data, which the caller serves as IMDS
+	// inside the lab's namespace (BeforeStart). Disk boot only; ClusterConfig must be nil.
+	EC2 bool
+	// BeforeStart, if set, runs once the lab's network is up (namespace, bridge, DHCP, the lab's SSH key)
+	// and before any node starts: the place to serve what nodes ask for at boot from inside the namespace.
+	// An error fails Up.
+	BeforeStart func(ctx context.Context, l *Lab) error
 	// Accel forces an accelerator; "" probes KVM (bounded) and falls back to TCG.
 	Accel qemu.Accel
 	// Logger; default slog.Default().
@@ -121,6 +130,9 @@ func (o Options) Validate() error {
 		if o.ClusterConfig == nil {
 			errs = append(errs, errors.New("config: boot pxe needs a cluster config: netbooted nodes read it from kiln pxe serve"))
 		}
+		if o.EC2 {
+			errs = append(errs, errors.New("ec2: disk boot only (an EC2 instance boots its volume)"))
+		}
 		if o.KilnBin == "" {
 			errs = append(errs, errors.New("kiln binary: not set (it runs kiln pxe serve)"))
 		}
@@ -152,6 +164,9 @@ func (o Options) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("accel: unknown %q", o.Accel))
 	}
+	if o.EC2 && o.ClusterConfig != nil {
+		errs = append(errs, errors.New("config: an EC2 lab's nodes read their config from user-data (IMDS), not fw_cfg"))
+	}
 	if o.ClusterConfig != nil {
 		if _, err := nodeConfig(o.ClusterConfig, ""); err != nil {
 			errs = append(errs, err)
@@ -168,6 +183,9 @@ type Lab struct {
 	log  *slog.Logger
 
 	mu sync.Mutex // guards read-modify-write of state.json within this process
+
+	sshMu    sync.Mutex
+	sshConns *sshpool.Pool // made on the first command (sshPool); guarded by sshMu
 }
 
 // Name is the lab's name.
@@ -228,9 +246,8 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 	if netns.Exists(l.Namespace()) {
 		return nil, fmt.Errorf("lab up: namespace %s already exists (kiln lab down --name %s removes it)", l.Namespace(), o.Name)
 	}
-	// The longest socket paths we will create must fit a unix socket address (ssh's ControlPath too, whose
-	// ssh-%h expands to at most ssh-255.255.255.255).
-	if p := filepath.Join(l.dir, fmt.Sprintf("node%d", maxHardware), "qmp.sock"); len(p) > 107 || len(l.dir)+len("/ssh-255.255.255.255") > 107 {
+	// The longest socket path we will create must fit a unix socket address.
+	if p := filepath.Join(l.dir, fmt.Sprintf("node%d", maxHardware), "qmp.sock"); len(p) > 107 {
 		return nil, fmt.Errorf("lab up: state directory %s too long for unix socket paths", l.dir)
 	}
 
@@ -248,7 +265,7 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 		return nil, fmt.Errorf("lab up: %w", err)
 	}
 	st := State{Version: stateVersion, Name: o.Name, Image: image, Boot: o.Boot, PXEDir: pxeDir, Firmware: o.Firmware,
-		KilnBin: kilnBin, MemoryMiB: o.MemoryMiB, CPUs: o.CPUs,
+		KilnBin: kilnBin, MemoryMiB: o.MemoryMiB, CPUs: o.CPUs, EC2: o.EC2,
 		DiskGiB: o.DiskGiB, DataDiskGiB: o.DataDiskGiB, Accel: accel, NextHardware: 1, CreatedAt: time.Now().UTC()}
 	for i := 1; i <= o.Nodes; i++ {
 		st.Nodes = append(st.Nodes, newNode(o.Name, i, st.NextHardware))
@@ -263,7 +280,7 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 			return l, fmt.Errorf("lab up: %w", err)
 		}
 	}
-	if err := l.genKey(ctx); err != nil {
+	if err := l.genKey(); err != nil {
 		return l, err
 	}
 	if err := netns.Create(ctx, l.Namespace(), Bridge, HostCIDR); err != nil {
@@ -276,6 +293,11 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 	if st.Boot == BootPXE {
 		if err := l.startPXE(ctx, st); err != nil {
 			return l, fmt.Errorf("lab up: %w", err)
+		}
+	}
+	if o.BeforeStart != nil {
+		if err := o.BeforeStart(ctx, l); err != nil {
+			return l, fmt.Errorf("lab up: before the nodes start: %w", err)
 		}
 	}
 	for i := range st.Nodes {
@@ -307,6 +329,8 @@ func Down(ctx context.Context, root, name string) error {
 	}
 	dir := filepath.Join(root, name)
 	ns := Namespace(name)
+	// This process's connections to the nodes first: they hold sockets in the namespace.
+	pools.closeAll(dir)
 	var errs []error
 	// Pid files are looked up by glob, not from state.json: a crash may have left a node not yet recorded.
 	pidFiles, _ := filepath.Glob(filepath.Join(dir, "node*", "qemu.pid"))
@@ -441,18 +465,6 @@ func dhcpHosts(st State) []dhcp.Host {
 	return hs
 }
 
-// genKey makes the lab's own SSH key; its public half reaches every node through fw_cfg.
-func (l *Lab) genKey(ctx context.Context) error {
-	if _, err := os.Stat(l.keyPath()); err == nil {
-		return nil
-	}
-	if _, err := run.Cmd(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kiln-lab-"+l.name,
-		"-f", l.keyPath()); err != nil {
-		return fmt.Errorf("lab %s: ssh key: %w", l.name, err)
-	}
-	return nil
-}
-
 // spec is the qemu Spec of node n.
 func (l *Lab) spec(st State, n NodeState) qemu.Spec {
 	data := ""
@@ -472,6 +484,10 @@ func (l *Lab) spec(st State, n NodeState) qemu.Spec {
 		// A netbooted node gets its config from the server (kiln.config=), as in a garage: no fw_cfg.
 		s.NetBoot, s.ConfigFile = true, ""
 	}
+	if st.EC2 {
+		// An instance gets its config from user-data: no fw_cfg.
+		s.EC2InstanceID, s.ConfigFile = InstanceID(st.Name, n.Hardware), ""
+	}
 	return s
 }
 
@@ -484,8 +500,9 @@ func (l *Lab) provision(ctx context.Context, st State, n NodeState, fresh bool) 
 	if err := netns.AddTap(l.Namespace(), n.Tap, Bridge); err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
-	// A netbooted node reads its config from kiln pxe serve (startPXE writes that one): no fw_cfg file.
-	if st.Boot != BootPXE {
+	// A netbooted node reads its config from kiln pxe serve (startPXE writes that one), an EC2 one from
+	// user-data: no fw_cfg file.
+	if st.Boot != BootPXE && !st.EC2 {
 		if err := l.writeNodeConfig(n); err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -29,6 +30,9 @@ func TestUpValidation(t *testing.T) {
 		"pxe without its directory or config": {Options{Boot: BootPXE, PXEDir: root}, []string{"pxe-dir:", "no pxe.json", "config: boot pxe needs a cluster config"}},
 		"unknown boot and firmware":           {Options{Image: img, Boot: "usb", Firmware: "coreboot"}, []string{`boot: unknown "usb"`, `firmware: unknown "coreboot"`}},
 		"bios boots only from the network":    {Options{Image: img, Firmware: "bios"}, []string{"firmware: bios boots only --boot pxe"}},
+		"ec2 takes no fw_cfg config": {Options{Image: img, EC2: true, ClusterConfig: []byte("cluster: {}\n")},
+			[]string{"config: an EC2 lab's nodes read their config from user-data"}},
+		"ec2 boots from disk": {Options{Boot: BootPXE, PXEDir: root, EC2: true}, []string{"ec2: disk boot only"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			tc.o.Root = root
@@ -111,6 +115,14 @@ func TestHardwareIsStableAndDistinct(t *testing.T) {
 	}
 	if _, _, addr := hardware("demo", 1); addr != "10.77.0.11" {
 		t.Errorf("hardware 1 address %s, want 10.77.0.11", addr)
+	}
+	ids := map[string]bool{}
+	for hw := 1; hw <= maxHardware; hw++ {
+		id := InstanceID("demo", hw)
+		if id != InstanceID("demo", hw) || !regexp.MustCompile(`^i-[0-9a-f]{17}$`).MatchString(id) || ids[id] || id == InstanceID("other", hw) {
+			t.Fatalf("hardware %d: instance id %q not a stable, distinct EC2 instance id", hw, id)
+		}
+		ids[id] = true
 	}
 	n := newNode("demo", 2, 7)
 	if n.Name != "node2" || n.Tap != "tap2" || n.Address != "10.77.0.17" {

@@ -73,6 +73,19 @@ func (n *Node) Address() (string, error) {
 	return s.Address, err
 }
 
+// InstanceID is the node's EC2 instance id in an EC2 lab (Options.EC2), "" in any other.
+func (n *Node) InstanceID() (string, error) {
+	st, err := n.lab.State()
+	if err != nil {
+		return "", err
+	}
+	ns, err := st.node(n.name)
+	if err != nil || !st.EC2 {
+		return "", err
+	}
+	return InstanceID(st.Name, ns.Hardware), nil
+}
+
 // SerialLog is the path of the node's serial console log (appended across boots).
 func (n *Node) SerialLog() string { return n.lab.serialLog(NodeState{Name: n.name}) }
 
@@ -116,14 +129,14 @@ func (n *Node) Kill(ctx context.Context) error {
 	if err := qemu.Kill(ctx, n.lab.pidFile(NodeState{Name: n.name})); err != nil {
 		return fmt.Errorf("node %s: %w", n.name, err)
 	}
-	n.closeMux(ctx)
+	n.forgetSSH()
 	n.lab.log.Info("node killed", "node", n.name)
 	return nil
 }
 
-func (n *Node) closeMux(ctx context.Context) {
+func (n *Node) forgetSSH() {
 	if s, err := n.State(); err == nil {
-		n.lab.closeMux(ctx, s.Address)
+		n.lab.forgetSSH(s.Address)
 	}
 }
 
@@ -144,7 +157,7 @@ func (n *Node) Stop(ctx context.Context) error {
 	if err := qemu.WaitExit(ctx, n.lab.pidFile(ns)); err != nil {
 		return fmt.Errorf("node %s: stop: guest did not power off: %w", n.name, err)
 	}
-	n.closeMux(ctx)
+	n.forgetSSH()
 	n.lab.log.Info("node stopped", "node", n.name)
 	return nil
 }
@@ -227,7 +240,7 @@ func (n *Node) setPartition(ctx context.Context, mode string) error {
 			return err
 		}
 		if mode == PartitionFull {
-			n.lab.closeMux(ctx, ns.Address)
+			n.lab.forgetSSH(ns.Address)
 		}
 		n.lab.log.Info("node partition", "node", n.name, "mode", mode)
 		return nil

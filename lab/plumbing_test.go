@@ -24,7 +24,7 @@ func requireRootTools(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces")
 	}
-	for _, tool := range []string{"ip", "nft", "dnsmasq", qemu.Binary, "qemu-img", "ssh-keygen"} {
+	for _, tool := range []string{"ip", "nft", "dnsmasq", qemu.Binary, "qemu-img"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed", tool)
 		}

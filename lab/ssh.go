@@ -2,87 +2,237 @@ package lab
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
 	"errors"
 	"fmt"
-	"path/filepath"
+	"io"
+	"net"
+	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/kiln-project/kiln/internal/run"
+	"golang.org/x/crypto/ssh"
+
 	"github.com/kiln-project/kiln/lab/netns"
+	"github.com/kiln-project/kiln/lab/sshpool"
 )
 
-// sshConnectTimeout bounds one connection attempt, banner exchange included: an address without a live host
-// costs this long per probe. 4 s proved too short: three TCG guests on two host cores took longer than that to
-// fork sshd and send its banner, so live nodes looked unreachable.
+// sshConnectTimeout bounds the TCP connect to a node, and again its SSH handshake (banner, key exchange, login):
+// an address without a live host costs this long per probe. 4 s proved too short: three TCG guests on two host
+// cores took longer than that to fork sshd and send its banner, so live nodes looked unreachable.
 const sshConnectTimeout = 20
+
+// Keepalives on every connection to a node, as ssh's ServerAliveInterval=5 and ServerAliveCountMax=6: a node
+// that vanished without the lab knowing (powered off by another process) is found out within 30 s.
+const (
+	sshAliveInterval = 5 * time.Second
+	sshAliveCountMax = 6
+)
 
 // ExecResult is what a command in a node did.
 type ExecResult struct {
+	// Stdout is the command's output, unless ExecOptions.Stdout took it.
 	Stdout []byte
-	// Stderr is the tail of the command's stderr, kept only when it failed (internal/run keeps no more).
+	// Stderr is the tail of the command's stderr (the last 2 KiB), kept only when it failed.
 	Stderr   string
 	ExitCode int
 }
 
-// ErrUnreachable means ssh could not reach or log in to the node (ssh's own exit code 255).
-var ErrUnreachable = errors.New("node unreachable over ssh")
+// ErrUnreachable means no command ran: the node could not be reached or logged in to over ssh, or the
+// connection broke before the command's exit status came back.
+var ErrUnreachable = sshpool.ErrUnreachable
+
+// ExecOptions connect a command's streams.
+type ExecOptions struct {
+	// Stdin feeds the command (nil: empty).
+	Stdin io.Reader
+	// Stdout receives the command's output as it comes (nil: collected into ExecResult.Stdout); Stderr its error
+	// output (nil: only the tail is kept). Neither may block for good, and they get nothing once Exec returned.
+	Stdout, Stderr io.Writer
+	// Dedicated runs the command on an ssh connection of its own, closed when it ends, rather than on the
+	// node's shared one: for a stream that lasts a whole test. AliveCountMax, if set, is its keepalive
+	// tolerance (ServerAliveCountMax; the shared connections' is 6).
+	Dedicated     bool
+	AliveCountMax int
+}
 
 // Exec runs argv in the node as root over ssh, from inside the lab namespace with the lab key. The error is nil
-// whenever the command ran, whatever its exit code; ErrUnreachable when ssh could not get there.
+// whenever the command ran, whatever its exit code; it wraps ErrUnreachable when the command could not run.
+// When ctx ends the command gets SIGTERM and Exec returns at once; with a deadline, the command is also
+// bounded on the node (RemoteBound).
 func (n *Node) Exec(ctx context.Context, argv ...string) (ExecResult, error) {
+	return n.ExecWith(ctx, ExecOptions{}, argv...)
+}
+
+// ExecWith is Exec with the command's streams connected as o says.
+func (n *Node) ExecWith(ctx context.Context, o ExecOptions, argv ...string) (ExecResult, error) {
 	s, err := n.State()
 	if err != nil {
 		return ExecResult{}, err
 	}
-	return n.lab.ssh(ctx, s.Address, argv...)
+	return n.lab.exec(ctx, s.Address, o, argv...)
 }
 
-func (l *Lab) ssh(ctx context.Context, addr string, argv ...string) (ExecResult, error) {
+// ExecAt runs argv as Exec does on whatever answers ssh at addr now (a virtual IP), over a connection of its
+// own: a kept one would stay with the host that answered first.
+func (l *Lab) ExecAt(ctx context.Context, addr string, o ExecOptions, argv ...string) (ExecResult, error) {
+	o.Dedicated = true
+	return l.exec(ctx, addr, o, argv...)
+}
+
+func (l *Lab) exec(ctx context.Context, addr string, o ExecOptions, argv ...string) (ExecResult, error) {
 	if len(argv) == 0 {
 		return ExecResult{}, errors.New("exec: no command")
 	}
-	args := []string{"ssh", "-i", l.keyPath(),
-		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-		// Host keys change with every reimage and replace; the lab network is private to this namespace.
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-		"-o", fmt.Sprintf("ConnectTimeout=%d", sshConnectTimeout),
-		"-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=6"}
-	args = append(args, l.muxOptions()...)
-	args = append(args, "root@"+addr, "--")
-	args = append(args, RemoteCommand(ctx, argv...))
-	out, err := netns.Exec(ctx, l.Namespace(), nil, args...)
-	if err == nil {
-		return ExecResult{Stdout: out}, nil
+	p, err := l.sshPool()
+	if err != nil {
+		return ExecResult{}, err
 	}
-	var re *run.Error
-	if !errors.As(err, &re) || re.ExitCode < 0 {
+	// The handle must outlive the command: once it is garbage its cleanup closes the pool's connections, and
+	// the caller may hold no reference while the command runs (kiln lab exec's node is not used after).
+	defer runtime.KeepAlive(l)
+	res, err := p.Run(ctx, sshAddr(addr), sshpool.Command{Line: RemoteCommand(ctx, argv...),
+		Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr, Dedicated: o.Dedicated, AliveCountMax: o.AliveCountMax})
+	if err != nil {
 		return ExecResult{}, fmt.Errorf("exec on %s: %w", addr, err)
 	}
-	if re.ExitCode == 255 {
-		return ExecResult{Stdout: out, Stderr: re.Stderr, ExitCode: 255},
-			fmt.Errorf("exec on %s: %w: %s", addr, ErrUnreachable, re.Stderr)
+	return ExecResult{Stdout: res.Stdout, Stderr: res.Stderr, ExitCode: res.ExitCode}, nil
+}
+
+func sshAddr(addr string) string { return net.JoinHostPort(addr, "22") }
+
+// sshPool returns the lab handle's ssh connections, made on first use: a handle that runs no command reads no
+// key. Connections are dialled from inside the lab namespace: the socket is made there, and stays there.
+func (l *Lab) sshPool() (*sshpool.Pool, error) {
+	l.sshMu.Lock()
+	defer l.sshMu.Unlock()
+	if l.sshConns != nil {
+		return l.sshConns, nil
 	}
-	return ExecResult{Stdout: out, Stderr: re.Stderr, ExitCode: re.ExitCode}, nil
+	b, err := os.ReadFile(l.keyPath())
+	if err != nil {
+		return nil, fmt.Errorf("lab %s: ssh key: %w", l.name, err)
+	}
+	signer, err := ssh.ParsePrivateKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("lab %s: ssh key %s: %w", l.name, l.keyPath(), err)
+	}
+	ns := l.Namespace()
+	p := sshpool.New(sshpool.Config{User: "root", Signer: signer,
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return netns.Dial(ctx, ns, network, addr)
+		},
+		ConnectTimeout: sshConnectTimeout * time.Second, AliveInterval: sshAliveInterval, AliveCountMax: sshAliveCountMax})
+	pools.add(l.dir, p)
+	// A handle dropped without Close still closes its connections once it is garbage. The pool must not
+	// reference the handle, or the handle would never become garbage.
+	dir := l.dir
+	runtime.AddCleanup(l, func(p *sshpool.Pool) { pools.close(dir, p) }, p)
+	l.sshConns = p
+	return p, nil
 }
 
-// muxOptions share one ssh connection per node between commands: a handshake (key exchange, sshd's
-// re-exec, the AuthorizedKeysCommand) costs a TCG guest about a second of its only vCPU, and tests poll
-// every node every few seconds. The master lingers 60 s after its last command, then exits by itself;
-// lab down kills it with everything else in the namespace.
-func (l *Lab) muxOptions() []string {
-	return []string{"-o", "ControlMaster=auto", "-o", "ControlPath=" + filepath.Join(l.dir, "ssh-%h"), "-o", "ControlPersist=60"}
+// Close closes the handle's ssh connections. The handle stays usable: the next command connects again.
+func (l *Lab) Close() {
+	l.sshMu.Lock()
+	p := l.sshConns
+	l.sshConns = nil
+	l.sshMu.Unlock()
+	if p != nil {
+		pools.close(l.dir, p)
+	}
 }
 
-// closeMux ends the shared connection to addr, if any. Called when the node behind it is powered off, cut
-// off or replaced: commands would otherwise queue on a dead connection until its keepalives time out (30 s)
-// and talk to the old host after a reimage.
-func (l *Lab) closeMux(ctx context.Context, addr string) {
-	args := append([]string{"ssh"}, l.muxOptions()...)
-	args = append(args, "-O", "exit", "root@"+addr)
-	// No master is the common case (exit 255, "Control socket connect … No such file"): nothing to do.
-	_, _ = netns.Exec(ctx, l.Namespace(), nil, args...)
+// forgetSSH closes every kept connection of this process to addr in this lab, through any handle: its node was
+// powered off, cut off or replaced. Commands would otherwise wait on a dead connection until its keepalives give
+// up (30 s), or reach the old host after a reimage.
+func (l *Lab) forgetSSH(addr string) { pools.forget(l.dir, sshAddr(addr)) }
+
+// pools are the ssh connection pools of the lab handles of this process, by lab directory, so that down and
+// the verbs that take a node away close the connections of every handle on that lab.
+var pools = poolRegistry{byDir: map[string]map[*sshpool.Pool]bool{}}
+
+type poolRegistry struct {
+	mu    sync.Mutex
+	byDir map[string]map[*sshpool.Pool]bool
+}
+
+func (r *poolRegistry) add(dir string, p *sshpool.Pool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.byDir[dir] == nil {
+		r.byDir[dir] = map[*sshpool.Pool]bool{}
+	}
+	r.byDir[dir][p] = true
+}
+
+func (r *poolRegistry) of(dir string) []*sshpool.Pool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ps []*sshpool.Pool
+	for p := range r.byDir[dir] {
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+// close closes p's connections and forgets p.
+func (r *poolRegistry) close(dir string, p *sshpool.Pool) {
+	r.mu.Lock()
+	delete(r.byDir[dir], p)
+	if len(r.byDir[dir]) == 0 {
+		delete(r.byDir, dir)
+	}
+	r.mu.Unlock()
+	p.Close()
+}
+
+// closeAll closes the connections of every handle on the lab in dir (lab down).
+func (r *poolRegistry) closeAll(dir string) {
+	for _, p := range r.of(dir) {
+		p.Close()
+	}
+}
+
+func (r *poolRegistry) forget(dir, addr string) {
+	for _, p := range r.of(dir) {
+		p.Forget(addr)
+	}
+}
+
+// genKey makes the lab's own SSH key, in OpenSSH's formats (`ssh -i <dir>/id_ed25519` works too); its public
+// half reaches every node through fw_cfg.
+func (l *Lab) genKey() error {
+	if _, err := os.Stat(l.keyPath()); err == nil {
+		return nil
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return fmt.Errorf("lab %s: ssh key: %w", l.name, err)
+	}
+	comment := "kiln-lab-" + l.name
+	block, err := ssh.MarshalPrivateKey(priv, comment)
+	if err != nil {
+		return fmt.Errorf("lab %s: ssh key: %w", l.name, err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return fmt.Errorf("lab %s: ssh key: %w", l.name, err)
+	}
+	authorized := strings.TrimSuffix(string(ssh.MarshalAuthorizedKey(sshPub)), "\n") + " " + comment + "\n"
+	if err := os.WriteFile(l.keyPath()+".pub", []byte(authorized), 0o644); err != nil {
+		return fmt.Errorf("lab %s: ssh key: %w", l.name, err)
+	}
+	// The private half last: its presence is what says the key exists.
+	if err := os.WriteFile(l.keyPath(), pem.EncodeToMemory(block), 0o600); err != nil {
+		return fmt.Errorf("lab %s: ssh key: %w", l.name, err)
+	}
+	return nil
 }
 
 // RemoteCommand is the one string ssh hands the node's shell so that it runs exactly argv, bounded by ctx's
@@ -98,11 +248,12 @@ func RemoteCommand(ctx context.Context, argv ...string) string {
 
 // RemoteBound returns the argv prefix that bounds a command in a node by ctx's deadline (nil without one).
 //
-// Killing the local ssh when ctx ends does not stop the remote command: without a tty sshd sends it no
-// signal. A caller polling `gluster volume heal data info` on a loaded node would pile up one more CLI (and
-// its glfsheal client) per poll, until the node's gluster answers nothing (docs/self-healing.md, "Bounded
-// commands"). coreutils timeout runs the command in its own process group and signals the whole
-// group, so the children go too; it ends a little before ctx so the node is clean when the caller gives up.
+// Ending the session when ctx ends is not enough to stop the remote command: sshd delivers the SIGTERM Exec
+// sends to the command's own process only, and closing the session signals nothing (no tty). A caller polling
+// `gluster volume heal data info` on a loaded node would pile up one more CLI (and its glfsheal client) per
+// poll, until the node's gluster answers nothing (docs/self-healing.md, "Bounded commands"). coreutils timeout
+// runs the command in its own process group and signals the whole group, on its deadline and on the SIGTERM
+// alike, so the children go too; it ends a little before ctx so the node is clean when the caller gives up.
 func RemoteBound(ctx context.Context) []string {
 	dl, ok := ctx.Deadline()
 	if !ok {

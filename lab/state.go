@@ -51,8 +51,10 @@ type State struct {
 	CPUs      int           `json:"cpus"`
 	DiskGiB   int           `json:"disk_gib"`
 	// DataDiskGiB is the size of every node's second, blank disk; 0: none.
-	DataDiskGiB int        `json:"data_disk_gib,omitempty"`
-	Accel       qemu.Accel `json:"accel"`
+	DataDiskGiB int `json:"data_disk_gib,omitempty"`
+	// EC2: the nodes' firmware says EC2, with instance ids from InstanceID, and they get no fw_cfg config.
+	EC2   bool       `json:"ec2,omitempty"`
+	Accel qemu.Accel `json:"accel"`
 	// NextHardware is the serial of the next new machine (add, replace): serials are never reused, so a replaced
 	// node gets a new MAC, UUID and address.
 	NextHardware int         `json:"next_hardware"`
@@ -124,6 +126,13 @@ func hardware(lab string, serial int) (mac, uuid, addr string) {
 	ip := net.ParseIP("10.77.0.0").To4()
 	ip[3] = byte(firstHostNumber + serial)
 	return mac, uuid, ip.String()
+}
+
+// InstanceID is the EC2 instance id of lab's machine with hardware serial hw (an EC2 lab's nodes carry it in
+// their SMBIOS asset tag): derived like the MAC, so a replaced node is a new instance, as on EC2.
+func InstanceID(lab string, hw int) string {
+	h := sha256.Sum256(fmt.Appendf(nil, "kiln-lab/%s/%d/ec2", lab, hw))
+	return "i-" + fmt.Sprintf("%x", h[:9])[:17]
 }
 
 // newNode is node index idx on new hardware serial hw.

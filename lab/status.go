@@ -60,11 +60,11 @@ func (l *Lab) Status(ctx context.Context) ([]NodeStatus, error) {
 func (l *Lab) probeAgent(ctx context.Context, addr string, s *NodeStatus) {
 	ctx, cancel := context.WithTimeout(ctx, statusProbeTimeout)
 	defer cancel()
-	res, err := l.ssh(ctx, addr, "kiln-firstboot", "status", "--json")
+	res, err := l.exec(ctx, addr, ExecOptions{}, "kiln-firstboot", "status", "--json")
 	switch {
 	case errors.Is(err, ErrUnreachable):
-		// Refused or timed out: not booted yet, or cut off. ssh's own words say which.
-		s.AgentError = "unreachable: " + strings.TrimSpace(res.Stderr)
+		// Refused or timed out: not booted yet, or cut off. The error's last words say which.
+		s.AgentError = err.Error()
 		return
 	case err != nil:
 		s.AgentError = err.Error()

@@ -31,7 +31,7 @@ func (n *Node) WaitBooted(ctx context.Context) (time.Duration, error) {
 		if !n.Running() {
 			return 0, fmt.Errorf("node %s: VM not running while waiting for boot; serial tail:\n%s", n.name, n.SerialTail(20))
 		}
-		_, err = n.lab.ssh(ctx, s.Address, "true")
+		_, err = n.lab.exec(ctx, s.Address, ExecOptions{}, "true")
 		if err == nil {
 			d := time.Since(s.StartedAt)
 			n.lab.log.Info("node booted", "node", n.name, "address", s.Address, "after", d.Round(time.Second))

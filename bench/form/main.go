@@ -194,7 +194,7 @@ func formationRun(ctx context.Context, img string, n int, timeout time.Duration,
 				_, formed := tl[formation.MilestoneFormed]
 				return formed && !vipAt.IsZero()
 			}
-			if err := formation.SampleNode(ctx, l, node, vip, boot, tl, done); err != nil {
+			if err := formation.SampleNode(ctx, node, vip, boot, tl, done); err != nil {
 				errs[i] = err
 				return
 			}

@@ -288,7 +288,7 @@ func (b *bench) reimage(ctx context.Context, i int) (result, error) {
 	}
 	r.redundancy = time.Since(powerOn)
 	// The fresh disk has no test image: put it back so the service returns to 3/3 before the next run.
-	if _, err := formation.InstallTestsvc(ctx, b.l, target, b.tar); err != nil {
+	if _, err := formation.InstallTestsvc(ctx, target, b.tar); err != nil {
 		return r, err
 	}
 	if err := b.serviceReplicas(ctx); err != nil {
@@ -338,7 +338,7 @@ func (b *bench) holder(ctx context.Context) (*lab.Node, error) {
 }
 
 func (b *bench) writer(ctx context.Context, n *lab.Node, name string) (*healing.Writer, error) {
-	w, err := healing.StartWriter(ctx, b.l, n, name, 1_000_000, writerInterval)
+	w, err := healing.StartWriter(ctx, n, name, 1_000_000, writerInterval)
 	if err != nil {
 		return nil, err
 	}
@@ -366,7 +366,7 @@ func (b *bench) verify(ctx context.Context, w *healing.Writer, n *lab.Node) erro
 func (b *bench) deployService(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, recoverTimeout)
 	defer cancel()
-	return formation.DeployWeb(sctx, b.l, b.nodes, b.tar, formation.Web{})
+	return formation.DeployWeb(sctx, b.nodes, b.tar, formation.Web{})
 }
 
 func (b *bench) serviceReplicas(ctx context.Context) error {

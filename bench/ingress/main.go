@@ -185,7 +185,7 @@ func run(root, lockPath string, clients int, duration time.Duration) (*result, e
 		res.traefik = time.Since(formedAt)
 	})
 	wg.Go(func() {
-		webErr = formation.DeployWeb(sctx, l, nodes, tar, formation.Web{Routed: true})
+		webErr = formation.DeployWeb(sctx, nodes, tar, formation.Web{Routed: true})
 		res.web = time.Since(formedAt)
 	})
 	root509, err := ca.Root(ctx)

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"os"
+	"runtime/pprof"
 	"text/tabwriter"
 	"time"
 
@@ -30,14 +31,15 @@ import (
 func main() {
 	image := flag.String("image", "out/node.raw", "raw node image (manifest.json beside it)")
 	workers := flag.Int("parallel", ebsupload.DefaultWorkers, "blocks uploaded at once")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the publish (uploader and fake together) to this file")
 	flag.Parse()
-	if err := run(*image, *workers); err != nil {
+	if err := run(*image, *workers, *cpuProfile); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/publish:", err)
 		os.Exit(1)
 	}
 }
 
-func run(image string, workers int) error {
+func run(image string, workers int, cpuProfile string) error {
 	ctx := context.Background()
 	st, err := os.Stat(image)
 	if err != nil {
@@ -62,6 +64,17 @@ func run(image string, workers int) error {
 		return err
 	}
 	e, c := publish.Clients(cfg)
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	start := time.Now()
 	res, err := publish.Publish(ctx, e, c, cfg.Region, publish.Options{Image: image, Name: "kiln-bench",
 		PollInterval: 10 * time.Millisecond, Upload: ebsupload.Options{Workers: workers}, Log: slog.New(slog.DiscardHandler)})

@@ -93,9 +93,15 @@ type vmSpec struct {
 	drives   []string
 }
 
-// startFirmwareVM starts the VM; a guest reboot ends qemu (-no-reboot, see startVM).
+// startFirmwareVM starts the VM with fresh firmware variables in s.work (made if missing); it is killed at the
+// test's end, with its console on failure. A guest reboot ends qemu (-no-reboot): the test starts it again on
+// the same disk and firmware variables (a power cycle), because qemu 7.2's in-place reset of a q35 OVMF guest
+// under TCG hung after "reboot: machine restart".
 func startFirmwareVM(t *testing.T, s vmSpec) *vm {
 	t.Helper()
+	if err := os.MkdirAll(s.work, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	v := &vm{serial: filepath.Join(s.work, "serial.log"), key: s.key, port: freePort(t)}
 	v.argv = []string{"-machine", "q35", "-accel", "tcg,thread=multi", "-smp", "2", "-m", "1536"}
 	if s.firmware == firmwareUEFI {

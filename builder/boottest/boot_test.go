@@ -33,23 +33,24 @@ const (
 	ovmfVars    = "/usr/share/OVMF/OVMF_VARS.fd"
 )
 
-// TestBootImage builds the node image (images/node.yaml) and boots it in qemu (OVMF, TCG): read-only root,
-// state partition created on a bigger disk, services enabled, the agent ran, and state survives a reboot
-// while /etc does not.
+// TestBootImage installs the node from node.iso and boots what was installed (OVMF, TCG), as a user with a
+// spare machine does. The installer, booted as a CD beside a blank target disk, a blank and a dirty extra disk
+// and the cluster config in fw_cfg, writes the image and the config onto the first empty disk (vda) and
+// restarts. That disk then boots on its own, without the CD and without fw_cfg, by the rules of a flashed
+// disk: read-only root, the state partition created in the rest of the bigger disk, services enabled, the
+// agent ran with the config the installer carried to the ESP, the blank disk became the brick disk and the
+// dirty one was left alone, and state survives a reboot while /etc does not. node.raw's own OVMF boot is the
+// one every lab node makes (test/formation); from kiln-base to its end the installed disk holds its bytes.
 func TestBootImage(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boot test: skipped with -short")
-	}
-	if os.Getenv("KILN_E2E") != "1" {
-		t.Skip("boot test: set KILN_E2E=1 (boots the built image in qemu: minutes)")
-	}
+	e2e(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	work := t.TempDir()
+	key, config := sshKeyAndConfig(ctx, t, work)
+	target, disks := installDisks(ctx, t, work)
+	install(ctx, t, filepath.Join(work, "install"), firmwareUEFI, cdrom(sibling(t, "iso")), key, config, target, disks)
 
-	raw := imagePath(t)
-	vm := startVM(ctx, t, work, raw)
-
+	vm := startFirmwareVM(t, vmSpec{work: filepath.Join(work, "boot"), firmware: firmwareUEFI, key: key, drives: disks})
 	t.Log("first boot: waiting for SSH")
 	firstBootID := vm.waitSSH(ctx, t, "")
 	t.Logf("first boot reached SSH after %s", vm.sinceStart())
@@ -69,12 +70,16 @@ func TestBootImage(t *testing.T) {
 	if len(f) != 4 || f[1] != "ext4" || f[2] != "kiln-state" {
 		t.Fatalf("/var: want an ext4 partition labelled kiln-state, got %q", out)
 	}
-	rawSize := fileSize(t, raw)
+	rawSize := fileSize(t, imagePath(t))
 	stateSize, _ := strconv.ParseInt(f[3], 10, 64)
 	// It starts where the image's last partition ends (1 MiB before the image's end) and stops at the backup
 	// GPT, give or take sfdisk's 1 MiB alignment.
 	if want := int64(diskSize) - rawSize; stateSize < want-(4<<20) || stateSize > want+(1<<20) {
 		t.Errorf("kiln-state is %d bytes, want ≈ disk %d − image %d = %d", stateSize, int64(diskSize), rawSize, want)
+	}
+	checkNode(ctx, t, vm, firmwareUEFI)
+	if out := vm.mustSSH(ctx, t, `grep -o '"config_source": *"[a-z_-]*"' /run/kiln/status.json`); !strings.Contains(out, `"esp"`) {
+		t.Errorf("the installed node's config source: %q, want esp (carried over by the installer)", out)
 	}
 
 	// The cluster's software is installed and enabled (keepalived waits for the agent's configuration).
@@ -164,12 +169,12 @@ type vm struct {
 	exited  chan struct{}
 }
 
-func startVM(ctx context.Context, t *testing.T, work, raw string) *vm {
+// installDisks makes the disks of an install: the target (blank, diskSize, first in the boot order after the
+// medium: vda), a blank one (vdb, the brick disk to be) and one with a byte of "data" in its first MiB (vdc),
+// which nothing may ever write to. The same arguments serve the installer's boot and the installed disk's.
+func installDisks(ctx context.Context, t *testing.T, work string) (target string, args []string) {
 	t.Helper()
-	overlay := filepath.Join(work, "disk.qcow2")
-	run(ctx, t, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", raw, overlay, strconv.Itoa(diskSize))
-	// Two more disks: vdb blank (the brick disk to be), vdc with one byte of "data" in its first MiB, which
-	// nothing may ever write to.
+	target = blankRaw(t, work, "target.raw", diskSize)
 	blank := filepath.Join(work, "blank.qcow2")
 	run(ctx, t, "qemu-img", "create", "-q", "-f", "qcow2", blank, "2G")
 	dirty := filepath.Join(work, "dirty.raw")
@@ -179,52 +184,11 @@ func startVM(ctx context.Context, t *testing.T, work, raw string) *vm {
 	if err := os.Truncate(dirty, 2<<30); err != nil {
 		t.Fatal(err)
 	}
-	return startUEFIVM(ctx, t, work,
-		"-drive", "file="+overlay+",if=virtio,format=qcow2",
-		"-drive", "file="+blank+",if=virtio,format=qcow2",
-		"-drive", "file="+dirty+",if=virtio,format=raw")
-}
-
-// startUEFIVM boots a q35 guest through OVMF (fresh firmware variables in work) with the given disk (and any
-// other) arguments, a user-mode NIC forwarding a host port to its ssh, and a one-node cluster config over
-// fw_cfg that authorizes the test's key; it is killed at the test's end, with its console on failure.
-func startUEFIVM(ctx context.Context, t *testing.T, work string, hardware ...string) *vm {
-	t.Helper()
-	vars := filepath.Join(work, "OVMF_VARS.fd")
-	data, err := os.ReadFile(ovmfVars)
-	if err != nil {
-		t.Fatal(err)
+	return target, []string{
+		"-drive", "file=" + target + ",if=none,id=target,format=raw", "-device", "virtio-blk-pci,drive=target,bootindex=2",
+		"-drive", "file=" + blank + ",if=none,id=blank,format=qcow2", "-device", "virtio-blk-pci,drive=blank",
+		"-drive", "file=" + dirty + ",if=none,id=dirty,format=raw", "-device", "virtio-blk-pci,drive=dirty",
 	}
-	if err := os.WriteFile(vars, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	key, config := sshKeyAndConfig(ctx, t, work)
-	port := freePort(t)
-	v := &vm{serial: filepath.Join(work, "serial.log"), key: key, port: port}
-	v.argv = []string{
-		"-machine", "q35", "-accel", "tcg,thread=multi", "-smp", "2", "-m", "1536",
-		"-drive", "if=pflash,format=raw,readonly=on,file=" + ovmfCode,
-		"-drive", "if=pflash,format=raw,file=" + vars,
-	}
-	v.argv = append(v.argv, hardware...)
-	v.argv = append(v.argv,
-		"-nic", fmt.Sprintf("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:%d-:22", port),
-		"-fw_cfg", "name=opt/kiln/config,file="+config,
-		// A guest reboot ends qemu; the test then starts it again on the same disk and firmware variables (a
-		// power cycle). qemu 7.2's in-place reset of a q35 OVMF guest under TCG hung here after
-		// "reboot: machine restart" (> 4 min, no output).
-		"-no-reboot",
-		"-serial", "file:"+v.serial, "-display", "none", "-monitor", "none",
-	)
-	v.launch(t)
-	t.Cleanup(func() {
-		v.kill()
-		if t.Failed() {
-			t.Logf("qemu stderr: %s", v.stderr.String())
-			t.Logf("serial console (last 80 lines):\n%s", tail(v.serial, 80))
-		}
-	})
-	return v
 }
 
 // sshKeyAndConfig writes an SSH key pair and a one-node cluster config that authorizes it (for fw_cfg

@@ -33,11 +33,12 @@ func TestBootNVMeEC2(t *testing.T) {
 	const volume = 8 << 30 // an 8 GiB gp3 volume
 	overlay := filepath.Join(work, "volume.qcow2")
 	run(ctx, t, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", raw, overlay, strconv.Itoa(volume))
-	v := startUEFIVM(ctx, t, work,
-		"-drive", "if=none,id=vol0,format=qcow2,file="+overlay,
+	key, config := sshKeyAndConfig(ctx, t, work)
+	v := startFirmwareVM(t, vmSpec{work: work, firmware: firmwareUEFI, key: key, config: config, drives: []string{
+		"-drive", "if=none,id=vol0,format=qcow2,file=" + overlay,
 		"-device", "nvme,drive=vol0,serial=vol0abc1234def56789",
 		"-smbios", "type=1,manufacturer=Amazon EC2,product=t3.small,uuid=ec2a1b2c-3d4e-5f60-7182-93a4b5c6d7e8",
-		"-smbios", "type=2,manufacturer=Amazon EC2,asset="+ec2InstanceID)
+		"-smbios", "type=2,manufacturer=Amazon EC2,asset=" + ec2InstanceID}})
 
 	v.waitSSH(ctx, t, "")
 	t.Logf("reached SSH after %s", v.sinceStart())

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,18 +16,11 @@ import (
 // (626 MiB) and the 15 s the installer leaves for the medium to be removed.
 const installTimeout = 10 * time.Minute
 
-// TestISOInstall boots node.iso as a CD under OVMF with a blank virtio disk and the cluster config in fw_cfg:
-// the installer writes the image and the config onto the disk and restarts. Then the disk boots on its own,
-// without the CD and without fw_cfg: the node reads the carried-over config from its ESP (the SSH key in it
-// lets the test in) and comes up as a flashed disk does. make e2e: with two boots and a 626 MiB write under TCG
-// (554 s on a loaded host) it does not fit make test's budget beside the formation and netboot proofs.
-func TestISOInstall(t *testing.T) {
-	e2e(t)
-	large(t)
-	testISOInstall(t, firmwareUEFI, cdrom(sibling(t, "iso")))
-}
-
-// TestISOInstallBIOS: the same under SeaBIOS. make e2e only.
+// TestISOInstallBIOS boots node.iso as a CD under SeaBIOS with a blank virtio disk and the cluster config in
+// fw_cfg: the installer writes the image and the config onto the disk and restarts. Then the disk boots on its
+// own, without the CD and without fw_cfg: the node reads the carried-over config from its ESP (the SSH key in
+// it lets the test in) and comes up as a flashed disk does. The same install under OVMF is TestBootImage's
+// first step (make test). make e2e only.
 func TestISOInstallBIOS(t *testing.T) {
 	e2e(t)
 	large(t)
@@ -46,9 +40,29 @@ func testISOInstall(t *testing.T, firmware string, medium []string) {
 	defer cancel()
 	work := t.TempDir()
 	target := blankRaw(t, work, "target.raw", diskSize)
+	disk := []string{"-drive", "file=" + target + ",if=none,id=target,format=raw", "-device", "virtio-blk-pci,drive=target,bootindex=2"}
 	key, config := sshKeyAndConfig(ctx, t, work)
-	inst := startFirmwareVM(t, vmSpec{work: filepath.Join(work), firmware: firmware, key: key, config: config,
-		drives: append(medium, "-drive", "file="+target+",if=none,id=target,format=raw", "-device", "virtio-blk-pci,drive=target,bootindex=2")})
+	install(ctx, t, filepath.Join(work, "install"), firmware, medium, key, config, target, disk)
+
+	v := startFirmwareVM(t, vmSpec{work: filepath.Join(work, "boot"), firmware: firmware, key: key, drives: disk})
+	v.waitSSH(ctx, t, "")
+	t.Logf("installed disk reached SSH after %s", v.sinceStart())
+	v.waitBootFinished(ctx, t)
+	checkNode(ctx, t, v, firmware)
+	if out := v.mustSSH(ctx, t, `grep -o '"config_source": *"[a-z_-]*"' /run/kiln/status.json`); !strings.Contains(out, `"esp"`) {
+		t.Errorf("the installed node's config source: %q, want esp (carried over by the installer)", out)
+	}
+}
+
+// install boots the installer from medium with disks (the first, vda, is the blank target file) and the
+// cluster config in fw_cfg, waits for it to write the image and restart the machine, and checks what it said
+// and wrote.
+func install(ctx context.Context, t *testing.T, work, firmware string, medium []string, key, config, target string, disks []string) {
+	t.Helper()
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	inst := startFirmwareVM(t, vmSpec{work: work, firmware: firmware, key: key, config: config, drives: append(slices.Clone(medium), disks...)})
 	inst.waitSerial(ctx, t, "kiln install: writing the image onto /dev/vda")
 	waitExit(ctx, t, inst, installTimeout)
 	out := inst.serialText(t)
@@ -61,20 +75,6 @@ func testISOInstall(t *testing.T, firmware string, medium []string) {
 	// The ESP now also holds the carried config; from the layers to the image's end the bytes are the image's.
 	if base := partitions(t, imagePath(t))["kiln-base"].start; !sameRange(t, target, imagePath(t), base) {
 		t.Fatalf("the installed disk's layers are not the image's bytes")
-	}
-
-	boot := filepath.Join(work, "boot")
-	if err := os.Mkdir(boot, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	v := startFirmwareVM(t, vmSpec{work: boot, firmware: firmware, key: key,
-		drives: []string{"-drive", "file=" + target + ",if=virtio,format=raw"}})
-	v.waitSSH(ctx, t, "")
-	t.Logf("installed disk reached SSH after %s", v.sinceStart())
-	v.waitBootFinished(ctx, t)
-	checkNode(ctx, t, v, firmware)
-	if out := v.mustSSH(ctx, t, `grep -o '"config_source": *"[a-z_-]*"' /run/kiln/status.json`); !strings.Contains(out, `"esp"`) {
-		t.Errorf("the installed node's config source: %q, want esp (carried over by the installer)", out)
 	}
 }
 

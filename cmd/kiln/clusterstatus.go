@@ -68,6 +68,9 @@ all; ask another when that one is down.`,
 
 // askCluster runs the node's report over ssh. The node exits 1 for an unhealthy cluster and still prints the
 // report, so the report on stdout decides, and ssh's own failures (exit 255) are told apart.
+//
+// This is the operator's own ssh(1), on purpose, unlike the lab's in-process client (docs/lab.md): it reaches
+// a real node, so the operator's config, agent, known hosts and jump hosts must apply, and host keys are checked.
 func askCluster(ctx context.Context, target, identity string, sshOpts []string) (*clusterhealth.Report, error) {
 	args := []string{"-o", "BatchMode=yes", "-o", "ConnectTimeout=10"}
 	for _, o := range sshOpts {

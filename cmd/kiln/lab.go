@@ -282,28 +282,36 @@ func labListCmd(f *labFlags) *cobra.Command {
 }
 
 func labExecCmd(f *labFlags) *cobra.Command {
-	return &cobra.Command{
+	var stdin bool
+	c := &cobra.Command{
 		Use:               "exec NODE -- CMD [ARG...]",
 		ValidArgsFunction: f.completeNode,
 		Short:             "Run a command in a node over ssh; exits with its exit code",
-		Args:              cobra.MinimumNArgs(2),
+		Long: `Run a command in a node as root over ssh, from the lab's namespace with the lab's key. Its output and
+error output stream as they come; kiln exits with its exit code. No terminal is allocated: for an interactive
+shell, ssh in yourself (docs/lab.md).`,
+		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := openNode(f, args[0])
 			if err != nil {
 				return err
 			}
-			res, err := n.Exec(cmd.Context(), args[1:]...)
+			o := lab.ExecOptions{Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr()}
+			if stdin {
+				o.Stdin = cmd.InOrStdin()
+			}
+			res, err := n.ExecWith(cmd.Context(), o, args[1:]...)
 			if err != nil {
 				return err
 			}
-			cmd.OutOrStdout().Write(res.Stdout)
 			if res.ExitCode != 0 {
-				fmt.Fprintln(cmd.ErrOrStderr(), res.Stderr)
 				os.Exit(res.ExitCode) // the remote command's code is the answer, not a kiln error
 			}
 			return nil
 		},
 	}
+	c.Flags().BoolVarP(&stdin, "stdin", "i", false, "pass kiln's stdin to CMD (e.g. kiln lab exec -i node1 -- docker load < image.tar)")
+	return c
 }
 
 func labLogsCmd(f *labFlags) *cobra.Command {

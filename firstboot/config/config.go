@@ -42,6 +42,8 @@ type Config struct {
 	// Sources is the sources section: how the node looks for its config. Only the image default's is read
 	// (config.IMDS); elsewhere it is accepted and has no effect, since the config was already found.
 	Sources SourceOptions
+	// AWS is the aws section: where the EC2 API is (its zero value: the region's public endpoint).
+	AWS AWS
 }
 
 // SourceOptions is the sources section.
@@ -125,7 +127,7 @@ var namePattern = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
 
 // Sections are the file's top-level keys (those of file), for tools that pass a config on without decoding
 // it (kiln lab).
-var Sections = []string{"cluster", "ssh_authorized_keys", "ingress", "install", "sources"}
+var Sections = []string{"cluster", "ssh_authorized_keys", "ingress", "install", "sources", "aws"}
 
 // file is the on-disk shape, decoded strictly (internal/yamlstrict). Pointers tell "absent" from "zero".
 type file struct {
@@ -136,6 +138,7 @@ type file struct {
 	// Install is read by the ISO installer (ParseInstall), accepted and ignored here.
 	Install fileInstall `yaml:"install"`
 	Sources fileSources `yaml:"sources"`
+	AWS     fileAWS     `yaml:"aws"`
 }
 
 type fileSources struct {
@@ -276,6 +279,7 @@ func (f *file) validate(name string, pos yamlstrict.Positions) (*Config, error) 
 		c.Cluster.VIPAWS = *fc.VIPAWS
 	}
 	c.Sources.AWSIMDS = f.Sources.AWSIMDS
+	c.AWS = f.AWS.validate(c.Cluster.VIPAWS || fc.Discovery.AWSTag != "", bad)
 
 	c.Cluster.ReplaceAfter = DefaultReplaceAfter
 	if fc.ReplaceAfter != "" {
@@ -421,6 +425,9 @@ func (c *Config) Marshal() ([]byte, error) {
 	c.Ingress.marshal(&b, q)
 	if c.Sources.AWSIMDS {
 		fmt.Fprintf(&b, "sources:\n  aws_imds: true  # ask EC2 user-data even where the firmware does not say EC2\n")
+	}
+	if c.AWS.Endpoint != "" {
+		fmt.Fprintf(&b, "aws:\n  endpoint: %s  # the EC2 API (a VPC interface endpoint); default: the region's\n", q(c.AWS.Endpoint))
 	}
 	return b.Bytes(), nil
 }

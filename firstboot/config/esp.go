@@ -3,6 +3,7 @@ package config
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/diskfs/go-diskfs/backend"
 	diskfile "github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
 )
@@ -142,6 +144,22 @@ func readFATFile(dev, name string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("size of %s: %w", dev, err)
 	}
+	return readFAT(b, size, dev, name)
+}
+
+// readFAT reads name from the FAT32 filesystem of size bytes in b (dev names it in errors). go-diskfs trusts
+// what it reads: a damaged boot sector (a FAT of 2^31 sectors) makes it allocate without bound, and a cycle
+// in a cluster chain makes it loop forever, so checkFAT refuses both first. A panic in go-diskfs on a
+// malformed filesystem is this source's error too, not the agent's end.
+func readFAT(b backend.Storage, size int64, dev, name string) (data []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			data, err = nil, fmt.Errorf("read FAT32 on %s: malformed filesystem (%v)", dev, r)
+		}
+	}()
+	if err := checkFAT(b, size); err != nil {
+		return nil, fmt.Errorf("read FAT32 on %s: %w", dev, err)
+	}
 	fat, err := fat32.Read(b, size, 0, 512)
 	if err != nil {
 		return nil, fmt.Errorf("read FAT32 on %s: %w", dev, err)
@@ -170,9 +188,70 @@ func readFATFile(dev, name string) ([]byte, error) {
 		return nil, fmt.Errorf("open %s on %s: %w", dir, dev, err)
 	}
 	defer fh.Close()
-	data, err := io.ReadAll(io.LimitReader(fh, MaxSize+1))
-	if err != nil {
+	if data, err = io.ReadAll(io.LimitReader(fh, MaxSize+1)); err != nil {
 		return nil, fmt.Errorf("read %s on %s: %w", dir, dev, err)
 	}
 	return data, nil
+}
+
+// checkFAT checks a FAT32's boot sector and its first FAT: sector and cluster sizes FAT allows, at least
+// one reserved sector, one or two FATs that end before the filesystem does, a root directory cluster inside
+// the data area, and no cluster chain that runs into itself.
+func checkFAT(b io.ReaderAt, size int64) error {
+	var boot [512]byte
+	if _, err := b.ReadAt(boot[:], 0); err != nil {
+		return fmt.Errorf("boot sector: %w", err)
+	}
+	le16 := func(o int) int64 { return int64(binary.LittleEndian.Uint16(boot[o:])) }
+	le32 := func(o int) int64 { return int64(binary.LittleEndian.Uint32(boot[o:])) }
+	bps, spc, reserved, fats := le16(11), int64(boot[13]), le16(14), int64(boot[16])
+	total, fatSectors, root := le32(32), le32(36), le32(44)
+	switch {
+	case bps < 512 || bps > 4096 || bps&(bps-1) != 0:
+		return fmt.Errorf("boot sector: %d bytes per sector", bps)
+	case spc == 0 || spc&(spc-1) != 0:
+		return fmt.Errorf("boot sector: %d sectors per cluster", spc)
+	case reserved == 0 || fats == 0 || fats > 2 || fatSectors == 0:
+		return fmt.Errorf("boot sector: %d reserved sectors, %d FATs of %d sectors", reserved, fats, fatSectors)
+	case total*bps > size:
+		return fmt.Errorf("boot sector: %d sectors of %d bytes, beyond the %d-byte partition", total, bps, size)
+	case reserved+fats*fatSectors >= total:
+		return fmt.Errorf("boot sector: the FATs end at sector %d of %d", reserved+fats*fatSectors, total)
+	case root < 2 || root >= 2+(total-reserved-fats*fatSectors)/spc:
+		return fmt.Errorf("boot sector: root directory cluster %d outside the data area", root)
+	}
+	table := make([]byte, fatSectors*bps)
+	if _, err := b.ReadAt(table, reserved*bps); err != nil {
+		return fmt.Errorf("FAT: %w", err)
+	}
+	return checkChains(table)
+}
+
+// checkChains follows every cluster chain of a FAT32 table once: a chain that comes back to a cluster it
+// already passed is a cycle. Each cluster is marked while its chain is walked and done once the chain ended,
+// so the walk is linear in the table's size.
+func checkChains(table []byte) error {
+	n := uint32(len(table) / 4)
+	next := func(c uint32) uint32 { return binary.LittleEndian.Uint32(table[4*c:]) & 0x0fffffff }
+	const (
+		unseen = iota
+		walking
+		done
+	)
+	mark := make([]uint8, n)
+	var path []uint32
+	for start := uint32(2); start < n; start++ {
+		path = path[:0]
+		for c := start; c >= 2 && c < n && mark[c] != done; c = next(c) {
+			if mark[c] == walking {
+				return fmt.Errorf("FAT: the cluster chain through %d runs into itself", c)
+			}
+			mark[c] = walking
+			path = append(path, c)
+		}
+		for _, c := range path {
+			mark[c] = done
+		}
+	}
+	return nil
 }

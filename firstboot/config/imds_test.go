@@ -209,3 +209,57 @@ func TestParseAWSFields(t *testing.T) {
 		}
 	}
 }
+
+func TestParseAWSEndpoint(t *testing.T) {
+	base := "cluster:\n  name: aws\n  key: " + goodKey + "\n  vip: 10.0.1.100/24\n  discovery:\n    aws_tag: kiln-cluster=prod\n"
+	for _, tc := range []struct {
+		in      string
+		want    string
+		problem string
+	}{
+		{in: base + "aws:\n  endpoint: https://vpce-0a1b2c3d-abcd.ec2.eu-central-1.vpce.amazonaws.com\n",
+			want: "https://vpce-0a1b2c3d-abcd.ec2.eu-central-1.vpce.amazonaws.com"},
+		{in: base + "aws:\n  endpoint: https://EC2.eu-central-1.amazonaws.com/\n", want: "https://ec2.eu-central-1.amazonaws.com"},
+		{in: base + "aws:\n  endpoint: http://10.77.0.1:8773\n", want: "http://10.77.0.1:8773"},
+		{in: base + "aws: {}\n"},
+		{in: "cluster:\n  name: aws\n  key: " + goodKey + "\n  vip: 10.0.1.100/24\n  vip_aws: true\naws:\n  endpoint: https://ec2.internal\n",
+			want: "https://ec2.internal"},
+		{in: base + "aws:\n  endpoint: ec2.eu-central-1.amazonaws.com\n", problem: "8:13: aws.endpoint: \"ec2.eu-central-1.amazonaws.com\": want the EC2 API's http(s):// URL"},
+		{in: base + "aws:\n  endpoint: ftp://ec2.internal\n", problem: "aws.endpoint: \"ftp://ec2.internal\": want the EC2 API's http(s):// URL"},
+		{in: base + "aws:\n  endpoint: https://\n", problem: "want the EC2 API's http(s):// URL"},
+		{in: base + "aws:\n  endpoint: https://key:secret@ec2.internal\n", problem: "aws.endpoint: \"https://key:secret@ec2.internal\": no user:password"},
+		{in: base + "aws:\n  endpoint: https://ec2.internal/api\n", problem: "want scheme and host only"},
+		{in: base + "aws:\n  endpoint: https://ec2.internal/?Action=x\n", problem: "want scheme and host only"},
+		{in: base + "aws:\n  endpoint: [https://ec2.internal]\n", problem: "aws.endpoint: want a string"},
+		{in: base + "aws:\n  endpiont: https://ec2.internal\n", problem: "did you mean \"endpoint\""},
+		{in: "cluster:\n  name: aws\n  key: " + goodKey + "\naws:\n  endpoint: https://ec2.internal\n",
+			problem: "aws.endpoint: set, but nothing in this config calls EC2"},
+		{in: "cluster:\n  name: aws\n  key: " + goodKey + "\n  vip: 10.0.1.100/24\n  discovery:\n    aws_tag: nope\naws:\n  endpoint: https://ec2.internal\n",
+			problem: "cluster.discovery.aws_tag"},
+	} {
+		c, err := Parse([]byte(tc.in))
+		if tc.problem != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.problem) {
+				t.Errorf("%q: err %v, want %q", tc.in, err, tc.problem)
+			}
+			if err != nil && strings.Contains(tc.problem, "aws_tag") && strings.Contains(err.Error(), "aws.endpoint") {
+				t.Errorf("%q: a bad aws_tag also blames the endpoint: %v", tc.in, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.in, err)
+			continue
+		}
+		if c.AWS.Endpoint != tc.want {
+			t.Errorf("%q: endpoint %q, want %q", tc.in, c.AWS.Endpoint, tc.want)
+		}
+		out, err := c.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if back, err := Parse(out); err != nil || back.AWS != c.AWS {
+			t.Errorf("%q: marshalled\n%s\nreads back as %+v, %v", tc.in, out, back, err)
+		}
+	}
+}

@@ -27,7 +27,7 @@ func writeFile(t *testing.T, path, content string) {
 }
 
 // makeESP writes a FAT32 image at path holding files (FAT path → content), like the one builder/disk writes.
-func makeESP(t *testing.T, path string, files map[string]string) {
+func makeESP(t testing.TB, path string, files map[string]string) {
 	t.Helper()
 	const size = 40 << 20 // above FAT32's minimum cluster count with 512-byte clusters; sparse on disk
 	b, err := diskfile.CreateFromPath(path, size)

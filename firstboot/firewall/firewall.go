@@ -50,19 +50,12 @@ func New(nft NFT, opts Options, log *slog.Logger) *Reconciler {
 // Name implements state.Reconciler.
 func (r *Reconciler) Name() string { return "firewall" }
 
-// RulesFor derives the rules from the agent state: every known or recorded member, the local subnet and static
-// peers.
+// RulesFor derives the rules from the agent state: the member addresses (state.PeerAddrs), the local subnet
+// and static peers.
 func (r *Reconciler) RulesFor(s *state.State) Rules {
-	rules := Rules{DiscoveryPorts: r.opts.DiscoveryPorts}
-	for _, m := range s.Members {
-		rules.Members = append(rules.Members, m.Addr)
-	}
-	if s.Self.Addr.IsValid() {
-		rules.Members = append(rules.Members, s.Self.Addr)
-	}
-	// Members of the formation record that discovery has not seen again yet (just after a boot): blocking
-	// them would stall swarm, gluster and VRRP until membership converges.
-	rules.Members = append(rules.Members, s.RecordedAddrs()...)
+	// Members of the formation record that discovery has not seen again yet (just after a boot) are in:
+	// blocking them would stall swarm, gluster and VRRP until membership converges. Departed members are out.
+	rules := Rules{DiscoveryPorts: r.opts.DiscoveryPorts, Members: s.PeerAddrs()}
 	if s.Subnet.IsValid() {
 		rules.Discovery = append(rules.Discovery, s.Subnet)
 	}

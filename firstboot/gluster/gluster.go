@@ -29,15 +29,13 @@ const (
 // it goes with it (a new brick disk starts without it and is prepared again).
 var FullHealOwedFile = filepath.Join(filepath.Dir(BrickPath), "full-heal-owed")
 
-// Options are the volume options kiln sets; docs/cluster-services.md gives the reasons. auth.allow names every
-// member known (alive or not) and every recorded address (state.Inputs.RecordedAddrs): a node that has just booted
-// (after a power cut, say) and sees no peer yet must not narrow it to itself, which would lock every other client
-// out of its brick.
-func Options(members []member.Member, recorded []netip.Addr) map[string]string {
-	known := append(addrs(members), recorded...)
-	slices.SortFunc(known, netip.Addr.Compare)
+// Options are the volume options kiln sets; docs/cluster-services.md gives the reasons. auth.allow names the
+// member addresses of state.PeerAddrs: every member that has not departed, alive or not, and every recorded
+// address, so a node that has just booted (after a power cut, say) and sees no peer yet does not narrow it to
+// itself, which would lock every other client out of its brick.
+func Options(peers []netip.Addr) map[string]string {
 	allow := []string{"127.0.0.1"}
-	for _, a := range slices.Compact(known) {
+	for _, a := range peers {
 		allow = append(allow, a.String())
 	}
 	return map[string]string{

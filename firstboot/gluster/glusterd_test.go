@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -242,8 +243,10 @@ func TestReimageRealGlusterd(t *testing.T) {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	recs := make([]*Reconciler, 3)
+	clock := &backoffClock{recs: recs}
 	for i, n := range ns {
 		recs[i] = New(NewCLI(n.runner), nodeSystemd{t, n}, n.dir, log.With("node", n.m.ID))
+		recs[i].now = clock.now
 	}
 	ctx := context.Background()
 	f := &state.Formation{Initialiser: "a"}
@@ -268,6 +271,7 @@ func TestReimageRealGlusterd(t *testing.T) {
 					errs = append(errs, fmt.Sprintf("%s: %v (%s)", ms[i].ID, err, s.Status["gluster"]))
 				}
 			}
+			clock.round()
 			ok, detail := cond()
 			if ok {
 				return
@@ -285,14 +289,15 @@ func TestReimageRealGlusterd(t *testing.T) {
 		}
 		return true, ""
 	}
-	// The first create fails on purpose (brick parents missing); the coordinator then waits createRetryAfter.
+	// The first create fails on purpose (brick parents missing); the coordinator then waits createRetryAfter
+	// (on backoffClock's time).
 	// For that the followers must look reported (fresh) before their first pass, which is also what makes
 	// their brick parents: as if their agents had reported from a pass that ran before their reconciler
 	// made the directory (the image's tmpfiles.d makes it at boot, so on a node this takes a broken image).
 	for i := 1; i < 3; i++ {
 		ms[i].GlusterEpoch = member.FreshGluster
 	}
-	until("formed and mounted everywhere", createRetryAfter+3*time.Minute, mounted)
+	until("formed and mounted everywhere", 4*time.Minute, mounted)
 	if len(f.GlusterPeers) != 3 {
 		t.Fatalf("pool map %v, want 3 entries", f.GlusterPeers)
 	}
@@ -369,8 +374,10 @@ func TestRecoverRealGlusterd(t *testing.T) {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	recs := make([]*Reconciler, 3)
+	clock := &backoffClock{recs: recs}
 	for i, n := range ns {
 		recs[i] = New(NewCLI(n.runner), nodeSystemd{t, n}, n.dir, log.With("node", n.m.ID))
+		recs[i].now = clock.now
 	}
 	ctx := context.Background()
 	f := &state.Formation{Initialiser: "a"}
@@ -395,6 +402,7 @@ func TestRecoverRealGlusterd(t *testing.T) {
 					errs = append(errs, fmt.Sprintf("%s: %v", ms[i].ID, err))
 				}
 			}
+			clock.round()
 			ok, detail := cond()
 			if ok {
 				return
@@ -409,7 +417,7 @@ func TestRecoverRealGlusterd(t *testing.T) {
 			fmt.Sprintf("echo %s > %s", name, filepath.Join(n.dir, "mnt", name)))
 		return err
 	}
-	until("formed and mounted", createRetryAfter+3*time.Minute, func() (bool, string) {
+	until("formed and mounted", 4*time.Minute, func() (bool, string) {
 		for _, n := range ns {
 			if st, _ := (nodeSystemd{t, n}).ActiveState(ctx, MountUnit); st != "active" {
 				return false, n.m.ID + " not mounted"
@@ -487,5 +495,38 @@ func TestRecoverRealGlusterd(t *testing.T) {
 func gossip(ms []member.Member, i int, s *state.State) {
 	if s.Gluster.Epoch != "" {
 		ms[i].GlusterEpoch = s.Gluster.Epoch
+	}
+}
+
+// backoffClock is the real-glusterd tests' clock: real time, except that while a coordinator holds a create
+// back (createRetryAfter after a failed create) every round of passes moves it on by backoffStep. The
+// reconcilers see the back-off and the followers' orphanGrace run their course, in a few rounds instead of
+// three minutes of waiting.
+type backoffClock struct {
+	recs   []*Reconciler
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+// backoffStep is as much time as one round of passes is taken to last while a create is held back: longer
+// than a TCG node's pass, and a sixth of createRetryAfter, so the grace and the back-off each span rounds.
+const backoffStep = 30 * time.Second
+
+func (c *backoffClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+// round is called after every round of passes.
+func (c *backoffClock) round() {
+	now := c.now()
+	for _, r := range c.recs {
+		if f := r.mem.createFailed; !f.IsZero() && now.Before(f.Add(createRetryAfter)) {
+			c.mu.Lock()
+			c.offset += backoffStep
+			c.mu.Unlock()
+			return
+		}
 	}
 }

@@ -90,7 +90,7 @@ func Plan(s *state.State, obs Observed) []Action {
 		}
 		return acts
 	}
-	want := Options(s.Members, s.RecordedAddrs())
+	want := Options(s.PeerAddrs())
 	var set []Option
 	for _, k := range sortedKeys(want) {
 		if obs.Volume.Options[k] != want[k] {

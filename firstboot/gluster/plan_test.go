@@ -76,7 +76,7 @@ func kinds(acts []Action) string {
 func TestPlan(t *testing.T) {
 	brick := func(m member.Member) string { return m.Addr.String() + ":" + BrickPath }
 	mD := member.Member{ID: "d", Addr: mC.Addr.Next(), Alive: true, GlusterEpoch: member.FreshGluster}
-	started := &Volume{Status: "Started", Options: Options([]member.Member{mA, mB, mC}, nil)}
+	started := &Volume{Status: "Started", Options: Options(addrs([]member.Member{mA, mB, mC}))}
 	deadB := mB
 	deadB.Alive = false
 	cases := []struct {

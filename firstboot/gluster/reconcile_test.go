@@ -281,7 +281,7 @@ func formedDisk(t *testing.T, uuid string) string {
 // formedGlusterd is a node's glusterd in a formed pool with peers: the started replica-3 volume on a, b and c
 // with kiln's options for members.
 func formedGlusterd(members []member.Member, peers ...member.Member) *fakeGlusterd {
-	g := &fakeGlusterd{created: true, started: true, volID: volID, bricks: bricks(mA, mB, mC), opts: Options(members, nil), down: map[string]bool{}}
+	g := &fakeGlusterd{created: true, started: true, volID: volID, bricks: bricks(mA, mB, mC), opts: Options(addrs(members)), down: map[string]bool{}}
 	for _, p := range peers {
 		g.peers = append(g.peers, p.Addr.String())
 	}

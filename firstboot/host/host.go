@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 
 	"github.com/docker/docker/client"
 	"github.com/vishvananda/netlink"
@@ -39,9 +40,36 @@ type Machine struct {
 	// Units starts, restarts and observes glusterd, keepalived and the volume's mount unit; nil connects to
 	// systemd when the pass is built.
 	Units sdunit.Manager
-	// AWS is this instance's handle on EC2, for peers by tag and the VIP in the VPC; nil makes one with the
-	// defaults (IMDS at 169.254.169.254, the instance role) when the config asks for either.
+	// AWS is this instance's handle on EC2, for peers by tag and the VIP in the VPC; nil makes one when the
+	// config asks for either: IMDS at 169.254.169.254, the instance role, the config's aws.endpoint.
 	AWS *ec2node.Node
+	// IMDSEndpoint is the instance metadata service the EC2 handle asks for its region, interface and role
+	// ("": 169.254.169.254; tests).
+	IMDSEndpoint string
+
+	// ec2 holds the handle made from the config, so the peer source and the VIP reconciler share one region
+	// lookup and one client (Run sets it; nil makes a handle per use).
+	ec2 *ec2Handles
+}
+
+// ec2Handles makes one EC2 handle per endpoint.
+type ec2Handles struct {
+	mu sync.Mutex
+	by map[string]*ec2node.Node
+}
+
+func (h *ec2Handles) get(o ec2node.Options) *ec2node.Node {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if n, ok := h.by[o.Endpoint]; ok {
+		return n
+	}
+	if h.by == nil {
+		h.by = map[string]*ec2node.Node{}
+	}
+	n := ec2node.New(o)
+	h.by[o.Endpoint] = n
+	return n
 }
 
 // DockerClient talks to the local dockerd ($DOCKER_HOST or its socket); version negotiation settles on the
@@ -113,14 +141,19 @@ func (m Machine) cloudVIP(env firstboot.Env, nl *netlink.Handle) state.Reconcile
 		return nil
 	}
 	holds := func(dev string, vip netip.Addr) (bool, error) { return netif.Carries(nl, dev, vip) }
-	return awsvip.New(m.aws(), holds, env.Logger.With("reconciler", awsvip.Name))
+	return awsvip.New(m.aws(env.Config), holds, env.Logger.With("reconciler", awsvip.Name))
 }
 
-func (m Machine) aws() *ec2node.Node {
+// aws is the EC2 handle for config c: Machine.AWS when set, else one for c's aws.endpoint.
+func (m Machine) aws(c *config.Config) *ec2node.Node {
 	if m.AWS != nil {
 		return m.AWS
 	}
-	return ec2node.New(ec2node.Options{})
+	o := ec2node.Options{Endpoint: c.AWS.Endpoint, IMDSEndpoint: m.IMDSEndpoint}
+	if m.ec2 == nil {
+		return ec2node.New(o)
+	}
+	return m.ec2.get(o)
 }
 
 // peerSource lists the EC2 instances of cluster.discovery.aws_tag; nil when the config names no tag.
@@ -129,7 +162,7 @@ func (m Machine) peerSource(c *config.Config) discovery.PeerSource {
 	if t.IsZero() {
 		return nil
 	}
-	return &ec2node.TagPeers{Node: m.aws(), Key: t.Key, Value: t.Value}
+	return &ec2node.TagPeers{Node: m.aws(c), Key: t.Key, Value: t.Value}
 }
 
 // Run is the whole agent on m: firstboot.Run over m's pass (opts.Reconcilers is set here), with keepalived's
@@ -144,8 +177,8 @@ func Run(ctx context.Context, m Machine, opts firstboot.Options) error {
 	done := make(chan struct{})
 	go func() { defer close(done); health.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	if m.AWS == nil {
-		m.AWS = ec2node.New(ec2node.Options{}) // one handle for peers and the VIP: one region lookup, one client
+	if m.AWS == nil && m.ec2 == nil {
+		m.ec2 = &ec2Handles{}
 	}
 	opts.Reconcilers = m.Pass
 	if opts.PeerSource == nil {

@@ -19,6 +19,10 @@ type Member struct {
 	// DownSince is when failure detection last saw the node go (zero while it is alive, and for a member
 	// this agent has not seen since it started). recover uses it to refuse removing a member seen recently.
 	DownSince time.Time `json:"down_since,omitzero"`
+	// Departed: the member has been gone (DownSince) for the cluster's replaceAfter or longer, as this agent
+	// saw it. Its address loses the trust membership gave it (firewall, auth.allow, VRRP peers: state.PeerAddrs)
+	// until discovery, authenticated by the cluster key, sees it alive again.
+	Departed bool `json:"departed,omitempty"`
 	// SwarmNode is the swarm node ID the member last reported for itself (gossiped metadata): "" unknown
 	// (not reported yet), NoSwarmNode when its dockerd is in no swarm. A swarm entry with the member's
 	// hostname but another ID is a stale leftover (the member was reimaged), never the member itself.

@@ -172,6 +172,36 @@ func (f *Formation) Clone() *Formation {
 	return &c
 }
 
+// PeerAddrs are the addresses that rules rendered from membership let in as members (the firewall's member
+// sets, gluster's auth.allow, keepalived's unicast peers), sorted and unique: this node's, every member's that
+// has not departed (member.Departed: gone for replaceAfter or longer), and the formation record's
+// (RecordedAddrs) unless a departed member had it. A departed member is replaced in the swarm and the volume,
+// and a device that later gets its address from DHCP must not inherit its trust; if it comes back, discovery
+// (authenticated by the cluster key) sees it alive and its address is let in again. An address an alive
+// member holds stays whoever else had it.
+func (s *State) PeerAddrs() []netip.Addr {
+	var out, departed []netip.Addr
+	if s.Self.Addr.IsValid() {
+		out = append(out, s.Self.Addr.Unmap())
+	}
+	for _, m := range s.Members {
+		switch {
+		case !m.Addr.IsValid():
+		case m.Departed:
+			departed = append(departed, m.Addr.Unmap())
+		default:
+			out = append(out, m.Addr.Unmap())
+		}
+	}
+	for _, a := range s.RecordedAddrs() {
+		if !slices.Contains(departed, a) {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
+
 // RecordedAddrs are the member addresses the formation record holds (the gluster pool and the swarm managers),
 // sorted and unique. Right after a boot discovery sees no peer yet, but the record, kept under /var/lib/kiln,
 // still names them: rules rendered from membership (firewall, auth.allow, VRRP peers) add these so they never

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+
+	"github.com/kiln-project/kiln/firstboot/member"
 )
 
 type named string
@@ -78,5 +80,28 @@ func TestRecordedAddrs(t *testing.T) {
 	}
 	if (&Inputs{}).RecordedAddrs() != nil {
 		t.Fatal("no formation: no recorded addresses")
+	}
+}
+
+// PeerAddrs lets in this node, every member that has not departed (alive or not), and the record's
+// addresses, except those of departed members, unless an alive member holds that address now.
+func TestPeerAddrs(t *testing.T) {
+	a := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	s := &State{
+		Inputs: Inputs{Formation: &Formation{
+			ManagerAddrs: []string{"10.0.0.1:2377", "10.0.0.3:2377", "10.0.0.4:2377"},
+			GlusterPeers: map[string]string{"10.0.0.1": "u1", "10.0.0.5": "u5", "10.0.0.6": "u6"}}},
+		Observed: Observed{Self: member.Member{ID: "a", Addr: a("10.0.0.1"), Alive: true}, Members: []member.Member{
+			{ID: "a", Addr: a("10.0.0.1"), Alive: true},
+			{ID: "b", Addr: a("10.0.0.2")},                   // down, not long: stays
+			{ID: "c", Addr: a("10.0.0.3"), Departed: true},   // departed: its address goes from the record too
+			{ID: "d", Addr: a("10.0.0.4"), Departed: true},   // departed, but e holds its address now
+			{ID: "e", Addr: a("10.0.0.4"), Alive: true},      // the replacement on the same address
+			{ID: "f", Addr: a("10.0.0.5"), Departed: true}}}, // departed, in the pool map: goes
+	}
+	got := s.PeerAddrs()
+	want := []netip.Addr{a("10.0.0.1"), a("10.0.0.2"), a("10.0.0.4"), a("10.0.0.6")}
+	if !slices.Equal(got, want) {
+		t.Fatalf("PeerAddrs = %v, want %v", got, want)
 	}
 }

@@ -53,6 +53,9 @@ func Format(w io.Writer, s *Status, now time.Time) error {
 		p("brick", "%s", s.NoBrick)
 	}
 	p("vip", "%s held by %s", orDash(s.VIP), orDash(s.VIPHolder))
+	if s.Alert != "" {
+		p("ALERT", "%s", s.Alert)
+	}
 	if s.LastError != "" {
 		at := ""
 		if !s.LastErrorAt.IsZero() {
@@ -79,9 +82,12 @@ func (s *Status) Summary() string {
 	if s.VIPHolder != "" {
 		fmt.Fprintf(&b, " vip@%s", s.VIPHolder)
 	}
-	if s.ConfigError != "" {
+	switch {
+	case s.ConfigError != "":
 		fmt.Fprintf(&b, " config: %s", s.ConfigError)
-	} else if s.LastError != "" {
+	case s.Alert != "":
+		fmt.Fprintf(&b, " ALERT: %s", s.Alert)
+	case s.LastError != "":
 		fmt.Fprintf(&b, " last error: %s", s.LastError)
 	}
 	return b.String()

@@ -64,6 +64,9 @@ type Status struct {
 	// LastError is the most recent error of the agent loop or a reconciler; LastErrorAt when it happened.
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	// Alert is what needs a human although the agent goes on: a newer epoch this node refused because its
+	// swarm holds a live quorum (a forced recovery ran on a node cut off from the majority).
+	Alert string `json:"alert,omitempty"`
 	// UpdatedAt is when the agent wrote this; a stale time means the agent is stuck or dead.
 	UpdatedAt time.Time `json:"updated_at"`
 }

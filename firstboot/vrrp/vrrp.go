@@ -61,22 +61,19 @@ func ConfigFor(s *state.State) Config {
 		ClusterName: s.ClusterName, VIP: s.VIP, Interface: s.Interface,
 		SelfID: s.Self.ID, SelfAddr: s.Self.Addr,
 	}
+	// The rank counts every member ever seen, departed ones included, so priorities never shift under a
+	// running cluster. Recorded members not seen again yet are peers (state.PeerAddrs): keepalived in unicast
+	// mode only hears its listed peers, so a node that booted seeing nobody would otherwise become master
+	// beside the VIP's holder.
 	ids := []string{s.Self.ID}
 	for _, m := range s.Members {
 		ids = append(ids, m.ID)
-		if m.ID != s.Self.ID {
-			cfg.Peers = append(cfg.Peers, m.Addr)
-		}
 	}
-	// Recorded members not seen again yet are peers too: keepalived in unicast mode only hears its listed
-	// peers, so a node that booted seeing nobody would otherwise become master beside the VIP's holder.
-	for _, a := range s.RecordedAddrs() {
+	for _, a := range s.PeerAddrs() {
 		if a != s.Self.Addr.Unmap() {
 			cfg.Peers = append(cfg.Peers, a)
 		}
 	}
-	slices.SortFunc(cfg.Peers, netip.Addr.Compare)
-	cfg.Peers = slices.Compact(cfg.Peers)
 	slices.Sort(ids)
 	cfg.Rank = slices.Index(slices.Compact(ids), s.Self.ID)
 	return cfg

@@ -175,6 +175,20 @@ func Do(name string, fn func() error) error {
 	return <-errc
 }
 
+// Dial connects to addr from inside the named namespace. Only the socket is made there (in Do); a socket
+// belongs to the namespace it was made in for its whole life, so the connection is then used from any thread,
+// with no process started.
+func Dial(ctx context.Context, name, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := Do(name, func() error {
+		var d net.Dialer
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
 // Pids lists the processes running in the namespace (what `ip netns pids` finds).
 func Pids(ctx context.Context, name string) ([]int, error) {
 	if !Exists(name) {

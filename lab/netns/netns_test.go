@@ -6,12 +6,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 func requireRoot(t *testing.T) {
@@ -170,4 +172,81 @@ func TestPartitionTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("healed", all(true, ab, ba, ha, ah, hb))
+}
+
+// Dial's socket is made in the namespace and stays there: it reaches a listener on the namespace's loopback,
+// the kernel names the namespace as the socket's, and the connection works from any thread after Do switched back.
+func TestDial(t *testing.T) {
+	requireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	name := fmt.Sprintf("kiln-dial%d", os.Getpid()%100000)
+	t.Cleanup(func() { _ = Delete(context.Background(), name) })
+	if err := Create(ctx, name, "br0", "10.77.0.1/24"); err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	if err := Do(name, func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = c.Write([]byte("from the namespace\n"))
+	}()
+	c, err := Dial(ctx, name, "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b := make([]byte, 64)
+	n, err := c.Read(b)
+	if err != nil || string(b[:n]) != "from the namespace\n" {
+		t.Fatalf("read %q, %v", b[:n], err)
+	}
+	if got, want := socketNetns(t, c), namespaceInode(t, name); got != want {
+		t.Errorf("socket's namespace inode %d, want %s's %d", got, name, want)
+	}
+	if _, err := Dial(ctx, "kiln-no-such-namespace", "tcp", ln.Addr().String()); err == nil {
+		t.Error("Dial into a missing namespace succeeded")
+	}
+}
+
+// socketNetns is the inode of the network namespace c's socket belongs to (ioctl SIOCGSKNS).
+func socketNetns(t *testing.T, c net.Conn) uint64 {
+	t.Helper()
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ino uint64
+	var ierr error
+	err = raw.Control(func(fd uintptr) {
+		nsfd, err := unix.IoctlRetInt(int(fd), unix.SIOCGSKNS)
+		if err != nil {
+			ierr = err
+			return
+		}
+		defer unix.Close(nsfd)
+		var st unix.Stat_t
+		ierr = unix.Fstat(nsfd, &st)
+		ino = st.Ino
+	})
+	if err != nil || ierr != nil {
+		t.Fatal(err, ierr)
+	}
+	return ino
+}
+
+func namespaceInode(t *testing.T, name string) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(runDir, name), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
 }

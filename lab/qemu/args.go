@@ -71,11 +71,17 @@ type Spec struct {
 	PidFile string
 	// ConfigFile, if set, is exposed to the guest as fw_cfg FwCfgConfigName.
 	ConfigFile string
+	// EC2InstanceID, if set, makes the firmware describe an EC2 Nitro instance: SMBIOS system and baseboard
+	// vendor "Amazon EC2" (what the agent's DMI check and identity read) and this id in the baseboard's asset
+	// tag, where Nitro puts it.
+	EC2InstanceID string
 }
 
 var (
 	macRe  = regexp.MustCompile(`^([0-9a-f]{2}:){5}[0-9a-f]{2}$`)
 	uuidRe = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+	// instanceIDRe is an EC2 instance id; it also keeps commas (qemu's option separator) out of -smbios.
+	instanceIDRe = regexp.MustCompile(`^i-[0-9a-f]{8,17}$`)
 )
 
 // Validate reports every problem with s at once.
@@ -111,6 +117,9 @@ func (s Spec) Validate() error {
 	}
 	if !macRe.MatchString(s.MAC) {
 		errs = append(errs, fmt.Errorf("mac: %q is not a lower-case colon-separated MAC", s.MAC))
+	}
+	if s.EC2InstanceID != "" && !instanceIDRe.MatchString(s.EC2InstanceID) {
+		errs = append(errs, fmt.Errorf("ec2 instance id: %q is not i- and 8 to 17 hex digits", s.EC2InstanceID))
 	}
 	if !uuidRe.MatchString(s.UUID) {
 		errs = append(errs, fmt.Errorf("uuid: %q is not a lower-case UUID", s.UUID))
@@ -161,7 +170,14 @@ func Args(s Spec) ([]string, error) {
 		"-device", nic,
 		// Guests generate SSH host keys and seed docker/gluster on first boot: don't let them starve for entropy.
 		"-device", "virtio-rng-pci",
-		"-smbios", "type=1,uuid="+s.UUID,
+	)
+	if s.EC2InstanceID == "" {
+		a = append(a, "-smbios", "type=1,uuid="+s.UUID)
+	} else {
+		a = append(a, "-smbios", "type=1,manufacturer=Amazon EC2,product=kiln-lab,uuid="+s.UUID,
+			"-smbios", "type=2,manufacturer=Amazon EC2,asset="+s.EC2InstanceID)
+	}
+	a = append(a,
 		"-chardev", "file,id=serial0,path="+s.SerialLog+",append=on",
 		"-serial", "chardev:serial0",
 		"-qmp", "unix:"+s.QMPSocket+",server=on,wait=off",

@@ -31,8 +31,10 @@ func TestArgsGolden(t *testing.T) {
 	netboot.ConfigFile = ""
 	bios := netboot
 	bios.Firmware, bios.OVMFCode, bios.OVMFVars = FirmwareBIOS, "", ""
+	ec2 := testSpec()
+	ec2.ConfigFile, ec2.EC2InstanceID = "", "i-0d1f2a3b4c5d6e7f8"
 	for name, s := range map[string]Spec{"tcg-1cpu": testSpec(), "tcg-2cpu-noconfig": multi, "tcg-1cpu-datadisk": data,
-		"tcg-netboot-uefi": netboot, "tcg-netboot-bios": bios} {
+		"tcg-netboot-uefi": netboot, "tcg-netboot-bios": bios, "tcg-ec2": ec2} {
 		t.Run(name, func(t *testing.T) {
 			a, err := Args(s)
 			if err != nil {
@@ -62,11 +64,12 @@ func TestArgsRejectsBadSpec(t *testing.T) {
 	s.UUID = "nope"
 	s.Accel = "hvf"
 	s.QMPSocket = "/" + strings.Repeat("x", 120)
+	s.EC2InstanceID = "i-1,type=3"
 	_, err := Args(s)
 	if err == nil {
 		t.Fatal("want error")
 	}
-	for _, want := range []string{"mac:", "uuid:", "accel:", "qmp socket:"} {
+	for _, want := range []string{"mac:", "uuid:", "accel:", "qmp socket:", "ec2 instance id:"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}

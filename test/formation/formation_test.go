@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -142,6 +143,22 @@ func TestFormation(t *testing.T) {
 	}
 	hostnames := map[string]string{} // node name → hostname, from the agents' status
 
+	// From the first instant: while the nodes boot and form, a prober on their LAN finds nothing open but ssh,
+	// the web ports and the agent's membership port (authenticated), on any node, at any moment. The firewall
+	// unit loads before any service listens (docs/security.md), so no scan may catch glusterd, dockerd or
+	// anything else in the window before the agent runs.
+	scanCtx, stopScan := context.WithCancel(ctx)
+	defer stopScan()
+	type bootScan struct {
+		open   map[string]map[int]time.Duration
+		rounds int
+	}
+	bootScanned := make(chan bootScan, 1)
+	go func() {
+		open, rounds := formation.BootScan(scanCtx, l.Namespace(), addrs, formation.ScanPorts, pollEvery, probeTimeout)
+		bootScanned <- bootScan{open, rounds}
+	}()
+
 	step := func(name string, fn func(t *testing.T)) {
 		if !t.Run(name, fn) {
 			t.FailNow() // later steps build on this one
@@ -196,6 +213,23 @@ func TestFormation(t *testing.T) {
 		}
 	})
 
+	step("boot scan", func(t *testing.T) {
+		stopScan()
+		res := <-bootScanned
+		allowed := []int{22, 80, 443, discovery.GossipPort}
+		for _, name := range sortedKeys(addrs) {
+			t.Logf("%s from lab up to formed (%d rounds): open %v (first seen after)", name, res.rounds, res.open[name])
+			for p, at := range res.open[name] {
+				if !slices.Contains(allowed, p) {
+					t.Errorf("%s: port %d answered a stranger on the LAN %s after lab up, during boot or formation", name, p, at)
+				}
+			}
+		}
+		if res.rounds < 3 {
+			t.Errorf("only %d scan rounds ran while the nodes booted", res.rounds)
+		}
+	})
+
 	step("swarm", func(t *testing.T) {
 		// A node's entry reads Down until the dispatcher has its heartbeat: right after formation, with the
 		// last joiner's dockerd still busy, one view can show it Down for a moment while the node itself
@@ -219,25 +253,7 @@ func TestFormation(t *testing.T) {
 		start := time.Now()
 		sctx, cancel := context.WithTimeout(ctx, swarmSettle)
 		defer cancel()
-		err := formation.Poll(sctx, pollEvery, "3 Ready managers in every node's view", func(ctx context.Context) (bool, string, error) {
-			for _, n := range nodes {
-				sn, err := formation.SwarmNodes(ctx, n)
-				if err != nil {
-					return false, err.Error(), nil
-				}
-				var ready []string
-				for _, s := range sn {
-					if s.ReadyManager() {
-						ready = append(ready, s.Hostname)
-					}
-				}
-				sort.Strings(ready)
-				if len(sn) != 3 || !slices.Equal(ready, want) {
-					return false, fmt.Sprintf("%s: docker node ls %+v: ready managers %v, want exactly %v", n.Name(), sn, ready, want), nil
-				}
-			}
-			return true, "", nil
-		})
+		err := formation.WaitReadyManagers(sctx, nodes, want, pollEvery)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -367,7 +383,7 @@ func TestFormation(t *testing.T) {
 	step("service", func(t *testing.T) {
 		sctx, scancel := context.WithTimeout(ctx, serviceTimeout)
 		defer scancel()
-		if err := formation.DeployWeb(sctx, l, nodes, svcTar.Bytes(), web); err != nil {
+		if err := formation.DeployWeb(sctx, nodes, svcTar.Bytes(), web); err != nil {
 			ps, _ := formation.Exec(ctx, nodes[0], "docker", "service", "ps", "--no-trunc", "web")
 			t.Fatalf("%v\n%s", err, ps)
 		}
@@ -524,6 +540,40 @@ func TestFormation(t *testing.T) {
 				t.Logf("%s %s from %s: %s", name, targets[name], from.what, formation.FormatScan(res))
 				for _, bad := range from.policy.Check(res) {
 					t.Errorf("%s %s from %s: %s", name, targets[name], from.what, bad)
+				}
+			}
+		}
+	})
+
+	step("containers", func(t *testing.T) {
+		// A container's packets leave its node masqueraded as the node's address, which is a member's: the
+		// forward chain must drop its new connections to any member's cluster ports (raft, gossip, glusterd,
+		// bricks), so a container can neither mount the volume nor talk to the swarm. The same probe from the
+		// host's network namespace (network_mode host) must reach them, which shows the probe itself works.
+		from, to := nodes[0], nodes[1]
+		ports, err := formation.Exec(ctx, to, "sh", "-c", `ss -Hltn | awk '{print $4}' | sed 's/.*://' | sort -un | awk '$1==2377||$1==7946||$1==24007||($1>=49152&&$1<=60999)'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var targets []string
+		for _, p := range strings.Fields(ports) {
+			targets = append(targets, net.JoinHostPort(addrs[to.Name()].String(), p))
+		}
+		if len(targets) < 4 {
+			t.Fatalf("%s listens on %v of the cluster ports, want 2377, 7946, 24007 and a brick", to.Name(), targets)
+		}
+		for _, c := range []struct {
+			network string
+			open    bool
+		}{{"bridge", false}, {"host", true}} {
+			out, err := formation.Exec(ctx, from, append([]string{"docker", "run", "--rm", "--network", c.network, formation.TestsvcImage, "probe"}, targets...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("from a container on %s (network %s) to %s:\n%s", from.Name(), c.network, to.Name(), out)
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				if open := strings.HasSuffix(line, " open"); open != c.open {
+					t.Errorf("network %s: %s (want open=%v)", c.network, line, c.open)
 				}
 			}
 		}

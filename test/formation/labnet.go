@@ -25,33 +25,38 @@ import (
 	"github.com/kiln-project/kiln/test/acmeca"
 )
 
-// ExecStdin runs command (one shell command line, already quoted) on n over ssh with stdin, the way
-// lab.Node.Exec does (same key, from inside the lab namespace); Node.Exec has no stdin. It returns stdout.
-func ExecStdin(ctx context.Context, l *lab.Lab, n *lab.Node, stdin []byte, command string) ([]byte, error) {
-	addr, err := n.Address()
-	if err != nil {
-		return nil, err
+// ExecStdin runs command (one shell command line, already quoted) on n with stdin, over n's shared ssh
+// connection (lab.Node.ExecWith), and returns stdout; a non-zero exit is an error.
+func ExecStdin(ctx context.Context, n *lab.Node, stdin []byte, command string) ([]byte, error) {
+	res, err := n.ExecWith(ctx, lab.ExecOptions{Stdin: bytes.NewReader(stdin)}, "sh", "-c", command)
+	if err := execError(res, err); err != nil {
+		return res.Stdout, fmt.Errorf("%s: %s: %w", n.Name(), command, err)
 	}
-	out, err := SSH(ctx, l, addr, stdin, command)
-	if err != nil {
-		return out, fmt.Errorf("%s: %w", n.Name(), err)
-	}
-	return out, nil
+	return res.Stdout, nil
 }
 
-// SSH runs command as root on whatever answers at addr (a node, or the VIP) with the lab's key, from inside
-// the lab namespace, and returns stdout.
+// SSH runs command as root on whatever answers ssh at addr now (a node, or the VIP) with the lab's key, on a
+// connection of its own (lab.Lab.ExecAt), and returns stdout; a non-zero exit is an error.
 func SSH(ctx context.Context, l *lab.Lab, addr string, stdin []byte, command string) ([]byte, error) {
-	// The key path is the lab's documented layout (docs/lab.md: <dir>/id_ed25519).
-	out, err := netns.Exec(ctx, l.Namespace(), stdin, "ssh", "-i", filepath.Join(l.Dir(), "id_ed25519"),
-		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-		"-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=6",
-		"root@"+addr, "--", lab.RemoteCommand(ctx, "sh", "-c", command))
-	if err != nil {
-		return out, fmt.Errorf("ssh %s: %s: %w", addr, command, err)
+	var o lab.ExecOptions
+	if stdin != nil {
+		o.Stdin = bytes.NewReader(stdin)
 	}
-	return out, nil
+	res, err := l.ExecAt(ctx, addr, o, "sh", "-c", command)
+	if err := execError(res, err); err != nil {
+		return res.Stdout, fmt.Errorf("ssh %s: %s: %w", addr, command, err)
+	}
+	return res.Stdout, nil
+}
+
+func execError(res lab.ExecResult, err error) error {
+	if err != nil {
+		return err
+	}
+	if res.ExitCode != 0 {
+		return fmt.Errorf("exit %d: %s", res.ExitCode, res.Stderr)
+	}
+	return nil
 }
 
 // BuildTestsvc compiles test/formation/testsvc as a static binary (CGO_ENABLED=0) and returns its bytes.
@@ -76,8 +81,8 @@ const TestsvcImage = "kiln/testsvc:e2e"
 
 // InstallTestsvc imports the one-file image tar as TestsvcImage on n (no registry exists anywhere: every node
 // gets the image the same way) and returns the image id.
-func InstallTestsvc(ctx context.Context, l *lab.Lab, n *lab.Node, tarball []byte) (string, error) {
-	out, err := ExecStdin(ctx, l, n, tarball,
+func InstallTestsvc(ctx context.Context, n *lab.Node, tarball []byte) (string, error) {
+	out, err := ExecStdin(ctx, n, tarball,
 		`cat > /var/tmp/testsvc.tar && docker import --change 'ENTRYPOINT ["/testsvc"]' /var/tmp/testsvc.tar `+TestsvcImage+` && rm -f /var/tmp/testsvc.tar`)
 	if err != nil {
 		return "", err
@@ -234,11 +239,11 @@ func TestsvcTarball(ctx context.Context) ([]byte, error) {
 
 // DeployWeb imports the testsvc tarball on every node, creates the web service (CreateWebService) and waits,
 // bounded by ctx, until its three tasks run.
-func DeployWeb(ctx context.Context, l *lab.Lab, nodes []*lab.Node, tarball []byte, w Web) error {
+func DeployWeb(ctx context.Context, nodes []*lab.Node, tarball []byte, w Web) error {
 	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
 	for i, n := range nodes {
-		wg.Go(func() { _, errs[i] = InstallTestsvc(ctx, l, n, tarball) })
+		wg.Go(func() { _, errs[i] = InstallTestsvc(ctx, n, tarball) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {

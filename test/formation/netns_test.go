@@ -88,6 +88,35 @@ func TestScanAndHTTPInNamespace(t *testing.T) {
 		t.Error("scan from a missing source address: no error")
 	}
 
+	// BootScan keeps scanning until its context ends, and reports a port by the first round it answered in:
+	// 8081 starts listening only after the first rounds.
+	bctx, bcancel := context.WithCancel(ctx)
+	type scanned struct {
+		open   map[string]map[int]time.Duration
+		rounds int
+	}
+	done := make(chan scanned, 1)
+	go func() {
+		open, rounds := BootScan(bctx, ns, map[string]netip.Addr{"n": target}, ports, 200*time.Millisecond, time.Second)
+		done <- scanned{open, rounds}
+	}()
+	time.Sleep(time.Second)
+	var late net.Listener
+	if err := netns.Do(ns, func() error {
+		var err error
+		late, err = net.Listen("tcp", "10.77.0.11:8081")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	time.Sleep(2500 * time.Millisecond)
+	bcancel()
+	got := <-done
+	if _, ok := got.open["n"][2377]; ok || len(got.open["n"]) != 2 || got.open["n"][8081] < time.Second || got.rounds < 2 {
+		t.Errorf("BootScan: open %v in %d rounds, want 8080 at once and 8081 after a second or more", got.open, got.rounds)
+	}
+
 	code, body, err := HTTPGet(ctx, ns, netip.Addr{}, target, 8080, "/", 5*time.Second)
 	if err != nil || code != 200 || body != "10.77.0.11" {
 		t.Errorf("GET: %d %q %v, want 200 from 10.77.0.11", code, body, err)

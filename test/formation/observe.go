@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -257,4 +259,29 @@ func ServiceConverged(ctx context.Context, n *lab.Node, name string) (bool, stri
 		return false, err.Error()
 	}
 	return desired > 0 && running == desired, "replicas " + out
+}
+
+// WaitReadyManagers polls every every, bounded by ctx, until each node's `docker node ls` lists exactly the
+// hostnames want (sorted), every one a Ready manager. A node's entry reads Down until the dispatcher has its
+// heartbeat, so right after formation one view can lag the others.
+func WaitReadyManagers(ctx context.Context, nodes []*lab.Node, want []string, every time.Duration) error {
+	return Poll(ctx, every, fmt.Sprintf("%d Ready managers in every node's view", len(want)), func(ctx context.Context) (bool, string, error) {
+		for _, n := range nodes {
+			sn, err := SwarmNodes(ctx, n)
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			var ready []string
+			for _, s := range sn {
+				if s.ReadyManager() {
+					ready = append(ready, s.Hostname)
+				}
+			}
+			sort.Strings(ready)
+			if len(sn) != len(want) || !slices.Equal(ready, want) {
+				return false, fmt.Sprintf("%s: docker node ls %+v: ready managers %v, want exactly %v", n.Name(), sn, ready, want), nil
+			}
+		}
+		return true, "", nil
+	})
 }

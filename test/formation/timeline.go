@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -110,30 +108,28 @@ done`, count, vip, status.DefaultPath, interval)
 // Timeline is when one node first reached each milestone, on the host's clock.
 type Timeline map[string]time.Time
 
-// Sample streams SamplerScript's samples from n until ctx ends or the script does, recording in tl (guest
-// uptimes mapped to host time through boot, the host instant of guest uptime 0). It returns when the stream ends.
-func SampleNode(ctx context.Context, l *lab.Lab, n *lab.Node, vip netip.Addr, boot time.Time, tl Timeline, done func(Timeline) bool) error {
-	addr, err := n.Address()
-	if err != nil {
-		return err
-	}
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", l.Namespace(), "ssh", "-i", filepath.Join(l.Dir(), "id_ed25519"),
-		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-		"-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=6",
-		"root@"+addr, "--", SamplerScript(vip, 1, 3600))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("%s: sampler: %w", n.Name(), err)
-	}
-	err = readSamples(out, boot, tl, done)
+// SampleNode streams SamplerScript's samples from n until ctx ends or the script does, recording in tl (guest
+// uptimes mapped to host time through boot, the host instant of guest uptime 0). It returns when the stream
+// ends. The stream has an ssh connection of its own for its whole run (lab.ExecOptions.Dedicated).
+func SampleNode(ctx context.Context, n *lab.Node, vip netip.Addr, boot time.Time, tl Timeline, done func(Timeline) bool) error {
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	pr, pw := io.Pipe()
+	ended := make(chan error, 1)
+	go func() {
+		res, err := n.ExecWith(sctx, lab.ExecOptions{Stdout: pw, Dedicated: true}, "sh", "-c", SamplerScript(vip, 1, 3600))
+		if err == nil && res.ExitCode != 0 {
+			err = fmt.Errorf("exit %d: %s", res.ExitCode, res.Stderr)
+		}
+		pw.Close() // the reader sees EOF; how the stream ended comes through ended
+		ended <- err
+	}()
+	err := readSamples(pr, boot, tl, done)
 	if err != nil || (done != nil && done(tl)) {
-		_ = cmd.Process.Kill() // ends the session; the guest loop ends on its next write
+		stop() // ends the session; the guest loop ends on its next write
 	}
-	werr := cmd.Wait()
+	pr.Close() // a write still in flight returns at once
+	werr := <-ended
 	if err != nil {
 		return fmt.Errorf("%s: sampler: %w", n.Name(), err)
 	}

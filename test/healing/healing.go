@@ -18,7 +18,6 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -78,30 +77,37 @@ func newWriter(source string) *Writer {
 	return &Writer{Source: source, acks: map[int]bool{}, done: make(chan error, 1)}
 }
 
-// StartWriter starts a writer on n (ssh from inside the lab namespace, like lab.Node.Exec).
-func StartWriter(ctx context.Context, l *lab.Lab, n *lab.Node, name string, count, intervalMS int) (*Writer, error) {
-	addr, err := n.Address()
-	if err != nil {
-		return nil, err
-	}
+// writerAliveCountMax is the writer connection's keepalive tolerance (ServerAliveCountMax, 5 s apart): a
+// minute, twice the lab's, so that a writer rides out a node busy healing rather than ending the scenario.
+const writerAliveCountMax = 12
+
+// StartWriter starts a writer on n, on an ssh connection of its own for its whole run.
+func StartWriter(ctx context.Context, n *lab.Node, name string, count, intervalMS int) (*Writer, error) {
 	file := DataDir + "/" + name + ".log"
 	w := newWriter("cat " + file)
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", l.Namespace(), "ssh", "-i", filepath.Join(l.Dir(), "id_ed25519"),
-		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-		// ConnectTimeout as the lab's (lab/ssh.go): a loaded TCG guest's handshake takes more than 10 s; a
-		// writer that never connects must fail fast, not sit silent through a whole scenario.
-		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=12",
-		"root@"+addr, "--", WriterScript(file, count, intervalMS))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("writer on %s: %w", n.Name(), err)
-	}
-	w.stop = func() { _ = cmd.Process.Kill() }
+	ctx, cancel := context.WithCancel(ctx)
+	w.stop = cancel
+	pr, pw := io.Pipe()
+	ended := make(chan error, 1)
 	go func() {
-		err := errors.Join(w.read(out), cmd.Wait())
+		res, err := n.ExecWith(ctx, lab.ExecOptions{Stdout: pw, Dedicated: true, AliveCountMax: writerAliveCountMax},
+			"sh", "-c", WriterScript(file, count, intervalMS))
+		if err == nil && res.ExitCode != 0 {
+			err = fmt.Errorf("exit %d: %s", res.ExitCode, res.Stderr)
+		}
+		if err != nil {
+			err = fmt.Errorf("writer on %s: %w", n.Name(), err)
+		}
+		pw.Close()
+		ended <- err
+	}()
+	go func() {
+		rerr := w.read(pr)
+		if rerr != nil {
+			cancel()
+		}
+		pr.Close() // a write still in flight returns at once
+		err := errors.Join(rerr, <-ended)
 		w.mu.Lock()
 		w.ended, w.endedErr = true, err
 		w.mu.Unlock()

@@ -68,7 +68,7 @@ func formedWith(ctx context.Context, t testing.TB, prefix string, replaceAfter t
 	if _, err := formation.WaitFormed(fctx, nodes, healing.PollEvery); err != nil {
 		t.Fatal(err)
 	}
-	if err := formation.DeployWeb(fctx, l, nodes, tarball, formation.Web{}); err != nil {
+	if err := formation.DeployWeb(fctx, nodes, tarball, formation.Web{}); err != nil {
 		t.Fatal(err)
 	}
 	return healing.Cluster{Lab: l, Nodes: nodes, VIP: cfg.Cluster.VIP.Addr().String(), Web: true, Testsvc: tarball}

@@ -65,7 +65,7 @@ func reinstallTestsvc(ctx context.Context, t testing.TB, c Cluster, n *lab.Node)
 	ictx, cancel := context.WithTimeout(ctx, healTimeout)
 	defer cancel()
 	err := formation.Poll(ictx, PollEvery, n.Name()+": web image loaded", func(ctx context.Context) (bool, string, error) {
-		out, err := formation.InstallTestsvc(ctx, c.Lab, n, c.Testsvc)
+		out, err := formation.InstallTestsvc(ctx, n, c.Testsvc)
 		if err != nil {
 			return false, err.Error(), nil // still booting, or dockerd not up yet
 		}
@@ -249,14 +249,14 @@ func Reimage(ctx context.Context, t testing.TB, c Cluster) {
 // volume must refuse writes; after the link heals, no split-brain entries and nothing acknowledged lost.
 func Partition(ctx context.Context, t testing.TB, c Cluster) {
 	settled(ctx, t, c)
-	l, nodes, vip := c.Lab, c.Nodes, c.VIP
+	nodes, vip := c.Nodes, c.VIP
 	holder := vipHolder(ctx, t, nodes, vip)
 	rest := others(nodes, holder)
-	wMajority, err := StartWriter(ctx, l, rest[0], "majority", writerRecords, writerInterval)
+	wMajority, err := StartWriter(ctx, rest[0], "majority", writerRecords, writerInterval)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wMinority := startWriter(ctx, t, l, holder, "minority", 10)
+	wMinority := startWriter(ctx, t, holder, "minority", 10)
 	if err := holder.Partition(ctx, true); err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +356,7 @@ type writers []*Writer
 // startWriters starts the scenario's writers and waits until each has acks acknowledged records.
 func startWriters(ctx context.Context, t testing.TB, c Cluster, n *lab.Node, name string, acks int) writers {
 	t.Helper()
-	ws := writers{startWriter(ctx, t, c.Lab, n, name, acks)}
+	ws := writers{startWriter(ctx, t, n, name, acks)}
 	if c.Web {
 		w := StartServiceWriter(ctx, c.Lab.Namespace(), netip.MustParseAddr(c.VIP), formation.Web{Routed: c.Routed}, name, writerInterval)
 		if err := w.WaitAcked(ctx, acks); err != nil {
@@ -441,9 +441,9 @@ func others(nodes []*lab.Node, not *lab.Node) []*lab.Node {
 }
 
 // startWriter starts a writer on n and waits until it has acks acknowledged records.
-func startWriter(ctx context.Context, t testing.TB, l *lab.Lab, n *lab.Node, name string, acks int) *Writer {
+func startWriter(ctx context.Context, t testing.TB, n *lab.Node, name string, acks int) *Writer {
 	t.Helper()
-	w, err := StartWriter(ctx, l, n, name, writerRecords, writerInterval)
+	w, err := StartWriter(ctx, n, name, writerRecords, writerInterval)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -548,7 +548,7 @@ func checkBrickHolds(ctx context.Context, t testing.TB, n *lab.Node, f coldFile)
 // (their old state set aside) and the cluster heals to three.
 func LostQuorum(ctx context.Context, t testing.TB, c Cluster) {
 	settled(ctx, t, c)
-	l, nodes, vip := c.Lab, c.Nodes, c.VIP
+	nodes, vip := c.Nodes, c.VIP
 	survivor, lost := nodes[0], nodes[1:]
 	var lostNames []string
 	for _, n := range lost {
@@ -558,7 +558,7 @@ func LostQuorum(ctx context.Context, t testing.TB, c Cluster) {
 		}
 		lostNames = append(lostNames, st.Hostname)
 	}
-	w := startWriter(ctx, t, l, survivor, "quorum", 20)
+	w := startWriter(ctx, t, survivor, "quorum", 20)
 	cold := writeColdFile(ctx, t, survivor, "quorum")
 	for _, n := range lost {
 		if err := n.Kill(ctx); err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -91,7 +92,7 @@ func (f *Fake) startSnapshot(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	s := &Snapshot{ID: f.nextID("snap"), VolumeSize: in.VolumeSize, Description: in.Description, State: "pending",
-		Tags: map[string]string{}, Blocks: map[int32][]byte{}}
+		Tags: map[string]string{}, Blocks: map[int32][]byte{}, digests: map[int32][sha256.Size]byte{}}
 	for _, t := range in.Tags {
 		s.Tags[t.Key] = t.Value
 	}
@@ -112,11 +113,14 @@ func (f *Fake) snapshot(w http.ResponseWriter, id string) (*Snapshot, bool) {
 }
 
 func (f *Fake) putBlock(w http.ResponseWriter, r *http.Request, id, idx string) {
-	data, err := io.ReadAll(io.LimitReader(r.Body, BlockSize+1))
+	data, err := readBlock(r.Body)
 	if err != nil {
 		ebsError(w, http.StatusBadRequest, "ValidationException", "INVALID_BLOCK", "body: "+err.Error())
 		return
 	}
+	// Hashed before taking the lock: the workers' blocks are checked in parallel, as EBS checks them.
+	digest := sha256.Sum256(data)
+	checksum := base64.StdEncoding.EncodeToString(digest[:])
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.notFound > 0 {
@@ -137,14 +141,26 @@ func (f *Fake) putBlock(w http.ResponseWriter, r *http.Request, id, idx string) 
 	case len(data) != BlockSize || r.Header.Get("x-amz-Data-Length") != strconv.Itoa(BlockSize):
 		ebsError(w, http.StatusBadRequest, "ValidationException", "INVALID_BLOCK", fmt.Sprintf("block of %d bytes (length header %q), want %d",
 			len(data), r.Header.Get("x-amz-Data-Length"), BlockSize))
-	case r.Header.Get("x-amz-Checksum-Algorithm") != "SHA256" || r.Header.Get("x-amz-Checksum") != sum(data):
+	case r.Header.Get("x-amz-Checksum-Algorithm") != "SHA256" || r.Header.Get("x-amz-Checksum") != checksum:
 		ebsError(w, http.StatusBadRequest, "ValidationException", "INVALID_BLOCK", "checksum does not match the block")
 	default:
 		s.Blocks[int32(n)] = data
-		w.Header().Set("x-amz-Checksum", sum(data))
+		s.digests[int32(n)] = digest
+		w.Header().Set("x-amz-Checksum", checksum)
 		w.Header().Set("x-amz-Checksum-Algorithm", "SHA256")
 		w.WriteHeader(http.StatusCreated)
 	}
+}
+
+// readBlock reads a block body into one buffer of its final size (io.ReadAll would grow and copy it a dozen
+// times); a body longer than a block comes back one byte longer, for the length check to refuse.
+func readBlock(body io.Reader) ([]byte, error) {
+	data := make([]byte, BlockSize+1)
+	n, err := io.ReadFull(body, data)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return data[:n:n], nil
 }
 
 func sum(b []byte) string {
@@ -170,7 +186,7 @@ func (f *Fake) completeSnapshot(w http.ResponseWriter, r *http.Request, id strin
 	slices.Sort(idx)
 	var digests bytes.Buffer
 	for _, i := range idx {
-		d := sha256.Sum256(s.Blocks[i])
+		d := s.digests[i]
 		digests.Write(d[:])
 	}
 	count := r.Header.Get("x-amz-ChangedBlocksCount")

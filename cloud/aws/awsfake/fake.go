@@ -9,6 +9,7 @@ package awsfake
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -62,6 +63,9 @@ type Snapshot struct {
 	// Blocks are the blocks written, by index; a missing index reads as zeros.
 	Blocks map[int32][]byte
 	polls  int
+	// digests are the blocks' SHA-256, by index, taken when each was checked on arrival: CompleteSnapshot's
+	// aggregate is over these, so the fake hashes every byte once, as the uploader does.
+	digests map[int32][sha256.Size]byte
 }
 
 // Image is a registered AMI.

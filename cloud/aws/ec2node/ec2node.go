@@ -28,7 +28,8 @@ const RequestTimeout = 20 * time.Second
 type Options struct {
 	// IMDSEndpoint is IMDS's base URL for the region, the interface and the role credentials ("": 169.254.169.254).
 	IMDSEndpoint string
-	// Endpoint sends EC2 calls to this URL ("": AWS_ENDPOINT_URL_EC2, else the region's).
+	// Endpoint sends EC2 calls to this URL (the config's aws.endpoint: a VPC interface endpoint); "" means
+	// AWS_ENDPOINT_URL_EC2 from the environment, else the region's public endpoint.
 	Endpoint string
 	// Credentials replace the environment's and the instance role's (tests).
 	Credentials aws.CredentialsProvider
