@@ -108,6 +108,19 @@ func TestTraefik(t *testing.T) {
 	if err != nil || imgs[0].ID != ix.Images[0].Digest {
 		t.Fatalf("archive = %+v, %v; index digest %s", imgs, err, ix.Images[0].Digest)
 	}
+	// The binary is beside the archive, executable; the archive is the small image without it.
+	bin, err := os.Stat(filepath.Join(dir, TreeDir, preload.Dir, ix.Images[0].Binary))
+	if err != nil || ix.Images[0].Binary == "" || bin.Mode().Perm() != 0o755 || bin.Size() < 10<<20 {
+		t.Errorf("binary %q: %v %v", ix.Images[0].Binary, bin, err)
+	}
+	if arch, err := os.Stat(filepath.Join(dir, TreeDir, preload.Dir, ix.Images[0].File)); err != nil || arch.Size() > 2<<20 {
+		t.Errorf("archive %v %v: want the image without the binary (under 2 MiB)", arch, err)
+	}
+	var list []builder.PreloadedImage
+	b, _ := os.ReadFile(filepath.Join(dir, builder.ImageList))
+	if err := json.Unmarshal(b, &list); err != nil || len(list) != 1 || list[0].Binary != ix.Images[0].Binary || list[0].BinarySHA256 == "" {
+		t.Errorf("images.json = %s (%v)", b, err)
+	}
 	if out := os.Getenv("KILN_TRAEFIK_OUT"); out != "" { // keep the archive for the docker tests
 		b, _ := os.ReadFile(filepath.Join(dir, TreeDir, preload.Dir, ix.Images[0].File))
 		if err := os.WriteFile(out, b, 0o644); err != nil {
