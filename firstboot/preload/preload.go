@@ -52,8 +52,8 @@ type Entry struct {
 	File string `json:"file"`
 	// Binary, for a Traefik entry, is the Traefik executable's name in Dir. The image holds no binary of its
 	// own (only its CA bundle, a few hundred kilobytes to load): the ingress stack bind-mounts this file at
-	// TraefikEntrypoint, read-only from the node's root. Loading a 144 MB layer took a TCG lab node over
-	// two minutes at every first boot; the binary on the read-only root costs nothing to "load".
+	// TraefikEntrypoint, read-only from the node's root. Loaded as a layer, the 144 MB binary costs a TCG
+	// lab node minutes at every first boot; on the read-only root it costs nothing to "load".
 	Binary string `json:"binary,omitempty"`
 }
 
