@@ -5,6 +5,7 @@ package firstboot
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -163,8 +164,10 @@ type agent struct {
 	ramReason string
 	net       netif.Choice
 	disc      *discovery.Discovery
-	recs      []state.Reconciler
-	kick      chan struct{}
+	// nodeKey signs this node's envelopes and formation records (discovery.LoadNodeKey).
+	nodeKey ed25519.PrivateKey
+	recs    []state.Reconciler
+	kick    chan struct{}
 	// beat is the unix-nano time the reconcile loop last made progress; the watchdog stops when it stalls.
 	beat atomic.Int64
 	// sends tracks in-flight message sends so Run returns only after they stopped.
@@ -351,6 +354,12 @@ func (a *agent) setupError(err error) {
 // loadState restores the election acceptor state and the formation record. A corrupt file is an error to
 // retry (and to fix by hand), never a reason to start over: starting over could vote twice.
 func (a *agent) loadState() error {
+	key, err := discovery.LoadNodeKey(filepath.Join(a.opts.StateDir, discovery.NodeKeyFile))
+	if err != nil {
+		a.setupError(err)
+		return err
+	}
+	a.nodeKey = key
 	var p election.Persistent
 	if _, err := readJSON(filepath.Join(a.opts.StateDir, electionFile), &p); err != nil {
 		a.setupError(err)
@@ -393,7 +402,7 @@ func (a *agent) startDiscovery(ctx context.Context) error {
 		NoBrick: a.ramReason != "", StateInRAM: a.ramReason != "",
 		Bind: a.net.Addr, Port: discovery.GossipPort,
 		LocalState: a.localState, MergeRemoteState: a.mergeRemoteState,
-		Logger: a.log,
+		NodeKey: a.nodeKey, Logger: a.log,
 	}
 	for _, p := range c.Peers {
 		dc.Peers = append(dc.Peers, p.String())

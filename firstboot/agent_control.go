@@ -2,6 +2,7 @@ package firstboot
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -245,6 +246,10 @@ func (a *agent) merge(r record, from string) {
 		a.log.Warn("ignored invalid formation record", "from", from, "err", err)
 		return
 	}
+	if err := r.checkOrigin(a.keyOf(r.Origin)); err != nil {
+		a.log.Error("ignored formation record", "from", from, "err", err)
+		return
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
@@ -281,6 +286,14 @@ func (a *agent) merge(r record, from string) {
 	case r.Updated.After(a.rec.Updated) && worthRefreshing(a.rec, &r):
 		a.adopt(&r, "formation record refreshed", from)
 	}
+}
+
+// keyOf is the node key discovery pinned for id, nil when there is none (or no discovery: tests).
+func (a *agent) keyOf(id string) ed25519.PublicKey {
+	if a.disc == nil {
+		return nil
+	}
+	return a.disc.KeyOf(id)
 }
 
 // adopt stores r as the formation (persisted first) and starts a pass. Called with a.mu held.

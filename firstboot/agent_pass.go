@@ -212,7 +212,8 @@ func (a *agent) takeAnnounce(announced *state.Formation) {
 	switch {
 	case a.rec == nil && a.el.Decided() == a.id:
 		ann.Initialiser = a.id
-		r := &record{Formation: ann, Updated: time.Now().UTC(), Origin: a.id}
+		r := &record{Formation: ann, Updated: time.Now().UTC()}
+		r.sign(a.id, a.nodeKey)
 		if err := r.valid(); err != nil {
 			a.log.Warn("swarm announce incomplete; not forming yet", "err", err)
 		} else if a.adopt(r, "formation announced", a.id) {
@@ -225,7 +226,8 @@ func (a *agent) takeAnnounce(announced *state.Formation) {
 		a.log.Error("ignored swarm announce of another swarm", "ours", a.rec.SwarmID, "announced", ann.SwarmID)
 	default:
 		ann.Initialiser = a.rec.Initialiser
-		r := &record{Formation: ann, Updated: time.Now().UTC(), Origin: a.id}
+		r := &record{Formation: ann, Updated: time.Now().UTC()}
+		r.sign(a.id, a.nodeKey)
 		if worthRefreshing(a.rec, r) && r.valid() == nil && a.adopt(r, "formation record refreshed", a.id) {
 			out = r
 		}

@@ -1,6 +1,7 @@
 package firstboot
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kiln-project/kiln/firstboot/discovery"
 	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/internal/files"
 )
@@ -34,8 +36,47 @@ type record struct {
 	// Updated orders refreshes of the same swarm's record (new manager list, rotated tokens); clocks may
 	// differ between nodes, which only delays a refresh, never mixes swarms.
 	Updated time.Time `json:"updated"`
-	// Origin is the node that produced this version, for logs.
-	Origin string `json:"origin"`
+	// Origin is the node that produced this version. It signs it (Sig, with the node key OriginKey), so no
+	// other key holder can make a record, a new epoch in particular, appear to come from a member it is not.
+	Origin    string `json:"origin"`
+	OriginKey []byte `json:"originKey,omitempty"`
+	Sig       []byte `json:"sig,omitempty"`
+}
+
+// labelRecord versions what a record signature covers: the record's JSON without Sig. A field added to the
+// record changes that JSON for agents that know it and not for those that don't, so it needs a new label.
+const labelRecord = "kiln formation record ed25519 v1\x00"
+
+func (r *record) signedBytes() []byte {
+	c := *r
+	c.Sig = nil
+	b, _ := json.Marshal(&c)
+	return append([]byte(labelRecord), b...)
+}
+
+// sign makes r this node's version: Origin, OriginKey and Sig.
+func (r *record) sign(origin string, key ed25519.PrivateKey) {
+	r.Origin, r.OriginKey = origin, key.Public().(ed25519.PublicKey)
+	r.Sig = ed25519.Sign(key, r.signedBytes())
+}
+
+// checkOrigin verifies r's signature against the node key pinned for its origin (pinned: nil when discovery
+// has none this run; then the record's own key is taken on its word, as on first use). An unsigned record is
+// an agent from before signing: accepted only when its origin has no pinned key.
+func (r *record) checkOrigin(pinned ed25519.PublicKey) error {
+	if len(r.Sig) == 0 {
+		if pinned != nil {
+			return fmt.Errorf("unsigned formation record claims origin %s, which has a node key", r.Origin)
+		}
+		return nil
+	}
+	if len(r.OriginKey) != ed25519.PublicKeySize || !ed25519.Verify(r.OriginKey, r.signedBytes(), r.Sig) {
+		return fmt.Errorf("formation record of origin %s: bad signature", r.Origin)
+	}
+	if pinned != nil && !pinned.Equal(ed25519.PublicKey(r.OriginKey)) {
+		return fmt.Errorf("formation record claims origin %s but is signed with another node's key", r.Origin)
+	}
+	return nil
 }
 
 func (r *record) valid() error {
@@ -87,6 +128,10 @@ func readJSON(path string, v any) (bool, error) {
 // pool); this node's local epoch is set to it. Nodes that come back from before the recovery see the newer
 // epoch and start over instead of bringing back the old majority's state. It returns the new epoch.
 func NewEpoch(stateDir, nodeID, managerAddr string, now time.Time) (int, error) {
+	key, err := discovery.LoadNodeKey(filepath.Join(stateDir, discovery.NodeKeyFile))
+	if err != nil {
+		return 0, err
+	}
 	var r record
 	ok, err := readJSON(filepath.Join(stateDir, formationFile), &r)
 	if err != nil {
@@ -104,7 +149,7 @@ func NewEpoch(stateDir, nodeID, managerAddr string, now time.Time) (int, error) 
 	r.Managers = 1
 	r.GlusterPeers = nil
 	r.Updated = now.UTC()
-	r.Origin = nodeID
+	r.sign(nodeID, key)
 	if err := r.valid(); err != nil {
 		return 0, err
 	}

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
@@ -183,13 +184,55 @@ func TestMeta(t *testing.T) {
 }
 
 func TestEnvelope(t *testing.T) {
-	from, body, ok := splitEnvelope(envelope("abc", []byte("hi")))
-	if !ok || from != "abc" || string(body) != "hi" {
-		t.Fatalf("%q %q %v", from, body, ok)
+	_, key, _ := ed25519.GenerateKey(nil)
+	_, other, _ := ed25519.GenerateKey(nil)
+	pub := key.Public().(ed25519.PublicKey)
+	hash := [8]byte{1, 2, 3}
+	now := time.UnixMilli(1_800_000_000_000)
+	window := 5 * time.Minute
+	open := func(b []byte, pub ed25519.PublicKey, at time.Time) (sealed, error) {
+		s, err := parseEnvelope(b)
+		if err != nil {
+			return s, err
+		}
+		return s, s.open(hash, pub, window, at)
 	}
-	for _, bad := range [][]byte{nil, {5, 'a'}, {1, 'A'}} {
-		if _, _, ok := splitEnvelope(bad); ok {
-			t.Errorf("splitEnvelope(%v) accepted", bad)
+
+	s, err := open(seal(key, hash, "abc", now, []byte("hi")), pub, now.Add(time.Minute))
+	if err != nil || s.from != "abc" || string(s.body) != "hi" || !s.signed {
+		t.Fatalf("a good envelope: %+v %v", s, err)
+	}
+	cases := []struct {
+		name string
+		env  []byte
+		pub  ed25519.PublicKey
+		at   time.Time
+		want error
+	}{
+		{"another node's key signs for abc", seal(other, hash, "abc", now, []byte("hi")), pub, now, ErrSignature},
+		{"another cluster's name", seal(key, [8]byte{9}, "abc", now, []byte("hi")), pub, now, ErrSignature},
+		{"no key pinned for the sender", seal(key, hash, "abc", now, []byte("hi")), nil, now, ErrNoKey},
+		{"recorded in an earlier lifetime and replayed", seal(key, hash, "abc", now, []byte("hi")), pub, now.Add(6 * time.Minute), ErrStale},
+		{"from a clock far ahead", seal(key, hash, "abc", now.Add(time.Hour), []byte("hi")), pub, now, ErrStale},
+		{"unsigned, claiming a member with a key", append([]byte{3}, "abchi"...), pub, now, ErrUnsigned},
+	}
+	for _, c := range cases {
+		if _, err := open(c.env, c.pub, c.at); !errors.Is(err, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, err, c.want)
+		}
+	}
+	tampered := seal(key, hash, "abc", now, []byte("hi"))
+	tampered[len(tampered)-ed25519.SignatureSize-1] ^= 1
+	if _, err := open(tampered, pub, now); !errors.Is(err, ErrSignature) {
+		t.Errorf("tampered body: %v", err)
+	}
+	// An agent that does not sign (no key pinned for its id) is still heard.
+	if s, err := open(append([]byte{3}, "abchi"...), nil, now); err != nil || s.from != "abc" || string(s.body) != "hi" {
+		t.Errorf("unsigned from an id without a key: %+v %v", s, err)
+	}
+	for _, bad := range [][]byte{nil, {5, 'a'}, {1, 'A'}, {envelopeMagic, 3, 'a'}, {envelopeMagic, 0}} {
+		if _, err := parseEnvelope(bad); err == nil {
+			t.Errorf("parseEnvelope(%v) accepted", bad)
 		}
 	}
 }

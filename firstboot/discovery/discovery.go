@@ -6,6 +6,8 @@ package discovery
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -55,6 +57,11 @@ type Config struct {
 	Beacon BeaconConfig
 	// Tuning overrides the failure-detection timings (tests); nil means LANTuning.
 	Tuning *Tuning
+	// NodeKey signs this node's envelopes (LoadNodeKey); nil makes one for this run (tests).
+	NodeKey ed25519.PrivateKey
+	// MessageWindow is how far off the local clock an envelope's time may be; 0 means the beacon window
+	// (5 min) for the same reason: fresh hardware may boot with a wrong clock.
+	MessageWindow time.Duration
 	// LocalState and MergeRemoteState carry the agent's replicated state in memberlist's encrypted
 	// push/pull exchange (on join and every PushPullInterval). Either may be nil.
 	LocalState       func(join bool) []byte
@@ -138,6 +145,10 @@ type Discovery struct {
 	// gossip is each member's memberlist address, copied in the event delegate (under memberlist's lock):
 	// the *Node values memberlist hands out are rewritten concurrently, so they are never read later.
 	gossip map[string]netip.AddrPort
+	// pins is the node key each member id signs with, learned from its metadata; guarded by mu (see pin).
+	pins map[string]ed25519.PublicKey
+	// rejected throttles the log lines of refused envelopes per sender.
+	rejected *throttle
 }
 
 // Start creates the memberlist, starts beacons and the seed loop, and returns at once: members appear as
@@ -159,13 +170,27 @@ func Start(ctx context.Context, cfg Config) (*Discovery, error) {
 	}
 	d := &Discovery{
 		cfg: cfg, keys: keys, log: cfg.Logger.With("component", "discovery"),
-		events:  make(chan struct{}, 1),
-		msgs:    make(chan Message, 256),
-		meta:    Meta{ID: cfg.NodeID, Hostname: cfg.Hostname, NoBrick: cfg.NoBrick, StateInRAM: cfg.StateInRAM},
-		known:   map[string]Peer{},
-		joining: newThrottle(3 * time.Second),
-		gossip:  map[string]netip.AddrPort{},
+		events:   make(chan struct{}, 1),
+		msgs:     make(chan Message, 256),
+		meta:     Meta{ID: cfg.NodeID, Hostname: cfg.Hostname, NoBrick: cfg.NoBrick, StateInRAM: cfg.StateInRAM},
+		known:    map[string]Peer{},
+		joining:  newThrottle(3 * time.Second),
+		gossip:   map[string]netip.AddrPort{},
+		pins:     map[string]ed25519.PublicKey{},
+		rejected: newThrottle(time.Minute),
 	}
+	if d.cfg.NodeKey == nil {
+		_, d.cfg.NodeKey, err = ed25519.GenerateKey(nil)
+		if err != nil {
+			return nil, fmt.Errorf("discovery: make node key: %w", err)
+		}
+	}
+	if d.cfg.MessageWindow == 0 {
+		d.cfg.MessageWindow = 5 * time.Minute
+	}
+	pub := d.cfg.NodeKey.Public().(ed25519.PublicKey)
+	d.pins[cfg.NodeID] = pub
+	d.meta.Key = hex.EncodeToString(pub)
 	var acceptGossip, acceptBeacon [][]byte
 	for _, ak := range cfg.AcceptKeys {
 		k, err := DeriveKeys(cfg.ClusterName, ak)
@@ -370,6 +395,7 @@ func cmpString(a, b string) int {
 func (d *Discovery) SetMeta(m Meta) error {
 	m.ID, m.Hostname = d.cfg.NodeID, d.cfg.Hostname
 	m.NoBrick, m.StateInRAM = d.cfg.NoBrick, d.cfg.StateInRAM
+	m.Key = hex.EncodeToString(d.cfg.NodeKey.Public().(ed25519.PublicKey))
 	if _, err := EncodeMeta(m); err != nil {
 		return err
 	}
@@ -396,7 +422,7 @@ func (d *Discovery) Send(id string, body []byte) error {
 		return fmt.Errorf("discovery: send to %s: not a live member", id)
 	}
 	n := &memberlist.Node{Name: id, Addr: addr.Addr().AsSlice(), Port: addr.Port()}
-	if err := d.ml.SendReliable(n, envelope(d.cfg.NodeID, body)); err != nil {
+	if err := d.ml.SendReliable(n, seal(d.cfg.NodeKey, d.keys.NameHash, d.cfg.NodeID, time.Now(), body)); err != nil {
 		return fmt.Errorf("discovery: send to %s: %w", id, err)
 	}
 	return nil
@@ -435,13 +461,8 @@ func (d *delegate) NodeMeta(limit int) []byte {
 }
 
 func (d *delegate) NotifyMsg(b []byte) {
-	// memberlist reuses nothing here, but copy anyway: the body outlives this call.
-	if len(b) < 1 {
-		return
-	}
-	from, body, ok := splitEnvelope(b)
+	from, body, ok := (*Discovery)(d).openMessage(b, time.Now())
 	if !ok {
-		d.log.Warn("dropped malformed message")
 		return
 	}
 	select {
@@ -457,12 +478,20 @@ func (d *delegate) LocalState(join bool) []byte {
 	if d.cfg.LocalState == nil {
 		return nil
 	}
-	return d.cfg.LocalState(join)
+	body := d.cfg.LocalState(join)
+	if len(body) == 0 {
+		return nil
+	}
+	return seal(d.cfg.NodeKey, d.keys.NameHash, d.cfg.NodeID, time.Now(), body)
 }
 
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {
-	if d.cfg.MergeRemoteState != nil && len(buf) > 0 {
-		d.cfg.MergeRemoteState(slices.Clone(buf), join)
+	if d.cfg.MergeRemoteState == nil || len(buf) == 0 {
+		return
+	}
+	body, ok := (*Discovery)(d).openState(buf, time.Now())
+	if ok && len(body) > 0 {
+		d.cfg.MergeRemoteState(body, join)
 	}
 }
 
@@ -483,6 +512,7 @@ func (e *eventDelegate) update(n *memberlist.Node, alive bool) {
 	addr, _ := netip.AddrFromSlice(n.Addr)
 	d.mu.Lock()
 	old, seen := d.known[n.Name]
+	d.pin(n.Name, meta.PublicKey(), seen && old.Alive)
 	p := Peer{Member: member.Member{ID: n.Name, Hostname: meta.Hostname, Addr: addr.Unmap(), Alive: alive, SwarmNode: meta.SwarmNode,
 		GlusterEpoch: meta.GlusterEpoch, NoBrick: meta.NoBrick, StateInRAM: meta.StateInRAM}, Meta: meta}
 	switch {

@@ -2,6 +2,8 @@ package discovery
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 )
@@ -34,6 +36,17 @@ type Meta struct {
 	// first metadata already, so no peer ever counts it as a brick host or a voter, even for a moment.
 	NoBrick    bool `json:"b,omitempty"`
 	StateInRAM bool `json:"r,omitempty"`
+	// Key is the node's ed25519 public key (hex), which its envelopes are signed with: peers pin it (pins).
+	Key string `json:"k,omitempty"`
+}
+
+// PublicKey is the decoded Key; nil when there is none or it is malformed.
+func (m Meta) PublicKey() ed25519.PublicKey {
+	b, err := hex.DecodeString(m.Key)
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil
+	}
+	return b
 }
 
 // EncodeMeta serialises m, refusing anything over the limit.
@@ -69,6 +82,9 @@ func DecodeMeta(b []byte) (Meta, error) {
 		if err := validID(m.Initialiser); err != nil {
 			return Meta{}, fmt.Errorf("discovery: meta initialiser: %w", err)
 		}
+	}
+	if m.Key != "" && m.PublicKey() == nil {
+		return Meta{}, fmt.Errorf("discovery: meta key is not %d bytes of hex", ed25519.PublicKeySize)
 	}
 	for _, s := range []string{m.Hostname, m.Phase, m.SwarmID, m.SwarmNode, m.GlusterEpoch} {
 		if len(s) > 128 {
