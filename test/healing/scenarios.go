@@ -508,6 +508,37 @@ func Replacement(ctx context.Context, t testing.TB, c Cluster) {
 	}
 	ws.verify(ctx, t, target)
 	checkBrickHolds(ctx, t, target, cold)
+	checkDepartedAddr(ctx, t, c, oldAddr)
+}
+
+// checkDepartedAddr wants a departed member's address to be trusted no more: a device that gets it next (from
+// DHCP) reaches ssh like any stranger, but none of the cluster ports on any member, so it can neither fetch the
+// volume's volfile (24007) to mount it, nor reach a brick (49152+) or raft (2377). The prober is the lab
+// host, holding the address on the lab bridge; ssh answering it shows the address itself works.
+func checkDepartedAddr(ctx context.Context, t testing.TB, c Cluster, oldAddr string) {
+	t.Helper()
+	src, err := netip.ParseAddr(oldAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := formation.AddSource(ctx, c.Lab.Namespace(), netip.PrefixFrom(src, src.BitLen())); err != nil {
+		t.Fatal(err)
+	}
+	ports := []int{22, 2377, 7946, 24007, 24008, 49152, 49153}
+	for _, n := range c.Nodes {
+		addr, err := n.Address()
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := formation.Scan(ctx, c.Lab.Namespace(), src, netip.MustParseAddr(addr), ports, 3*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		policy := formation.PortPolicy{MustAnswer: []int{22}}
+		if bad := policy.Check(res); len(bad) > 0 {
+			t.Errorf("%s from the departed member's address %s: %s (%s)", n.Name(), oldAddr, strings.Join(bad, "; "), formation.FormatScan(res))
+		}
+	}
 }
 
 // onBrick is where a file at path on the volume's mount lies on a node's brick.
