@@ -12,6 +12,7 @@ import (
 	"github.com/kiln-project/kiln/firstboot/clusterhealth"
 	"github.com/kiln-project/kiln/firstboot/gluster"
 	"github.com/kiln-project/kiln/firstboot/member"
+	"github.com/kiln-project/kiln/firstboot/recovery"
 	"github.com/kiln-project/kiln/lab"
 	"github.com/kiln-project/kiln/test/formation"
 )
@@ -280,6 +281,7 @@ func Partition(ctx context.Context, t testing.TB, c Cluster) {
 		t.Fatalf("majority side not writable: %v", err)
 	}
 	waitRefused(fctx, t, wMinority, "minority refuses writes")
+	checkRecoverRefused(ctx, t, holder, rest)
 	healed = true
 	if err := holder.Heal(ctx); err != nil {
 		t.Fatal(err)
@@ -287,6 +289,25 @@ func Partition(ctx context.Context, t testing.TB, c Cluster) {
 	waitHealed(ctx, t, rest[0], nodes, vip)
 	verify(ctx, t, wMajority, holder)
 	verify(ctx, t, wMinority, rest[0])
+}
+
+// checkRecoverRefused runs `recover --force-new-cluster` on a node cut off from the others, naming them lost:
+// the others were seen moments ago (and still hold the quorum), so it must refuse and change nothing
+// (docs/security.md, "Recover is guarded").
+func checkRecoverRefused(ctx context.Context, t testing.TB, cutOff *lab.Node, others []*lab.Node) {
+	t.Helper()
+	var names []string
+	for _, n := range others {
+		st, err := formation.AgentStatus(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, st.Hostname)
+	}
+	out, err := formation.Exec(ctx, cutOff, "kiln-firstboot", "recover", "--force-new-cluster", "--lost", strings.Join(names, ","))
+	if err == nil || !strings.Contains(err.Error(), recovery.ErrNotLost.Error()) {
+		t.Fatalf("recover on the cut-off %s: %v\n%s\nwant %q", cutOff.Name(), err, out, recovery.ErrNotLost)
+	}
 }
 
 // waitRefused waits until w's writes fail from some point on: between two polls (5 s, 20 write attempts)
