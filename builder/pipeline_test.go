@@ -9,11 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kiln-project/kiln/builder"
 	"github.com/kiln-project/kiln/builder/cache"
@@ -532,5 +535,85 @@ func (cancelAfter) StageProgress(string, float64, string) {}
 func (c cancelAfter) StageDone(r builder.StageResult, err error) {
 	if r.Name == c.stage && err == nil {
 		c.cancel()
+	}
+}
+
+// needStage is a fakeStage that names what it needs (builder.Needer).
+type needStage struct {
+	*fakeStage
+	needs []string
+}
+
+func (n needStage) Needs() []string { return n.needs }
+
+// A stage that needs nothing unbuilt runs beside the chain; its key, and so its reruns, follow only what it
+// needs; a stage that needs several sees the outputs of all of them and of what they need.
+func TestNeeds(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	// pkgs and tool wait for each other to have started: run one after the other, the build would hang.
+	pkgsStarted, toolStarted := make(chan struct{}), make(chan struct{})
+	meet := func(mine, theirs chan struct{}) func(context.Context, *builder.Env, string) error {
+		return func(ctx context.Context, _ *builder.Env, dir string) error {
+			close(mine)
+			select {
+			case <-theirs:
+			case <-time.After(10 * time.Second):
+				return errors.New("the other stage never started beside this one")
+			}
+			return os.WriteFile(filepath.Join(dir, "packages.tsv"), nil, 0o644) // what Build reads of packages
+		}
+	}
+	pkgs := &fakeStage{name: "packages", inputs: map[string]string{"p": "1"}, run: meet(pkgsStarted, toolStarted)}
+	tool := &fakeStage{name: "tool", inputs: map[string]string{"t": "1"}, run: meet(toolStarted, pkgsStarted)}
+	base := &fakeStage{name: "base", inputs: map[string]string{"b": "1"}}
+	var seen []string
+	img := &fakeStage{name: "node", inputs: map[string]string{"i": "1"}, run: func(_ context.Context, env *builder.Env, dir string) error {
+		seen = slices.Sorted(maps.Keys(env.Outputs))
+		return os.WriteFile(filepath.Join(dir, "node"), nil, 0o644)
+	}}
+	formats := &fakeStage{name: "formats", inputs: map[string]string{"f": "raw"}, run: func(_ context.Context, _ *builder.Env, dir string) error {
+		return writeFakeImages(dir, "test")
+	}}
+	list := []builder.Stage{pkgs, base, needStage{tool, nil}, needStage{img, []string{"base", "tool"}}, formats}
+	build := func(rebuild string) {
+		t.Helper()
+		if _, err := builder.Build(ctx, builder.Options{Spec: e.spec, Stages: list, Cache: e.cache, OutDir: e.out,
+			Rebuild: rebuild, SourceDateEpoch: 1686355200}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := []*fakeStage{pkgs, base, tool, img, formats}
+	build("")
+	if got := runs(all); got != "packages=1 base=1 tool=1 node=1 formats=1" {
+		t.Fatalf("first build: %s", got)
+	}
+	if want := []string{"base", "packages", "tool"}; !slices.Equal(seen, want) {
+		t.Errorf("node saw the outputs of %v, want %v", seen, want)
+	}
+	pkgs.run = func(_ context.Context, _ *builder.Env, dir string) error { // from here on one runs without the other
+		return os.WriteFile(filepath.Join(dir, "packages.tsv"), nil, 0o644)
+	}
+	tool.run = nil
+
+	tool.inputs = map[string]string{"t": "2"}
+	build("")
+	if got := runs(all); got != "packages=1 base=1 tool=2 node=2 formats=2" {
+		t.Errorf("tool's input changed: %s", got)
+	}
+	pkgs.inputs = map[string]string{"p": "2"}
+	build("")
+	if got := runs(all); got != "packages=2 base=2 tool=2 node=3 formats=3" {
+		t.Errorf("packages' input changed: %s", got)
+	}
+	build("base")
+	if got := runs(all); got != "packages=2 base=3 tool=2 node=4 formats=4" {
+		t.Errorf("--rebuild base: %s", got)
+	}
+
+	bad := []builder.Stage{pkgs, needStage{tool, []string{"formats"}}, formats}
+	if _, err := builder.Build(ctx, builder.Options{Spec: e.spec, Stages: bad, Cache: e.cache, OutDir: e.out}); err == nil ||
+		!strings.Contains(err.Error(), `tool needs "formats", which is listed after it`) {
+		t.Errorf("a need listed later: %v", err)
 	}
 }

@@ -19,9 +19,18 @@ type Stage interface {
 	Run(ctx context.Context, env *Env, dir string) error
 }
 
+// Needer is a Stage that names the stages whose outputs it reads. A stage that does not implement it needs
+// the stage listed before it (the chain). Its key covers the keys of what it needs, so a change reruns it and
+// whatever needs it, and a stage needing nothing still unbuilt starts at once, beside the others: Traefik's
+// compile runs while the package tree installs.
+type Needer interface {
+	Needs() []string
+}
+
 // Env is what a running stage may use besides its own inputs.
 type Env struct {
-	// Outputs maps an earlier stage's name to its output directory in the cache.
+	// Outputs maps the name of every stage this one needs, directly or through others, to its output
+	// directory in the cache.
 	Outputs map[string]string
 	// Keys maps an earlier stage's name to its cache key: one hash of everything its output depends on.
 	Keys map[string]string

@@ -1,6 +1,6 @@
 // Package images is the images stage: the container images a spec preloads (spec.Preload), as `docker save`
 // archives under the node layer's /usr/lib/kiln/images with their index and the boot unit that loads them.
-// Traefik is built here from its Go module; nothing is pulled from a registry.
+// Traefik's binary comes from the compile stage (built from its Go module); nothing is pulled from a registry.
 package images
 
 import (
@@ -63,6 +63,10 @@ func New(s *spec.Spec) builder.Stage { return &Stage{spec: s} }
 // Name implements builder.Stage.
 func (*Stage) Name() string { return "images" }
 
+// Needs implements builder.Needer: the package tree (its CA bundle goes into Traefik's image) and the
+// compiled binaries.
+func (*Stage) Needs() []string { return []string{"packages", "compile"} }
+
 // Inputs implements builder.Stage: per entry, Traefik's version and the Go that compiles it, or the archive's
 // content hash. A spec without preload has no inputs: the stage writes an empty tree.
 func (st *Stage) Inputs(ctx context.Context) (map[string]string, error) {
@@ -120,7 +124,7 @@ func (st *Stage) Run(ctx context.Context, env *builder.Env, dir string) error {
 			file = "traefik-" + p.Traefik + ".tar"
 			binary := "traefik-" + p.Traefik
 			var img dockerarchive.Image
-			img, err = st.traefik(ctx, env, dir, p.Traefik, filepath.Join(imgDir, file), filepath.Join(imgDir, binary), mtime)
+			img, err = st.traefik(ctx, env, p.Traefik, filepath.Join(imgDir, file), filepath.Join(imgDir, binary), mtime)
 			entries = []preload.Entry{{Name: spec.TraefikImage(p.Traefik), Source: preload.SourceTraefik, Version: p.Traefik, Digest: img.ID, File: file, Binary: binary}}
 		case p.Archive != "":
 			file = fmt.Sprintf("archive-%03d-%s", i, filepath.Base(p.Archive))

@@ -44,22 +44,20 @@ func goVersion(ctx context.Context) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// traefik builds Traefik at version from its Go module into binPath and writes its image as a one-layer
-// archive holding the CA bundle and no binary: the ingress stack bind-mounts binPath's file (on the node's
-// read-only root) at preload.TraefikEntrypoint (docs/builder.md, "Preloaded images"). The module is fetched
-// with `go mod download` (the Go module proxy, like any dependency) and built from a copy with the
-// substitutions of sourceTree: Traefik's go.mod has replace directives, which `go install module@version`
-// refuses, and some of its dependencies are not served by every module proxy.
-func (st *Stage) traefik(ctx context.Context, env *builder.Env, dir, version, archive, binPath string, mtime time.Time) (dockerarchive.Image, error) {
+// buildTraefik builds Traefik at version from its Go module into dir/traefikBinary(version) (the compile
+// stage). The module is fetched with `go mod download` (the Go module proxy, like any dependency) and built
+// from a copy with the substitutions of sourceTree: Traefik's go.mod has replace directives, which `go install
+// module@version` refuses, and some of its dependencies are not served by every module proxy.
+func buildTraefik(ctx context.Context, env *builder.Env, dir, version string) error {
 	work := filepath.Join(dir, ".work")
 	if err := os.MkdirAll(work, 0o755); err != nil {
-		return dockerarchive.Image{}, err
+		return err
 	}
 	src, err := sourceTree(ctx, work, version)
 	if err != nil {
-		return dockerarchive.Image{}, fmt.Errorf("traefik %s: %w", version, err)
+		return fmt.Errorf("traefik %s: %w", version, err)
 	}
-	bin := filepath.Join(work, "traefik")
+	mtime := time.Unix(env.SourceDateEpoch, 0)
 	ldflags := strings.Join([]string{"-s", "-w",
 		"-X", TraefikModule + "/pkg/version.Version=" + version,
 		"-X", TraefikModule + "/pkg/version.Codename=kiln",
@@ -67,12 +65,19 @@ func (st *Stage) traefik(ctx context.Context, env *builder.Env, dir, version, ar
 	start := time.Now()
 	env.Log.Info("building traefik from its Go module (minutes on a cold Go build cache)", "version", version, "source", src)
 	err = run.LinesOpts(ctx, run.Opts{Dir: src, Env: append(goEnv, "GOFLAGS=-mod=mod -buildvcs=false")}, func(line string) { env.Log.Debug("go build", "line", line) },
-		"go", "build", "-trimpath", "-ldflags", ldflags, "-o", bin, "./cmd/traefik")
+		"go", "build", "-trimpath", "-ldflags", ldflags, "-o", filepath.Join(dir, traefikBinary(version)), "./cmd/traefik")
 	if err != nil {
-		return dockerarchive.Image{}, fmt.Errorf("traefik %s: build: %w", version, err)
+		return fmt.Errorf("traefik %s: build: %w", version, err)
 	}
 	env.Log.Info("built traefik", "version", version, "duration", time.Since(start).Round(time.Second))
+	return nil
+}
 
+// traefik writes Traefik's image for version as a one-layer archive holding the CA bundle and no binary, and
+// copies the compile stage's binary to binPath: the ingress stack bind-mounts that file (on the node's
+// read-only root) at preload.TraefikEntrypoint (docs/builder.md, "Preloaded images").
+func (st *Stage) traefik(ctx context.Context, env *builder.Env, version, archive, binPath string, mtime time.Time) (dockerarchive.Image, error) {
+	bin := filepath.Join(env.Outputs["compile"], traefikBinary(version))
 	if err := files.Copy(ctx, binPath, bin, 0o755); err != nil {
 		return dockerarchive.Image{}, fmt.Errorf("traefik %s: %w", version, err)
 	}

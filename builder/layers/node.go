@@ -66,6 +66,10 @@ func NewNode(s *spec.Spec) builder.Stage { return &Node{spec: s} }
 // Name implements builder.Stage.
 func (*Node) Name() string { return "node" }
 
+// Needs implements builder.Needer: the base layer (its digest goes into the node layer) and the preloaded
+// images' tree.
+func (*Node) Needs() []string { return []string{"base", "images"} }
+
 // agentPath is the agent binary to bake in.
 func (n *Node) agentPath() (string, error) {
 	if n.spec.Agent != "" {
