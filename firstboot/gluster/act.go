@@ -30,6 +30,7 @@ func (r *Reconciler) act(ctx context.Context, a Action) error {
 		err = r.cli.Start(ctx, VolumeName)
 	case ActStartForce:
 		err = r.cli.op(ctx, "volume", "start", VolumeName, "force")
+		r.mem.offlineSince = r.now() // the next start, if the brick stays down, after brickStartRetry
 	case ActHeal:
 		err = r.cli.Heal(ctx, VolumeName, false)
 	case ActHealFull:

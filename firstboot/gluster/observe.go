@@ -36,6 +36,9 @@ type HealObserved struct {
 	BrickOnline      bool
 	HealDaemonOnline bool
 	OnlineFor        time.Duration
+	// OfflineFor is how long this node's brick has been seen offline while a full heal is owed, since it was
+	// last started (0: online).
+	OfflineFor time.Duration
 	// Heal is `volume heal data info` (nil when not asked: volume absent or not started).
 	Heal []HealBrick
 	// DownSince is when this node first saw each peer address disconnected (in memory).
@@ -136,6 +139,14 @@ func (r *Reconciler) observeOwnBrick(ctx context.Context, ho *HealObserved) erro
 	}
 	if !r.mem.onlineSince.IsZero() {
 		ho.OnlineFor = ho.Now.Sub(r.mem.onlineSince)
+	}
+	switch {
+	case ho.BrickOnline:
+		r.mem.offlineSince = time.Time{}
+	case r.mem.offlineSince.IsZero():
+		r.mem.offlineSince = ho.Now
+	default:
+		ho.OfflineFor = ho.Now.Sub(r.mem.offlineSince)
 	}
 	return nil
 }

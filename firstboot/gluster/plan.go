@@ -320,8 +320,19 @@ func PlanSelfRepair(s *state.State, obs HealObserved) []Action {
 	if obs.FullHealOwed && obs.Volume != nil && obs.Volume.Status == "Started" && obs.BrickOnline && obs.HealDaemonOnline && obs.OnlineFor >= healSettle {
 		return []Action{{Kind: ActHealOwnBrick}}
 	}
+	if obs.FullHealOwed && obs.BrickPrepared && obs.Volume != nil && obs.Volume.Status == "Started" && !obs.BrickOnline &&
+		obs.OfflineFor >= brickStartRetry {
+		// The prepared brick never came up: the start that followed its preparation failed (glusterd refuses
+		// a transaction while another member holds the cluster lock: "Another transaction is in progress"),
+		// and nothing else starts it; the volume would run on two bricks for good.
+		return []Action{{Kind: ActStartForce}}
+	}
 	return nil
 }
+
+// brickStartRetry is how long the prepared brick may stay offline before it is started again: a start that
+// worked brings it up within seconds, and a retry every pass would itself hold glusterd's cluster lock.
+const brickStartRetry = 30 * time.Second
 
 // healSettle is how long the prepared brick and this node's self-heal daemon must have been online before
 // the full heal is launched. The full crawl that fills an empty brick runs in this node's self-heal daemon

@@ -63,6 +63,9 @@ type memory struct {
 	// onlineSince is when this node's brick and self-heal daemon were first seen online while a full heal of
 	// the brick is owed (healSettle). Lost: the owed heal waits healSettle again.
 	onlineSince time.Time
+	// offlineSince is when this node's prepared brick was first seen offline while its full heal is owed, or
+	// when it was last started again (brickStartRetry). Lost: the retry waits brickStartRetry again.
+	offlineSince time.Time
 }
 
 // createRetryAfter is how long a coordinator waits after a failed `volume create` before it tries again. A
