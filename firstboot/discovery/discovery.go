@@ -59,8 +59,7 @@ type Config struct {
 	Tuning *Tuning
 	// NodeKey signs this node's envelopes (LoadNodeKey); nil makes one for this run (tests).
 	NodeKey ed25519.PrivateKey
-	// MessageWindow is how far off the local clock an envelope's time may be; 0 means the beacon window
-	// (5 min) for the same reason: fresh hardware may boot with a wrong clock.
+	// MessageWindow is how far off the local clock an envelope's time may be; 0 means clockWindow.
 	MessageWindow time.Duration
 	// LocalState and MergeRemoteState carry the agent's replicated state in memberlist's encrypted
 	// push/pull exchange (on join and every PushPullInterval). Either may be nil.
@@ -147,9 +146,15 @@ type Discovery struct {
 	gossip map[string]netip.AddrPort
 	// pins is the node key each member id signs with, learned from its metadata; guarded by mu (see pin).
 	pins map[string]ed25519.PublicKey
+	// keyHex is this node's public node key as its metadata carries it.
+	keyHex string
 	// rejected throttles the log lines of refused envelopes per sender.
 	rejected *throttle
 }
+
+// clockWindow is the default for how far off the local clock a beacon's or an envelope's time may be: minutes,
+// since fresh hardware may boot with a wrong clock and no NTP yet.
+const clockWindow = 5 * time.Minute
 
 // Start creates the memberlist, starts beacons and the seed loop, and returns at once: members appear as
 // they are found (Events signals changes).
@@ -186,11 +191,12 @@ func Start(ctx context.Context, cfg Config) (*Discovery, error) {
 		}
 	}
 	if d.cfg.MessageWindow == 0 {
-		d.cfg.MessageWindow = 5 * time.Minute
+		d.cfg.MessageWindow = clockWindow
 	}
 	pub := d.cfg.NodeKey.Public().(ed25519.PublicKey)
 	d.pins[cfg.NodeID] = pub
-	d.meta.Key = hex.EncodeToString(pub)
+	d.keyHex = hex.EncodeToString(pub)
+	d.meta.Key = d.keyHex
 	var acceptGossip, acceptBeacon [][]byte
 	for _, ak := range cfg.AcceptKeys {
 		k, err := DeriveKeys(cfg.ClusterName, ak)
@@ -253,7 +259,7 @@ func Start(ctx context.Context, cfg Config) (*Discovery, error) {
 			bc.QuietInterval = 15 * time.Second
 		}
 		if bc.Window == 0 {
-			bc.Window = 5 * time.Minute
+			bc.Window = clockWindow
 		}
 		conn, err := listenBeacon(ctx, bc.Listen)
 		if err != nil {
@@ -395,7 +401,7 @@ func cmpString(a, b string) int {
 func (d *Discovery) SetMeta(m Meta) error {
 	m.ID, m.Hostname = d.cfg.NodeID, d.cfg.Hostname
 	m.NoBrick, m.StateInRAM = d.cfg.NoBrick, d.cfg.StateInRAM
-	m.Key = hex.EncodeToString(d.cfg.NodeKey.Public().(ed25519.PublicKey))
+	m.Key = d.keyHex
 	if _, err := EncodeMeta(m); err != nil {
 		return err
 	}

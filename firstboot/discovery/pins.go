@@ -42,11 +42,6 @@ func (d *Discovery) PublicKey() ed25519.PublicKey {
 	return d.cfg.NodeKey.Public().(ed25519.PublicKey)
 }
 
-// Sign signs msg with this node's key (formation records carry their origin's signature).
-func (d *Discovery) Sign(msg []byte) []byte {
-	return ed25519.Sign(d.cfg.NodeKey, msg)
-}
-
 // openMessage checks a reliable message's envelope and returns its sender and body; a refused one is logged
 // (throttled per sender) and dropped.
 func (d *Discovery) openMessage(b []byte, now time.Time) (string, []byte, bool) {
