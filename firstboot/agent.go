@@ -193,6 +193,8 @@ type agent struct {
 	swarmNode string // last observed swarm node ID of this node, gossiped in metadata
 	// glusterEpoch is the last observed epoch of this node's glusterd state, gossiped in metadata.
 	glusterEpoch string
+	// storageTLS: this node's glusterd speaks TLS (gossiped); once on, it stays on for the install.
+	storageTLS bool
 	// metaPhase and metaVIP are what the last publishMeta said (republishMeta repeats them).
 	metaPhase status.Phase
 	metaVIP   bool

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kiln-project/kiln/firstboot/discovery"
 	"github.com/kiln-project/kiln/firstboot/election"
+	"github.com/kiln-project/kiln/firstboot/glustertls"
 	"github.com/kiln-project/kiln/firstboot/status"
 )
 
@@ -283,6 +284,10 @@ func (a *agent) merge(r record, from string) {
 		default:
 			a.adopt(&r, "formation record of a recovered cluster (new epoch)", from)
 		}
+	case !sameCA(a.rec.StorageCA, r.StorageCA):
+		// Only the initialiser makes the CA, once; a refresh that brings another one (or drops it) is not the
+		// cluster's record, whoever signed it.
+		a.log.Error("ignored formation record that changes the storage CA", "from", from, "origin", r.Origin)
 	case r.Updated.After(a.rec.Updated) && worthRefreshing(a.rec, &r):
 		a.adopt(&r, "formation record refreshed", from)
 	}
@@ -363,7 +368,12 @@ func subset(xs, of []string) bool {
 func sameRecord(x, y *record) bool {
 	return x.SwarmID == y.SwarmID && x.Initialiser == y.Initialiser && x.ManagerToken == y.ManagerToken &&
 		x.WorkerToken == y.WorkerToken && slices.Equal(x.ManagerAddrs, y.ManagerAddrs) &&
-		x.Managers == y.Managers && maps.Equal(x.GlusterPeers, y.GlusterPeers) && x.Epoch == y.Epoch
+		x.Managers == y.Managers && maps.Equal(x.GlusterPeers, y.GlusterPeers) && x.Epoch == y.Epoch &&
+		sameCA(x.StorageCA, y.StorageCA)
+}
+
+func sameCA(x, y *glustertls.CA) bool {
+	return x == nil && y == nil || x != nil && y != nil && *x == *y
 }
 
 // broadcastRecord sends the record to every live member (the fast path; push/pull is the safety net).
@@ -396,7 +406,7 @@ func (a *agent) publishMeta(phase status.Phase, holdsVIP bool) {
 	a.mu.Lock()
 	a.metaPhase, a.metaVIP = phase, holdsVIP
 	m := discovery.Meta{Phase: string(phase), Initialiser: a.el.Decided(), VIP: holdsVIP, SwarmNode: a.swarmNode,
-		GlusterEpoch: a.glusterEpoch}
+		GlusterEpoch: a.glusterEpoch, StorageTLS: a.storageTLS}
 	if a.rec != nil {
 		m.SwarmID = a.rec.SwarmID
 	}

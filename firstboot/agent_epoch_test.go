@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-project/kiln/firstboot/glustertls"
 	"github.com/kiln-project/kiln/firstboot/state"
 )
 
@@ -113,4 +114,41 @@ func minutely(from, to int) []time.Duration {
 		ds = append(ds, time.Duration(m)*time.Minute)
 	}
 	return ds
+}
+
+// The storage CA is the initialiser's for the life of the cluster: a refresh that brings another one or none
+// is ignored, whoever signed it, and a recovery keeps it.
+func TestStorageCAStays(t *testing.T) {
+	ca, _ := glustertls.NewCA("c")
+	other, _ := glustertls.NewCA("c")
+	a := &agent{opts: Options{StateDir: t.TempDir()}.withDefaults(), log: Options{}.withDefaults().Logger, kick: make(chan struct{}, 1), conflicted: map[string]bool{}}
+	base := record{Formation: state.Formation{SwarmID: "s", Initialiser: "aa", ManagerToken: "m", WorkerToken: "w",
+		ManagerAddrs: []string{"x:2377"}, StorageCA: ca}, Updated: time.Unix(100, 0)}
+	a.rec = &base
+	for name, c := range map[string]*glustertls.CA{"another CA": other, "no CA": nil} {
+		r := base
+		r.StorageCA, r.Updated, r.ManagerAddrs = c, time.Unix(200, 0), []string{"y:2377"}
+		a.merge(r, "test")
+		if a.rec.ManagerAddrs[0] != "x:2377" || *a.rec.StorageCA != *ca {
+			t.Fatalf("%s: refresh adopted: %+v", name, a.rec)
+		}
+	}
+	r := base
+	r.Updated, r.ManagerAddrs = time.Unix(200, 0), []string{"y:2377"}
+	a.merge(r, "test")
+	if a.rec.ManagerAddrs[0] != "y:2377" {
+		t.Fatalf("a refresh with the same CA was not adopted: %+v", a.rec)
+	}
+
+	dir := t.TempDir()
+	if err := writeJSON(filepath.Join(dir, formationFile), &base); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewEpoch(dir, "bb", "10.0.0.1:2377", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var rec record
+	if _, err := readJSON(filepath.Join(dir, formationFile), &rec); err != nil || rec.StorageCA == nil || *rec.StorageCA != *ca {
+		t.Fatalf("the recovery's record lost the storage CA: %v", err)
+	}
 }

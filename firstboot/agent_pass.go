@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kiln-project/kiln/firstboot/election"
+	"github.com/kiln-project/kiln/firstboot/glustertls"
 	"github.com/kiln-project/kiln/firstboot/member"
 	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/firstboot/statefs"
@@ -114,6 +115,7 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 	if s.Gluster.Epoch != "" {
 		a.glusterEpoch = s.Gluster.Epoch // likewise when glusterd does not answer
 	}
+	a.storageTLS = a.storageTLS || s.Gluster.TLS
 	phase := a.phase(s, results)
 	if phase == status.PhaseReady && s.Formation != nil && s.Formation.Epoch > a.epoch {
 		// Everything converged in the new epoch: this node's state belongs to it now.
@@ -212,6 +214,13 @@ func (a *agent) takeAnnounce(announced *state.Formation) {
 	switch {
 	case a.rec == nil && a.el.Decided() == a.id:
 		ann.Initialiser = a.id
+		ca, err := glustertls.NewCA(a.cfg.Cluster.Name)
+		if err != nil {
+			a.mu.Unlock()
+			a.log.Error("not forming yet: make the storage CA", "err", err)
+			return
+		}
+		ann.StorageCA = ca
 		r := &record{Formation: ann, Updated: time.Now().UTC()}
 		r.sign(a.id, a.nodeKey)
 		if err := r.valid(); err != nil {
@@ -225,7 +234,8 @@ func (a *agent) takeAnnounce(announced *state.Formation) {
 	case a.rec.SwarmID != ann.SwarmID:
 		a.log.Error("ignored swarm announce of another swarm", "ours", a.rec.SwarmID, "announced", ann.SwarmID)
 	default:
-		ann.Initialiser = a.rec.Initialiser
+		// The initialiser's CA stays the cluster's: announcers never carry it, and no refresh changes it.
+		ann.Initialiser, ann.StorageCA = a.rec.Initialiser, a.rec.StorageCA
 		r := &record{Formation: ann, Updated: time.Now().UTC()}
 		r.sign(a.id, a.nodeKey)
 		if worthRefreshing(a.rec, r) && r.valid() == nil && a.adopt(r, "formation record refreshed", a.id) {

@@ -90,6 +90,11 @@ func (r *record) valid() error {
 	case len(r.ManagerAddrs) == 0:
 		return errors.New("formation record without manager addresses")
 	}
+	if r.StorageCA != nil {
+		if err := r.StorageCA.Valid(); err != nil {
+			return fmt.Errorf("formation record: %w", err)
+		}
+	}
 	return nil
 }
 

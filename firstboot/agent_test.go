@@ -19,6 +19,7 @@ import (
 
 	"github.com/kiln-project/kiln/firstboot/config"
 	"github.com/kiln-project/kiln/firstboot/discovery"
+	"github.com/kiln-project/kiln/firstboot/glustertls"
 	"github.com/kiln-project/kiln/firstboot/netif"
 	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/firstboot/status"
@@ -316,6 +317,7 @@ func TestAgentsFormOneSwarm(t *testing.T) {
 	if init := c.w.inits[0]; init != "a1" {
 		t.Errorf("initialiser %s, want the lowest id a1 (all booted together)", init)
 	}
+	var ca *glustertls.CA // the initialiser's storage CA: one for the cluster, on every node
 	for i := range 3 {
 		p := filepath.Join(c.dirs[i], formationFile)
 		fi, err := os.Stat(p)
@@ -324,6 +326,15 @@ func TestAgentsFormOneSwarm(t *testing.T) {
 		}
 		if fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s mode %v, want 0600", p, fi.Mode().Perm())
+		}
+		var r record
+		if _, err := readJSON(p, &r); err != nil || r.StorageCA == nil || r.StorageCA.Valid() != nil {
+			t.Fatalf("%s: record without a valid storage CA: %v", c.ids[i], err)
+		}
+		if ca == nil {
+			ca = r.StorageCA
+		} else if *ca != *r.StorageCA {
+			t.Errorf("%s holds another storage CA than %s", c.ids[i], c.ids[0])
 		}
 		raw, _ := os.ReadFile(filepath.Join(c.dirs[i], "run", "status.json"))
 		if bytes.Contains(raw, []byte("SWMTKN")) {

@@ -26,6 +26,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"text/tabwriter"
@@ -248,7 +249,7 @@ func throughput(ctx context.Context, ns string, vip netip.Addr, root *x509.Certi
 					out.ok++
 					out.latencies = append(out.latencies, lat)
 					if servedBy != nil {
-						servedBy[body]++
+						servedBy[strings.TrimSpace(body)]++
 					}
 				}
 				mu.Unlock()

@@ -375,7 +375,7 @@ func (d *Discovery) Peers() []Peer {
 	defer d.mu.Unlock()
 	self := d.known[d.cfg.NodeID]
 	self.Member = member.Member{ID: d.cfg.NodeID, Hostname: d.cfg.Hostname, Addr: d.Addr().Addr(), Alive: true, SwarmNode: d.meta.SwarmNode,
-		GlusterEpoch: d.meta.GlusterEpoch, NoBrick: d.meta.NoBrick, StateInRAM: d.meta.StateInRAM}
+		GlusterEpoch: d.meta.GlusterEpoch, StorageTLS: d.meta.StorageTLS, NoBrick: d.meta.NoBrick, StateInRAM: d.meta.StateInRAM}
 	self.Meta = d.meta
 	d.known[d.cfg.NodeID] = self
 	out := make([]Peer, 0, len(d.known))
@@ -520,7 +520,7 @@ func (e *eventDelegate) update(n *memberlist.Node, alive bool) {
 	old, seen := d.known[n.Name]
 	d.pin(n.Name, meta.PublicKey(), seen && old.Alive)
 	p := Peer{Member: member.Member{ID: n.Name, Hostname: meta.Hostname, Addr: addr.Unmap(), Alive: alive, SwarmNode: meta.SwarmNode,
-		GlusterEpoch: meta.GlusterEpoch, NoBrick: meta.NoBrick, StateInRAM: meta.StateInRAM}, Meta: meta}
+		GlusterEpoch: meta.GlusterEpoch, StorageTLS: meta.StorageTLS, NoBrick: meta.NoBrick, StateInRAM: meta.StateInRAM}, Meta: meta}
 	switch {
 	case alive:
 	case seen && !old.Alive:

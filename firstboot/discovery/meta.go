@@ -32,6 +32,8 @@ type Meta struct {
 	SwarmNode string `json:"n,omitempty"`
 	// GlusterEpoch is the formation epoch the node's glusterd state belongs to (member.GlusterEpoch).
 	GlusterEpoch string `json:"g,omitempty"`
+	// StorageTLS: the node's glusterd speaks TLS (member.StorageTLS).
+	StorageTLS bool `json:"t,omitempty"`
 	// NoBrick and StateInRAM are the node's standing for the run (member.NoBrick, member.StateInRAM): in its
 	// first metadata already, so no peer ever counts it as a brick host or a voter, even for a moment.
 	NoBrick    bool `json:"b,omitempty"`

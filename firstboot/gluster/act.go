@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kiln-project/kiln/firstboot/gluster/glusterd"
+	"github.com/kiln-project/kiln/firstboot/glustertls"
 	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/internal/files"
 )
@@ -152,10 +153,18 @@ func (r *Reconciler) adoptUUID(ctx context.Context, id string, pool map[string]s
 func (r *Reconciler) resetPeer(ctx context.Context, epoch string) error {
 	return r.whileStopped(ctx, "reset peer", func() error {
 		suffix := ".before-epoch-" + epoch + "." + r.now().UTC().Format("20060102T150405")
+		tls := glustertls.Enabled(r.root)
 		for _, p := range []string{glusterd.StateDir, BrickPath} {
 			path := filepath.Join(r.root, p)
 			if err := glusterd.SetAside(path, suffix); err != nil {
 				return fmt.Errorf("set %s aside: %w", path, err)
+			}
+		}
+		if tls {
+			// The switch lives in glusterd's state directory; the fresh glusterd must speak TLS from its
+			// start, as this node's gossip still says it does.
+			if err := glustertls.Enable(r.root); err != nil {
+				return err
 			}
 		}
 		// Recorded before glusterd starts: from here on its state is the new epoch's.

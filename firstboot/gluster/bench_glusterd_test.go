@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-project/kiln/firstboot/glustertls"
 	"github.com/kiln-project/kiln/firstboot/member"
 	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/internal/run"
@@ -77,7 +78,7 @@ func (s timedSystemd) Start(ctx context.Context, unit string) error {
 // Passes repeat 0.5 s apart: an agent's loop runs every 5 s while not settled, but every gossiped metadata
 // change (a member reporting its glusterd epoch, its phase) wakes it at once, and during formation those come
 // several times a second.
-func formConcurrently(tb testing.TB, ns []*gnode, clock *stepClock) []time.Duration {
+func formConcurrently(tb testing.TB, ns []*gnode, clock *stepClock, ca *glustertls.CA) []time.Duration {
 	tb.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
@@ -93,7 +94,7 @@ func formConcurrently(tb testing.TB, ns []*gnode, clock *stepClock) []time.Durat
 		recs[i] = New(NewCLI(runner), nodeSystemd{tb, n}, n.dir, log.With("node", n.m.ID))
 	}
 	ms := []member.Member{ns[0].m, ns[1].m, ns[2].m}
-	f := &state.Formation{Initialiser: ns[0].m.ID}
+	f := &state.Formation{Initialiser: ns[0].m.ID, StorageCA: ca}
 	var mu sync.Mutex // guards ms and f: what gossip carries between the agents
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -164,12 +165,13 @@ func checkFormed(tb testing.TB, ns []*gnode) {
 }
 
 // TestFormationRealGlusterd: three fresh glusterds, three concurrent reconcilers, one replica-3 volume mounted
-// on every node. The coordinator sets the cluster options before its first probe, while its pool is itself
+// on every node, in plaintext, as a cluster formed before storage TLS keeps running (TestStorageTLSRealGlusterd
+// forms with TLS). The coordinator sets the cluster options before its first probe, while its pool is itself
 // alone; the probed peers must have received them.
 func TestFormationRealGlusterd(t *testing.T) {
 	needGlusterd(t)
 	ns := newGlusterLAN(t)
-	formConcurrently(t, ns, nil)
+	formConcurrently(t, ns, nil, nil)
 	checkFormed(t, ns)
 	vol, err := NewCLI(ns[1].runner).VolumeInfo(context.Background(), VolumeName)
 	if err != nil || vol == nil || vol.Status != "Started" || len(vol.Bricks) != 3 || vol.Options["network.ping-timeout"] != "5" {
@@ -190,7 +192,7 @@ func BenchmarkFormationRealGlusterd(b *testing.B) {
 	ns := newGlusterLAN(b)
 	clock := &stepClock{}
 	b.StartTimer()
-	mountedAt := formConcurrently(b, ns, clock)
+	mountedAt := formConcurrently(b, ns, clock, newCA(b))
 	b.StopTimer()
 	checkFormed(b, ns)
 

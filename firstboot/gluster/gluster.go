@@ -50,6 +50,39 @@ func Options(peers []netip.Addr) map[string]string {
 	}
 }
 
+// SSLAllow is the volume option listing the certificate names (node ids) whose clients the bricks accept.
+const SSLAllow = "auth.ssl-allow"
+
+// TLSOptions are the volume options of a cluster with a storage CA: TLS on the I/O path of every client and
+// brick, and SSLAllow naming the node ids let in. The list is what the volume has (cur) plus self and every
+// member that has not departed, minus the departed: a member's certificate is let in as long as its address
+// is (state.PeerAddrs), and a node that has just booted and sees no peer yet never narrows the list to
+// itself, which would lock every other client out of the bricks.
+func TLSOptions(cur string, members []member.Member, self member.Member) map[string]string {
+	ids := map[string]bool{}
+	for _, id := range strings.Split(cur, ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			ids[id] = true
+		}
+	}
+	for _, m := range members {
+		if m.ID != "" {
+			ids[m.ID] = !m.Departed
+		}
+	}
+	if self.ID != "" {
+		ids[self.ID] = true
+	}
+	var allow []string
+	for id, ok := range ids {
+		if ok {
+			allow = append(allow, id)
+		}
+	}
+	slices.Sort(allow)
+	return map[string]string{"client.ssl": "on", "server.ssl": "on", SSLAllow: strings.Join(allow, ",")}
+}
+
 // Option is one volume option.
 type Option struct{ Key, Value string }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kiln-project/kiln/firstboot/gluster/glusterd"
+	"github.com/kiln-project/kiln/firstboot/glustertls"
 	"github.com/kiln-project/kiln/firstboot/member"
 	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/internal/run"
@@ -65,14 +66,19 @@ func (n *gnode) start(t testing.TB) {
 mount --make-rprivate /
 # glusterd's CLI socket is /var/run/glusterd.socket: each node needs a /run of its own.
 mount -t tmpfs kglrun /run
-mkdir -p /run/gluster /var/lib/kiln/bricks /var/log/glusterfs
+mkdir -p /run/gluster /var/lib/kiln/bricks /var/lib/kiln/tls /var/log/glusterfs
 mount --bind %[1]s/var/lib/glusterd /var/lib/glusterd
 mount --bind %[1]s/run/gluster /run/gluster
 mount --bind %[1]s/log /var/log/glusterfs
 mount --bind %[1]s/var/lib/kiln/bricks /var/lib/kiln/bricks
+mount --bind %[1]s/var/lib/kiln/tls /var/lib/kiln/tls
+# As in the image: glusterd's fixed TLS paths are links into the state partition (package glustertls).
+mount -t tmpfs kglssl /usr/lib/ssl
+ln -s /etc/ssl/openssl.cnf /usr/lib/ssl/openssl.cnf
+for f in pem key ca; do ln -s /var/lib/kiln/tls/glusterfs.$f /usr/lib/ssl/glusterfs.$f; done
 exec glusterd -N --log-level=INFO
 `, n.dir)
-	for _, d := range []string{"var/lib/glusterd", "run/gluster", "log", "mnt"} {
+	for _, d := range []string{"var/lib/glusterd", "var/lib/kiln/tls", "run/gluster", "log", "mnt"} {
 		if err := os.MkdirAll(filepath.Join(n.dir, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -229,11 +235,11 @@ func newGlusterLAN(t testing.TB) []*gnode {
 	return ns
 }
 
-// TestReimageRealGlusterd: three real glusterds form the replica-3 volume through the reconciler; files are
-// written through a FUSE mount; then one node is reimaged (glusterd state and brick wiped, fresh UUID). Its
-// reconciler adopts the old UUID from the pool map, probes back in, recreates its brick with the volume-id
-// xattr, starts it and heals it in full: it ends with its old UUID, every brick online, no pending heal, and
-// every file on its brick.
+// TestReimageRealGlusterd: three real glusterds form the replica-3 volume with storage TLS through the
+// reconciler; files are written through a FUSE mount; then one node is reimaged (glusterd state, brick and TLS
+// files wiped, fresh UUID). Its reconciler issues itself a new certificate and switches TLS on, adopts the old
+// UUID from the pool map, probes back in, recreates its brick with the volume-id xattr, starts it and heals it
+// in full: it ends with its old UUID, every brick online, no pending heal, and every file on its brick.
 func TestReimageRealGlusterd(t *testing.T) {
 	needGlusterd(t)
 	ns := newGlusterLAN(t)
@@ -249,7 +255,7 @@ func TestReimageRealGlusterd(t *testing.T) {
 		recs[i].now = clock.now
 	}
 	ctx := context.Background()
-	f := &state.Formation{Initialiser: "a"}
+	f := &state.Formation{Initialiser: "a", StorageCA: newCA(t)}
 	pass := func(i int) (*state.State, error) {
 		s := &state.State{Inputs: state.Inputs{Expected: 3, Formation: f, ReplaceAfter: time.Hour}, Observed: state.Observed{Self: ms[i], Members: ms}, Swarm: state.SwarmOutput{Active: true}}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -294,8 +300,18 @@ func TestReimageRealGlusterd(t *testing.T) {
 	// For that the followers must look reported (fresh) before their first pass, which is also what makes
 	// their brick parents: as if their agents had reported from a pass that ran before their reconciler
 	// made the directory (the image's tmpfiles.d makes it at boot, so on a node this takes a broken image).
+	// Their storage TLS is on already too, or the coordinator would not probe them.
 	for i := 1; i < 3; i++ {
 		ms[i].GlusterEpoch = member.FreshGluster
+		if _, err := glustertls.Ensure(ns[i].dir, f.StorageCA, ms[i].ID); err != nil {
+			t.Fatal(err)
+		}
+		ns[i].stop(t)
+		if err := glustertls.Enable(ns[i].dir); err != nil {
+			t.Fatal(err)
+		}
+		ns[i].start(t)
+		ms[i].StorageTLS = true
 	}
 	until("formed and mounted everywhere", 4*time.Minute, mounted)
 	if len(f.GlusterPeers) != 3 {
@@ -309,10 +325,12 @@ func TestReimageRealGlusterd(t *testing.T) {
 		}
 	}
 
-	// Reimage C: glusterd state and brick gone, a fresh glusterd with a new UUID.
+	// Reimage C: glusterd state, brick and TLS files gone, a fresh glusterd with a new UUID in plaintext, and an
+	// agent that has not said it speaks TLS.
 	c := ns[2]
 	c.stop(t)
-	for _, d := range []string{"var/lib/glusterd", "var/lib/kiln/bricks/data"} {
+	ms[2].StorageTLS = false
+	for _, d := range []string{"var/lib/glusterd", "var/lib/kiln/bricks/data", "var/lib/kiln/tls"} {
 		if err := os.RemoveAll(filepath.Join(c.dir, d)); err != nil {
 			t.Fatal(err)
 		}
@@ -496,6 +514,7 @@ func gossip(ms []member.Member, i int, s *state.State) {
 	if s.Gluster.Epoch != "" {
 		ms[i].GlusterEpoch = s.Gluster.Epoch
 	}
+	ms[i].StorageTLS = ms[i].StorageTLS || s.Gluster.TLS
 }
 
 // backoffClock is the real-glusterd tests' clock: real time, except that while a coordinator holds a create

@@ -3,6 +3,7 @@ package gluster
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -91,6 +92,9 @@ func Plan(s *state.State, obs Observed) []Action {
 		return acts
 	}
 	want := Options(s.PeerAddrs())
+	if tlsCluster(s) {
+		maps.Copy(want, TLSOptions(obs.Volume.Options[SSLAllow], s.Members, s.Self))
+	}
 	var set []Option
 	for _, k := range sortedKeys(want) {
 		if obs.Volume.Options[k] != want[k] {
@@ -211,13 +215,22 @@ func unmeshed(self member.Member, bricks []member.Member, views map[string][]Pee
 // glusterd (PlanEpochReset); probed in those seconds, it leaves an entry under its old UUID in the recovered
 // pool beside the one of its fresh glusterd, and every add-brick then fails with "Another transaction is
 // in progress". A member that has not reported yet is not probed either: its first pass
-// reports it, even before its swarm is up.
+// reports it, even before its swarm is up. In a cluster with a storage CA, a member whose glusterd does not
+// speak TLS yet (member.StorageTLS) would fail the probe's handshake: it is probed once it says it does.
 func probeable(s *state.State, m member.Member) bool {
+	if tlsCluster(s) && !m.StorageTLS {
+		return false
+	}
 	if m.GlusterEpoch == member.FreshGluster {
 		return true
 	}
 	e, err := strconv.Atoi(m.GlusterEpoch)
 	return err == nil && e >= recordEpoch(s)
+}
+
+// tlsCluster reports whether the cluster's storage runs with TLS: its record carries a storage CA.
+func tlsCluster(s *state.State) bool {
+	return s.Formation != nil && s.Formation.StorageCA != nil
 }
 
 // recordEpoch is the formation record's epoch (0 before there is a record).

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-project/kiln/firstboot/glustertls"
 	"github.com/kiln-project/kiln/firstboot/member"
 	"github.com/kiln-project/kiln/firstboot/state"
 )
@@ -425,5 +426,58 @@ func TestPlanEpochReset(t *testing.T) {
 	s.Formation.GlusterPeers["10.77.0.13"] = uuidC
 	if got := kinds(PlanEpochReset(s, old)); got != "" {
 		t.Errorf("node the recovered pool knows: %q", got)
+	}
+}
+
+// In a cluster with a storage CA the coordinator probes only members that speak TLS, sets TLS on the I/O path
+// before the first start, and keeps auth.ssl-allow to the members' ids: grown from what the volume has,
+// never narrowed to the members it happens to see, and without the departed.
+func TestPlanTLS(t *testing.T) {
+	ca, err := glustertls.NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tls := func(s *state.State) *state.State {
+		s.Formation = &state.Formation{Initialiser: "a", StorageCA: ca, GlusterPeers: map[string]string{
+			mA.Addr.String(): "u-a", mB.Addr.String(): "u-b", mC.Addr.String(): "u-c"}}
+		return s
+	}
+	on := func(m member.Member) member.Member { m.StorageTLS = true; return m }
+	departed := func(m member.Member) member.Member { m.Alive, m.Departed = false, true; return m }
+	ready := Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}}
+	volume := func(status, allow string) Observed {
+		o := ready
+		opts := Options([]netip.Addr{mA.Addr, mB.Addr, mC.Addr})
+		opts["client.ssl"], opts["server.ssl"] = "on", "on"
+		if allow != "" {
+			opts[SSLAllow] = allow
+		}
+		o.Volume = &Volume{Status: status, Options: opts}
+		return o
+	}
+	cases := []struct {
+		name string
+		s    *state.State
+		obs  Observed
+		want []string
+	}{
+		{"members not on TLS yet are not probed", tls(st(on(mA), on(mA), mB, on(mC))), Observed{}, []string{"probe 10.77.0.13"}},
+		{"plaintext cluster probes everyone", st(mA, mA, mB, mC), Observed{}, []string{"probe 10.77.0.12", "probe 10.77.0.13"}},
+		{"created: TLS options before the start", tls(st(on(mA), on(mA), on(mB), on(mC))),
+			Observed{Peers: ready.Peers, Volume: &Volume{Status: "Created", Options: map[string]string{}}},
+			[]string{"set auth.allow 127.0.0.1,10.77.0.11,10.77.0.12,10.77.0.13 auth.ssl-allow a,b,c client.ssl on cluster.quorum-type auto cluster.server-quorum-type server network.ping-timeout 5 server.ssl on", "start"}},
+		{"converged", tls(st(on(mA), on(mA), on(mB), on(mC))), volume("Started", "a,b,c"), nil},
+		{"a coordinator that sees only itself keeps the others", tls(st(on(mA), on(mA))), volume("Started", "a,b,c"), nil},
+		{"a newcomer is let in", tls(st(on(mA), on(mA), on(mB), on(mC), member.Member{ID: "d", Addr: mC.Addr.Next(), Alive: true, GlusterEpoch: member.FreshGluster, StorageTLS: true})),
+			volume("Started", "a,b,c"), []string{"probe 10.77.0.14", "set auth.allow 127.0.0.1,10.77.0.11,10.77.0.12,10.77.0.13,10.77.0.14 auth.ssl-allow a,b,c,d"}},
+		{"the departed is dropped", tls(st(on(mA), on(mA), on(mB), departed(on(mC)))), volume("Started", "a,b,c"),
+			[]string{"set auth.allow 127.0.0.1,10.77.0.11,10.77.0.12 auth.ssl-allow a,b"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := kinds(Plan(c.s, c.obs)); got != strings.Join(c.want, "; ") {
+				t.Errorf("Plan = %s\nwant  %s", got, strings.Join(c.want, "; "))
+			}
+		})
 	}
 }

@@ -102,6 +102,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error
 	if err != nil {
 		return false, err
 	}
+	tlsChanged, err := r.ensureTLS(ctx, s)
+	started = started || tlsChanged
+	if err != nil {
+		return started, err
+	}
 	if !s.Swarm.Active {
 		// The coordinator probes only members that reported their glusterd's epoch: report it now, so
 		// storage formation does not wait for a pass after this node's swarm is up.

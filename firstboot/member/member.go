@@ -33,6 +33,9 @@ type Member struct {
 	// still holding a pool from before a `recover` leaves a second entry for its address in the recovered
 	// pool, and every add-brick fails while it is there.
 	GlusterEpoch string `json:"gluster_epoch,omitempty"`
+	// StorageTLS: the member's glusterd speaks TLS (gossiped metadata). In a cluster with a storage CA the
+	// gluster coordinator probes only such members: a probe of a glusterd still in plaintext fails.
+	StorageTLS bool `json:"storage_tls,omitempty"`
 	// NoBrick: the member never holds a gluster brick (gossiped metadata); it mounts the volume like every
 	// member. A node with /var in RAM says so: a brick there would be gone at its next reboot.
 	NoBrick bool `json:"no_brick,omitempty"`

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/kiln-project/kiln/firstboot/glustertls"
 	"github.com/kiln-project/kiln/firstboot/member"
 )
 
@@ -104,6 +105,9 @@ type GlusterOutput struct {
 	// coordinator observed it (nil when not observed). The agent puts it into the formation record it
 	// announces (Formation.GlusterPeers), so a reimaged node can take its old UUID back.
 	PoolUUIDs map[string]string
+	// TLS is set once this node's glusterd runs with storage TLS (the record's StorageCA). The agent gossips it
+	// (member.StorageTLS); it stays on for the install.
+	TLS bool
 }
 
 // Report is what reconcilers say about themselves, for `kiln-firstboot status` and the node's phase.
@@ -159,6 +163,11 @@ type Formation struct {
 	// Epoch counts forced recoveries of this cluster (0 until the first). Nodes from an older epoch start
 	// over (swarm leave, fresh glusterd) instead of bringing back the old majority's state.
 	Epoch int `json:"epoch,omitempty"`
+	// StorageCA is the cluster's storage CA (certificate and key), made by the initialiser when it creates the
+	// record and never changed afterwards, recoveries included: every node issues its own gluster certificate
+	// from it. nil in a cluster formed by an agent from before storage TLS; that cluster's storage stays
+	// plaintext (docs/security.md).
+	StorageCA *glustertls.CA `json:"storageCA,omitempty"`
 }
 
 // Clone returns a deep copy, so a reconciler that changes its Formation never changes the agent's record.
@@ -169,6 +178,10 @@ func (f *Formation) Clone() *Formation {
 	c := *f
 	c.ManagerAddrs = slices.Clone(f.ManagerAddrs)
 	c.GlusterPeers = maps.Clone(f.GlusterPeers)
+	if f.StorageCA != nil {
+		ca := *f.StorageCA
+		c.StorageCA = &ca
+	}
 	return &c
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/kiln-project/kiln/firstboot/discovery"
 	"github.com/kiln-project/kiln/firstboot/gluster"
 	"github.com/kiln-project/kiln/firstboot/ingress"
+	"github.com/kiln-project/kiln/firstboot/recovery"
 	"github.com/kiln-project/kiln/lab"
 	"github.com/kiln-project/kiln/lab/labtest"
 	"github.com/kiln-project/kiln/test/acmeca"
@@ -142,6 +143,7 @@ func TestFormation(t *testing.T) {
 		t.Fatal(err)
 	}
 	hostnames := map[string]string{} // node name → hostname, from the agents' status
+	var nodeIDs []string             // the agents' node ids, sorted
 
 	// From the first instant: while the nodes boot and form, a prober on their LAN finds nothing open but ssh,
 	// the web ports and the agent's membership port (authenticated), on any node, at any moment. The firewall
@@ -210,7 +212,9 @@ func TestFormation(t *testing.T) {
 				t.Errorf("%s: %d members, %d alive; want 3 alive", n.Name(), len(s.Members), alive)
 			}
 			hostnames[n.Name()] = s.Hostname
+			nodeIDs = append(nodeIDs, s.NodeID)
 		}
+		slices.Sort(nodeIDs)
 	})
 
 	step("boot scan", func(t *testing.T) {
@@ -274,6 +278,12 @@ func TestFormation(t *testing.T) {
 			if v.Type != "Replicate" || v.Status != "Started" || len(v.Bricks) != 3 || len(hosts) != 3 {
 				t.Errorf("%s: volume data %+v: want a started replica volume with 3 bricks on 3 hosts", n.Name(), v)
 			}
+			// Storage TLS (docs/security.md): I/O over TLS, the bricks let in the members' node ids, and
+			// glusterd's management port speaks TLS too (the secure-access switch).
+			if v.Options["client.ssl"] != "on" || v.Options["server.ssl"] != "on" || v.Options["auth.ssl-allow"] != strings.Join(nodeIDs, ",") {
+				t.Errorf("%s: volume options %v: want client.ssl and server.ssl on, auth.ssl-allow %s", n.Name(), v.Options, strings.Join(nodeIDs, ","))
+			}
+			must(t, ctx, n, "test", "-e", "/var/lib/glusterd/secure-access")
 			out, err := n.Exec(ctx, "gluster", "volume", "status", "data", "--xml")
 			if err != nil || out.ExitCode != 0 {
 				t.Fatalf("%s: gluster volume status: %v %s", n.Name(), err, out.Stderr)
@@ -377,6 +387,20 @@ func TestFormation(t *testing.T) {
 		if len(r.Members) != 3 || r.Swarm.Leader == "" || len(r.Swarm.Nodes) != 3 || len(r.Volume.Bricks) != 3 || r.VIPHolder != hostnames[holder] {
 			t.Errorf("healthy report disagrees with the cluster: %d members, leader %q, %d swarm nodes, %d bricks, VIP on %q (want %q)",
 				len(r.Members), r.Swarm.Leader, len(r.Swarm.Nodes), len(r.Volume.Bricks), r.VIPHolder, hostnames[holder])
+		}
+	})
+
+	// recover --force-new-cluster on a healthy cluster, naming the others lost (docs/security.md, "Recover is
+	// guarded"): they were seen moments ago, so it refuses before it touches anything, and the cluster stays
+	// as the later steps find it. The partition scenario (make e2e-healing) runs it on a cut-off minority.
+	step("recover refused", func(t *testing.T) {
+		var others []string
+		for _, n := range nodes[1:] {
+			others = append(others, hostnames[n.Name()])
+		}
+		out, err := formation.Exec(ctx, nodes[0], "kiln-firstboot", "recover", "--force-new-cluster", "--lost", strings.Join(others, ","))
+		if err == nil || !strings.Contains(err.Error(), recovery.ErrNotLost.Error()) {
+			t.Fatalf("recover on %s naming %v lost: %v\n%s\nwant %q", nodes[0].Name(), others, err, out, recovery.ErrNotLost)
 		}
 	})
 

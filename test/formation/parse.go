@@ -43,6 +43,8 @@ type VolumeInfo struct {
 	Name, Type, Status string
 	// Bricks are "host:/path" in brick order.
 	Bricks []string
+	// Options are the options set on the volume ("Options Reconfigured").
+	Options map[string]string
 }
 
 var brickLine = regexp.MustCompile(`^Brick[0-9]+:\s+(\S+)`)
@@ -50,14 +52,23 @@ var brickLine = regexp.MustCompile(`^Brick[0-9]+:\s+(\S+)`)
 // ParseVolumeInfo parses the plain output of `gluster volume info <v>` (one volume).
 func ParseVolumeInfo(out string) (VolumeInfo, error) {
 	var v VolumeInfo
+	inOptions := false
 	for _, line := range nonEmptyLines(out) {
 		line = strings.TrimSpace(line)
 		if m := brickLine.FindStringSubmatch(line); m != nil {
 			v.Bricks = append(v.Bricks, m[1])
 			continue
 		}
+		if line == "Options Reconfigured:" {
+			inOptions, v.Options = true, map[string]string{}
+			continue
+		}
 		k, val, ok := strings.Cut(line, ":")
 		if !ok {
+			continue
+		}
+		if inOptions {
+			v.Options[k] = strings.TrimSpace(val)
 			continue
 		}
 		switch k {

@@ -56,7 +56,9 @@ func TestParseVolumeInfo(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := VolumeInfo{Name: "data", Type: "Replicate", Status: "Started", Bricks: []string{
-		"10.77.0.11:/var/lib/kiln/bricks/data", "10.77.0.12:/var/lib/kiln/bricks/data", "10.77.0.13:/var/lib/kiln/bricks/data"}}
+		"10.77.0.11:/var/lib/kiln/bricks/data", "10.77.0.12:/var/lib/kiln/bricks/data", "10.77.0.13:/var/lib/kiln/bricks/data"},
+		Options: map[string]string{"cluster.granular-entry-heal": "on", "storage.fips-mode-rchecksum": "on",
+			"transport.address-family": "inet", "nfs.disable": "on", "performance.client-io-threads": "off"}}
 	if !reflect.DeepEqual(v, want) {
 		t.Errorf("%+v, want %+v", v, want)
 	}
