@@ -13,6 +13,7 @@ import (
 	"github.com/kiln-project/kiln/firstboot/discovery"
 	"github.com/kiln-project/kiln/firstboot/election"
 	"github.com/kiln-project/kiln/firstboot/glustertls"
+	"github.com/kiln-project/kiln/firstboot/state"
 	"github.com/kiln-project/kiln/firstboot/status"
 )
 
@@ -209,9 +210,7 @@ func (a *agent) onMessage(m discovery.Message) {
 		r := a.rec
 		a.mu.Unlock()
 		if r != nil {
-			if b, err := json.Marshal(r); err == nil {
-				a.send(m.From, append([]byte{msgFormation}, b...))
-			}
+			a.send(m.From, r.message())
 		}
 	default:
 		a.log.Warn("dropped message of unknown kind", "from", m.From, "kind", m.Body[0])
@@ -378,15 +377,28 @@ func sameCA(x, y *glustertls.CA) bool {
 
 // broadcastRecord sends the record to every live member (the fast path; push/pull is the safety net).
 func (a *agent) broadcastRecord(r *record) {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return
-	}
+	msg := r.message()
 	for _, p := range a.disc.Peers() {
 		if p.Alive && p.ID != a.id {
-			a.send(p.ID, append([]byte{msgFormation}, b...))
+			a.send(p.ID, msg)
 		}
 	}
+}
+
+// message is r as the agent sends it (msgFormation).
+func (r *record) message() []byte {
+	b, _ := json.Marshal(r) // a record has no values JSON cannot encode
+	return append([]byte{msgFormation}, b...)
+}
+
+// FormationMessage is a formation record's wire form, signed by key in the name of origin: what an agent sends
+// when it announces or refreshes the record. Receivers accept it only when key is the node key they pinned for
+// origin, so a holder of the cluster key cannot speak for another member; the security suite sends one forged
+// this way to a formed lab and expects every node to ignore it.
+func FormationMessage(f state.Formation, updated time.Time, origin string, key ed25519.PrivateKey) []byte {
+	r := &record{Formation: f, Updated: updated}
+	r.sign(origin, key)
+	return r.message()
 }
 
 // republishMeta gossips the metadata again with what changed mid-pass (the swarm node, the record), keeping
