@@ -85,6 +85,14 @@ type Env struct {
 	Logger           *slog.Logger
 }
 
+// StateDirOrDefault is StateDir, or /var/lib/kiln when it is empty.
+func (o Options) StateDirOrDefault() string {
+	if o.StateDir == "" {
+		return "/var/lib/kiln"
+	}
+	return o.StateDir
+}
+
 func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -112,9 +120,7 @@ func (o Options) withDefaults() Options {
 	if o.HoldsVIP == nil {
 		o.HoldsVIP = netif.HasAddr
 	}
-	if o.StateDir == "" {
-		o.StateDir = "/var/lib/kiln"
-	}
+	o.StateDir = o.StateDirOrDefault()
 	if o.StatusPath == "" {
 		o.StatusPath = status.DefaultPath
 	}

@@ -141,8 +141,24 @@ func TestStorageCAStays(t *testing.T) {
 	}
 
 	dir := t.TempDir()
+	// glusterd starts with TLS before there is a record and in a cluster with a CA; a record without one is a
+	// cluster formed before storage TLS, which stays plaintext.
+	if want, err := StorageTLSWanted(dir); err != nil || !want {
+		t.Errorf("no record: StorageTLSWanted = %v, %v; want true", want, err)
+	}
+	plain := base
+	plain.StorageCA = nil
+	if err := writeJSON(filepath.Join(dir, formationFile), &plain); err != nil {
+		t.Fatal(err)
+	}
+	if want, err := StorageTLSWanted(dir); err != nil || want {
+		t.Errorf("record without a CA: StorageTLSWanted = %v, %v; want false", want, err)
+	}
 	if err := writeJSON(filepath.Join(dir, formationFile), &base); err != nil {
 		t.Fatal(err)
+	}
+	if want, err := StorageTLSWanted(dir); err != nil || !want {
+		t.Errorf("record with a CA: StorageTLSWanted = %v, %v; want true", want, err)
 	}
 	if _, err := NewEpoch(dir, "bb", "10.0.0.1:2377", time.Now()); err != nil {
 		t.Fatal(err)

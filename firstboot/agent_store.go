@@ -127,6 +127,20 @@ func readJSON(path string, v any) (bool, error) {
 	return true, nil
 }
 
+// StorageTLSWanted reports whether this node's glusterd should start with management TLS (the secure-access
+// switch, set before glusterd starts by `kiln-firstboot glusterd-tls`): yes, unless the formation record in
+// stateDir is of a cluster formed without a storage CA, whose members all speak plaintext. Before any record
+// exists it is yes: every cluster this agent forms gets a CA, and a glusterd that starts with TLS needs no
+// restart at formation.
+func StorageTLSWanted(stateDir string) (bool, error) {
+	var r record
+	ok, err := readJSON(filepath.Join(stateDir, formationFile), &r)
+	if err != nil {
+		return false, err
+	}
+	return !ok || r.StorageCA != nil, nil
+}
+
 // NewEpoch is the formation-record half of `kiln-firstboot recover --force-new-cluster`, run while the agent
 // is stopped: the record in stateDir gets the next epoch, this node's manager address as the only one, a
 // fresh Updated time (so it spreads), and no gluster pool map (the coordinator republishes the shrunken

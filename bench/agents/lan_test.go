@@ -39,7 +39,8 @@ type node struct {
 	started     time.Time // when the agent was started
 }
 
-// nodeSetup runs in the holder: private /run and /var on tmpfs, and /var/run as Debian has it. The bricks
+// nodeSetup runs in the holder: private /run and /var on tmpfs, /var/run as Debian has it, and glusterfs'
+// TLS paths and switch as the image has them at first boot (kiln-firstboot glusterd-tls). The bricks
 // under /var/lib/kiln land on that tmpfs: it has trusted.* xattrs, and it is not the root filesystem, which
 // glusterd refuses for bricks.
 const nodeSetup = `set -e
@@ -49,6 +50,7 @@ mount -t tmpfs -o size=256m kab-var /var
 mkdir -p /var/lib/glusterd /var/lib/kiln /var/log/glusterfs /var/data /var/tmp
 ln -s /run /var/run
 ln -s /run/lock /var/lock
+` + testenv.GlusterTLSLinks + `touch /var/lib/glusterd/secure-access
 touch /run/kab-ready
 exec sleep 86400
 `

@@ -21,6 +21,7 @@ var commands = []func() *cobra.Command{
 	newStatusCmd,
 	newIdentityCmd,
 	newBrickDiskCmd,
+	newGlusterdTLSCmd,
 	newFirewallBootCmd,
 	newIgniteCmd,
 	newPreloadCmd,

@@ -170,7 +170,7 @@ func checkFormed(tb testing.TB, ns []*gnode) {
 // alone; the probed peers must have received them.
 func TestFormationRealGlusterd(t *testing.T) {
 	needGlusterd(t)
-	ns := newGlusterLAN(t)
+	ns := newGlusterLAN(t, false)
 	formConcurrently(t, ns, nil, nil)
 	checkFormed(t, ns)
 	vol, err := NewCLI(ns[1].runner).VolumeInfo(context.Background(), VolumeName)
@@ -189,7 +189,7 @@ func BenchmarkFormationRealGlusterd(b *testing.B) {
 		b.Fatalf("b.N = %d: run with -benchtime 1x (each formation needs fresh glusterds)", b.N)
 	}
 	b.StopTimer()
-	ns := newGlusterLAN(b)
+	ns := newGlusterLAN(b, true)
 	clock := &stepClock{}
 	b.StartTimer()
 	mountedAt := formConcurrently(b, ns, clock, newCA(b))

@@ -72,12 +72,8 @@ mount --bind %[1]s/run/gluster /run/gluster
 mount --bind %[1]s/log /var/log/glusterfs
 mount --bind %[1]s/var/lib/kiln/bricks /var/lib/kiln/bricks
 mount --bind %[1]s/var/lib/kiln/tls /var/lib/kiln/tls
-# As in the image: glusterd's fixed TLS paths are links into the state partition (package glustertls).
-mount -t tmpfs kglssl /usr/lib/ssl
-ln -s /etc/ssl/openssl.cnf /usr/lib/ssl/openssl.cnf
-for f in pem key ca; do ln -s /var/lib/kiln/tls/glusterfs.$f /usr/lib/ssl/glusterfs.$f; done
-exec glusterd -N --log-level=INFO
-`, n.dir)
+%[2]sexec glusterd -N --log-level=INFO
+`, n.dir, testenv.GlusterTLSLinks)
 	for _, d := range []string{"var/lib/glusterd", "var/lib/kiln/tls", "run/gluster", "log", "mnt"} {
 		if err := os.MkdirAll(filepath.Join(n.dir, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -202,7 +198,9 @@ func (s nodeSystemd) ActiveState(ctx context.Context, unit string) (string, erro
 	return "active", nil
 }
 
-func newGlusterLAN(t testing.TB) []*gnode {
+// newGlusterLAN starts three glusterds. With tls each starts with the secure-access switch on, as the image's
+// ExecStartPre (kiln-firstboot glusterd-tls) sets it on a node that has no formation record yet.
+func newGlusterLAN(t testing.TB, tls bool) []*gnode {
 	t.Helper()
 	base, err := os.MkdirTemp("", "kgl")
 	if err != nil {
@@ -219,6 +217,11 @@ func newGlusterLAN(t testing.TB) []*gnode {
 			t.Fatal(err)
 		}
 		gsh(t, "mount", "-t", "tmpfs", "-o", "size=64m", "kgl", bricks)
+		if tls {
+			if err := glustertls.Enable(n.dir); err != nil {
+				t.Fatal(err)
+			}
+		}
 		t.Cleanup(func() { syscall.Unmount(bricks, syscall.MNT_DETACH) })
 		t.Cleanup(func() {
 			if t.Failed() {
@@ -242,7 +245,7 @@ func newGlusterLAN(t testing.TB) []*gnode {
 // in full: it ends with its old UUID, every brick online, no pending heal, and every file on its brick.
 func TestReimageRealGlusterd(t *testing.T) {
 	needGlusterd(t)
-	ns := newGlusterLAN(t)
+	ns := newGlusterLAN(t, true)
 	ms := []member.Member{ns[0].m, ns[1].m, ns[2].m}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
@@ -300,17 +303,12 @@ func TestReimageRealGlusterd(t *testing.T) {
 	// For that the followers must look reported (fresh) before their first pass, which is also what makes
 	// their brick parents: as if their agents had reported from a pass that ran before their reconciler
 	// made the directory (the image's tmpfiles.d makes it at boot, so on a node this takes a broken image).
-	// Their storage TLS is on already too, or the coordinator would not probe them.
+	// Their certificates are there too, or the coordinator would not probe them.
 	for i := 1; i < 3; i++ {
 		ms[i].GlusterEpoch = member.FreshGluster
 		if _, err := glustertls.Ensure(ns[i].dir, f.StorageCA, ms[i].ID); err != nil {
 			t.Fatal(err)
 		}
-		ns[i].stop(t)
-		if err := glustertls.Enable(ns[i].dir); err != nil {
-			t.Fatal(err)
-		}
-		ns[i].start(t)
 		ms[i].StorageTLS = true
 	}
 	until("formed and mounted everywhere", 4*time.Minute, mounted)
@@ -325,8 +323,9 @@ func TestReimageRealGlusterd(t *testing.T) {
 		}
 	}
 
-	// Reimage C: glusterd state, brick and TLS files gone, a fresh glusterd with a new UUID in plaintext, and an
-	// agent that has not said it speaks TLS.
+	// Reimage C: glusterd state, brick and TLS files gone, a fresh glusterd with a new UUID in plaintext (as on
+	// a host without the image's ExecStartPre: the reconciler switches TLS on itself), and an agent that has
+	// not said it speaks TLS.
 	c := ns[2]
 	c.stop(t)
 	ms[2].StorageTLS = false
@@ -385,7 +384,7 @@ func TestReimageRealGlusterd(t *testing.T) {
 // node's address then joins as a newcomer and the coordinator grows the volume back to replica 2 with it.
 func TestRecoverRealGlusterd(t *testing.T) {
 	needGlusterd(t)
-	ns := newGlusterLAN(t)
+	ns := newGlusterLAN(t, false)
 	ms := []member.Member{ns[0].m, ns[1].m, ns[2].m}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {

@@ -90,7 +90,7 @@ func issueDir(t *testing.T, ca *glustertls.CA, id string) string {
 // no longer reads) and comes back in when it is seen alive again.
 func TestStorageTLSRealGlusterd(t *testing.T) {
 	needGlusterd(t)
-	ns := newGlusterLAN(t)
+	ns := newGlusterLAN(t, true)
 	ca := newCA(t)
 	formConcurrently(t, ns, nil, ca)
 	checkFormed(t, ns)

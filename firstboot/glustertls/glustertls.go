@@ -18,6 +18,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -162,10 +163,21 @@ func Enabled(root string) bool {
 }
 
 // Enable writes the secure-access switch. Empty: its presence is the switch, and glusterd's default
-// certificate depth (1) fits a chain of CA and node. Called while glusterd is stopped, so a glusterd never
-// runs plaintext with the switch already on disk (which would make Enabled lie until its next restart).
+// certificate depth (1) fits a chain of CA and node. Before glusterd starts (the image's ExecStartPre) or while
+// it is stopped, so a glusterd never runs plaintext with the switch on disk, which would make Enabled lie
+// until its next restart. glusterd reads the certificate files for each new connection, so they may come
+// later, with the formation record: until then this glusterd talks to nobody.
 func Enable(root string) error {
 	if err := files.Write(filepath.Join(root, SecureAccessFile), nil, 0o644); err != nil {
+		return fmt.Errorf("storage TLS: %w", err)
+	}
+	return nil
+}
+
+// Disable removes the secure-access switch (before glusterd starts, or while it is stopped): a member of a
+// cluster formed without a storage CA speaks plaintext like its peers.
+func Disable(root string) error {
+	if err := os.Remove(filepath.Join(root, SecureAccessFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("storage TLS: %w", err)
 	}
 	return nil

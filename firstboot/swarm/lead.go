@@ -79,11 +79,19 @@ func (r *Reconciler) promote(ctx context.Context, s *state.State, self string, n
 
 // Promotions returns the Ready workers of alive members (lowest member ID first) that fill free manager
 // seats: managers (entries with the manager role, reachable or not) stay at most Seats(expected). A dead
-// manager keeps its seat until PlanCleanup removes it, so a successor is promoted only after that.
+// manager keeps its seat until PlanCleanup removes it, so a successor is promoted only after that. So does
+// an alive member of manager rank (Role) that has no entry yet: it is about to join as a manager
+// (JoinRole), and a worker promoted meanwhile would make raft one manager larger than the seats. A member
+// that stays alive but never manages to join keeps its seat too; the workers wait for it.
 func Promotions(nodes []swarm.Node, members []member.Member, expected int) []swarm.Node {
 	managers := 0
 	for _, n := range nodes {
 		if isManager(n) { // a demoted entry still leaving raft keeps its seat until it is gone
+			managers++
+		}
+	}
+	for _, m := range members {
+		if m.Alive && Role(m.ID, members, expected) == swarm.NodeRoleManager && !hasEntry(nodes, members, m.ID) {
 			managers++
 		}
 	}
@@ -96,6 +104,16 @@ func Promotions(nodes []swarm.Node, members []member.Member, expected int) []swa
 		managers++
 	}
 	return out
+}
+
+// hasEntry reports whether any node entry belongs to member id (memberOf).
+func hasEntry(nodes []swarm.Node, members []member.Member, id string) bool {
+	for _, n := range nodes {
+		if m, ok := memberOf(members, n); ok && m.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // announce builds the formation record this manager vouches for: fresh tokens and the ready, reachable

@@ -106,6 +106,21 @@ func TestPromotions(t *testing.T) {
 	if got := Promotions(three, members(4), 3); len(got) != 1 || got[0].ID != "new" {
 		t.Errorf("after the old entry left raft Promotions = %v, want [new]", got)
 	}
+	// Four members, three seats: the third by rank is alive and has not joined yet (it will as a manager), so
+	// the fourth, in as a worker, waits; once the third is gone, the fourth takes the seat.
+	ms4 := members(4)
+	joining := []swarm.Node{
+		swNode("m0", ms4[0].Addr.String(), swarm.NodeRoleManager, swarm.NodeStateReady, swarm.ReachabilityReachable),
+		swNode("m1", ms4[1].Addr.String(), swarm.NodeRoleManager, swarm.NodeStateReady, swarm.ReachabilityReachable),
+		swNode("w3", ms4[3].Addr.String(), swarm.NodeRoleWorker, swarm.NodeStateReady, ""),
+	}
+	if got := Promotions(joining, ms4, 4); len(got) != 0 {
+		t.Errorf("promoted %v while the third member by rank is still joining", got)
+	}
+	ms4[2].Alive = false
+	if got := Promotions(joining, ms4, 4); len(got) != 1 || got[0].ID != "w3" {
+		t.Errorf("with the third member down Promotions = %v, want [w3]", got)
+	}
 }
 
 func TestManagerAddrs(t *testing.T) {
