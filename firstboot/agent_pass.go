@@ -80,6 +80,11 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 		if res.name == "firewall" {
 			firewallErr = res.err
 		}
+		if res.name == "gluster" && a.takeGlusterReport(s) {
+			// The coordinator probes a member only once it has reported its glusterd's epoch and that it speaks
+			// TLS: sent now rather than at the end of the pass, the reconcilers after this one do not delay it.
+			a.republishMeta()
+		}
 		a.beat.Store(time.Now().UnixNano())
 		if !announced && s.Swarm.Announce != nil && s.Formation == nil && s.Initialiser {
 			// The swarm was just initialised: publish the record now rather than at the end of the pass. The
@@ -112,10 +117,6 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 	if s.Swarm.Node != "" {
 		a.swarmNode = s.Swarm.Node // keep the last observation when dockerd does not answer
 	}
-	if s.Gluster.Epoch != "" {
-		a.glusterEpoch = s.Gluster.Epoch // likewise when glusterd does not answer
-	}
-	a.storageTLS = a.storageTLS || s.Gluster.TLS
 	phase := a.phase(s, results)
 	if phase == status.PhaseReady && s.Formation != nil && s.Formation.Epoch > a.epoch {
 		// Everything converged in the new epoch: this node's state belongs to it now.
@@ -139,6 +140,22 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 		settled = settled && !r.changed && r.err == nil
 	}
 	return settled
+}
+
+// takeGlusterReport keeps what the gluster reconciler reported for gossip: its glusterd's epoch (the last one
+// observed, when glusterd did not answer) and whether it speaks TLS (once on, on for the install). It reports
+// whether either changed.
+func (a *agent) takeGlusterReport(s *state.State) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	changed := false
+	if s.Gluster.Epoch != "" && s.Gluster.Epoch != a.glusterEpoch {
+		a.glusterEpoch, changed = s.Gluster.Epoch, true
+	}
+	if s.Gluster.TLS && !a.storageTLS {
+		a.storageTLS, changed = true, true
+	}
+	return changed
 }
 
 // state snapshots config, decision and formation into a fresh State; pass adds the membership.
