@@ -47,7 +47,11 @@ func planStage(st stage, s *state.State, obs HealObserved) []Action {
 }
 
 // Coordinator is the member that probes peers and creates the volume: the swarm initialiser while it is alive,
-// else the lowest-ID alive member. Every node computes the same answer from the same membership.
+// else the lowest-ID alive member whose glusterd is in a pool (its reported GlusterEpoch is neither fresh nor
+// unknown), else the lowest-ID alive member. Every node computes the same answer from the same membership. A
+// newcomer (a replacement, a reimaged machine before it is back) has a fresh glusterd: as coordinator it would
+// probe pool members from outside the pool, joining them to its own view of it instead of being probed in,
+// and the pool's own coordinator then fails to probe it ("already part of another cluster").
 func Coordinator(s *state.State) (member.Member, bool) {
 	alive := aliveMembers(s)
 	if s.Formation != nil {
@@ -55,6 +59,11 @@ func Coordinator(s *state.State) (member.Member, bool) {
 			if m.ID == s.Formation.Initialiser {
 				return m, true
 			}
+		}
+	}
+	for _, m := range alive {
+		if m.GlusterEpoch != "" && m.GlusterEpoch != member.FreshGluster {
+			return m, true
 		}
 	}
 	if len(alive) == 0 {

@@ -481,3 +481,31 @@ func TestPlanTLS(t *testing.T) {
 		})
 	}
 }
+
+// The coordinator is a member whose glusterd is in the pool: with the initialiser gone, a newcomer with the
+// lowest id (fresh glusterd) does not coordinate while a pool member is alive; when every glusterd is fresh
+// (first formation), the lowest id does.
+func TestCoordinatorIsInThePool(t *testing.T) {
+	inPool := func(m member.Member) member.Member { m.GlusterEpoch = "0"; return m }
+	newcomer := member.Member{ID: "0-new", Addr: mC.Addr.Next(), Alive: true, GlusterEpoch: member.FreshGluster}
+	gone := mA
+	gone.Alive = false
+	cases := []struct {
+		name string
+		s    *state.State
+		want string
+	}{
+		{"initialiser alive", st(inPool(mB), inPool(mA), inPool(mB), newcomer), "a"},
+		{"initialiser gone: the lowest pool member, not the newcomer", st(inPool(mB), gone, inPool(mB), inPool(mC), newcomer), "b"},
+		{"a member not reported yet is not taken for a pool member", st(mB, gone, member.Member{ID: "b", Addr: mB.Addr, Alive: true}, inPool(mC), newcomer), "c"},
+		{"first formation: all fresh, the lowest id", &state.State{Inputs: state.Inputs{Expected: 3}, Observed: state.Observed{Self: mB, Members: []member.Member{mA, mB, mC}}}, "a"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, ok := Coordinator(c.s)
+			if !ok || got.ID != c.want {
+				t.Errorf("Coordinator = %s (%v), want %s", got.ID, ok, c.want)
+			}
+		})
+	}
+}
