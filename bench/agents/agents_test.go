@@ -34,6 +34,8 @@ const (
 	agentEnv  = "KILN_BENCH_AGENT"
 	configEnv = "KILN_BENCH_CONFIG"
 	logDirEnv = "KILN_BENCH_LOGDIR"
+	// keepLogsEnv names a directory that receives every node's logs when its LAN is torn down.
+	keepLogsEnv = "KILN_BENCH_KEEPLOGS"
 )
 
 func TestMain(m *testing.M) {

@@ -63,7 +63,10 @@ func newLAN(tb testing.TB, n int) []*node {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { os.RemoveAll(base) })
+	tb.Cleanup(func() {
+		keepLogs(tb, base)
+		os.RemoveAll(base)
+	})
 
 	var nodes []*node
 	for i, h := range testenv.LAN(tb, "kab", subnet, n) {
@@ -245,6 +248,27 @@ func (n *node) teardown(tb testing.TB) {
 				}
 			}
 			time.Sleep(100 * time.Millisecond) // poll interval while processes exit
+		}
+	}
+}
+
+// keepLogs copies every node's log directory under $KILN_BENCH_KEEPLOGS (when set) before the LAN goes, so a
+// slow or failed formation can be read afterwards: <dir>/<lan>/<node>/*.log.
+func keepLogs(tb testing.TB, base string) {
+	dst := os.Getenv(keepLogsEnv)
+	if dst == "" {
+		return
+	}
+	logs, _ := filepath.Glob(filepath.Join(base, "*", "log", "*.log"))
+	for _, src := range logs {
+		rel, _ := filepath.Rel(base, src)
+		to := filepath.Join(dst, filepath.Base(base), rel)
+		err := os.MkdirAll(filepath.Dir(to), 0o755)
+		if err == nil {
+			err = files.Copy(context.Background(), to, src, 0o644)
+		}
+		if err != nil {
+			tb.Logf("keep logs: %v", err)
 		}
 	}
 }

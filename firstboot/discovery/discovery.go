@@ -149,6 +149,8 @@ type Discovery struct {
 	keyHex string
 	// rejected throttles the log lines of refused envelopes per sender.
 	rejected *throttle
+	// early holds messages that arrived before their sender's node key (holdEarly); guarded by mu.
+	early []earlyMsg
 }
 
 // clockWindow is the default for how far off the local clock a beacon's or an envelope's time may be: minutes,
@@ -395,7 +397,7 @@ func cmpString(a, b string) int {
 	return 0
 }
 
-// SetMeta replaces this node's metadata and gossips it (if it changed). ID, Hostname, NoBrick and StateInRAM
+// SetMeta replaces this node's metadata and gossips it (if it changed) without waiting for the broadcast. ID, Hostname, NoBrick and StateInRAM
 // are the Config's, whatever m says.
 func (d *Discovery) SetMeta(m Meta) error {
 	m.ID, m.Hostname = d.cfg.NodeID, d.cfg.Hostname
@@ -411,9 +413,11 @@ func (d *Discovery) SetMeta(m Meta) error {
 	if same {
 		return nil
 	}
-	if err := d.ml.UpdateNode(5 * time.Second); err != nil {
-		return fmt.Errorf("discovery: update metadata: %w", err)
-	}
+	// UpdateNode queues the broadcast before it waits, and the wait is all its error is about: whether the
+	// broadcast has gone out often enough yet, which gossip and push/pull settle anyway. Right after a join
+	// it waited out a full 5 s timeout, and in the caller's path that stalled a joiner's reconcile pass (its
+	// swarm join) for those seconds; so it waits a millisecond and its timeout is not an error.
+	_ = d.ml.UpdateNode(time.Millisecond)
 	return nil
 }
 

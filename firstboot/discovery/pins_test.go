@@ -2,11 +2,15 @@ package discovery
 
 import (
 	"crypto/ed25519"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/kiln-project/kiln/firstboot/member"
 )
 
 // A key holder (here a member in its own right, "m3") cannot get a message accepted as another member's, and a
@@ -79,5 +83,65 @@ func TestEnvelopesBindSenders(t *testing.T) {
 		case <-deadline:
 			t.Fatal("the reimaged a1's message never arrived")
 		}
+	}
+}
+
+// A message that arrives before its sender's metadata (memberlist delivers messages and metadata in separate
+// packets) is held and opened once the sender's key is pinned; one signed with another key is still dropped,
+// and the hold keeps at most earlyMax messages.
+func TestEarlyMessagesWaitForTheKey(t *testing.T) {
+	pub, key, _ := ed25519.GenerateKey(nil)
+	_, otherKey, _ := ed25519.GenerateKey(nil)
+	d := &Discovery{cfg: Config{NodeID: "b2", MessageWindow: time.Minute}, log: slog.New(slog.DiscardHandler),
+		msgs: make(chan Message, 64), known: map[string]Peer{}, pins: map[string]ed25519.PublicKey{}, rejected: newThrottle(time.Minute)}
+	now := time.Now()
+	send := func(k ed25519.PrivateKey, body string) {
+		t.Helper()
+		if _, _, ok := d.openMessage(seal(k, d.keys.NameHash, "a1", now, []byte(body)), now); ok {
+			t.Fatalf("%q opened before a1's key was known", body)
+		}
+	}
+	send(key, "propose")
+	send(otherKey, "forged")
+	for i := range earlyMax {
+		send(key, fmt.Sprintf("filler %d", i))
+	}
+	if len(d.msgs) != 0 {
+		t.Fatalf("%d messages delivered before a1's key was known", len(d.msgs))
+	}
+	d.mu.Lock()
+	d.pin("a1", pub, false)
+	d.mu.Unlock()
+	var got []string
+	for len(d.msgs) > 0 {
+		m := <-d.msgs
+		if m.From != "a1" {
+			t.Errorf("message from %q", m.From)
+		}
+		got = append(got, string(m.Body))
+	}
+	// The oldest two (the proposal and the forgery) went to make room; the forgery would have failed anyway.
+	if len(got) != earlyMax || got[0] != "filler 0" || got[earlyMax-1] != fmt.Sprintf("filler %d", earlyMax-1) {
+		t.Fatalf("released %d messages %q, want filler 0..%d", len(got), got, earlyMax-1)
+	}
+	if len(d.early) != 0 {
+		t.Errorf("%d messages still held after release", len(d.early))
+	}
+
+	// A message for a live member whose key is pinned is never held: a wrong signature is final.
+	d.known["a1"] = Peer{Member: member.Member{ID: "a1", Alive: true}}
+	if _, _, ok := d.openMessage(seal(otherKey, d.keys.NameHash, "a1", now, []byte("forged")), now); ok || len(d.early) != 0 {
+		t.Fatalf("a forgery for a live member was opened (%v) or held (%d)", ok, len(d.early))
+	}
+	// And a proposal alone is released as it came.
+	send2 := seal(key, d.keys.NameHash, "c3", now, []byte("propose"))
+	if _, _, ok := d.openMessage(send2, now); ok {
+		t.Fatal("c3's message opened before its key was known")
+	}
+	d.mu.Lock()
+	d.pin("c3", pub, false)
+	d.mu.Unlock()
+	if m := <-d.msgs; m.From != "c3" || string(m.Body) != "propose" {
+		t.Fatalf("released %s %q, want c3's proposal", m.From, m.Body)
 	}
 }
