@@ -21,10 +21,10 @@ import (
 // package's phases are open-ended; this one is the agent's).
 const PhaseElecting status.Phase = "electing"
 
-// result is what one reconciler did in one pass.
 // closedBehindFirewall are the reconcilers that do not run in a pass whose firewall reconciler failed.
-var closedBehindFirewall = map[string]bool{"swarm": true, "gluster": true}
+var closedBehindFirewall = map[string]bool{"swarm": true, "gluster-report": true, "gluster": true}
 
+// result is what one reconciler did in one pass.
 type result struct {
 	name    string
 	changed bool
@@ -80,9 +80,14 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 		if res.name == "firewall" {
 			firewallErr = res.err
 		}
-		if res.name == "gluster" && a.takeGlusterReport(s) {
-			// The coordinator probes a member only once it has reported its glusterd's epoch and that it speaks
-			// TLS: sent now rather than at the end of the pass, the reconcilers after this one do not delay it.
+		if a.takeReports(s) {
+			// What others decide on from this node's gossip goes out as soon as a reconciler observed it, not at
+			// the end of the pass, so the reconcilers after that one (minutes of gluster commands on a loaded
+			// node) do not delay it. The coordinator probes a member only once it has reported its glusterd's
+			// epoch and TLS (gluster-report, gluster). The leader judges a not-Ready entry of this node's
+			// hostname by the swarm node this node reports: still saying "no swarm node" a pass after its join
+			// had completed, a loaded joiner had its fresh entry removed as a reimaged machine's leftover, and
+			// then waited as a worker for a promotion that could not come.
 			a.republishMeta()
 		}
 		a.beat.Store(time.Now().UnixNano())
@@ -96,10 +101,7 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 			// The gossip must carry this node's swarm node before anyone can join: a joiner that becomes leader
 			// while the founder still advertises "no swarm node" would take the founder's entry for a reimaged
 			// node's leftover and remove it. So the swarm node goes out first.
-			if s.Swarm.Node != "" {
-				a.swarmNode = s.Swarm.Node
-			}
-			a.republishMeta()
+			// (takeReports above has sent it.)
 			a.takeAnnounce(s.Swarm.Announce)
 			s.Formation = a.formation()
 		}
@@ -113,9 +115,6 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 		}
 		a.sawQuorum(time.Now(), len(ann.ManagerAddrs))
 		a.takeAnnounce(ann)
-	}
-	if s.Swarm.Node != "" {
-		a.swarmNode = s.Swarm.Node // keep the last observation when dockerd does not answer
 	}
 	phase := a.phase(s, results)
 	if phase == status.PhaseReady && s.Formation != nil && s.Formation.Epoch > a.epoch {
@@ -142,13 +141,16 @@ func (a *agent) pass(ctx context.Context) (settled bool) {
 	return settled
 }
 
-// takeGlusterReport keeps what the gluster reconciler reported for gossip: its glusterd's epoch (the last one
-// observed, when glusterd did not answer) and whether it speaks TLS (once on, on for the install). It reports
-// whether either changed.
-func (a *agent) takeGlusterReport(s *state.State) bool {
+// takeReports keeps what the reconcilers so far reported for gossip: this node's swarm node (the last one
+// observed, when dockerd did not answer), its glusterd's epoch (likewise) and whether it speaks TLS (once on,
+// on for the install). It reports whether any changed.
+func (a *agent) takeReports(s *state.State) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	changed := false
+	if s.Swarm.Node != "" && s.Swarm.Node != a.swarmNode {
+		a.swarmNode, changed = s.Swarm.Node, true
+	}
 	if s.Gluster.Epoch != "" && s.Gluster.Epoch != a.glusterEpoch {
 		a.glusterEpoch, changed = s.Gluster.Epoch, true
 	}

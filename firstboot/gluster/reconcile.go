@@ -98,12 +98,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error
 	if err := os.MkdirAll(filepath.Join(r.root, filepath.Dir(BrickPath)), 0o755); err != nil {
 		return false, fmt.Errorf("gluster: brick directory: %w", err)
 	}
-	started, err := r.ensureGlusterd(ctx)
-	if err != nil {
-		return false, err
-	}
-	tlsChanged, err := r.ensureTLS(ctx, s)
-	started = started || tlsChanged
+	started, err := r.prepare(ctx, s)
 	if err != nil {
 		return started, err
 	}
@@ -158,6 +153,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error
 	}
 	s.Set("gluster", line)
 	return changed || mounted, nil
+}
+
+// prepare gets this node's glusterd ready to be probed: running, and speaking TLS as the record says. It
+// reports whether it started or restarted glusterd or wrote the certificate.
+func (r *Reconciler) prepare(ctx context.Context, s *state.State) (bool, error) {
+	started, err := r.ensureGlusterd(ctx)
+	if err != nil {
+		return false, err
+	}
+	tlsChanged, err := r.ensureTLS(ctx, s)
+	return started || tlsChanged, err
 }
 
 // setClusterOptions applies ClusterOptions on the coordinator, once per agent start (memory), before its

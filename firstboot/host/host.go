@@ -98,6 +98,7 @@ func (m Machine) Pass(env firstboot.Env) (state.Pass, error) {
 		return state.Pass{}, fmt.Errorf("reconcilers: netlink: %w", err)
 	}
 	log := env.Logger
+	storage := gluster.New(gluster.NewCLI(gluster.HostRunner), units, "", log.With("reconciler", "gluster"))
 	return state.Pass{
 		Firewall: firewall.New(firewall.HostNFT, firewall.Options{
 			DiscoveryPorts: []uint16{discovery.GossipPort, discovery.BeaconPort},
@@ -105,12 +106,13 @@ func (m Machine) Pass(env firstboot.Env) (state.Pass, error) {
 			ScriptPath:     FirewallScript,
 			PersistPath:    firewall.PersistPath,
 		}, log.With("reconciler", "firewall")),
-		Swarm:    swarm.New(m.Docker, log.With("reconciler", "swarm")),
-		Gluster:  gluster.New(gluster.NewCLI(gluster.HostRunner), units, "", log.With("reconciler", "gluster")),
-		Ingress:  m.ingress(env),
-		Stacks:   m.stacks(env),
-		VRRP:     vrrp.New(units, nl, vrrp.ConfigPath, log.With("reconciler", "vrrp")),
-		CloudVIP: m.cloudVIP(env, nl),
+		StorageReport: storage.Reporter(),
+		Swarm:         swarm.New(m.Docker, log.With("reconciler", "swarm")),
+		Gluster:       storage,
+		Ingress:       m.ingress(env),
+		Stacks:        m.stacks(env),
+		VRRP:          vrrp.New(units, nl, vrrp.ConfigPath, log.With("reconciler", "vrrp")),
+		CloudVIP:      m.cloudVIP(env, nl),
 	}, nil
 }
 

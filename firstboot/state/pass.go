@@ -7,6 +7,12 @@ type Pass struct {
 	// Firewall opens the cluster ports to members only, before any service listens on them. It reads the
 	// membership and the formation record's addresses.
 	Firewall Reconciler
+	// StorageReport gets this node's glusterd ready to be probed once there is a formation record (running,
+	// its storage TLS certificate issued) and writes State.Gluster's epoch and TLS report, which the agent
+	// gossips at once. It goes before Swarm: the coordinator probes a member only once it has that report,
+	// and a joiner's swarm join (seconds on a loaded node) would otherwise hold it back. Nothing in it needs
+	// the swarm.
+	StorageReport Reconciler
 	// Swarm forms and heals the swarm and writes State.Swarm: the formation record the agent announces, and
 	// whether this node is an active member.
 	Swarm Reconciler
@@ -32,7 +38,7 @@ type Pass struct {
 // Steps lists the pass's reconcilers in order, nil slots left out.
 func (p Pass) Steps() []Reconciler {
 	var out []Reconciler
-	for _, r := range []Reconciler{p.Firewall, p.Swarm, p.Gluster, p.Ingress, p.Stacks, p.VRRP, p.CloudVIP} {
+	for _, r := range []Reconciler{p.Firewall, p.StorageReport, p.Swarm, p.Gluster, p.Ingress, p.Stacks, p.VRRP, p.CloudVIP} {
 		if r != nil {
 			out = append(out, r)
 		}

@@ -29,12 +29,13 @@ func ExamplePass_Steps() {
 }
 
 func TestPassOrder(t *testing.T) {
-	p := Pass{VRRP: named("vrrp"), Gluster: named("gluster"), Swarm: named("swarm"), Firewall: named("firewall")}
+	p := Pass{VRRP: named("vrrp"), Gluster: named("gluster"), Swarm: named("swarm"), StorageReport: named("gluster-report"),
+		Firewall: named("firewall")}
 	var got []string
 	for _, r := range p.Steps() {
 		got = append(got, r.Name())
 	}
-	if want := []string{"firewall", "swarm", "gluster", "vrrp"}; !slices.Equal(got, want) {
+	if want := []string{"firewall", "gluster-report", "swarm", "gluster", "vrrp"}; !slices.Equal(got, want) {
 		t.Fatalf("Steps = %v, want %v", got, want)
 	}
 	if n := len((Pass{Swarm: named("swarm")}).Steps()); n != 1 {

@@ -135,6 +135,11 @@ func PlanCleanup(in CleanupInput) []Cleanup {
 				// dockerd is gone for good, so its entry goes Down and unreachable: wait for that.
 				continue
 			}
+			if since, ok := in.DownSince[n.ID]; m.SwarmNode == member.NoSwarmNode && (!ok || in.Now.Sub(since) < reimageGrace) {
+				// "In no swarm" can be stale too: a loaded joiner whose join completed after its call timed out,
+				// its entry Down between heartbeats, reports its swarm node only once it observes it.
+				continue
+			}
 			reason = fmt.Sprintf("stale entry: member %s with this hostname is alive as swarm node %s (reimaged)", m.ID, m.SwarmNode)
 		} else if host == "" && claimed[n.ID] {
 			// An entry that never registered, but an alive member reports it as its own swarm node: its join
@@ -187,6 +192,11 @@ func PlanCleanup(in CleanupInput) []Cleanup {
 	}
 	return out
 }
+
+// reimageGrace is how long an entry must be Down before it counts as a reimaged machine's leftover while the
+// member of its hostname reports no swarm node. A reimaged machine boots for longer than that after its old
+// dockerd went; a gossip that lags a completed join catches up within it.
+const reimageGrace = 30 * time.Second
 
 // failedJoinGrace is how long an entry that never registered must be not Ready before it is removed: longer than
 // a slow node takes from its certificate to its first session (seconds; a minute on a loaded emulated guest).

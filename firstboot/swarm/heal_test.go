@@ -70,8 +70,12 @@ func TestPlanCleanup(t *testing.T) {
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C")}, long, nil},
 		{"node just booted, swarm node not reported yet", []swarm.Node{leader, b, cDown},
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "")}, long, nil},
-		{"reimaged, in no swarm yet: stale manager entry demoted at once", []swarm.Node{leader, b, cDown},
+		{"reimaged, in no swarm yet, old entry Down for a minute: demoted", []swarm.Node{leader, b, cDown},
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, member.NoSwarmNode)}, short, []string{"demote C"}},
+		{"in no swarm by its gossip, entry Down for 10 s only: keep (the gossip may lag a completed join)", []swarm.Node{leader, b, cDown},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, member.NoSwarmNode)}, map[string]time.Time{"C": t0.Add(-10 * time.Second)}, nil},
+		{"reimaged, joined as worker C2, old entry Down for 10 s: demoted at once", []swarm.Node{leader, b, cDown, c2Worker},
+			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, "C2")}, map[string]time.Time{"C": t0.Add(-10 * time.Second)}, []string{"demote C"}},
 		{"founder busy after init, gossip still says no swarm node, entry unknown and reachable: keep", []swarm.Node{leader, b, cBusy},
 			[]member.Member{mem("a", true, "A"), mem("b", true, "B"), mem("c", true, member.NoSwarmNode)}, short, nil},
 		{"reimaged, joined as worker C2: stale entry demoted", []swarm.Node{leader, b, cDown, c2Worker},
@@ -150,7 +154,9 @@ func TestPlanCleanupKeepsQuorum(t *testing.T) {
 		nodes = append(nodes, n)
 		ms = append(ms, member.Member{ID: strings.ToLower(id), Hostname: "h" + id, Alive: true, SwarmNode: member.NoSwarmNode})
 	}
-	got := PlanCleanup(CleanupInput{Self: "A", Nodes: nodes, Members: ms, Now: time.Now(), ReplaceAfter: time.Minute, Expected: 5})
+	now := time.Now()
+	down := map[string]time.Time{"D": now.Add(-time.Minute), "E": now.Add(-time.Minute)}
+	got := PlanCleanup(CleanupInput{Self: "A", Nodes: nodes, Members: ms, DownSince: down, Now: now, ReplaceAfter: time.Minute, Expected: 5})
 	if len(got) != 1 || got[0].Kind != Demote {
 		t.Fatalf("PlanCleanup = %v, want exactly one demotion", got)
 	}
@@ -160,7 +166,7 @@ func TestPlanCleanupKeepsQuorum(t *testing.T) {
 	nodes[3].ManagerStatus.Reachability = swarm.ReachabilityReachable
 	nodes[1].ManagerStatus.Reachability = swarm.ReachabilityUnreachable
 	nodes[2].ManagerStatus.Reachability = swarm.ReachabilityUnreachable
-	for _, c := range PlanCleanup(CleanupInput{Self: "A", Nodes: nodes[:4], Members: ms, Now: time.Now(), ReplaceAfter: time.Minute, Expected: 5}) {
+	for _, c := range PlanCleanup(CleanupInput{Self: "A", Nodes: nodes[:4], Members: ms, DownSince: down, Now: now, ReplaceAfter: time.Minute, Expected: 5}) {
 		if c.Node.ID == "D" {
 			t.Errorf("demoted D although only 2 of 4 managers are reachable: %s", c)
 		}
