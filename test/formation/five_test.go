@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,7 +88,7 @@ func TestFiveNodes(t *testing.T) {
 			return false, "write: " + err.Error(), nil
 		}
 		out, err := formation.Exec(ctx, survivors[len(survivors)-1], "cat", name)
-		if err != nil || out != "survived\n" {
+		if err != nil || strings.TrimSpace(out) != "survived" {
 			return false, fmt.Sprintf("read back %q: %v", out, err), nil
 		}
 		return true, "", nil

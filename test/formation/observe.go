@@ -49,12 +49,16 @@ func Formed(s *status.Status) bool { return s != nil && s.Phase == status.PhaseR
 const pollCallTimeout = time.Minute
 
 // Poll calls cond every interval until it reports done or ctx ends. Each call gets at most pollCallTimeout.
-// cond's detail (what it saw) is kept for the error when ctx ends first; an error from cond ends the poll at
-// once, so cond reports transient failures (a node not answering yet) as detail, not as an error.
+// cond's details (what it saw) are kept for the error when ctx ends first: the last few different ones, each
+// with when it was first seen, so a failure shows how the wait went and not only the call that the deadline
+// cut short. An error from cond ends the poll at once, so cond reports transient failures (a node not
+// answering yet) as detail, not as an error.
 func Poll(ctx context.Context, every time.Duration, what string, cond func(ctx context.Context) (done bool, detail string, err error)) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	var detail string
+	start := time.Now()
+	var seen []string
+	last := ""
 	for {
 		cctx, cancel := context.WithTimeout(ctx, pollCallTimeout)
 		done, d, err := cond(cctx)
@@ -65,14 +69,23 @@ func Poll(ctx context.Context, every time.Duration, what string, cond func(ctx c
 		if done {
 			return nil
 		}
-		detail = d
+		if d != last {
+			last = d
+			seen = append(seen, fmt.Sprintf("+%s: %s", time.Since(start).Round(time.Second), d))
+			if len(seen) > pollHistory {
+				seen = seen[1:]
+			}
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: %w; last seen: %s", what, ctx.Err(), detail)
+			return fmt.Errorf("%s: %w; last seen (first seen at):\n%s", what, ctx.Err(), strings.Join(seen, "\n"))
 		case <-t.C:
 		}
 	}
 }
+
+// pollHistory is how many different details a failed Poll reports.
+const pollHistory = 6
 
 // Statuses reads every node's agent status concurrently. A node that does not answer yet has a nil status and
 // its error in errs (booting nodes are normal while waiting).
