@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-project/kiln/firstboot/glustertls"
 	"github.com/kiln-project/kiln/firstboot/member"
 	"github.com/kiln-project/kiln/firstboot/state"
 )
@@ -433,10 +432,7 @@ func TestPlanEpochReset(t *testing.T) {
 // before the first start, and keeps auth.ssl-allow to the members' ids: grown from what the volume has,
 // never narrowed to the members it happens to see, and without the departed.
 func TestPlanTLS(t *testing.T) {
-	ca, err := glustertls.NewCA("test")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := newCA(t)
 	tls := func(s *state.State) *state.State {
 		s.Formation = &state.Formation{Initialiser: "a", StorageCA: ca, GlusterPeers: map[string]string{
 			mA.Addr.String(): "u-a", mB.Addr.String(): "u-b", mC.Addr.String(): "u-c"}}
