@@ -6,8 +6,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/kiln-project/kiln/internal/testenv"
 	"github.com/kiln-project/kiln/lab"
@@ -59,6 +62,9 @@ func Up(ctx context.Context, t testing.TB, opts lab.Options, diag Diagnoser) *la
 		if l != nil && t.Failed() {
 			if ns, err := l.Nodes(); err == nil {
 				t.Logf("diagnostics:\n%s", diag(context.Background(), ns))
+				if dir := os.Getenv("KILN_DIAG_DIR"); dir != "" {
+					keepJournals(t, filepath.Join(dir, opts.Name), ns)
+				}
 			}
 		}
 		if err := lab.Down(context.Background(), opts.Root, opts.Name); err != nil {
@@ -83,4 +89,31 @@ func Serial(_ context.Context, nodes []*lab.Node) string {
 		fmt.Fprintf(&b, "=== %s: running %v, address %s, mac %s; DHCP log:\n%s\n", n.Name(), n.Running(), st.Address, st.MAC, n.DHCPLog(4))
 	}
 	return b.String()
+}
+
+// keepJournals writes each node's whole journal of this boot to dir/<node>.journal: the diagnostics in the
+// log hold only the agent's last lines, and a failure's cause (a demotion, a raft election) is often older.
+func keepJournals(t testing.TB, dir string, nodes []*lab.Node) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Logf("keep journals: %v", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Go(func() {
+			res, err := n.Exec(ctx, "journalctl", "-b", "--no-pager", "-o", "short-precise")
+			path := filepath.Join(dir, n.Name()+".journal")
+			if err == nil {
+				err = os.WriteFile(path, res.Stdout, 0o644)
+			}
+			if err != nil {
+				t.Logf("keep journal of %s: %v", n.Name(), err)
+				return
+			}
+			t.Logf("journal of %s: %s", n.Name(), path)
+		})
+	}
+	wg.Wait()
 }
