@@ -104,9 +104,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error
 	}
 	if !s.Swarm.Active {
 		// The coordinator probes only members that reported their glusterd's epoch: report it now, so
-		// storage formation does not wait for a pass after this node's swarm is up.
-		if err := r.reportEpoch(ctx, s); err != nil {
-			r.log.Warn("gluster: observe peers for the epoch report", "err", err)
+		// storage formation does not wait for a pass after this node's swarm is up (unless the storage
+		// report step already did in this pass: one peer list per pass is enough).
+		if s.Gluster.Epoch == "" {
+			if err := r.reportEpoch(ctx, s); err != nil {
+				r.log.Warn("gluster: observe peers for the epoch report", "err", err)
+			}
 		}
 		s.Wait("gluster", "waiting for swarm")
 		return started, nil
