@@ -23,6 +23,10 @@ const (
 	// lossHealTimeout bounds the wait for the survivors to serve again after a node loss: keepalived's
 	// takeover, raft's election and gluster's ping timeout are seconds each, on loaded guests longer.
 	lossHealTimeout = 5 * time.Minute
+	// fivePollEvery spaces the formation's observations: each one starts `kiln-firstboot status` (a 20 MB Go
+	// binary, a costly exec under TCG) in every guest, and five guests already need more than the two cores
+	// give them while they form.
+	fivePollEvery = 15 * time.Second
 )
 
 // TestFiveNodes is formation beyond three nodes (make e2e: KILN_E2E_LARGE=1): five fresh nodes form one swarm
@@ -47,7 +51,7 @@ func TestFiveNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	fctx, fcancel := context.WithTimeout(ctx, fiveFormTimeout)
-	_, err = formation.WaitFormed(fctx, nodes, pollEvery)
+	_, err = formation.WaitFormed(fctx, nodes, fivePollEvery)
 	fcancel()
 	if err != nil {
 		t.Fatal(err)
