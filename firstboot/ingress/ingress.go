@@ -193,7 +193,7 @@ func (*Reconciler) Name() string { return Name }
 // Reconcile implements state.Reconciler: once the swarm is active and the volume mounted, the swarm leader
 // makes the stack match the config; every manager reports the service's state and why ACME fails, if it does.
 func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error) {
-	leader, goOn, err := stack.Ready(ctx, s, Name, r.docker, r.mountPoint, r.mounted)
+	leader, goOn, err := stack.Ready(s, Name, r.mountPoint, r.mounted)
 	if err != nil || !goOn {
 		return false, err
 	}

@@ -77,7 +77,7 @@ func TestIngressRealSwarm(t *testing.T) {
 	pass := func(wantChanged bool) *state.State {
 		t.Helper()
 		s := &state.State{}
-		s.Swarm.Active = true
+		s.Swarm.Active, s.Swarm.Leader = true, true // the one-node swarm's manager leads
 		changed, err := r.Reconcile(ctx, s)
 		if err != nil {
 			t.Fatalf("reconcile: %v", err)

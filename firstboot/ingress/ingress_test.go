@@ -18,7 +18,6 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
-	"github.com/docker/docker/api/types/system"
 	"github.com/docker/docker/client"
 
 	"github.com/kiln-project/kiln/firstboot/config"
@@ -126,7 +125,6 @@ not json at all
 
 // fakeDocker is a swarm of one manager: services and networks in maps, logs from a string.
 type fakeDocker struct {
-	leader   bool
 	images   map[string]string // name → id
 	services map[string]swarm.Service
 	networks map[string]network.Summary
@@ -134,15 +132,9 @@ type fakeDocker struct {
 }
 
 func newFake() *fakeDocker {
-	return &fakeDocker{leader: true, images: map[string]string{}, services: map[string]swarm.Service{}, networks: map[string]network.Summary{}}
+	return &fakeDocker{images: map[string]string{}, services: map[string]swarm.Service{}, networks: map[string]network.Summary{}}
 }
 
-func (f *fakeDocker) Info(context.Context) (system.Info, error) {
-	return system.Info{Swarm: swarm.Info{NodeID: "n1", LocalNodeState: swarm.LocalNodeStateActive, ControlAvailable: true}}, nil
-}
-func (f *fakeDocker) NodeInspectWithRaw(context.Context, string) (swarm.Node, []byte, error) {
-	return swarm.Node{ManagerStatus: &swarm.ManagerStatus{Leader: f.leader}}, nil, nil
-}
 func (f *fakeDocker) ServiceList(context.Context, swarm.ServiceListOptions) ([]swarm.Service, error) {
 	var out []swarm.Service
 	for _, s := range f.services {
@@ -202,10 +194,11 @@ func TestReconcile(t *testing.T) {
 	cfg := &config.Ingress{Email: "ops@example.org", CA: config.LetsEncrypt}
 	r := New(docker, cfg, filepath.Join(root, "data"), func() (bool, error) { return mounted, nil }, images, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
+	leader := true // what the swarm reconciler observed before this pass
 	pass := func(active bool) (*state.State, bool) {
 		t.Helper()
 		s := &state.State{}
-		s.Swarm.Active = active
+		s.Swarm.Active, s.Swarm.Leader = active, active && leader
 		changed, err := r.Reconcile(ctx, s)
 		if err != nil {
 			t.Fatal(err)
@@ -256,7 +249,7 @@ func TestReconcile(t *testing.T) {
 		t.Errorf("deleted service: changed %v, calls %v", changed, docker.calls)
 	}
 	// A manager that is not the leader never acts, and still reports.
-	docker.leader = false
+	leader = false
 	delete(docker.services, ServiceName)
 	docker.calls = nil
 	if s, changed := pass(true); changed || len(docker.calls) != 0 || s.Status[Name] != "no service" {

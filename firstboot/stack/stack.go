@@ -19,7 +19,6 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
-	"github.com/docker/docker/api/types/system"
 	"github.com/kiln-project/kiln/firstboot/state"
 )
 
@@ -160,8 +159,6 @@ func replicas(s swarm.ServiceSpec) int64 {
 
 // DockerAPI is the part of the Docker client a stack needs (*client.Client satisfies it).
 type DockerAPI interface {
-	Info(ctx context.Context) (system.Info, error)
-	NodeInspectWithRaw(ctx context.Context, nodeID string) (swarm.Node, []byte, error)
 	ServiceList(ctx context.Context, options swarm.ServiceListOptions) ([]swarm.Service, error)
 	ServiceCreate(ctx context.Context, service swarm.ServiceSpec, options swarm.ServiceCreateOptions) (swarm.ServiceCreateResponse, error)
 	ServiceUpdate(ctx context.Context, serviceID string, version swarm.Version, service swarm.ServiceSpec, options swarm.ServiceUpdateOptions) (swarm.ServiceUpdateResponse, error)
@@ -216,8 +213,9 @@ func exists(err error) bool {
 
 // Ready is how a stack reconciler's pass starts: it waits, reporting under name, until the swarm is active and
 // the volume at mountPoint is mounted (services keep their state there), then reports whether this node is the
-// swarm's leader. goOn is false when the pass ends here.
-func Ready(ctx context.Context, s *state.State, name string, docker DockerAPI, mountPoint string, mounted func() (bool, error)) (leader, goOn bool, err error) {
+// swarm's leader (State.Swarm.Leader, from the swarm reconciler's node list of this pass). goOn is false when
+// the pass ends here.
+func Ready(s *state.State, name, mountPoint string, mounted func() (bool, error)) (leader, goOn bool, err error) {
 	if !s.Swarm.Active {
 		s.Wait(name, "waiting for the swarm")
 		return false, false, nil
@@ -228,28 +226,7 @@ func Ready(ctx context.Context, s *state.State, name string, docker DockerAPI, m
 		s.Wait(name, "waiting for the volume at "+mountPoint)
 		return false, false, nil
 	}
-	leader, err = Leader(ctx, docker)
-	if err != nil {
-		return false, false, fmt.Errorf("%s: %w", name, err)
-	}
-	return leader, true, nil
-}
-
-// Leader reports whether this node is the swarm's raft leader: the one manager that deploys, so managers
-// never race on one service's version. A node that is no manager, or not in a swarm, is not the leader.
-func Leader(ctx context.Context, docker DockerAPI) (bool, error) {
-	info, err := docker.Info(ctx)
-	if err != nil {
-		return false, fmt.Errorf("docker info: %w", err)
-	}
-	if info.Swarm.LocalNodeState != swarm.LocalNodeStateActive || !info.Swarm.ControlAvailable {
-		return false, nil
-	}
-	n, _, err := docker.NodeInspectWithRaw(ctx, info.Swarm.NodeID)
-	if err != nil {
-		return false, fmt.Errorf("node inspect: %w", err)
-	}
-	return n.ManagerStatus != nil && n.ManagerStatus.Leader, nil
+	return s.Swarm.Leader, true, nil
 }
 
 // Summary is one line about the stack's services: "name 1/1, other 0/2".

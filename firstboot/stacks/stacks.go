@@ -90,7 +90,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error
 	if len(r.files) == 0 {
 		return r.sweepOnly(ctx, s)
 	}
-	leader, goOn, err := stack.Ready(ctx, s, Name, r.docker, r.mountPoint, r.mounted)
+	leader, goOn, err := stack.Ready(s, Name, r.mountPoint, r.mounted)
 	if err != nil || !goOn {
 		return false, err
 	}
@@ -131,9 +131,8 @@ func (r *Reconciler) sweepOnly(ctx context.Context, s *state.State) (bool, error
 	if !s.Swarm.Active || (r.pending == nil && r.now().Sub(r.swept) < sweepEvery) {
 		return false, nil
 	}
-	leader, err := stack.Leader(ctx, r.docker)
-	if err != nil || !leader {
-		return false, err
+	if !s.Swarm.Leader {
+		return false, nil
 	}
 	changed, err := r.sweep(ctx)
 	if len(r.pending) > 0 {

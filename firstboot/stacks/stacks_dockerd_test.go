@@ -52,7 +52,7 @@ func TestStacksRealSwarm(t *testing.T) {
 	pass := func(wantChanged bool) {
 		t.Helper()
 		s := &state.State{}
-		s.Swarm.Active = true
+		s.Swarm.Active, s.Swarm.Leader = true, true // the one-node swarm's manager leads
 		changed, err := r.Reconcile(ctx, s)
 		if err != nil {
 			t.Fatal(err)
@@ -103,7 +103,7 @@ func TestStacksRealSwarm(t *testing.T) {
 	none := New(docker, nil, "/var/data", func() (bool, error) { return true, nil }, slog.New(slog.DiscardHandler))
 	err = pollUntil(ctx, func() (bool, error) {
 		s := &state.State{}
-		s.Swarm.Active = true
+		s.Swarm.Active, s.Swarm.Leader = true, true // the one-node swarm's manager leads
 		if _, err := none.Reconcile(ctx, s); err != nil {
 			return false, err
 		}

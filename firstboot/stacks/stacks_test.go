@@ -13,7 +13,6 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
-	"github.com/docker/docker/api/types/system"
 
 	"github.com/kiln-project/kiln/firstboot/compose"
 	"github.com/kiln-project/kiln/firstboot/stack"
@@ -45,12 +44,6 @@ func matches(f filters.Args, labels map[string]string) bool {
 	return true
 }
 
-func (f *fakeSwarm) Info(context.Context) (system.Info, error) {
-	return system.Info{Swarm: swarm.Info{NodeID: "n", LocalNodeState: swarm.LocalNodeStateActive, ControlAvailable: true}}, nil
-}
-func (f *fakeSwarm) NodeInspectWithRaw(context.Context, string) (swarm.Node, []byte, error) {
-	return swarm.Node{ManagerStatus: &swarm.ManagerStatus{Leader: true}}, nil, nil
-}
 func (f *fakeSwarm) ServiceList(_ context.Context, o swarm.ServiceListOptions) ([]swarm.Service, error) {
 	var out []swarm.Service
 	for _, s := range f.services {
@@ -117,7 +110,7 @@ func TestReconcile(t *testing.T) {
 	pass := func() (*state.State, bool) {
 		t.Helper()
 		s := &state.State{}
-		s.Swarm.Active = true
+		s.Swarm.Active, s.Swarm.Leader = true, true
 		changed, err := r.Reconcile(context.Background(), s)
 		if err != nil {
 			t.Fatal(err)
@@ -162,7 +155,7 @@ func TestRemoveDropped(t *testing.T) {
 		t.Helper()
 		r.now = func() time.Time { return clock }
 		s := &state.State{}
-		s.Swarm.Active = true
+		s.Swarm.Active, s.Swarm.Leader = true, true
 		changed, err := r.Reconcile(context.Background(), s)
 		if err != nil {
 			t.Fatal(err)

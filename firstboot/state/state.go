@@ -88,6 +88,9 @@ type SwarmOutput struct {
 	// dockerd did not answer). The agent gossips it, so managers can tell this node's live entry from a stale
 	// one left by a previous install on the same machine.
 	Node string
+	// Leader is set when this node is the swarm's raft leader in the node list it verified this pass: the one
+	// manager that deploys stacks, so managers never race on one service's version.
+	Leader bool
 	// Announce is set on a node that is an active swarm manager: the formation record this node can vouch for
 	// right now (swarm id, current join tokens, reachable manager addresses; Initialiser copied from
 	// Formation, or this node after it ran swarm init). nil when this node cannot vouch for one. The agent

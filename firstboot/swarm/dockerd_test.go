@@ -165,6 +165,24 @@ func TestSwarmFormationRealDockerd(t *testing.T) {
 	if !sc.Swarm.Active || sc.Swarm.Announce == nil || len(sc.Swarm.Announce.ManagerAddrs) != 3 {
 		t.Fatalf("C after promotion: active %v announce %+v", sc.Swarm.Active, sc.Swarm.Announce)
 	}
+	// Exactly one manager's pass says it leads (State.Swarm.Leader, what the stack reconcilers act on): the
+	// one the node list calls the leader.
+	var leaders []string
+	for i, r := range []*Reconciler{ra, rb, rc} {
+		s := state(nodes[i], i == 0, f)
+		if _, err := r.Reconcile(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+		if s.Swarm.Leader {
+			leaders = append(leaders, nodes[i].m.ID)
+			if n := nodeByAddr(t, a.cli, nodes[i].m.Addr); n.ManagerStatus == nil || !n.ManagerStatus.Leader {
+				t.Errorf("%s's pass says it leads, its node list entry says %+v", nodes[i].m.ID, n.ManagerStatus)
+			}
+		}
+	}
+	if len(leaders) != 1 {
+		t.Fatalf("passes that say they lead: %v, want exactly one", leaders)
+	}
 
 	// A formation naming another swarm is refused, never "fixed" by leaving.
 	bogus := *f

@@ -56,7 +56,8 @@ type Options struct {
 	// 20 s: raft catch-up after a join or promotion takes a few seconds; a worker still awaiting promotion
 	// must not hold up the other reconcilers for long).
 	ControlTimeout time.Duration
-	// PollInterval is how often Info/NodeList are polled while waiting (default 250 ms).
+	// PollInterval is the first pause between Info/NodeList polls while waiting; later pauses double, up to
+	// 8× (default 250 ms, so at most 2 s).
 	PollInterval time.Duration
 	// StartWait bounds the one wait for dockerd to answer when this node first has swarm work (default 60 s;
 	// see Reconcile).
@@ -150,7 +151,7 @@ var ErrForeignSwarm = errors.New("node is in a different swarm than the cluster'
 // formation's swarm, with the right role" (PlanLocal); then it verifies the result and, on a manager, does the
 // manager's work (manage).
 func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error) {
-	s.Swarm.Announce, s.Swarm.Active, s.Swarm.Node = nil, false, ""
+	s.Swarm.Announce, s.Swarm.Active, s.Swarm.Node, s.Swarm.Leader = nil, false, "", false
 	info, changed, err := r.observe(ctx, s)
 	if errors.Is(err, errDockerdStarting) {
 		s.Wait("swarm", "waiting for dockerd to start")
@@ -202,7 +203,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error
 			r.log.Info("swarm: join pending, waiting")
 		}
 	}
-	return r.manage(ctx, s, changed)
+	return r.manage(ctx, s, info, changed)
 }
 
 // observe reads the local swarm state at the start of a pass and sets State.Swarm.Node. A node still in the
@@ -234,11 +235,15 @@ func (r *Reconciler) observe(ctx context.Context, s *state.State) (info swarm.In
 
 // manage verifies that the node is active in the formation's swarm with its role. On a worker that is all; on a
 // verified manager it heals the swarm's node list, promotes members that should be managers and announces the
-// formation record it can vouch for.
-func (r *Reconciler) manage(ctx context.Context, s *state.State, changed bool) (bool, error) {
-	info, err := r.waitActive(ctx)
-	if err != nil {
-		return changed, err
+// formation record it can vouch for. observed is the pass's first Info: when this pass changed nothing and it
+// was already active it stands, rather than asking dockerd again.
+func (r *Reconciler) manage(ctx context.Context, s *state.State, observed swarm.Info, changed bool) (bool, error) {
+	info := observed
+	if changed || observed.LocalNodeState != swarm.LocalNodeStateActive {
+		var err error
+		if info, err = r.waitActive(ctx); err != nil {
+			return changed, err
+		}
 	}
 	s.Swarm.Node = info.NodeID
 	r.joinFailures, r.retryJoinAt, r.lastJoinErr = 0, time.Time{}, ""
@@ -275,6 +280,11 @@ func (r *Reconciler) manage(ctx context.Context, s *state.State, changed bool) (
 		return changed, nil
 	}
 	s.Swarm.Active = true
+	for _, n := range nodes {
+		if n.ID == info.NodeID {
+			s.Swarm.Leader = n.ManagerStatus != nil && n.ManagerStatus.Leader
+		}
+	}
 	lead, err := r.lead(ctx, s, info.NodeID, nodes)
 	return changed || lead, err
 }

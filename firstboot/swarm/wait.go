@@ -52,12 +52,16 @@ func (r *Reconciler) info(ctx context.Context) (swarm.Info, error) {
 	return i.Swarm, nil
 }
 
-// poll calls f every PollInterval until it reports done or timeout passes; f's errors are kept for the report
-// (a daemon busy joining may fail a call or two).
+// poll calls f until it reports done or timeout passes; f's errors are kept for the report (a daemon busy
+// joining may fail a call or two). The pause starts at PollInterval and doubles up to pollBackoff times it: the
+// first answers come quickly when the state is about to change, and a long wait does not ask dockerd four times
+// a second. That matters on a small or emulated node, where every Info makes dockerd execute `runc --version`
+// and `docker-init --version`: at a fixed 250 ms a waiting node asked for eight such execs a second.
 func (r *Reconciler) poll(ctx context.Context, what string, timeout time.Duration, f func() (bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	t := time.NewTicker(r.opts.PollInterval)
+	pause := r.opts.PollInterval
+	t := time.NewTimer(pause)
 	defer t.Stop()
 	var last error
 	for {
@@ -73,8 +77,13 @@ func (r *Reconciler) poll(ctx context.Context, what string, timeout time.Duratio
 			return fmt.Errorf("swarm: %s: not reached within %s (last error: %v)", what, timeout, last)
 		case <-t.C:
 		}
+		pause = min(2*pause, pollBackoff*r.opts.PollInterval)
+		t.Reset(pause)
 	}
 }
+
+// pollBackoff bounds poll's pause at this multiple of PollInterval (2 s at the default 250 ms).
+const pollBackoff = 8
 
 // waitActive waits until the local node is active.
 func (r *Reconciler) waitActive(ctx context.Context) (swarm.Info, error) {
