@@ -130,7 +130,10 @@ func degraded(nodes []swarm.Node) string {
 // checkQuorum asks the control plane for the node list with a short deadline; a manager whose raft has no
 // leader answers with an error (docker 20.10: "The swarm does not have a leader…") or not at all. It
 // reports that precisely instead of letting the pass wait out the ready timeout.
-func (r *Reconciler) checkQuorum(ctx context.Context, s *state.State, info swarm.Info) error {
+//
+// Without a leader it also watches for a stillborn seat (StillbornSeat): once one has held for stillbornGrace,
+// this node forces a new cluster of itself and reports tookOver.
+func (r *Reconciler) checkQuorum(ctx context.Context, s *state.State, info swarm.Info) (tookOver bool, _ error) {
 	var err error
 	if info.Error != "" && NoQuorum(errors.New(info.Error)) {
 		err = errors.New(info.Error) // docker info already tried and failed to list the nodes
@@ -141,18 +144,45 @@ func (r *Reconciler) checkQuorum(ctx context.Context, s *state.State, info swarm
 	}
 	cancel()
 	if err == nil || ctx.Err() != nil {
-		r.noQuorumSince = time.Time{}
-		return nil
+		r.noQuorumSince, r.stillbornSince = time.Time{}, time.Time{}
+		return false, nil
 	}
 	if !NoQuorum(err) && !errors.Is(qctx.Err(), context.DeadlineExceeded) {
-		return nil // some other failure: the ready wait below reports it
+		return false, nil // some other failure: the ready wait below reports it
 	}
 	if r.noQuorumSince.IsZero() {
 		r.noQuorumSince = r.now()
 	}
+	if seat, ok := StillbornSeat(info.NodeID, info.RemoteManagers, s.Members); !ok {
+		r.stillbornSince = time.Time{}
+	} else if r.stillbornSince.IsZero() {
+		r.stillbornSince = r.now()
+	} else if r.now().Sub(r.stillbornSince) >= stillbornGrace {
+		return true, r.takeOver(ctx, s, seat, err)
+	}
 	rep := QuorumReport(info.RemoteManagers, s.Members, r.noQuorumSince)
 	s.Set("swarm", rep)
-	return fmt.Errorf("swarm: %s: %w", rep, err)
+	return false, fmt.Errorf("swarm: %s: %w", rep, err)
+}
+
+// takeOver makes this manager the swarm's only raft member (`swarm init --force-new-cluster`: swarm ID, tokens,
+// services and node entries are kept) after its only other seat was found stillborn. The seat's entry is then a
+// Down manager whose machine reports no swarm node: the leader's cleanup removes it (PlanCleanup), and the
+// machine joins again through the formation record this node announces.
+func (r *Reconciler) takeOver(ctx context.Context, s *state.State, seat swarm.Peer, noQuorum error) error {
+	addr := s.Self.Addr.String()
+	r.log.Warn("swarm: init --force-new-cluster", "advertise", addr, "seat", seat.NodeID, "seat_addr", seat.Addr,
+		"reason", "the only other raft seat is held by no machine (its join never completed) and keeps this swarm without a leader",
+		"since", r.stillbornSince.UTC().Format(time.RFC3339), "swarm_error", noQuorum)
+	req := swarm.InitRequest{ListenAddr: net.JoinHostPort(addr, strconv.Itoa(Port)), AdvertiseAddr: addr, DataPathAddr: addr, ForceNewCluster: true}
+	if _, err := r.cli.SwarmInit(ctx, req); err != nil {
+		return fmt.Errorf("swarm: init --force-new-cluster without stillborn seat %s (%s): %w", seat.NodeID, seat.Addr, err)
+	}
+	now := r.now()
+	r.lastHeal = fmt.Sprintf("took the swarm over alone: seat %s (%s) was stillborn, at %s", seat.NodeID, seat.Addr, now.UTC().Format(time.RFC3339))
+	r.noQuorumSince, r.stillbornSince = time.Time{}, time.Time{}
+	s.Wait("swarm", r.lastHeal)
+	return nil
 }
 
 // quorumProbeTimeout bounds the quorum probe: a manager with a leader lists nodes in milliseconds.

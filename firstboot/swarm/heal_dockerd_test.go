@@ -405,3 +405,71 @@ func TestRecoverRealDockerd(t *testing.T) {
 		t.Fatalf("formation record after the return: epoch %d, managers %v; want epoch 1 with the survivor %s", f.Epoch, f.ManagerAddrs, listen)
 	}
 }
+
+// TestStillbornSeatRealDockerd: the second manager's machine loses its swarm state while the swarm has only
+// two raft seats (a join given up after pendingMax, or a reimage): the initialiser is left without a leader.
+// Once the seat has looked stillborn for stillbornGrace, the initialiser's reconciler forces a new cluster of
+// itself (the same swarm, a leader again) and announces a record with its own seat, with which the machine
+// joins again as a manager.
+func TestStillbornSeatRealDockerd(t *testing.T) {
+	needDocker(t)
+	ds, ms := newHealLAN(t, 2)
+	ctx := context.Background()
+	clock := time.Now()
+	ra := NewWithOptions(ds[0].cli, quiet(), testOptions())
+	ra.now = func() time.Time { return clock }
+	rb := NewWithOptions(ds[1].cli, quiet(), testOptions())
+	pass := func(i int, f *state.Formation) *state.State {
+		return &state.State{Inputs: state.Inputs{Expected: 3, Initialiser: i == 0, Formation: f}, Observed: state.Observed{Self: ms[i], Members: ms}}
+	}
+	sa := pass(0, nil)
+	reconcile(t, ra, sa, true)
+	f := sa.Swarm.Announce
+	reconcile(t, rb, pass(1, f), true)
+	if n := nodeByAddr(t, ds[0].cli, ms[1].Addr); n.ManagerStatus == nil {
+		t.Fatalf("b did not join as a manager: %+v", n.Spec)
+	}
+
+	ds[1].reimage(t)
+	ms[0].SwarmNode, ms[1].SwarmNode = sa.Swarm.Node, member.NoSwarmNode
+	deadline := time.Now().Add(2 * time.Minute)
+	for ra.stillbornSince.IsZero() {
+		_, err := ra.Reconcile(ctx, pass(0, f))
+		if time.Now().After(deadline) {
+			t.Fatalf("a never found its swarm without a leader and the seat stillborn: last pass %v", err)
+		}
+		time.Sleep(time.Second) // raft's election timeout passes before the leader steps down
+	}
+	clock = clock.Add(stillbornGrace)
+	s := pass(0, f)
+	if changed, err := ra.Reconcile(ctx, s); err != nil || !changed || !strings.Contains(s.Pending["swarm"], "took the swarm over alone") {
+		t.Fatalf("after stillbornGrace: changed %v, err %v, pending %q; want the take-over", changed, err, s.Pending["swarm"])
+	}
+	info, err := ds[0].cli.Info(ctx)
+	if err != nil || info.Swarm.Cluster == nil || info.Swarm.Cluster.ID != f.SwarmID {
+		t.Fatalf("after the take-over: %+v, %v; want the same swarm %s", info.Swarm.Cluster, err, f.SwarmID)
+	}
+
+	// The leader's passes announce its own seat only and remove the stale entry (Down, its machine in no swarm);
+	// b joins again with that record.
+	var f2 *state.Formation
+	deadline = time.Now().Add(2 * time.Minute)
+	for f2 == nil || len(f2.ManagerAddrs) != 1 {
+		clock = clock.Add(reimageGrace)
+		s := pass(0, f)
+		if _, err := ra.Reconcile(ctx, s); err != nil && time.Now().After(deadline) {
+			t.Fatalf("a after the take-over: %v", err)
+		}
+		f2 = s.Swarm.Announce
+		if time.Now().After(deadline) {
+			t.Fatalf("a announces %+v, want its own seat only", f2)
+		}
+	}
+	sb := pass(1, f2)
+	reconcile(t, rb, sb, true)
+	// By node id: the stale entry may still be listed under the same address until the cleanup removes it.
+	n, _, err := ds[0].cli.NodeInspectWithRaw(ctx, sb.Swarm.Node)
+	if err != nil || n.ManagerStatus == nil || n.ManagerStatus.Reachability != swarm.ReachabilityReachable {
+		t.Fatalf("b (%s) after joining again: %+v, %v; want a reachable manager", sb.Swarm.Node, n.ManagerStatus, err)
+	}
+}

@@ -3,6 +3,7 @@ package swarm
 import (
 	"cmp"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -252,6 +253,46 @@ func memberOf(members []member.Member, n swarm.Node) (member.Member, bool) {
 	}
 	return member.Member{}, false
 }
+
+// StillbornSeat finds the one raft seat that keeps a two-seat swarm without a leader although no machine holds
+// it: remote (this manager's Info.RemoteManagers) is this node (self) and one other, and the alive member at
+// the other's address reports no swarm node, or another one than that seat's. A manager join that never
+// completed leaves exactly this once the joiner gives up (PlanLocal leaves a join pending for pendingMax) or
+// is reimaged: raft counts the seat, so the leader needs both for a quorum, while the machine behind it holds
+// no raft state at all. This node then holds the swarm's only copy, and `swarm init --force-new-cluster`
+// here loses nothing and forks nothing. With more seats another live member may hold entries this node
+// lacks: only the operator's recover may force a new cluster there.
+func StillbornSeat(self string, remote []swarm.Peer, members []member.Member) (swarm.Peer, bool) {
+	if len(remote) != 2 {
+		return swarm.Peer{}, false
+	}
+	other := remote[0]
+	if other.NodeID == self {
+		other = remote[1]
+	} else if remote[1].NodeID != self {
+		return swarm.Peer{}, false
+	}
+	host, _, err := net.SplitHostPort(other.Addr)
+	if err != nil {
+		host = other.Addr
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil || other.NodeID == self {
+		return swarm.Peer{}, false
+	}
+	for _, m := range members {
+		if m.Addr == addr.Unmap() {
+			// "" is a member whose dockerd did not answer: no proof either way.
+			return other, m.Alive && m.SwarmNode != "" && m.SwarmNode != other.NodeID
+		}
+	}
+	return swarm.Peer{}, false
+}
+
+// stillbornGrace is how long a seat must look stillborn before this node takes the swarm over alone. A joiner
+// gossips its swarm node at the end of its pass, and a pass that waits for its join can take minutes on a
+// loaded machine, so for that long it may still report no swarm node while its join goes on.
+const stillbornGrace = 5 * time.Minute
 
 // QuorumReport describes a manager that has lost raft quorum, from what it can still see without a leader:
 // the managers it knows (Info.RemoteManagers) and which of their addresses belong to no alive member.

@@ -193,6 +193,43 @@ func TestQuorumReportAndNoQuorum(t *testing.T) {
 	}
 }
 
+// TestStillbornSeat is the table of when a leaderless manager may take its swarm over alone: only two seats,
+// the other one's machine alive and reporting no swarm node (or another one) than the seat's.
+func TestStillbornSeat(t *testing.T) {
+	self := swarm.Peer{NodeID: "nA", Addr: "10.0.0.10:2377"}
+	seat := swarm.Peer{NodeID: "nB", Addr: "10.0.0.11:2377"}
+	third := swarm.Peer{NodeID: "nC", Addr: "10.0.0.12:2377"}
+	with := func(f func([]member.Member)) []member.Member {
+		ms := members(3) // 00 .10, 01 .11, 02 .12
+		ms[0].SwarmNode = "nA"
+		f(ms)
+		return ms
+	}
+	tests := []struct {
+		name    string
+		remote  []swarm.Peer
+		members []member.Member
+		want    bool
+	}{
+		{"the joiner left its pending join: no swarm node", []swarm.Peer{self, seat}, with(func(m []member.Member) { m[1].SwarmNode = member.NoSwarmNode }), true},
+		{"the seat's machine is another node now (reimaged, joined elsewhere)", []swarm.Peer{seat, self}, with(func(m []member.Member) { m[1].SwarmNode = "nX" }), true},
+		{"the joiner still reports the seat's node: its join may go on", []swarm.Peer{self, seat}, with(func(m []member.Member) { m[1].SwarmNode = "nB" }), false},
+		{"the seat's machine is not alive: the operator's recover decides", []swarm.Peer{self, seat}, with(func(m []member.Member) { m[1].SwarmNode, m[1].Alive = member.NoSwarmNode, false }), false},
+		{"the seat's machine has not reported (dockerd silent)", []swarm.Peer{self, seat}, with(func(m []member.Member) {}), false},
+		{"no member at the seat's address", []swarm.Peer{self, {NodeID: "nB", Addr: "10.0.0.99:2377"}}, with(func(m []member.Member) {}), false},
+		{"three seats: a live member may hold entries this node lacks", []swarm.Peer{self, seat, third}, with(func(m []member.Member) { m[1].SwarmNode, m[2].SwarmNode = member.NoSwarmNode, member.NoSwarmNode }), false},
+		{"this node is not among the two", []swarm.Peer{seat, third}, with(func(m []member.Member) { m[1].SwarmNode = member.NoSwarmNode }), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := StillbornSeat("nA", tt.remote, tt.members)
+			if ok != tt.want || ok && got != seat {
+				t.Fatalf("StillbornSeat = %+v, %v; want %v", got, ok, tt.want)
+			}
+		})
+	}
+}
+
 // tokenAPI is a leader's dockerd for heal: it removes nodes and records token rotations.
 type tokenAPI struct {
 	DockerAPI

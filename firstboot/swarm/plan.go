@@ -39,6 +39,8 @@ type Step struct {
 	Kind StepKind
 	// Wait is what a StepWait waits for (status text).
 	Wait string
+	// Why is a StepLeave's reason when it is not dockerd's error state (a join pending too long).
+	Why string
 	// Err is a StepFail's error.
 	Err error
 	// Role, Token and Remotes are a StepJoin's (Remotes: the record's managers, this node's own address left
@@ -55,11 +57,35 @@ type Step struct {
 // as a worker (see PlanLocal).
 const ownSeatWait = 3 * time.Minute
 
+// Since holds when PlanLocal's timed conditions were first seen (zero: not seen). The reconciler keeps it in
+// memory only: a restarted agent starts the clocks again, which delays a remedy by one bound and never
+// causes one.
+type Since struct {
+	// Seat is when SeatHeld was first reported.
+	Seat time.Time
+	// Pending is when the local node was first seen pending (a join under way).
+	Pending time.Time
+}
+
+// pendingMax bounds how long a join that made this node no recorded manager may stay pending before it is
+// left. A manager join whose raft transport never reached the leader (seen on a starved TCG guest: "failed to
+// register member … context deadline exceeded", then "unrecognized member ID" on every heartbeat) stays
+// pending for good while its seat keeps the leader from a quorum; healthy joins finish pending within a minute
+// even there.
+const pendingMax = 5 * time.Minute
+
 // PlanLocal decides this node's next step from its local swarm state (info) and the State: pure, so every
-// branch is table-tested. seatSince is when SeatHeld was first reported (zero: not yet); now is the clock.
-func PlanLocal(s *state.State, info swarm.Info, seatSince, now time.Time) Step {
+// branch is table-tested. since holds the timed conditions' first sightings; now is the clock.
+func PlanLocal(s *state.State, info swarm.Info, since Since, now time.Time) Step {
 	switch info.LocalNodeState {
-	case swarm.LocalNodeStatePending, swarm.LocalNodeStateActive:
+	case swarm.LocalNodeStatePending:
+		if !since.Pending.IsZero() && now.Sub(since.Pending) >= pendingMax && notRecordedManager(s) {
+			// Leaving gives the seat up; the machine then reports no swarm node, which is what lets the
+			// only other raft member take the swarm over alone (StillbornSeat) when the seat broke its quorum.
+			return Step{Kind: StepLeave, Why: "join pending since " + since.Pending.UTC().Format(time.RFC3339)}
+		}
+		return Step{Kind: StepVerify}
+	case swarm.LocalNodeStateActive:
 		return Step{Kind: StepVerify}
 	case swarm.LocalNodeStateError, swarm.LocalNodeStateLocked:
 		if failedJoin(s, info) {
@@ -70,7 +96,7 @@ func PlanLocal(s *state.State, info swarm.Info, seatSince, now time.Time) Step {
 		}
 		return Step{Kind: StepFail, Err: fmt.Errorf("swarm: local node state %s: %s", info.LocalNodeState, info.Error)}
 	case swarm.LocalNodeStateInactive:
-		return planForm(s, seatSince, now)
+		return planForm(s, since.Seat, now)
 	}
 	return Step{Kind: StepFail, Err: fmt.Errorf("swarm: unknown local node state %q", info.LocalNodeState)}
 }
@@ -169,7 +195,13 @@ func rank(id string, members []member.Member) int {
 // formation record names ready managers, and this node is not one of them. A recorded manager in error is
 // left alone (reported): leaving would drop a raft member the cluster may still count on.
 func failedJoin(s *state.State, info swarm.Info) bool {
-	if info.LocalNodeState != swarm.LocalNodeStateError || s.Formation == nil || !s.Self.Addr.IsValid() {
+	return info.LocalNodeState == swarm.LocalNodeStateError && notRecordedManager(s)
+}
+
+// notRecordedManager reports whether the formation names managers and this node is not among them: a join of
+// this node that has not completed can be given up without giving up a seat the cluster counts on.
+func notRecordedManager(s *state.State) bool {
+	if s.Formation == nil || !s.Self.Addr.IsValid() {
 		return false
 	}
 	self := net.JoinHostPort(s.Self.Addr.String(), strconv.Itoa(Port))

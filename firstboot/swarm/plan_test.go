@@ -31,16 +31,25 @@ func TestPlanLocal(t *testing.T) {
 	}
 	inactive := swarm.Info{LocalNodeState: swarm.LocalNodeStateInactive}
 	tests := []struct {
-		name      string
-		s         *state.State
-		info      swarm.Info
-		seatSince time.Time
-		want      Step
+		name  string
+		s     *state.State
+		info  swarm.Info
+		since Since
+		want  Step
 	}{
 		{name: "active: verify", s: st(0, nil, true), info: swarm.Info{LocalNodeState: swarm.LocalNodeStateActive},
 			want: Step{Kind: StepVerify}},
 		{name: "a join under way (ours from before a restart): verify it, never start another", s: st(1, record(1, "10.0.0.10:2377"), false),
 			info: swarm.Info{LocalNodeState: swarm.LocalNodeStatePending}, want: Step{Kind: StepVerify}},
+		{name: "a join pending for pendingMax, not a recorded manager: leave (its seat may hold the leader's quorum)",
+			s: st(1, record(1, "10.0.0.10:2377"), false), info: swarm.Info{LocalNodeState: swarm.LocalNodeStatePending},
+			since: Since{Pending: now.Add(-pendingMax)}, want: Step{Kind: StepLeave, Why: "join pending since 2026-01-02T02:59:05Z"}},
+		{name: "a join pending for less: verify", s: st(1, record(1, "10.0.0.10:2377"), false),
+			info: swarm.Info{LocalNodeState: swarm.LocalNodeStatePending}, since: Since{Pending: now.Add(-pendingMax + time.Second)},
+			want: Step{Kind: StepVerify}},
+		{name: "a recorded manager pending for long: never left", s: st(1, record(2, "10.0.0.10:2377", "10.0.0.11:2377"), false),
+			info: swarm.Info{LocalNodeState: swarm.LocalNodeStatePending}, since: Since{Pending: now.Add(-time.Hour)},
+			want: Step{Kind: StepVerify}},
 		{name: "no formation, not the initialiser: wait", s: st(1, nil, false), info: inactive,
 			want: Step{Kind: StepWait, Wait: "waiting for formation"}},
 		{name: "no formation, the initialiser: init", s: st(0, nil, true), info: inactive, want: Step{Kind: StepInit}},
@@ -58,7 +67,7 @@ func TestPlanLocal(t *testing.T) {
 			s: st(2, record(3, "10.0.0.10:2377", "10.0.0.11:2377", "10.0.0.12:2377"), false), info: inactive,
 			want: Step{Kind: StepWait, SeatHeld: true, Wait: "the formation record still counts 10.0.0.12 as a manager (the old install of this machine): waiting since 2026-01-02T03:04:05Z for the leader to free the seat, to join as a manager"}},
 		{name: "the old seat still held after ownSeatWait: join as a worker",
-			s: st(2, record(3, "10.0.0.10:2377", "10.0.0.11:2377", "10.0.0.12:2377"), false), info: inactive, seatSince: now.Add(-ownSeatWait),
+			s: st(2, record(3, "10.0.0.10:2377", "10.0.0.11:2377", "10.0.0.12:2377"), false), info: inactive, since: Since{Seat: now.Add(-ownSeatWait)},
 			want: Step{Kind: StepJoin, SeatHeld: true, Role: swarm.NodeRoleWorker, Token: "SWMTKN-w", Remotes: []string{"10.0.0.10:2377", "10.0.0.11:2377"}}},
 		{name: "a failed join (error, not a recorded manager): leave", s: st(2, record(2, "10.0.0.10:2377", "10.0.0.11:2377"), false),
 			info: swarm.Info{LocalNodeState: swarm.LocalNodeStateError, Error: "could not connect"}, want: Step{Kind: StepLeave}},
@@ -78,13 +87,13 @@ func TestPlanLocal(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := PlanLocal(tt.s, tt.info, tt.seatSince, now)
+			got := PlanLocal(tt.s, tt.info, tt.since, now)
 			if (got.Err == nil) != (tt.want.Err == nil) || got.Err != nil && got.Err.Error() != tt.want.Err.Error() {
 				t.Fatalf("err %v, want %v", got.Err, tt.want.Err)
 			}
 			got.Err, tt.want.Err = nil, nil
 			if got.Kind != tt.want.Kind || got.Wait != tt.want.Wait || got.Role != tt.want.Role || got.Token != tt.want.Token ||
-				strings.Join(got.Remotes, ",") != strings.Join(tt.want.Remotes, ",") || got.SeatHeld != tt.want.SeatHeld {
+				strings.Join(got.Remotes, ",") != strings.Join(tt.want.Remotes, ",") || got.SeatHeld != tt.want.SeatHeld || got.Why != tt.want.Why {
 				t.Fatalf("PlanLocal = %+v\nwant        %+v", got, tt.want)
 			}
 		})
@@ -141,11 +150,11 @@ func TestJoinQueue(t *testing.T) {
 	}
 	// Through PlanLocal: the waiting node says for whom, and why.
 	inactive := swarm.Info{LocalNodeState: swarm.LocalNodeStateInactive}
-	got := PlanLocal(st(2, one), inactive, time.Time{}, time.Now())
+	got := PlanLocal(st(2, one), inactive, Since{}, time.Now())
 	if want := "waiting for 01 to join first: 1 of 1 raft members ready, so 1 manager join(s) at a time keep raft's quorum"; got.Kind != StepWait || got.Wait != want {
 		t.Fatalf("PlanLocal = %+v, want wait %q", got, want)
 	}
-	got = PlanLocal(st(0, record(3, "10.0.0.11:2377", "10.0.0.12:2377")), inactive, time.Time{}, time.Now())
+	got = PlanLocal(st(0, record(3, "10.0.0.11:2377", "10.0.0.12:2377")), inactive, Since{}, time.Now())
 	if want := "waiting for the leader to remove failed joins: 2 of 3 raft members ready, so 0 manager join(s) at a time keep raft's quorum"; got.Kind != StepWait || got.Wait != want {
 		t.Fatalf("PlanLocal = %+v, want wait %q", got, want)
 	}

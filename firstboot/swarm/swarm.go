@@ -4,6 +4,7 @@
 package swarm
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -77,8 +78,12 @@ type Reconciler struct {
 	noQuorumSince time.Time
 	// lastHeal is the last corrective action with its reason and time, shown in status.
 	lastHeal string
-	// ownSeatSince is when this inactive node first found its own address among the record's managers.
-	ownSeatSince time.Time
+	// since holds when PlanLocal's timed conditions were first seen: this inactive node's own address among the
+	// record's managers (Seat), this node pending (Pending).
+	since Since
+	// stillbornSince is when this manager, without a leader, first found its only other raft seat held by no
+	// machine (StillbornSeat); zero otherwise.
+	stillbornSince time.Time
 	// waitedForDockerd is set once dockerd answered or this process waited for it once (see Reconcile).
 	waitedForDockerd bool
 	// awaitingSince is when this node, which should be a manager, was first seen a worker; zero otherwise.
@@ -160,9 +165,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error
 	if err != nil {
 		return changed, err
 	}
-	step := PlanLocal(s, info, r.ownSeatSince, r.now())
-	if step.SeatHeld && r.ownSeatSince.IsZero() {
-		r.ownSeatSince = r.now()
+	if info.LocalNodeState != swarm.LocalNodeStatePending {
+		r.since.Pending = time.Time{}
+	} else if r.since.Pending.IsZero() {
+		r.since.Pending = r.now()
+	}
+	step := PlanLocal(s, info, r.since, r.now())
+	if step.SeatHeld && r.since.Seat.IsZero() {
+		r.since.Seat = r.now()
 	}
 	switch step.Kind {
 	case StepWait:
@@ -174,12 +184,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, s *state.State) (bool, error
 		}
 		return changed, step.Err
 	case StepLeave:
+		reason := "local node in error and not a ready manager of the formation"
+		if step.Why != "" {
+			reason = step.Why + ", not a ready manager of the formation"
+		}
 		r.log.Warn("swarm: leaving after a failed join", "node", info.NodeID, "error", info.Error,
-			"managers", s.Formation.ManagerAddrs, "reason", "local node in error and not a ready manager of the formation")
+			"managers", s.Formation.ManagerAddrs, "reason", reason)
 		if err := r.cli.SwarmLeave(ctx, true); err != nil {
 			return changed, fmt.Errorf("swarm: leave after failed join: %w", err)
 		}
-		r.joinFailed(info.Error)
+		r.since.Pending = time.Time{}
+		r.joinFailed(cmp.Or(info.Error, step.Why))
 		s.Wait("swarm", "left after a failed join, joining again at "+r.retryJoinAt.UTC().Format(time.RFC3339))
 		return true, nil
 	case StepJoin:
@@ -258,8 +273,8 @@ func (r *Reconciler) manage(ctx context.Context, s *state.State, observed swarm.
 	if info.ControlAvailable {
 		// Before anything else that reads the control plane: a manager without quorum reports an empty
 		// cluster (Info could not inspect it), which must read as "no quorum", not as another swarm.
-		if err := r.checkQuorum(ctx, s, info); err != nil {
-			return changed, err
+		if tookOver, err := r.checkQuorum(ctx, s, info); err != nil || tookOver {
+			return changed || tookOver, err
 		}
 	}
 	if s.Formation != nil && s.Formation.SwarmID != "" && info.Cluster != nil && info.Cluster.ID != "" && info.Cluster.ID != s.Formation.SwarmID {

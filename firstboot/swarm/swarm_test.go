@@ -270,6 +270,34 @@ func TestFailedJoinIsLeftAndRetried(t *testing.T) {
 	}
 }
 
+// A join that stays pending is verified pass after pass, and left once it has been pending for pendingMax:
+// the reconciler's clock starts at the first pending pass, and the leave backs the next join off.
+func TestPendingJoinIsLeftAfterPendingMax(t *testing.T) {
+	ms := members(3)
+	api := &errorStateAPI{state: swarm.LocalNodeStatePending}
+	r := NewWithOptions(api, quiet(), Options{ReadyTimeout: time.Millisecond, PollInterval: time.Millisecond})
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	r.now = func() time.Time { return now }
+	pass := func() (*state.State, error) {
+		s := &state.State{Inputs: state.Inputs{Expected: 3, Formation: &state.Formation{
+			SwarmID: "x", ManagerToken: "t", ManagerAddrs: []string{"10.0.0.10:2377"}}}, Observed: state.Observed{Self: ms[1], Members: ms}}
+		_, err := r.Reconcile(context.Background(), s)
+		return s, err
+	}
+	if _, err := pass(); err == nil || api.left {
+		t.Fatalf("first pending pass: err %v, left %v; want the wait for active to fail, no leave", err, api.left)
+	}
+	now = now.Add(pendingMax - time.Second)
+	if _, err := pass(); err == nil || api.left {
+		t.Fatalf("pending just under pendingMax: err %v, left %v; want no leave", err, api.left)
+	}
+	now = now.Add(time.Second)
+	s, err := pass()
+	if err != nil || !api.left || !strings.Contains(s.Pending["swarm"], "left after a failed join") || r.joinFailures != 1 {
+		t.Fatalf("pending for pendingMax: err %v, left %v, pending %q, failures %d; want a leave and a back-off", err, api.left, s.Pending["swarm"], r.joinFailures)
+	}
+}
+
 // joinRecorder is an inactive dockerd that records the join token it was given (and then fails the join:
 // only the choice of token matters here).
 type joinRecorder struct {
