@@ -49,7 +49,9 @@ func envInt(t *testing.T, name string, def int) int {
 // the VIP. It returns the swarm cluster id.
 func assertOneCluster(ctx context.Context, t *testing.T, nodes []*lab.Node) string {
 	t.Helper()
-	sctx, cancel := context.WithTimeout(ctx, swarmSettle)
+	// Beyond three nodes the guests outgrow the two cores: with five, one round of `docker info` on each took
+	// more than swarmSettle on its own (each guest idles at ~40 % of a host core once formed).
+	sctx, cancel := context.WithTimeout(ctx, swarmSettle+time.Duration(max(0, len(nodes)-3))*4*time.Minute)
 	defer cancel()
 	// A manager reports no cluster id while raft has no leader (an election right after formation on loaded
 	// guests, say): that is a moment to wait out, not a second swarm. A second swarm has a

@@ -22,7 +22,7 @@ const (
 	fiveFormTimeout = 45 * time.Minute
 	// lossHealTimeout bounds the wait for the survivors to serve again after a node loss: keepalived's
 	// takeover, raft's election and gluster's ping timeout are seconds each, on loaded guests longer.
-	lossHealTimeout = 5 * time.Minute
+	lossHealTimeout = 10 * time.Minute
 	// fivePollEvery spaces the formation's observations: each one starts `kiln-firstboot status` (a 20 MB Go
 	// binary, a costly exec under TCG) in every guest, and five guests already need more than the two cores
 	// give them while they form.
