@@ -276,6 +276,8 @@ func (r *Reconciler) manage(ctx context.Context, s *state.State, observed swarm.
 		if tookOver, err := r.checkQuorum(ctx, s, info); err != nil || tookOver {
 			return changed || tookOver, err
 		}
+	} else {
+		r.stillbornSince = time.Time{} // the seat must look stillborn pass after pass, as a manager's
 	}
 	if s.Formation != nil && s.Formation.SwarmID != "" && info.Cluster != nil && info.Cluster.ID != "" && info.Cluster.ID != s.Formation.SwarmID {
 		s.Set("swarm", "swarm: foreign swarm "+info.Cluster.ID)
