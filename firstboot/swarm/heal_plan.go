@@ -272,21 +272,27 @@ func StillbornSeat(self string, remote []swarm.Peer, members []member.Member) (s
 	} else if remote[1].NodeID != self {
 		return swarm.Peer{}, false
 	}
-	host, _, err := net.SplitHostPort(other.Addr)
-	if err != nil {
-		host = other.Addr
-	}
-	addr, err := netip.ParseAddr(host)
-	if err != nil || other.NodeID == self {
+	addr, ok := peerAddr(other)
+	if !ok {
 		return swarm.Peer{}, false
 	}
 	for _, m := range members {
-		if m.Addr == addr.Unmap() {
+		if m.Addr == addr {
 			// "" is a member whose dockerd did not answer: no proof either way.
 			return other, m.Alive && m.SwarmNode != "" && m.SwarmNode != other.NodeID
 		}
 	}
 	return swarm.Peer{}, false
+}
+
+// peerAddr is the address of a manager in Info.RemoteManagers ("host:port").
+func peerAddr(p swarm.Peer) (netip.Addr, bool) {
+	host, _, err := net.SplitHostPort(p.Addr)
+	if err != nil {
+		host = p.Addr
+	}
+	a, err := netip.ParseAddr(host)
+	return a.Unmap(), err == nil
 }
 
 // stillbornGrace is how long a seat must look stillborn before this node takes the swarm over alone. A joiner
@@ -305,11 +311,7 @@ func QuorumReport(remote []swarm.Peer, members []member.Member, since time.Time)
 	}
 	gone := 0
 	for _, p := range remote {
-		host := p.Addr
-		if h, _, ok := strings.Cut(p.Addr, ":"); ok {
-			host = h
-		}
-		if a, err := netip.ParseAddr(host); err != nil || !alive[a.Unmap()] {
+		if a, ok := peerAddr(p); !ok || !alive[a] {
 			gone++
 		}
 	}
