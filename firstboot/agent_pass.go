@@ -218,6 +218,8 @@ func (a *agent) run(ctx context.Context, r state.Reconciler, s *state.State) (re
 			a.log.Warn("reconcile failed", "reconciler", res.name, "err", res.err, "took", res.took)
 		case res.changed:
 			a.log.Info("reconciled", "reconciler", res.name, "changed", true, "took", res.took)
+		default:
+			a.log.Debug("reconciled", "reconciler", res.name, "changed", false, "took", res.took)
 		}
 	}()
 	res.changed, res.err = r.Reconcile(ctx, s)

@@ -36,6 +36,8 @@ const (
 	logDirEnv = "KILN_BENCH_LOGDIR"
 	// keepLogsEnv names a directory that receives every node's logs when its LAN is torn down.
 	keepLogsEnv = "KILN_BENCH_KEEPLOGS"
+	// debugEnv set to anything logs the agents at debug level: every reconciler's time in every pass.
+	debugEnv = "KILN_BENCH_DEBUG"
 )
 
 func TestMain(m *testing.M) {
@@ -49,7 +51,11 @@ func TestMain(m *testing.M) {
 // given (no fw_cfg, ESP or machine-id here), and glusterd, keepalived and the volume mount are units this
 // process manages itself, since the node has no systemd.
 func agentMain(id, cfgPath, logDir string) int {
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	level := slog.LevelInfo
+	if os.Getenv(debugEnv) != "" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	b, err := os.ReadFile(cfgPath)

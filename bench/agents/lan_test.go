@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -39,10 +40,10 @@ type node struct {
 	started     time.Time // when the agent was started
 }
 
-// nodeSetup runs in the holder: private /run and /var on tmpfs, /var/run as Debian has it, and glusterfs'
-// TLS paths and switch as the image has them at first boot (kiln-firstboot glusterd-tls). The bricks
-// under /var/lib/kiln land on that tmpfs: it has trusted.* xattrs, and it is not the root filesystem, which
-// glusterd refuses for bricks.
+// nodeSetup runs in the holder: private /run and /var on tmpfs, /var/run as Debian has it, glusterfs' TLS
+// paths and switch as the image has them at first boot (kiln-firstboot glusterd-tls), and no geo-replication
+// helper, as in the image. The bricks under /var/lib/kiln land on that tmpfs: it has trusted.* xattrs, and it
+// is not the root filesystem, which glusterd refuses for bricks.
 const nodeSetup = `set -e
 mount -t tmpfs kab-run /run
 mkdir -p /run/kiln /run/gluster /run/lock /run/systemd/system
@@ -50,7 +51,7 @@ mount -t tmpfs -o size=256m kab-var /var
 mkdir -p /var/lib/glusterd /var/lib/kiln /var/log/glusterfs /var/data /var/tmp
 ln -s /run /var/run
 ln -s /run/lock /var/lock
-` + testenv.GlusterTLSLinks + `touch /var/lib/glusterd/secure-access
+` + testenv.GlusterTLSLinks + testenv.GlusterWithoutGeoRep + `touch /var/lib/glusterd/secure-access
 touch /run/kab-ready
 exec sleep 86400
 `
@@ -228,9 +229,10 @@ func (n *node) teardown(tb testing.TB) {
 	if tb.Failed() {
 		tb.Logf("node %s agent log tail:\n%s", n.id, files.Tail(filepath.Join(n.dir, "log", "agent.log"), 30))
 	}
-	// KILN_BENCH_KEEP_LOGS=dir keeps every node's logs (agent, dockerd, glusterd, keepalived) there.
-	if keep := os.Getenv("KILN_BENCH_KEEP_LOGS"); keep != "" {
-		run.Cmd(context.Background(), "cp", "-r", filepath.Join(n.dir, "log"), filepath.Join(keep, n.id))
+	// glusterfs writes its own logs (glusterd, bricks, FUSE client) under the node's private /var, which
+	// goes with the holder: keepLogs finds them beside the others.
+	if os.Getenv(keepLogsEnv) != "" {
+		run.Cmd(context.Background(), "cp", "-r", n.path("/var/log/glusterfs"), filepath.Join(n.dir, "log", "glusterfs"))
 	}
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		deadline := time.Now().Add(15 * time.Second)
@@ -253,13 +255,23 @@ func (n *node) teardown(tb testing.TB) {
 }
 
 // keepLogs copies every node's log directory under $KILN_BENCH_KEEPLOGS (when set) before the LAN goes, so a
-// slow or failed formation can be read afterwards: <dir>/<lan>/<node>/*.log.
+// slow or failed formation can be read afterwards: <dir>/<lan>/<node>/log/…, glusterfs' own logs under
+// log/glusterfs.
 func keepLogs(tb testing.TB, base string) {
 	dst := os.Getenv(keepLogsEnv)
 	if dst == "" {
 		return
 	}
-	logs, _ := filepath.Glob(filepath.Join(base, "*", "log", "*.log"))
+	var logs []string
+	nodeDirs, _ := filepath.Glob(filepath.Join(base, "*", "log"))
+	for _, d := range nodeDirs {
+		filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && e.Type().IsRegular() {
+				logs = append(logs, p)
+			}
+			return nil
+		})
+	}
 	for _, src := range logs {
 		rel, _ := filepath.Rel(base, src)
 		to := filepath.Join(dst, filepath.Base(base), rel)

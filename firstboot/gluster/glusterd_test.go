@@ -72,8 +72,8 @@ mount --bind %[1]s/run/gluster /run/gluster
 mount --bind %[1]s/log /var/log/glusterfs
 mount --bind %[1]s/var/lib/kiln/bricks /var/lib/kiln/bricks
 mount --bind %[1]s/var/lib/kiln/tls /var/lib/kiln/tls
-%[2]sexec glusterd -N --log-level=INFO
-`, n.dir, testenv.GlusterTLSLinks)
+%[2]s%[3]sexec glusterd -N --log-level=INFO
+`, n.dir, testenv.GlusterTLSLinks, testenv.GlusterWithoutGeoRep)
 	for _, d := range []string{"var/lib/glusterd", "var/lib/kiln/tls", "run/gluster", "log", "mnt"} {
 		if err := os.MkdirAll(filepath.Join(n.dir, d), 0o755); err != nil {
 			t.Fatal(err)
