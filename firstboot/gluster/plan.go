@@ -94,24 +94,34 @@ func Plan(s *state.State, obs Observed) []Action {
 			for _, m := range ms {
 				bricks = append(bricks, m.Addr.String()+":"+BrickPath)
 			}
+			// The created volume is known without asking glusterd again: no option set, not started. So
+			// its options and start follow in the same round (an observation costs two CLI calls, about a
+			// second on a loaded node); if the create fails, the actions after it do not run.
 			acts = append(acts, Action{Kind: ActCreate, Replica: len(ms), Bricks: bricks})
+			acts = append(acts, planVolume(s, &Volume{Name: VolumeName, Status: "Created"})...)
 		}
 		return acts
 	}
+	return append(acts, planVolume(s, obs.Volume)...)
+}
+
+// planVolume: kiln's options on an existing volume, then its start.
+func planVolume(s *state.State, vol *Volume) []Action {
+	var acts []Action
 	want := Options(s.PeerAddrs())
 	if tlsCluster(s) {
-		maps.Copy(want, TLSOptions(obs.Volume.Options[SSLAllow], s.Members, s.Self))
+		maps.Copy(want, TLSOptions(vol.Options[SSLAllow], s.Members, s.Self))
 	}
 	var set []Option
 	for _, k := range sortedKeys(want) {
-		if obs.Volume.Options[k] != want[k] {
+		if vol.Options[k] != want[k] {
 			set = append(set, Option{Key: k, Value: want[k]})
 		}
 	}
 	if len(set) > 0 {
 		acts = append(acts, Action{Kind: ActSet, Options: set})
 	}
-	if obs.Volume.Status != "Started" {
+	if vol.Status != "Started" {
 		acts = append(acts, Action{Kind: ActStart})
 	}
 	return acts

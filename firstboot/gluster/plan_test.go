@@ -90,14 +90,14 @@ func TestPlan(t *testing.T) {
 		{"all in, and in each other's pools: create replica 3", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Views: map[string][]Peer{
 			"10.77.0.12": {{Hostname: "kiln-a", Connected: true, State: "Peer in Cluster"}, peer(mC, true)},
 			"10.77.0.13": {peer(mA, true), peer(mB, true)},
-		}}, []string{"create replica 3 " + brick(mA) + " " + brick(mB) + " " + brick(mC)}},
+		}}, []string{"create replica 3 " + brick(mA) + " " + brick(mB) + " " + brick(mC), setFor(mA, mB, mC), "start"}},
 		{"all in, but b not yet connected to c: no create", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Views: map[string][]Peer{
 			"10.77.0.12": {peer(mA, true), peer(mC, false)},
 			"10.77.0.13": {peer(mA, true), peer(mB, true)},
 		}}, nil},
 		{"all in, c's peer list unreadable: not held against the create", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Views: map[string][]Peer{
 			"10.77.0.12": {peer(mA, true), peer(mC, true)},
-		}}, []string{"create replica 3 " + brick(mA) + " " + brick(mB) + " " + brick(mC)}},
+		}}, []string{"create replica 3 " + brick(mA) + " " + brick(mB) + " " + brick(mC), setFor(mA, mB, mC), "start"}},
 		{"all in, b lists c but not yet connected to the coordinator: no create", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Views: map[string][]Peer{
 			"10.77.0.12": {peer(mA, false), peer(mC, true)},
 		}}, nil},
@@ -107,7 +107,7 @@ func TestPlan(t *testing.T) {
 		}}, nil},
 		{"only two of three members: wait", st(mA, mA, mB), Observed{Peers: []Peer{peer(mB, true)}}, nil},
 		{"created: options then start", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Volume: &Volume{Status: "Created", Options: map[string]string{}}},
-			[]string{"set auth.allow 127.0.0.1,10.77.0.11,10.77.0.12,10.77.0.13 cluster.quorum-type auto cluster.server-quorum-type server network.ping-timeout 5", "start"}},
+			[]string{setFor(mA, mB, mC), "start"}},
 		{"converged: nothing", st(mA, mA, mB, mC), Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}, Volume: started}, nil},
 		{"follower b probes the coordinator back", st(mB, mA, mB, mC), Observed{Peers: []Peer{{Hostname: "kiln-a", Connected: true, State: "Peer in Cluster"}}}, []string{"probe 10.77.0.11"}},
 		{"follower c does not", st(mC, mA, mB, mC), Observed{Peers: []Peer{{Hostname: "kiln-a", Connected: true}}}, nil},
@@ -135,19 +135,19 @@ func TestPlan(t *testing.T) {
 			s.Expected = 4
 			return s
 		}(), Observed{Peers: []Peer{peer(mB, true), peer(mC, true), peer(mD, true)}},
-			[]string{"create replica 3 " + brick(mB) + " " + brick(mC) + " " + brick(mD)}},
+			[]string{"create replica 3 " + brick(mB) + " " + brick(mC) + " " + brick(mD), setFor(mA, mB, mC, mD), "start"}},
 		{"brickless member between: skipped, the next capable one holds the brick", func() *state.State {
 			s := st(mA, mA, brickless(mB), mC, mD)
 			s.Expected = 4
 			return s
 		}(), Observed{Peers: []Peer{peer(mB, true), peer(mC, true), peer(mD, true)}},
-			[]string{"create replica 3 " + brick(mA) + " " + brick(mC) + " " + brick(mD)}},
+			[]string{"create replica 3 " + brick(mA) + " " + brick(mC) + " " + brick(mD), setFor(mA, mB, mC, mD), "start"}},
 		{"three members, one brickless: probe it, but no replica-2 volume", st(mA, mA, mB, brickless(mC)),
 			Observed{Peers: []Peer{peer(mB, true)}}, []string{"probe 10.77.0.13"}},
 		{"three members in the pool, one brickless: wait for a third brick", st(mA, mA, mB, brickless(mC)),
 			Observed{Peers: []Peer{peer(mB, true), peer(mC, true)}}, nil},
 		{"single-node cluster: plain volume", &state.State{Inputs: state.Inputs{Expected: 1}, Observed: state.Observed{Self: mA, Members: []member.Member{mA}}}, Observed{},
-			[]string{"create replica 1 " + brick(mA)}},
+			[]string{"create replica 1 " + brick(mA), setFor(mA), "start"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -504,4 +504,14 @@ func TestCoordinatorIsInThePool(t *testing.T) {
 			}
 		})
 	}
+}
+
+// setFor is the options action of a fresh volume among members ms (without a storage CA): the create plans
+// it, and the start, in the same round.
+func setFor(ms ...member.Member) string {
+	allow := "127.0.0.1"
+	for _, m := range ms {
+		allow += "," + m.Addr.String()
+	}
+	return "set auth.allow " + allow + " cluster.quorum-type auto cluster.server-quorum-type server network.ping-timeout 5"
 }

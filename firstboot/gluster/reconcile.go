@@ -84,7 +84,8 @@ func New(cli *CLI, systemd sdunit.Manager, root string, log *slog.Logger) *Recon
 // Name implements state.Reconciler.
 func (r *Reconciler) Name() string { return "gluster" }
 
-// maxRounds bounds observe→plan→act rounds in one pass (probe, create, set, start: four are enough).
+// maxRounds bounds observe→plan→act rounds in one pass (probe; create with its options and start; a set
+// after members changed: three are enough).
 const maxRounds = 5
 
 // Reconcile takes part in storage once the swarm is verified. It runs the plan's stages in order: this node's
@@ -270,7 +271,9 @@ func (r *Reconciler) planForm(ctx context.Context, s *state.State, coord member.
 	}
 	acts = planStage(stageForm, s, HealObserved{Observed: f.obs})
 	if wait > 0 {
-		acts = slices.DeleteFunc(acts, func(a Action) bool { return a.Kind == ActCreate })
+		if i := slices.IndexFunc(acts, func(a Action) bool { return a.Kind == ActCreate }); i >= 0 {
+			acts = acts[:i] // the create, and the options and start of the volume it would make
+		}
 		f.backoff = fmt.Sprintf("volume create failed at %s: retrying in %s, once the bricks are clear of its marks",
 			r.mem.createFailed.UTC().Format(time.RFC3339), wait.Round(time.Second))
 	}
