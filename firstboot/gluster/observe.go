@@ -47,8 +47,8 @@ type HealObserved struct {
 }
 
 // observe asks glusterd for its peers and the volume at the same time: both are local reads that take no
-// cluster lock, and each CLI call costs a process start and a round trip (a fifth of a second on an idle
-// host, seconds on a loaded TCG guest), on the path of every formation round.
+// cluster lock, and each CLI call costs a process start and a round trip (tens of milliseconds natively,
+// about a second on a TCG guest), on the path of every formation round.
 func (r *Reconciler) observe(ctx context.Context) (Observed, error) {
 	var obs Observed
 	var peersErr, volErr error
