@@ -21,6 +21,9 @@ type fakeGlusterd struct {
 	// unmeshedViews makes that many other members' peer lists (--remote-host) miss the other followers, as
 	// right after the probes, before the followers have connected to each other.
 	unmeshedViews int
+	// hangViews are members whose peer list (--remote-host) never comes: the call blocks until its context
+	// ends, as a remote CLI call can until the CLI's own 120 s timeout.
+	hangViews map[string]bool
 	// down are peers listed as disconnected.
 	down map[string]bool
 	// volID and bricks (host:path) are shown in `volume info` when set.
@@ -28,12 +31,19 @@ type fakeGlusterd struct {
 	bricks []string
 }
 
-func (f *fakeGlusterd) run(_ context.Context, args ...string) ([]byte, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+func (f *fakeGlusterd) run(ctx context.Context, args ...string) ([]byte, error) {
 	if len(args) > 0 && args[0] == "--xml" {
 		args = args[1:]
 	}
+	if host, remote := strings.CutPrefix(args[0], "--remote-host="); remote && f.hangViews[host] {
+		f.mu.Lock()
+		f.ran = append(f.ran, strings.Join(args, " "))
+		f.mu.Unlock()
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.ran = append(f.ran, strings.Join(args, " "))
 	ok := `<cliOutput><opRet>0</opRet><opErrno>0</opErrno><opErrstr/></cliOutput>`
 	peers := f.peers

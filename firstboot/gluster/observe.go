@@ -65,6 +65,13 @@ func (r *Reconciler) observe(ctx context.Context) (Observed, error) {
 	return obs, nil
 }
 
+// viewTimeout bounds one read of another member's peer list. The gluster CLI's own bound is 120 s, and a
+// `--remote-host` call can hang that long: in one native formation of 22 the coordinator's read of a
+// follower's list sat from the probes to the CLI's timeout, and the create, with every view but that one
+// already meshed, waited two minutes for it. An unreadable view is not held against the create (unmeshed);
+// a read answers within about a second natively and a few seconds on a loaded TCG guest.
+const viewTimeout = 15 * time.Second
+
 // observeViews asks the other members a create would put bricks on for their own peer lists (unmeshed), at
 // the same time: each answer takes about a second on a TCG guest. A member that does not answer gets no entry.
 func (r *Reconciler) observeViews(ctx context.Context, s *state.State, obs Observed) map[string][]Peer {
@@ -80,6 +87,8 @@ func (r *Reconciler) observeViews(ctx context.Context, s *state.State, obs Obser
 			continue
 		}
 		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, r.viewTimeout)
+			defer cancel()
 			ps, err := r.cli.PeersOf(ctx, m.Addr.String())
 			if err != nil {
 				r.log.Warn("gluster: cannot read a brick member's peer list; not waiting for it", "member", m.Addr, "err", err)

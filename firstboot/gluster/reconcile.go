@@ -22,7 +22,9 @@ type Reconciler struct {
 	root    string // prefix for files the reconciler writes (brick dir, unit file); "" on a node
 	log     *slog.Logger
 	now     func() time.Time // the clock (tests)
-	mem     memory
+	// viewTimeout bounds each read of another member's peer list (the const; shorter in tests).
+	viewTimeout time.Duration
+	mem         memory
 }
 
 // memory is what the reconciler keeps from one pass to the next, in the process only: when things last
@@ -77,7 +79,7 @@ const createRetryAfter = orphanGrace + 2*time.Minute
 
 // New returns the gluster reconciler. root prefixes the paths it writes ("" on a node; a temp dir in tests).
 func New(cli *CLI, systemd sdunit.Manager, root string, log *slog.Logger) *Reconciler {
-	return &Reconciler{cli: cli, systemd: systemd, root: root, log: log, now: time.Now,
+	return &Reconciler{cli: cli, systemd: systemd, root: root, log: log, now: time.Now, viewTimeout: viewTimeout,
 		mem: memory{downSince: map[string]time.Time{}}}
 }
 

@@ -160,6 +160,26 @@ func TestReconcileWaitsForTheMeshBeforeCreate(t *testing.T) {
 	}
 }
 
+// TestReconcileCreatesPastAHangingView: a member's peer list that never comes (a `--remote-host` call can
+// hang until the CLI's 120 s timeout) is given up after viewTimeout and not held against the create, so
+// formation goes on in the same pass.
+func TestReconcileCreatesPastAHangingView(t *testing.T) {
+	g := &fakeGlusterd{hangViews: map[string]bool{"10.77.0.13": true}}
+	r := New(NewCLI(g.run), newFakeSystemd(), t.TempDir(), slog.New(slog.DiscardHandler))
+	r.viewTimeout = 50 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := r.Reconcile(ctx, st(mA, mA, mB, mC)); err != nil {
+		t.Fatal(err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the pass waited for the hanging view until the caller's deadline")
+	}
+	if !g.started || !slices.Contains(g.ran, "--remote-host=10.77.0.13 peer status") {
+		t.Fatalf("started %v after asking 10.77.0.13 for its view; ran %q", g.started, g.ran)
+	}
+}
+
 // TestClearFailedCreate: a volume id on an empty brick with no volume known is cleared at once by the
 // coordinator (its own create returned, so it failed) and by a follower only once the same id has stayed so
 // for orphanGrace: a follower that saw "no volume" just before a create committed must not strip the marks of
