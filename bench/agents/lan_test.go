@@ -64,10 +64,7 @@ func newLAN(tb testing.TB, n int) []*node {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() {
-		keepLogs(tb, base)
-		os.RemoveAll(base)
-	})
+	tb.Cleanup(func() { os.RemoveAll(base) })
 
 	var nodes []*node
 	for i, h := range testenv.LAN(tb, "kab", subnet, n) {
@@ -229,11 +226,7 @@ func (n *node) teardown(tb testing.TB) {
 	if tb.Failed() {
 		tb.Logf("node %s agent log tail:\n%s", n.id, files.Tail(filepath.Join(n.dir, "log", "agent.log"), 30))
 	}
-	// glusterfs writes its own logs (glusterd, bricks, FUSE client) under the node's private /var, which
-	// goes with the holder: keepLogs finds them beside the others.
-	if os.Getenv(keepLogsEnv) != "" {
-		run.Cmd(context.Background(), "cp", "-r", n.path("/var/log/glusterfs"), filepath.Join(n.dir, "log", "glusterfs"))
-	}
+	n.keepLogs(tb)
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		deadline := time.Now().Add(15 * time.Second)
 		for first := true; time.Now().Before(deadline); first = false {
@@ -254,33 +247,30 @@ func (n *node) teardown(tb testing.TB) {
 	}
 }
 
-// keepLogs copies every node's log directory under $KILN_BENCH_KEEPLOGS (when set) before the LAN goes, so a
-// slow or failed formation can be read afterwards: <dir>/<lan>/<node>/log/…, glusterfs' own logs under
-// log/glusterfs.
-func keepLogs(tb testing.TB, base string) {
+// keepLogs copies the node's logs under $KILN_BENCH_KEEPLOGS (when set), so a slow or failed formation can be
+// read afterwards: <dir>/<lan>/<node>/log/…, and glusterfs' own logs (glusterd, bricks, FUSE client), which
+// live in the node's private /var and go with its holder, under log/glusterfs.
+func (n *node) keepLogs(tb testing.TB) {
 	dst := os.Getenv(keepLogsEnv)
 	if dst == "" {
 		return
 	}
-	var logs []string
-	nodeDirs, _ := filepath.Glob(filepath.Join(base, "*", "log"))
-	for _, d := range nodeDirs {
-		filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
-			if err == nil && e.Type().IsRegular() {
-				logs = append(logs, p)
+	logDir := filepath.Join(dst, filepath.Base(filepath.Dir(n.dir)), filepath.Base(n.dir), "log")
+	for src, to := range map[string]string{filepath.Join(n.dir, "log"): logDir, n.path("/var/log/glusterfs"): filepath.Join(logDir, "glusterfs")} {
+		filepath.WalkDir(src, func(p string, e fs.DirEntry, err error) error {
+			if err != nil || !e.Type().IsRegular() {
+				return nil
+			}
+			rel, _ := filepath.Rel(src, p)
+			out := filepath.Join(to, rel)
+			err = os.MkdirAll(filepath.Dir(out), 0o755)
+			if err == nil {
+				err = files.Copy(context.Background(), out, p, 0o644)
+			}
+			if err != nil {
+				tb.Logf("keep logs: %v", err)
 			}
 			return nil
 		})
-	}
-	for _, src := range logs {
-		rel, _ := filepath.Rel(base, src)
-		to := filepath.Join(dst, filepath.Base(base), rel)
-		err := os.MkdirAll(filepath.Dir(to), 0o755)
-		if err == nil {
-			err = files.Copy(context.Background(), to, src, 0o644)
-		}
-		if err != nil {
-			tb.Logf("keep logs: %v", err)
-		}
 	}
 }
